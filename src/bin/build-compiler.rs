@@ -1,0 +1,11 @@
+//! `build-compiler`: see [`slurm_factory::cli::build`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use slurm_factory::cli::{build, main_with};
+
+fn main() -> ExitCode {
+    let args = build::CompilerArgs::parse();
+    main_with(|runner| build::run_compiler(args, runner))
+}

@@ -1,0 +1,451 @@
+//! The version catalog: what can be built and where it is published.
+//!
+//! The data lives in `catalog.yaml` at the repository root and is embedded in every binary
+//! ([`Catalog::embedded`]); `--catalog <path>` loads another file ([`Catalog::load`]).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The catalog file embedded at compile time.
+pub const EMBEDDED: &str = include_str!("../catalog.yaml");
+
+fn is_version_text(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+macro_rules! version_newtype {
+    ($(#[$doc:meta])* $name:ident, $parts:expr, $example:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The version as written, e.g. `
+            #[doc = $example]
+            /// `.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = anyhow::Error;
+            fn from_str(s: &str) -> Result<Self> {
+                if is_version_text(s) && s.split('.').count() == $parts {
+                    Ok($name(s.to_owned()))
+                } else {
+                    bail!(
+                        "{s:?} is not a {} version: expected {} dot-separated numbers, like {}",
+                        stringify!($name).trim_end_matches("Version"),
+                        $parts,
+                        $example
+                    )
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = anyhow::Error;
+            fn try_from(s: String) -> Result<Self> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+version_newtype!(
+    /// A GCC toolchain version, `MAJOR.MINOR.PATCH` (e.g. `13.4.0`).
+    GccVersion,
+    3,
+    "13.4.0"
+);
+version_newtype!(
+    /// A Slurm release series, `YY.MM` (e.g. `25.11`).
+    SlurmVersion,
+    2,
+    "25.11"
+);
+
+/// The Spack version of the Slurm package, in SchedMD tag form (e.g. `25-11-6-1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SpackSlurmVersion(String);
+
+impl SpackSlurmVersion {
+    /// The tag form, e.g. `25-11-6-1`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The upstream release this tag builds, e.g. `25.11.6` for `25-11-6-1`.
+    pub fn release(&self) -> String {
+        let parts: Vec<&str> = self.0.split('-').collect();
+        parts[..3].join(".")
+    }
+}
+
+impl TryFrom<String> for SpackSlurmVersion {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        let parts: Vec<&str> = s.split('-').collect();
+        if parts.len() == 4
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Ok(SpackSlurmVersion(s))
+        } else {
+            bail!("{s:?} is not a SchedMD tag version like 25-11-6-1")
+        }
+    }
+}
+
+impl From<SpackSlurmVersion> for String {
+    fn from(v: SpackSlurmVersion) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for SpackSlurmVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A target architecture name (`amd64`, `arm64`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Arch(pub String);
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One GCC toolchain of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compiler {
+    /// The GCC version.
+    pub version: GccVersion,
+    /// Whether it is paired with Slurm in the default matrix.
+    pub slurm: bool,
+}
+
+/// The compilers section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compilers {
+    /// The default toolchain.
+    pub default: GccVersion,
+    /// All toolchains, newest first.
+    pub versions: Vec<Compiler>,
+}
+
+/// One Slurm release of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRelease {
+    /// The release series.
+    pub version: SlurmVersion,
+    /// The Spack version string of `slurm_factory.slurm`.
+    pub spack: SpackSlurmVersion,
+}
+
+/// The Slurm section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmReleases {
+    /// The default release.
+    pub default: SlurmVersion,
+    /// All releases, newest first.
+    pub releases: Vec<SlurmRelease>,
+}
+
+/// One target architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The architecture name.
+    pub name: Arch,
+    /// Spack's `target=` for portable binaries.
+    pub spack_target: String,
+    /// The self-hosted runner labels that build for it.
+    pub runner_labels: Vec<String>,
+}
+
+/// The architectures section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architectures {
+    /// The default architecture.
+    pub default: Arch,
+    /// All targets.
+    pub targets: Vec<Target>,
+}
+
+/// Job timeouts in minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// A compiler build.
+    pub compiler: u32,
+    /// A Slurm buildcache build.
+    pub slurm: u32,
+    /// A tarball build.
+    pub tarball: u32,
+}
+
+/// Where things are published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The buildcache bucket.
+    pub buildcache_bucket: String,
+    /// The public CDN in front of the buildcache bucket.
+    pub cdn_url: String,
+    /// Prefix of a compiler buildcache; `{gcc}` is replaced.
+    pub compiler_prefix: String,
+    /// Prefix of a Slurm buildcache; `{slurm}` and `{gcc}` are replaced.
+    pub slurm_prefix: String,
+    /// The public tarball bucket.
+    pub tarball_bucket: String,
+    /// Key of a tarball; `{slurm}` and `{gcc}` are replaced.
+    pub tarball_key: String,
+    /// Public base URL of the tarball bucket.
+    pub tarball_url: String,
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// GCC toolchains.
+    pub compilers: Compilers,
+    /// Slurm releases.
+    pub slurm: SlurmReleases,
+    /// Target architectures.
+    pub architectures: Architectures,
+    /// Job timeouts.
+    pub timeouts: Timeouts,
+    /// Publishing locations.
+    pub publish: Publish,
+}
+
+impl Catalog {
+    /// The catalog embedded in this binary.
+    pub fn embedded() -> Catalog {
+        Catalog::parse(EMBEDDED, "embedded catalog.yaml")
+            .expect("the embedded catalog.yaml is checked by the test suite")
+    }
+
+    /// Loads and validates a catalog file.
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the catalog {}", path.display()))?;
+        Catalog::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded catalog, or the file at `path` when given.
+    pub fn load_or_embedded(path: Option<&Path>) -> Result<Catalog> {
+        match path {
+            Some(p) => Catalog::load(p),
+            None => Ok(Catalog::embedded()),
+        }
+    }
+
+    /// Parses and validates catalog text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Catalog> {
+        let c: Catalog = yaml_serde::from_str(text)
+            .with_context(|| format!("{origin} is not a valid version catalog"))?;
+        c.validate()
+            .with_context(|| format!("{origin} is inconsistent"))?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.compilers.versions {
+            if !seen.insert(c.version.as_str()) {
+                bail!("compiler {} is listed twice", c.version);
+            }
+        }
+        if self.compiler(&self.compilers.default).is_none() {
+            bail!(
+                "the default compiler {} is not listed",
+                self.compilers.default
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.slurm.releases {
+            if !seen.insert(r.version.as_str()) {
+                bail!("Slurm {} is listed twice", r.version);
+            }
+            let rel = r.spack.release();
+            if !rel.starts_with(&format!("{}.", r.version)) {
+                bail!(
+                    "Slurm {} has Spack version {} from another series",
+                    r.version,
+                    r.spack
+                );
+            }
+        }
+        if self.slurm_release(&self.slurm.default).is_none() {
+            bail!(
+                "the default Slurm release {} is not listed",
+                self.slurm.default
+            );
+        }
+        if self.target(&self.architectures.default).is_none() {
+            bail!(
+                "the default architecture {} is not listed",
+                self.architectures.default
+            );
+        }
+        Ok(())
+    }
+
+    /// The compiler entry for `v`.
+    pub fn compiler(&self, v: &GccVersion) -> Option<&Compiler> {
+        self.compilers.versions.iter().find(|c| &c.version == v)
+    }
+
+    /// The Slurm entry for `v`.
+    pub fn slurm_release(&self, v: &SlurmVersion) -> Option<&SlurmRelease> {
+        self.slurm.releases.iter().find(|r| &r.version == v)
+    }
+
+    /// The target named `a`.
+    pub fn target(&self, a: &Arch) -> Option<&Target> {
+        self.architectures.targets.iter().find(|t| &t.name == a)
+    }
+
+    /// Every compiler version, in catalog order.
+    pub fn compiler_versions(&self) -> Vec<GccVersion> {
+        self.compilers
+            .versions
+            .iter()
+            .map(|c| c.version.clone())
+            .collect()
+    }
+
+    /// The compilers paired with Slurm by default, in catalog order.
+    pub fn slurm_compilers(&self) -> Vec<GccVersion> {
+        self.compilers
+            .versions
+            .iter()
+            .filter(|c| c.slurm)
+            .map(|c| c.version.clone())
+            .collect()
+    }
+
+    /// Every Slurm release, in catalog order.
+    pub fn slurm_versions(&self) -> Vec<SlurmVersion> {
+        self.slurm
+            .releases
+            .iter()
+            .map(|r| r.version.clone())
+            .collect()
+    }
+
+    /// Prefix of the compiler buildcache for `gcc` inside the buildcache bucket.
+    pub fn compiler_prefix(&self, gcc: &GccVersion) -> String {
+        self.publish.compiler_prefix.replace("{gcc}", gcc.as_str())
+    }
+
+    /// Prefix of the Slurm buildcache for (`slurm`, `gcc`).
+    pub fn slurm_prefix(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
+        self.publish
+            .slurm_prefix
+            .replace("{slurm}", slurm.as_str())
+            .replace("{gcc}", gcc.as_str())
+    }
+
+    /// Object key of the tarball for (`slurm`, `gcc`).
+    pub fn tarball_key(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
+        self.publish
+            .tarball_key
+            .replace("{slurm}", slurm.as_str())
+            .replace("{gcc}", gcc.as_str())
+    }
+
+    /// Public URL of a buildcache prefix through the CDN.
+    pub fn cdn_url(&self, prefix: &str) -> String {
+        format!("{}/{}", self.publish.cdn_url.trim_end_matches('/'), prefix)
+    }
+
+    /// Public URL of the tarball for (`slurm`, `gcc`).
+    pub fn tarball_url(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
+        format!(
+            "{}/{}",
+            self.publish.tarball_url.trim_end_matches('/'),
+            self.tarball_key(slurm, gcc)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_matches_the_supported_set() {
+        let c = Catalog::embedded();
+        assert_eq!(c.compiler_versions().len(), 9);
+        assert_eq!(c.slurm_compilers().len(), 8);
+        assert!(!c.slurm_compilers().contains(&"15.2.0".parse().unwrap()));
+        assert_eq!(c.slurm_versions().len(), 4);
+        assert_eq!(c.compilers.default.as_str(), "13.4.0");
+        assert_eq!(c.slurm.default.as_str(), "25.11");
+        let r = c.slurm_release(&"25.11".parse().unwrap()).unwrap();
+        assert_eq!(r.spack.as_str(), "25-11-6-1");
+        assert_eq!(r.spack.release(), "25.11.6");
+    }
+
+    #[test]
+    fn prefixes_and_urls_follow_the_templates() {
+        let c = Catalog::embedded();
+        let s: SlurmVersion = "25.11".parse().unwrap();
+        let g: GccVersion = "13.4.0".parse().unwrap();
+        assert_eq!(c.compiler_prefix(&g), "compilers/13.4.0/buildcache");
+        assert_eq!(c.slurm_prefix(&s, &g), "slurm/25.11/13.4.0/buildcache");
+        assert_eq!(
+            c.tarball_url(&s, &g),
+            "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software.tar.gz"
+        );
+    }
+
+    #[test]
+    fn versions_reject_non_versions() {
+        for bad in ["", "13.4", "13.4.0; rm -rf /", "$(id)", "13..0", "1.2.3.4"] {
+            assert!(bad.parse::<GccVersion>().is_err(), "{bad:?} accepted");
+        }
+        assert!("25.11.1".parse::<SlurmVersion>().is_err());
+    }
+
+    #[test]
+    fn inconsistent_catalogs_are_rejected() {
+        let text = EMBEDDED.replace("default: \"13.4.0\"", "default: \"13.9.0\"");
+        let err = Catalog::parse(&text, "test").unwrap_err();
+        assert!(format!("{err:#}").contains("13.9.0"));
+    }
+}

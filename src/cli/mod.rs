@@ -1,0 +1,76 @@
+//! Argument surfaces and entry points of the binaries.
+//!
+//! Every action binary is `clap` over one module here: `Args` (the flags, which also read the
+//! action's `INPUT_*` variables, flags winning) and `run`. The umbrella `slurm-factory` CLI
+//! embeds the same `Args` as subcommands, so both spellings behave identically.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::gha::Runner;
+
+pub mod build;
+pub mod fingerprint;
+pub mod prepare_matrix;
+pub mod sign_and_upload;
+pub mod tarball_publish;
+pub mod test_install;
+pub mod verify;
+pub mod workflows;
+
+/// Exit code for a failure the user can fix (bad input, missing tool).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs an entry point on a Tokio runtime and turns an error into an `::error::` annotation
+/// (or a red message on a terminal) and a non-zero exit code.
+pub fn main_with<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(Runner) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let runner = Runner::from_env();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            runner.error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match rt.block_on(f(runner.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            runner.error(&format!("{e:#}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The error of a command whose implementation has not landed yet.
+pub fn not_implemented(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what}: not implemented yet. This command's arguments are final, but its implementation is tracked in an open issue; nothing was done"
+    )
+}
+
+/// `flag` if given, else input `name` of the action.
+pub fn flag_or_input(flag: Option<String>, runner: &Runner, name: &str) -> Option<String> {
+    flag.or_else(|| runner.input(name))
+}
+
+/// `flag` if given, else boolean input `name`, else `default`.
+pub fn bool_flag_or_input(
+    flag: Option<bool>,
+    runner: &Runner,
+    name: &str,
+    default: bool,
+) -> Result<bool> {
+    Ok(match flag {
+        Some(b) => b,
+        None => runner.input_bool(name)?.unwrap_or(default),
+    })
+}

@@ -1,0 +1,19 @@
+//! slurm-factory: build relocatable Slurm packages and GCC toolchains with Spack inside Docker,
+//! sign the resulting Spack buildcaches with OpenPGP and publish them to S3, from GitHub Actions
+//! or a workstation.
+//!
+//! The crate is a library plus thin binaries, one per composite action (`prepare-matrix`,
+//! `build-compiler`, `build-slurm`, `sign-and-upload`, `test-install`, `tarball-publish`) and the
+//! umbrella `slurm-factory` CLI. Every binary is a `clap` front end over a module here:
+//!
+//! - [`gha`]: the GitHub Actions runner protocol (inputs, file commands, workflow commands,
+//!   job summary, OIDC), with a readable terminal fallback outside Actions.
+//! - [`catalog`]: the version catalog (`catalog.yaml`), the single source of truth for what can
+//!   be built and where it is published.
+//! - [`matrix`]: turning user input into a validated build matrix.
+//! - [`cli`]: the argument surfaces and entry points shared by the binaries.
+
+pub mod catalog;
+pub mod cli;
+pub mod gha;
+pub mod matrix;

@@ -1,0 +1,1 @@
+//! Turning user input into a validated build matrix (implemented by the foundation issue).
