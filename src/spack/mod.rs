@@ -434,7 +434,8 @@ fn target_of(catalog: &Catalog, arch: &Arch) -> Result<String> {
     match catalog.target(arch) {
         Some(t) => Ok(t.spack_target.clone()),
         None => bail!(
-            "architecture {arch:?} is not in the catalog; known: {}",
+            "architecture {:?} is not in the catalog; known: {}",
+            arch.0,
             catalog
                 .architectures
                 .targets
