@@ -78,7 +78,7 @@ pub struct CompilerArgs {
 #[command(
     name = "build-slurm",
     version,
-    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache"
+    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  build-slurm --docker-context ./site-docker --no-cache --timeout-minutes 600"
 )]
 pub struct SlurmArgs {
     /// Slurm release to build (default from the catalog) [input: slurm_version]
