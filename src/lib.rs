@@ -11,9 +11,13 @@
 //! - [`catalog`]: the version catalog (`catalog.yaml`), the single source of truth for what can
 //!   be built and where it is published.
 //! - [`matrix`]: turning user input into a validated build matrix.
+//! - [`spack`]: the Spack environments, namespaces and build steps of a job.
+//! - [`docker`]: the build container (image build, step execution, cancellation) on bollard.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod catalog;
 pub mod cli;
+pub mod docker;
 pub mod gha;
 pub mod matrix;
+pub mod spack;

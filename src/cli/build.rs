@@ -1,11 +1,30 @@
 //! `build-compiler` and `build-slurm`: run the Spack build inside the build container.
+//!
+//! Both turn their arguments into a [`Job`], then either print the plan (`--dry-run`: the
+//! generated `spack.yaml`, the Dockerfile and the steps, without touching Docker or the disk) or
+//! [`execute`] it: connect to Docker (failing fast), create the build's namespace, build the
+//! image, run the steps, and report the outputs (`$GITHUB_OUTPUT` and the job summary).
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 
+use crate::catalog::{Arch, Catalog, GccVersion, SlurmVersion};
+use crate::docker::{
+    BindMount, BuildContext, Cancel, Engine, Failure, ImageBuild, LABEL_NAMESPACE, LABEL_RUN,
+    RunSpec, UserSpec, human,
+};
 use crate::gha::Runner;
+use crate::spack::stats::{self, BuildStats};
+use crate::spack::{Area, Job, Layout, RunId, SlurmJobRequest, repo};
+
+use super::{bool_flag_or_input, flag_or_input};
+
+/// Default `--output-dir`.
+pub const DEFAULT_OUTPUT_DIR: &str = "slurm-factory-build";
 
 /// Options shared by both builders.
 #[derive(Debug, clap::Args)]
@@ -28,6 +47,11 @@ pub struct CommonBuildArgs {
     /// Use this catalog file instead of the embedded one [input: catalog]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// Build the container image from this directory (holding a Dockerfile) instead of the
+    /// embedded docker/ definition, e.g. to add a site proxy or CA. The image must provide
+    /// `spack` on PATH [input: docker_context]
+    #[arg(long, value_name = "DIR")]
+    pub docker_context: Option<PathBuf>,
 }
 
 /// Build a relocatable GCC toolchain into an unsigned local Spack buildcache.
@@ -54,7 +78,7 @@ pub struct CompilerArgs {
 #[command(
     name = "build-slurm",
     version,
-    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache"
+    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  build-slurm --docker-context ./site-docker --no-cache --timeout-minutes 600"
 )]
 pub struct SlurmArgs {
     /// Slurm release to build (default from the catalog) [input: slurm_version]
@@ -80,12 +104,500 @@ pub struct SlurmArgs {
     pub common: CommonBuildArgs,
 }
 
+/// How to execute a job (the library-level form of the common flags).
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Output directory (namespaces go under `builds/`, shared caches under `cache/`).
+    pub output_dir: PathBuf,
+    /// Build context directory; `None`: the embedded `docker/`.
+    pub docker_context: Option<PathBuf>,
+    /// Ignore Docker's layer cache.
+    pub no_cache: bool,
+    /// Job timeout (image build included).
+    pub timeout: Duration,
+    /// Run the containers as this uid:gid; `None`: as this process's user.
+    pub user: Option<UserSpec>,
+    /// The run id (part of the namespace, and a container label).
+    pub run_id: RunId,
+}
+
+/// What [`execute`] produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// Where everything is.
+    pub layout: Layout,
+    /// The image the steps ran in.
+    pub image: Option<String>,
+    /// Built vs reused packages and timings.
+    pub stats: BuildStats,
+    /// Why the build stopped early, if it did.
+    pub failure: Option<Failure>,
+    /// The debug bundle written on failure.
+    pub debug_bundle: Option<PathBuf>,
+}
+
+impl BuildOutcome {
+    /// The error a failed build returns (with the debug bundle named).
+    pub fn error(&self) -> Option<anyhow::Error> {
+        let failure = self.failure.as_ref()?;
+        let mut msg = format!("{failure}. Full log: {}", self.log().display());
+        if let Some(b) = &self.debug_bundle {
+            let _ = write!(msg, "; debug bundle: {}", b.display());
+        }
+        Some(anyhow!(msg))
+    }
+
+    /// The full build log.
+    pub fn log(&self) -> PathBuf {
+        self.layout.host(Area::Logs).join("build.log")
+    }
+}
+
+/// Runs `job`: connects to Docker (first, so a missing engine changes nothing on disk), lays out
+/// the namespace, builds the image and runs the steps. A failed, timed-out or cancelled build is
+/// an `Ok` outcome with `failure` set (and a debug bundle); infrastructure errors are `Err`.
+pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let mut cancel = Cancel::install()?;
+    let ctx = BuildContext::load(opts.docker_context.as_deref())?;
+    let engine = Engine::connect().await?;
+
+    let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
+    layout.create()?;
+    let env_file = layout.host(Area::Env).join("spack.yaml");
+    std::fs::write(&env_file, render_environment(job, &layout)?)
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
+    repo::write_to(&layout.host(Area::SpackRepo))?;
+    let user = match opts.user {
+        Some(u) => u,
+        None => UserSpec::current()?,
+    };
+    user.own_tree(&layout.build_dir())?;
+    user.own_tree(&layout.cache_dir())?;
+    runner.info(&format!(
+        "Building {job} in namespace {} (Docker at {}, as {user}, timeout {})",
+        layout.namespace(),
+        engine.endpoint(),
+        human(opts.timeout)
+    ));
+
+    let mut outcome = BuildOutcome {
+        layout: layout.clone(),
+        image: None,
+        stats: BuildStats::default(),
+        failure: None,
+        debug_bundle: None,
+    };
+    let image = engine
+        .build_image(
+            &ctx,
+            &ImageBuild {
+                no_cache: opts.no_cache,
+                log: layout.host(Area::Logs).join("image-build.log"),
+                deadline,
+                timeout: opts.timeout,
+            },
+            runner,
+            &mut cancel,
+        )
+        .await?;
+    let image = match image {
+        Ok(tag) => tag,
+        Err(failure) => {
+            outcome.failure = Some(failure);
+            outcome.stats.total = started.elapsed();
+            return Ok(outcome);
+        }
+    };
+    outcome.image = Some(image.clone());
+
+    let spec = RunSpec {
+        image,
+        mounts: vec![
+            BindMount {
+                host: layout.build_dir(),
+                container: layout.container_build_dir(),
+                read_only: false,
+            },
+            BindMount {
+                host: layout.cache_dir(),
+                container: layout.container_cache_dir(),
+                read_only: false,
+            },
+        ],
+        env: layout.container_env(),
+        workdir: layout.container(Area::Home),
+        user,
+        labels: [
+            (LABEL_RUN.to_owned(), opts.run_id.as_str().to_owned()),
+            (
+                LABEL_NAMESPACE.to_owned(),
+                layout.namespace().as_str().to_owned(),
+            ),
+        ]
+        .into(),
+        name_prefix: format!("slurm-factory-{}", layout.namespace()),
+        log_dir: layout.host(Area::Logs),
+        deadline,
+        timeout: opts.timeout,
+    };
+    let report = engine
+        .run_steps(&spec, &job.steps(&layout), runner, &mut cancel)
+        .await?;
+    outcome.stats.steps = report.steps;
+    outcome.stats.census = stats::census(&layout.host(Area::Install))?;
+    outcome.failure = report.failure;
+    if outcome.failure.is_some() {
+        let lock = layout.host(Area::Env).join("spack.lock");
+        let log = outcome.log();
+        let bundle = layout.host(Area::Debug);
+        stats::collect_debug_bundle(
+            &layout.host(Area::Stage),
+            &bundle,
+            &[
+                ("build.log", log.as_path()),
+                ("spack.yaml", env_file.as_path()),
+                ("spack.lock", lock.as_path()),
+            ],
+        )?;
+        outcome.debug_bundle = Some(bundle);
+    }
+    outcome.stats.total = started.elapsed();
+    Ok(outcome)
+}
+
+/// The `spack.yaml` text of `job` in `layout`.
+pub fn render_environment(job: &Job, layout: &Layout) -> Result<String> {
+    job.environment(layout).render(&format!(
+        "Generated by slurm-factory {} for {job}; do not edit (it is regenerated per build).",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// The `--dry-run` report: environment, Dockerfile, mounts and steps.
+pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Build plan for {job} (namespace {}); nothing was run.\n",
+        layout.namespace()
+    );
+    let _ = writeln!(
+        out,
+        "==> spack.yaml ({})",
+        layout.host(Area::Env).join("spack.yaml").display()
+    );
+    out.push_str(&render_environment(job, layout)?);
+    let _ = writeln!(
+        out,
+        "\n==> Dockerfile (from {}, image {})",
+        ctx.origin(),
+        ctx.image_tag()
+    );
+    out.push_str(ctx.dockerfile());
+    let _ = writeln!(out, "\n==> Mounts");
+    let _ = writeln!(
+        out,
+        "{} -> {}",
+        layout.build_dir().display(),
+        layout.container_build_dir()
+    );
+    let _ = writeln!(
+        out,
+        "{} -> {}",
+        layout.cache_dir().display(),
+        layout.container_cache_dir()
+    );
+    let _ = writeln!(out, "\n==> Steps");
+    for (i, step) in job.steps(layout).iter().enumerate() {
+        let _ = writeln!(out, "{}. {}: {}", i + 1, step.name, step.command_line());
+    }
+    Ok(out)
+}
+
+/// Whether `--publish` can hand the buildcache to the signing and upload code yet.
+pub const PUBLISH_WIRED: bool = false;
+
+/// Hands the finished unsigned buildcache at `buildcache` to sign-and-upload
+/// (`crate::cli::sign_and_upload`), publishing `scope` (`all` or `slurm-only`) to `destination`.
+///
+/// Not wired yet: signing and upload live in the signing/S3 issues, and this builder refuses
+/// `--publish` up front (before building) until that lands.
+pub async fn publish_handoff(buildcache: &Path, destination: &str, scope: &str) -> Result<()> {
+    Err(publish_missing(buildcache, destination, scope))
+}
+
+fn publish_missing(buildcache: &Path, destination: &str, scope: &str) -> anyhow::Error {
+    anyhow!(
+        "--publish {scope} to {destination}: handing the buildcache to sign-and-upload is not wired yet (missing piece: `cli::build::publish_handoff` calling `cli::sign_and_upload`), so nothing was built. Build without --publish, then run `sign-and-upload --source {} --destination {destination}`",
+        buildcache.display()
+    )
+}
+
+struct Resolved {
+    job: Job,
+    opts: BuildOptions,
+    dry_run: bool,
+    publish: Option<(String, String)>,
+}
+
+fn common_options(
+    common: &CommonBuildArgs,
+    runner: &Runner,
+    catalog: &Catalog,
+    default_timeout: u32,
+) -> Result<(Arch, BuildOptions, bool)> {
+    let arch = flag_or_input(common.arch.clone(), runner, "arch")
+        .map(Arch)
+        .unwrap_or_else(|| catalog.architectures.default.clone());
+    let output_dir = common
+        .output_dir
+        .clone()
+        .or_else(|| runner.input("output_dir").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
+    let docker_context = common
+        .docker_context
+        .clone()
+        .or_else(|| runner.input("docker_context").map(PathBuf::from));
+    let no_cache = bool_flag_or_input(common.no_cache.then_some(true), runner, "no_cache", false)?;
+    let dry_run = bool_flag_or_input(common.dry_run.then_some(true), runner, "dry_run", false)?;
+    let minutes = match common.timeout_minutes {
+        Some(m) => m,
+        None => match runner.input("timeout_minutes") {
+            Some(t) => t.parse().map_err(|_| {
+                anyhow!("input timeout_minutes is {t:?}, not a whole number of minutes")
+            })?,
+            None => default_timeout,
+        },
+    };
+    if minutes == 0 {
+        bail!("--timeout-minutes must be at least 1");
+    }
+    Ok((
+        arch,
+        BuildOptions {
+            output_dir,
+            docker_context,
+            no_cache,
+            timeout: Duration::from_secs(u64::from(minutes) * 60),
+            user: None,
+            run_id: RunId::from_runner(runner),
+        },
+        dry_run,
+    ))
+}
+
+fn load_catalog(common: &CommonBuildArgs, runner: &Runner) -> Result<Catalog> {
+    let path = common
+        .catalog
+        .clone()
+        .or_else(|| runner.input("catalog").map(PathBuf::from));
+    Catalog::load_or_embedded(path.as_deref())
+}
+
+fn resolve_compiler(args: &CompilerArgs, runner: &Runner) -> Result<Resolved> {
+    let catalog = load_catalog(&args.common, runner)?;
+    let (arch, opts, dry_run) =
+        common_options(&args.common, runner, &catalog, catalog.timeouts.compiler)?;
+    let gcc: GccVersion =
+        match flag_or_input(args.compiler_version.clone(), runner, "compiler_version") {
+            Some(v) => v.parse()?,
+            None => catalog.compilers.default.clone(),
+        };
+    let job = Job::compiler(&catalog, gcc, arch)?;
+    let publish = flag_or_input(args.publish.clone(), runner, "publish_to")
+        .map(|dest| ("all".to_owned(), dest));
+    Ok(Resolved {
+        job,
+        opts,
+        dry_run,
+        publish,
+    })
+}
+
+fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
+    let catalog = load_catalog(&args.common, runner)?;
+    let (arch, opts, dry_run) =
+        common_options(&args.common, runner, &catalog, catalog.timeouts.slurm)?;
+    let slurm: SlurmVersion =
+        match flag_or_input(args.slurm_version.clone(), runner, "slurm_version") {
+            Some(v) => v.parse()?,
+            None => catalog.slurm.default.clone(),
+        };
+    let gcc: GccVersion =
+        match flag_or_input(args.compiler_version.clone(), runner, "compiler_version") {
+            Some(v) => v.parse()?,
+            None => catalog.compilers.default.clone(),
+        };
+    let gpu = bool_flag_or_input(args.gpu.then_some(true), runner, "gpu", false)?;
+    let job = SlurmJobRequest {
+        slurm: slurm.clone(),
+        gcc: gcc.clone(),
+        gpu,
+        arch,
+        compiler_mirror: flag_or_input(
+            args.compiler_buildcache.clone(),
+            runner,
+            "compiler_buildcache",
+        ),
+        slurm_mirror: None,
+    }
+    .resolve(&catalog)?;
+    let scope =
+        flag_or_input(args.publish.clone(), runner, "publish").unwrap_or_else(|| "none".into());
+    let publish = match scope.as_str() {
+        "none" => None,
+        "all" | "slurm-only" => {
+            let dest = flag_or_input(args.destination.clone(), runner, "destination")
+                .unwrap_or_else(|| {
+                    format!(
+                        "s3://{}/{}",
+                        catalog.publish.buildcache_bucket,
+                        catalog.slurm_prefix(&slurm, &gcc)
+                    )
+                });
+            Some((scope, dest))
+        }
+        other => bail!("--publish {other:?} is not one of: all, slurm-only, none"),
+    };
+    Ok(Resolved {
+        job,
+        opts,
+        dry_run,
+        publish,
+    })
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
+    let Resolved {
+        job,
+        opts,
+        dry_run,
+        publish,
+    } = resolved;
+    if dry_run {
+        let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
+        let ctx = BuildContext::load(opts.docker_context.as_deref())?;
+        runner.info(&plan(&job, &layout, &ctx)?);
+        return Ok(());
+    }
+    if job.arch().0 != host_arch() {
+        bail!(
+            "this machine is {} but the build targets {}: cross-building is not supported; run it on a {} runner (see runner_labels in the catalog)",
+            host_arch(),
+            job.arch(),
+            job.arch()
+        );
+    }
+    if let Some((scope, dest)) = &publish
+        && !PUBLISH_WIRED
+    {
+        let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
+        return Err(publish_missing(&layout.host(Area::Buildcache), dest, scope));
+    }
+
+    let outcome = execute(&job, &opts, &runner).await?;
+    report(&job, &outcome, &runner)?;
+    if let Some(err) = outcome.error() {
+        return Err(err);
+    }
+    if let Some((scope, dest)) = &publish {
+        publish_handoff(&outcome.layout.host(Area::Buildcache), dest, scope).await?;
+    }
+    Ok(())
+}
+
+/// Writes a finished build's outputs to `$GITHUB_OUTPUT` and its summary to the job summary.
+pub fn report(job: &Job, outcome: &BuildOutcome, runner: &Runner) -> Result<()> {
+    let l = &outcome.layout;
+    let slurm = matches!(job, Job::Slurm(_));
+    let path = |p: PathBuf| p.display().to_string();
+    let mut outputs: Vec<(&str, String)> = vec![
+        ("namespace", l.namespace().to_string()),
+        ("buildcache_path", path(l.host(Area::Buildcache))),
+        ("spack_lock", path(l.host(Area::Env).join("spack.lock"))),
+        ("build_log", path(outcome.log())),
+        (
+            "packages_built",
+            outcome.stats.census.built.len().to_string(),
+        ),
+        (
+            "packages_reused",
+            outcome.stats.census.reused.len().to_string(),
+        ),
+        (
+            "duration_seconds",
+            outcome.stats.total.as_secs().to_string(),
+        ),
+    ];
+    if slurm {
+        outputs.push(("view_path", path(l.host(Area::View))));
+        outputs.push(("modules_path", path(l.host(Area::Modules))));
+    }
+    if let Some(b) = &outcome.debug_bundle {
+        outputs.push(("debug_bundle", path(b.clone())));
+    }
+    for (k, v) in &outputs {
+        runner.set_output(k, v)?;
+    }
+
+    let mut md = String::new();
+    let status = match &outcome.failure {
+        None => "succeeded".to_owned(),
+        Some(f) => format!("failed: {f}"),
+    };
+    let _ = writeln!(md, "### {job}: {status}\n");
+    let _ = writeln!(md, "| | |\n|---|---|");
+    for (k, v) in &outputs {
+        let _ = writeln!(md, "| {k} | `{v}` |");
+    }
+    let _ = writeln!(md, "| time | {} |", human(outcome.stats.total));
+    if let Some(image) = &outcome.image {
+        let _ = writeln!(md, "| image | `{image}` |");
+    }
+    if !outcome.stats.steps.is_empty() {
+        let _ = writeln!(md, "\n| step | time |\n|---|---|");
+        for s in &outcome.stats.steps {
+            let _ = writeln!(md, "| {} | {} |", s.name, human(s.duration));
+        }
+    }
+    let census = &outcome.stats.census;
+    if !census.built.is_empty() || !census.reused.is_empty() {
+        let list = |v: &[stats::Installed]| {
+            v.iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "\n<details><summary>{} built, {} reused from buildcaches</summary>\n\nBuilt: {}\n\nReused: {}\n</details>",
+            census.built.len(),
+            census.reused.len(),
+            list(&census.built),
+            list(&census.reused)
+        );
+    }
+    runner.append_summary(&md)
+}
+
 /// Runs `build-compiler`.
-pub async fn run_compiler(_args: CompilerArgs, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("build-compiler"))
+pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
+    let resolved = resolve_compiler(&args, &runner)?;
+    run(resolved, runner).await
 }
 
 /// Runs `build-slurm`.
-pub async fn run_slurm(_args: SlurmArgs, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("build-slurm"))
+pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
+    let resolved = resolve_slurm(&args, &runner)?;
+    run(resolved, runner).await
 }

@@ -1,0 +1,801 @@
+//! The Spack side of a build: what to build ([`Job`]), where everything goes ([`Layout`]),
+//! the generated environment ([`env`]), the steps run inside the build container ([`Step`]),
+//! the embedded package repository ([`repo`]) and what a finished build reports ([`stats`]).
+//!
+//! Every path a job writes (install tree, view, modules, stage, buildcache, logs) lives under
+//! a per-build namespace directory, so concurrent builds on one runner never collide. Only the
+//! source cache and Spack's misc cache are shared between builds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Arch, Catalog, GccVersion, SlurmRelease};
+use crate::gha::Runner;
+
+pub mod env;
+pub mod repo;
+pub mod stats;
+
+use env::{
+    Concretizer, Config, Environment, InstallTree, Lmod, Mirror, ModuleSet, Modules,
+    PackageSettings, Reuse, ReuseSource, SpackYaml, View, ViewDescriptor,
+};
+
+/// Install-tree padding that lets binaries relocate (without it: "CannotGrowString").
+pub const PADDED_LENGTH: u32 = 128;
+
+/// Where the build directory tree is mounted inside the build container.
+pub const CONTAINER_ROOT: &str = "/slurm-factory";
+
+/// The packages built next to Slurm, as Spack specs (before the compiler is added).
+pub const SLURM_COMPANIONS: &[&str] = &[
+    "munge",
+    "pmix@5",
+    "openmpi@5 schedulers=slurm",
+    "hdf5",
+    "hwloc@2",
+    "curl",
+    "openssl@3",
+    "libjwt",
+    "lua",
+    "readline",
+    "json-c",
+    "http-parser",
+    "libyaml",
+    "librdkafka",
+];
+
+/// Build-only tools that must never land in the view even if something pulls them in at run time.
+pub const VIEW_EXCLUDES: &[&str] = &[
+    "autoconf", "automake", "cmake", "gcc", "gmake", "libtool", "m4", "meson", "ninja", "pkgconf",
+];
+
+/// Packages that get Lmod modules.
+pub const MODULE_PACKAGES: &[&str] = &["slurm", "openmpi"];
+
+/// What one build produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// A GCC toolchain into a compiler buildcache.
+    Compiler(CompilerJob),
+    /// Slurm and its stack into a Slurm buildcache, a view and modules.
+    Slurm(SlurmJob),
+}
+
+/// A GCC toolchain build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompilerJob {
+    /// The GCC version to build.
+    pub gcc: GccVersion,
+    /// The architecture name.
+    pub arch: Arch,
+    /// Spack's `target=` for portable binaries.
+    pub spack_target: String,
+}
+
+/// A Slurm build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmJob {
+    /// The Slurm release (series and Spack version).
+    pub slurm: SlurmRelease,
+    /// The GCC toolchain everything is compiled with.
+    pub gcc: GccVersion,
+    /// Build with NVML (CUDA) and ROCm SMI.
+    pub gpu: bool,
+    /// The architecture name.
+    pub arch: Arch,
+    /// Spack's `target=` for portable binaries.
+    pub spack_target: String,
+    /// URL of the signed compiler buildcache the toolchain is installed from.
+    pub compiler_mirror: String,
+    /// URL of an existing signed Slurm buildcache to reuse dependencies from, if any.
+    pub slurm_mirror: Option<String>,
+}
+
+impl Job {
+    /// A compiler job for `gcc` on `arch`, checked against the catalog.
+    pub fn compiler(catalog: &Catalog, gcc: GccVersion, arch: Arch) -> Result<Job> {
+        if catalog.compiler(&gcc).is_none() {
+            bail!(
+                "GCC {gcc} is not in the catalog; known toolchains: {}",
+                join(catalog.compiler_versions())
+            );
+        }
+        let spack_target = target_of(catalog, &arch)?;
+        Ok(Job::Compiler(CompilerJob {
+            gcc,
+            arch,
+            spack_target,
+        }))
+    }
+
+    /// `compiler` or `slurm`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Compiler(_) => "compiler",
+            Job::Slurm(_) => "slurm",
+        }
+    }
+
+    /// The GCC version involved.
+    pub fn gcc(&self) -> &GccVersion {
+        match self {
+            Job::Compiler(c) => &c.gcc,
+            Job::Slurm(s) => &s.gcc,
+        }
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> &Arch {
+        match self {
+            Job::Compiler(c) => &c.arch,
+            Job::Slurm(s) => &s.arch,
+        }
+    }
+
+    /// A short human-readable name: `gcc-13.4.0-amd64`, `slurm-25.11-gcc13.4.0-gpu-amd64`.
+    pub fn label(&self) -> String {
+        match self {
+            Job::Compiler(c) => format!("gcc-{}-{}", c.gcc, c.arch),
+            Job::Slurm(s) => format!(
+                "slurm-{}-gcc{}-{}-{}",
+                s.slurm.version,
+                s.gcc,
+                if s.gpu { "gpu" } else { "cpu" },
+                s.arch
+            ),
+        }
+    }
+
+    /// A stable hash of what this job builds (not of where it runs).
+    pub fn fingerprint(&self) -> String {
+        let text = match self {
+            Job::Compiler(c) => format!("compiler\0{}\0{}\0{}", c.gcc, c.arch, c.spack_target),
+            Job::Slurm(s) => format!(
+                "slurm\0{}\0{}\0{}\0{}\0{}",
+                s.slurm.spack, s.gcc, s.gpu, s.arch, s.spack_target
+            ),
+        };
+        hex::encode(&Sha256::digest(text.as_bytes())[..6])
+    }
+
+    /// The per-build namespace of this job in run `run`.
+    pub fn namespace(&self, run: &RunId) -> Namespace {
+        Namespace(format!("{}-{}-{}", self.label(), self.fingerprint(), run.0))
+    }
+
+    /// The root specs of the environment.
+    pub fn specs(&self) -> Vec<String> {
+        match self {
+            Job::Compiler(c) => vec![format!(
+                "gcc@{} +binutils +piclibs languages=c,c++,fortran",
+                c.gcc
+            )],
+            Job::Slurm(s) => {
+                let gpu = if s.gpu { "+nvml +rsmi" } else { "~nvml ~rsmi" };
+                let compiler = format!("%gcc@{}", s.gcc);
+                let mut specs = vec![format!(
+                    "slurm_factory.slurm@{} sysconfdir=/etc/slurm {gpu} {compiler}",
+                    s.slurm.spack
+                )];
+                specs.extend(SLURM_COMPANIONS.iter().map(|c| format!("{c} {compiler}")));
+                specs
+            }
+        }
+    }
+
+    /// The Spack environment this job runs, with container paths from `layout`.
+    pub fn environment(&self, layout: &Layout) -> SpackYaml {
+        let c = |area: Area| layout.container(area);
+        let mut packages = BTreeMap::new();
+        let target = match self {
+            Job::Compiler(j) => &j.spack_target,
+            Job::Slurm(j) => &j.spack_target,
+        };
+        packages.insert(
+            "all".to_owned(),
+            PackageSettings {
+                require: vec![format!("target={target}")],
+                prefer: Vec::new(),
+            },
+        );
+        let mut repos = BTreeMap::new();
+        let mut mirrors = BTreeMap::new();
+        let mut view = View::Disabled(false);
+        let mut modules = None;
+        if let Job::Slurm(s) = self {
+            // Roots carry `%gcc@V` (hard); transitive dependencies prefer it (soft), so the
+            // toolchain's own dependencies, built by the system compiler, stay reusable.
+            for lang in ["c", "cxx", "fortran"] {
+                packages.insert(
+                    lang.to_owned(),
+                    PackageSettings {
+                        require: Vec::new(),
+                        prefer: vec![format!("gcc@{}", s.gcc)],
+                    },
+                );
+            }
+            repos.insert(
+                "slurm_factory".to_owned(),
+                format!("{}/{}", c(Area::SpackRepo), repo::REPO_SUBDIR),
+            );
+            mirrors.insert(
+                "slurm-factory-compiler".to_owned(),
+                Mirror {
+                    url: s.compiler_mirror.clone(),
+                    binary: true,
+                    source: false,
+                    signed: true,
+                },
+            );
+            if let Some(url) = &s.slurm_mirror {
+                mirrors.insert(
+                    "slurm-factory-slurm".to_owned(),
+                    Mirror {
+                        url: url.clone(),
+                        binary: true,
+                        source: false,
+                        signed: true,
+                    },
+                );
+            }
+            let mut views = BTreeMap::new();
+            views.insert(
+                "default".to_owned(),
+                ViewDescriptor {
+                    root: c(Area::View),
+                    link: "run".to_owned(),
+                    link_type: "hardlink".to_owned(),
+                    exclude: VIEW_EXCLUDES.iter().map(|s| (*s).to_owned()).collect(),
+                    projections: BTreeMap::from([("all".to_owned(), ".".to_owned())]),
+                },
+            );
+            view = View::Views(views);
+            let roots: Vec<String> = self.specs().iter().map(|s| spec_name(s)).collect();
+            modules = Some(Modules {
+                default: ModuleSet {
+                    roots: BTreeMap::from([("lmod".to_owned(), c(Area::Modules))]),
+                    enable: vec!["lmod".to_owned()],
+                    use_view: "default".to_owned(),
+                    arch_folder: false,
+                    lmod: Lmod {
+                        core_compilers: vec![format!("gcc@{}", s.gcc)],
+                        hierarchy: Vec::new(),
+                        hash_length: 0,
+                        exclude_implicits: true,
+                        include: MODULE_PACKAGES.iter().map(|s| (*s).to_owned()).collect(),
+                        exclude: roots
+                            .into_iter()
+                            .filter(|r| !MODULE_PACKAGES.contains(&r.as_str()))
+                            .collect(),
+                        projections: BTreeMap::from([(
+                            "all".to_owned(),
+                            "{name}/{version}".to_owned(),
+                        )]),
+                    },
+                },
+            });
+        }
+        SpackYaml {
+            spack: Environment {
+                specs: self.specs(),
+                repos,
+                concretizer: Concretizer {
+                    unify: true,
+                    reuse: Reuse {
+                        roots: true,
+                        from: vec![
+                            ReuseSource {
+                                kind: "local".to_owned(),
+                            },
+                            ReuseSource {
+                                kind: "buildcache".to_owned(),
+                            },
+                        ],
+                    },
+                },
+                config: Config {
+                    install_tree: InstallTree {
+                        root: c(Area::Install),
+                        padded_length: PADDED_LENGTH,
+                    },
+                    build_stage: vec![c(Area::Stage)],
+                    source_cache: layout.container_cache(CacheArea::Source),
+                    misc_cache: layout.container_cache(CacheArea::Misc),
+                },
+                packages,
+                mirrors,
+                view,
+                modules,
+            },
+        }
+    }
+
+    /// The steps run in the build container, in order.
+    pub fn steps(&self, layout: &Layout) -> Vec<Step> {
+        let env = layout.container(Area::Env);
+        let spack = |args: &[&str]| -> Vec<String> {
+            let mut v = vec!["spack".to_owned(), "-e".to_owned(), env.clone()];
+            v.extend(args.iter().map(|s| (*s).to_owned()));
+            v
+        };
+        let cache = layout.container(Area::Buildcache);
+        let mut steps = Vec::new();
+        if matches!(self, Job::Slurm(_)) {
+            steps.push(Step::new(
+                "trust-keys",
+                "Trust the signing keys of the compiler and Slurm buildcaches",
+                spack(&["buildcache", "keys", "--install", "--trust"]),
+            ));
+        }
+        steps.push(Step::new(
+            "concretize",
+            "Concretize the environment",
+            spack(&["concretize", "--force"]),
+        ));
+        steps.push(Step::new(
+            "install",
+            "Install (reuse from buildcaches, build the rest)",
+            spack(&["install", "--fail-fast"]),
+        ));
+        steps.push(Step::new(
+            "push",
+            "Push everything, build dependencies included, to the local unsigned buildcache",
+            spack(&[
+                "buildcache",
+                "push",
+                "--unsigned",
+                "--update-index",
+                "--with-build-dependencies",
+                &cache,
+            ]),
+        ));
+        if matches!(self, Job::Slurm(_)) {
+            steps.push(Step::new(
+                "view",
+                "Regenerate the merged, hardlinked view",
+                spack(&["env", "view", "regenerate"]),
+            ));
+            steps.push(Step::new(
+                "modules",
+                "Generate the Lmod modules",
+                spack(&["module", "lmod", "refresh", "--delete-tree", "--yes-to-all"]),
+            ));
+        }
+        steps
+    }
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// Builds a Slurm job from its parts, checked against the catalog.
+#[derive(Debug, Clone)]
+pub struct SlurmJobRequest {
+    /// The release series, e.g. `25.11`.
+    pub slurm: crate::catalog::SlurmVersion,
+    /// The toolchain.
+    pub gcc: GccVersion,
+    /// GPU support.
+    pub gpu: bool,
+    /// The architecture.
+    pub arch: Arch,
+    /// Compiler buildcache URL; default: the catalog's CDN URL for `gcc`.
+    pub compiler_mirror: Option<String>,
+    /// Slurm buildcache URL to reuse from; default: the catalog's CDN URL for (slurm, gcc).
+    pub slurm_mirror: Option<String>,
+}
+
+impl SlurmJobRequest {
+    /// Resolves the request against the catalog.
+    pub fn resolve(self, catalog: &Catalog) -> Result<Job> {
+        let Some(release) = catalog.slurm_release(&self.slurm) else {
+            bail!(
+                "Slurm {} is not in the catalog; known releases: {}",
+                self.slurm,
+                join(catalog.slurm_versions())
+            );
+        };
+        if catalog.compiler(&self.gcc).is_none() {
+            bail!(
+                "GCC {} is not in the catalog; known toolchains: {}",
+                self.gcc,
+                join(catalog.compiler_versions())
+            );
+        }
+        let spack_target = target_of(catalog, &self.arch)?;
+        let compiler_mirror = self
+            .compiler_mirror
+            .unwrap_or_else(|| catalog.cdn_url(&catalog.compiler_prefix(&self.gcc)));
+        let slurm_mirror = Some(
+            self.slurm_mirror
+                .unwrap_or_else(|| catalog.cdn_url(&catalog.slurm_prefix(&self.slurm, &self.gcc))),
+        );
+        Ok(Job::Slurm(SlurmJob {
+            slurm: release.clone(),
+            gcc: self.gcc,
+            gpu: self.gpu,
+            arch: self.arch,
+            spack_target,
+            compiler_mirror,
+            slurm_mirror,
+        }))
+    }
+}
+
+fn target_of(catalog: &Catalog, arch: &Arch) -> Result<String> {
+    match catalog.target(arch) {
+        Some(t) => Ok(t.spack_target.clone()),
+        None => bail!(
+            "architecture {:?} is not in the catalog; known: {}",
+            arch.0,
+            catalog
+                .architectures
+                .targets
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn join<T: fmt::Display>(items: Vec<T>) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The package name of a spec string: `openmpi@5 schedulers=slurm` → `openmpi`,
+/// `slurm_factory.slurm@25-11-6-1 ...` → `slurm`.
+pub fn spec_name(spec: &str) -> String {
+    let first = spec.split_whitespace().next().unwrap_or_default();
+    let name = first.split('@').next().unwrap_or_default();
+    name.rsplit('.').next().unwrap_or_default().to_owned()
+}
+
+/// One command run in the build container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Short name (`concretize`, `install`, ...), used in file and container names.
+    pub name: String,
+    /// What the step does, as a log group title.
+    pub title: String,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+}
+
+impl Step {
+    /// A step.
+    pub fn new(name: &str, title: &str, argv: Vec<String>) -> Step {
+        Step {
+            name: name.to_owned(),
+            title: title.to_owned(),
+            argv,
+        }
+    }
+
+    /// The command as a shell-readable line (for logs and `--dry-run`).
+    pub fn command_line(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| {
+                if a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=@,:+%".contains(c))
+                    && !a.is_empty()
+                {
+                    a.clone()
+                } else {
+                    format!("'{}'", a.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Identifies one run of a workflow: `GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT` inside Actions, a random
+/// id elsewhere. Part of every namespace, and a label on every container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunId(String);
+
+impl RunId {
+    /// The run id of the current workflow run, or a fresh random one outside Actions.
+    pub fn from_runner(runner: &Runner) -> RunId {
+        match (
+            runner.var("GITHUB_RUN_ID"),
+            runner.var("GITHUB_RUN_ATTEMPT"),
+        ) {
+            (Some(id), attempt) if RunId::valid(id) => {
+                let attempt = attempt.filter(|a| RunId::valid(a)).unwrap_or("1");
+                RunId(format!("{id}-{attempt}"))
+            }
+            _ => RunId(format!(
+                "local{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..10]
+            )),
+        }
+    }
+
+    /// A run id from text: letters, digits, `-`, `_` and `.`, at most 64 characters.
+    pub fn new(s: &str) -> Result<RunId> {
+        if RunId::valid(s) {
+            Ok(RunId(s.to_owned()))
+        } else {
+            bail!("{s:?} is not a usable run id: use 1 to 64 letters, digits, '-', '_' or '.'")
+        }
+    }
+
+    fn valid(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The per-build namespace: a directory name unique to (job, run).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// The namespace as a directory name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A directory of one build's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// The Spack environment (`spack.yaml`, `spack.lock`).
+    Env,
+    /// The install tree.
+    Install,
+    /// The merged view.
+    View,
+    /// Lmod modules.
+    Modules,
+    /// Build stages (kept on failure).
+    Stage,
+    /// The unsigned local buildcache.
+    Buildcache,
+    /// Step logs and the full build log.
+    Logs,
+    /// The debug bundle written on failure.
+    Debug,
+    /// `$HOME` of the container user (Spack's user config and cache).
+    Home,
+    /// GnuPG home for the public keys of trusted mirrors.
+    Gpg,
+    /// The embedded `slurm_factory` package repository.
+    SpackRepo,
+}
+
+impl Area {
+    /// Every area, in creation order.
+    pub const ALL: [Area; 11] = [
+        Area::Env,
+        Area::Install,
+        Area::View,
+        Area::Modules,
+        Area::Stage,
+        Area::Buildcache,
+        Area::Logs,
+        Area::Debug,
+        Area::Home,
+        Area::Gpg,
+        Area::SpackRepo,
+    ];
+
+    /// The directory name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Area::Env => "env",
+            Area::Install => "install",
+            Area::View => "view",
+            Area::Modules => "modules",
+            Area::Stage => "stage",
+            Area::Buildcache => "buildcache",
+            Area::Logs => "logs",
+            Area::Debug => "debug",
+            Area::Home => "home",
+            Area::Gpg => "gpg",
+            Area::SpackRepo => "spack-repo",
+        }
+    }
+}
+
+/// A directory shared by every build under one output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheArea {
+    /// Downloaded sources.
+    Source,
+    /// Spack's misc cache.
+    Misc,
+}
+
+impl CacheArea {
+    /// The directory name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            CacheArea::Source => "source",
+            CacheArea::Misc => "misc",
+        }
+    }
+}
+
+/// Where a build's files live, on the host and in the container.
+///
+/// Host: `<output>/builds/<namespace>/<area>` and `<output>/cache/{source,misc}`.
+/// Container: the same tree under [`CONTAINER_ROOT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    output: PathBuf,
+    namespace: Namespace,
+}
+
+impl Layout {
+    /// The layout of `namespace` under the output directory `output` (made absolute).
+    pub fn new(output: &Path, namespace: Namespace) -> Result<Layout> {
+        let output = if output.is_absolute() {
+            output.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| anyhow::anyhow!("cannot read the current directory: {e}"))?
+                .join(output)
+        };
+        Ok(Layout { output, namespace })
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The output directory.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// The namespace directory on the host.
+    pub fn build_dir(&self) -> PathBuf {
+        self.output.join("builds").join(self.namespace.as_str())
+    }
+
+    /// The shared cache directory on the host.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.output.join("cache")
+    }
+
+    /// An area on the host.
+    pub fn host(&self, area: Area) -> PathBuf {
+        self.build_dir().join(area.dir())
+    }
+
+    /// The namespace directory in the container.
+    pub fn container_build_dir(&self) -> String {
+        format!("{CONTAINER_ROOT}/builds/{}", self.namespace)
+    }
+
+    /// The shared cache directory in the container.
+    pub fn container_cache_dir(&self) -> String {
+        format!("{CONTAINER_ROOT}/cache")
+    }
+
+    /// An area in the container.
+    pub fn container(&self, area: Area) -> String {
+        format!("{}/{}", self.container_build_dir(), area.dir())
+    }
+
+    /// A shared cache in the container.
+    pub fn container_cache(&self, area: CacheArea) -> String {
+        format!("{}/{}", self.container_cache_dir(), area.dir())
+    }
+
+    /// A shared cache on the host.
+    pub fn host_cache(&self, area: CacheArea) -> PathBuf {
+        self.cache_dir().join(area.dir())
+    }
+
+    /// The environment variables of every step's container.
+    pub fn container_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("HOME".to_owned(), self.container(Area::Home)),
+            ("USER".to_owned(), "builder".to_owned()),
+            ("LOGNAME".to_owned(), "builder".to_owned()),
+            ("SPACK_GNUPGHOME".to_owned(), self.container(Area::Gpg)),
+            (
+                "SPACK_USER_CONFIG_PATH".to_owned(),
+                format!("{}/.spack", self.container(Area::Home)),
+            ),
+            (
+                "SPACK_USER_CACHE_PATH".to_owned(),
+                format!("{}/.spack", self.container(Area::Home)),
+            ),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ]
+    }
+
+    /// Creates every directory of the namespace and the shared caches.
+    pub fn create(&self) -> Result<()> {
+        for area in Area::ALL {
+            let p = self.host(area);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+        }
+        for area in [CacheArea::Source, CacheArea::Misc] {
+            let p = self.host_cache(area);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_names() {
+        assert_eq!(
+            spec_name("openmpi@5 schedulers=slurm %gcc@13.4.0"),
+            "openmpi"
+        );
+        assert_eq!(spec_name("slurm_factory.slurm@25-11-6-1 ~nvml"), "slurm");
+        assert_eq!(spec_name("json-c %gcc@1.2.3"), "json-c");
+    }
+
+    #[test]
+    fn run_ids_are_checked() {
+        assert!(RunId::new("123-1").is_ok());
+        for bad in ["", "a/b", "../x", "a b", &"x".repeat(65)] {
+            assert!(RunId::new(bad).is_err(), "{bad:?}");
+        }
+        let r = Runner::from_vars([("GITHUB_RUN_ID", "42"), ("GITHUB_RUN_ATTEMPT", "3")]);
+        assert_eq!(RunId::from_runner(&r).as_str(), "42-3");
+        let r = Runner::from_vars([("GITHUB_RUN_ID", "4/2")]);
+        assert!(RunId::from_runner(&r).as_str().starts_with("local"));
+    }
+
+    #[test]
+    fn namespaces_differ_per_job_and_run() {
+        let cat = Catalog::embedded();
+        let req = |gpu| SlurmJobRequest {
+            slurm: "25.11".parse().unwrap(),
+            gcc: "13.4.0".parse().unwrap(),
+            gpu,
+            arch: Arch("amd64".into()),
+            compiler_mirror: None,
+            slurm_mirror: None,
+        };
+        let a = req(false).resolve(&cat).unwrap();
+        let b = req(true).resolve(&cat).unwrap();
+        let r1 = RunId::new("1-1").unwrap();
+        let r2 = RunId::new("2-1").unwrap();
+        assert_ne!(a.namespace(&r1), b.namespace(&r1));
+        assert_ne!(a.namespace(&r1), a.namespace(&r2));
+        assert_eq!(a.namespace(&r1), a.namespace(&r1));
+    }
+}

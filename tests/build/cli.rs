@@ -1,0 +1,205 @@
+//! `build-compiler` / `build-slurm` command lines that need no Docker: dry runs for the whole
+//! catalog, failing fast without an engine, and refusing bad input before doing anything.
+
+use std::time::{Duration, Instant};
+
+use slurm_factory::catalog::Catalog;
+
+use crate::common::scrubbed;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn build_slurm_dry_run_for_every_catalog_entry() {
+    let cat = Catalog::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    for rel in &cat.slurm.releases {
+        for gcc in cat.slurm_compilers() {
+            for gpu in [false, true] {
+                let mut cmd = scrubbed("build-slurm");
+                cmd.args(["--dry-run", "--slurm-version", rel.version.as_str()])
+                    .args(["--compiler-version", gcc.as_str()])
+                    .arg("--output-dir")
+                    .arg(&out_dir)
+                    // Proves --dry-run never talks to Docker.
+                    .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+                if gpu {
+                    cmd.arg("--gpu");
+                }
+                let out = cmd.output().unwrap();
+                let t = text(&out);
+                assert!(out.status.success(), "{} {gcc} gpu={gpu}: {t}", rel.version);
+                let flags = if gpu { "+nvml +rsmi" } else { "~nvml ~rsmi" };
+                let root = format!(
+                    "slurm_factory.slurm@{} sysconfdir=/etc/slurm {flags} %gcc@{gcc}",
+                    rel.spack
+                );
+                assert!(t.contains(&root), "missing {root:?} in:\n{t}");
+                assert!(t.contains(&format!("/compilers/{gcc}/buildcache")), "{t}");
+                assert!(t.contains("==> Dockerfile") && t.contains("FROM ubuntu:24.04@sha256:"));
+                assert!(t.contains("spack -e /slurm-factory/builds/"));
+                for step in [
+                    "trust-keys",
+                    "concretize",
+                    "install",
+                    "push",
+                    "view",
+                    "modules",
+                ] {
+                    assert!(
+                        t.contains(&format!(". {step}: spack")),
+                        "step {step} missing"
+                    );
+                }
+            }
+        }
+    }
+    assert!(!out_dir.exists(), "--dry-run created {}", out_dir.display());
+}
+
+#[test]
+fn build_compiler_dry_run_for_every_catalog_compiler() {
+    let cat = Catalog::embedded();
+    for gcc in cat.compiler_versions() {
+        let out = scrubbed("build-compiler")
+            .args(["--dry-run", "--compiler-version", gcc.as_str()])
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(
+            t.contains(&format!(
+                "- gcc@{gcc} +binutils +piclibs languages=c,c++,fortran"
+            )),
+            "{t}"
+        );
+        assert!(t.contains("buildcache push --unsigned --update-index --with-build-dependencies"));
+        assert!(!t.contains(". view:"), "compiler jobs have no view");
+    }
+}
+
+#[test]
+fn dry_run_reads_inputs_like_an_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::in_actions("build-slurm", dir.path())
+        .env("INPUT_DRY_RUN", "true")
+        .env("INPUT_SLURM_VERSION", "24.11")
+        .env("INPUT_COMPILER_VERSION", "11.5.0")
+        .env("INPUT_GPU", "true")
+        .env("INPUT_COMPILER_BUILDCACHE", "file:///srv/compilers/11.5.0")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("slurm_factory.slurm@24-11-6-1 sysconfdir=/etc/slurm +nvml +rsmi %gcc@11.5.0"),
+        "{t}"
+    );
+    assert!(t.contains("url: file:///srv/compilers/11.5.0"), "{t}");
+}
+
+#[test]
+fn without_docker_it_fails_fast_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let started = Instant::now();
+    let out = scrubbed("build-slurm")
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        "{t}"
+    );
+    assert!(
+        t.contains("--dry-run"),
+        "the message should point at --dry-run: {t}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        !out_dir.exists(),
+        "a failed connection must not create {}",
+        out_dir.display()
+    );
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "build-slurm",
+            &["--slurm-version", "19.05"],
+            "known releases: 26.05, 25.11, 24.11, 23.11",
+        ),
+        (
+            "build-slurm",
+            &["--compiler-version", "13.4"],
+            "not a Gcc version",
+        ),
+        (
+            "build-slurm",
+            &["--publish", "everything"],
+            "not one of: all, slurm-only, none",
+        ),
+        ("build-slurm", &["--timeout-minutes", "0"], "at least 1"),
+        (
+            "build-compiler",
+            &["--compiler-version", "6.1.0"],
+            "not in the catalog",
+        ),
+        (
+            "build-compiler",
+            &["--arch", "riscv"],
+            "architecture \"riscv\" is not in the catalog",
+        ),
+        (
+            "build-compiler",
+            &["--docker-context", "/nonexistent-dir", "--dry-run"],
+            "no Dockerfile",
+        ),
+    ];
+    for (bin, args, want) in cases {
+        let out = scrubbed(bin)
+            .args(*args)
+            .arg("--output-dir")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{bin} {args:?}: {t}");
+        assert!(t.contains(want), "{bin} {args:?}: want {want:?} in {t}");
+    }
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn publish_names_the_missing_piece_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scrubbed("build-slurm")
+        .args(["--publish", "all", "--destination", "file:///srv/mirror"])
+        .arg("--output-dir")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("not wired yet")
+            && t.contains("publish_handoff")
+            && t.contains("nothing was built"),
+        "{t}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
