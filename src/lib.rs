@@ -11,9 +11,11 @@
 //! - [`catalog`]: the version catalog (`catalog.yaml`), the single source of truth for what can
 //!   be built and where it is published.
 //! - [`matrix`]: turning user input into a validated build matrix.
+//! - [`workflows`]: the generator of `.github/workflows` and `actions/` from `workflows-src/`.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod catalog;
 pub mod cli;
 pub mod gha;
 pub mod matrix;
+pub mod workflows;
