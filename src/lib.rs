@@ -13,6 +13,7 @@
 //! - [`matrix`]: turning user input into a validated build matrix.
 //! - [`spack`]: the Spack environments, namespaces and build steps of a job.
 //! - [`docker`]: the build container (image build, step execution, cancellation) on bollard.
+//! - [`workflows`]: the generator of `.github/workflows` and `actions/` from `workflows-src/`.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod catalog;
@@ -21,3 +22,4 @@ pub mod docker;
 pub mod gha;
 pub mod matrix;
 pub mod spack;
+pub mod workflows;

@@ -1,12 +1,12 @@
 //! `slurm-factory`: the umbrella CLI for people, one subcommand per action plus `workflows`,
-//! `verify` and `fingerprint`.
+//! `verify`, `fingerprint` and `notify`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use slurm_factory::cli::{
-    build, fingerprint, main_with, prepare_matrix, sign_and_upload, tarball_publish, test_install,
-    verify, workflows,
+    build, fingerprint, main_with, notify, prepare_matrix, sign_and_upload, tarball_publish,
+    test_install, verify, workflows,
 };
 
 /// Build relocatable Slurm and GCC toolchains with Spack in Docker, sign and publish buildcaches.
@@ -41,6 +41,8 @@ enum Command {
     Workflows(workflows::Args),
     /// Fingerprint a build's inputs
     Fingerprint(fingerprint::Args),
+    /// Post a Slack message about a failed run (SLACK_WEBHOOK_URL; no-op when unset)
+    Notify(notify::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a, runner).await,
             Command::Workflows(a) => workflows::run(a, runner).await,
             Command::Fingerprint(a) => fingerprint::run(a, runner).await,
+            Command::Notify(a) => notify::run(a, runner).await,
         }
     })
 }

@@ -13,6 +13,7 @@ use crate::gha::Runner;
 
 pub mod build;
 pub mod fingerprint;
+pub mod notify;
 pub mod prepare_matrix;
 pub mod sign_and_upload;
 pub mod tarball_publish;

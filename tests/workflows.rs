@@ -1,0 +1,1030 @@
+//! Generated workflows and composite actions: drift detection, snapshots, the real linters
+//! (zizmor, check-jsonschema, shellcheck), the plan → matrix contract with the real
+//! `prepare-matrix`, local replay with `act`, the shared install script and `slurm-factory notify`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use slurm_factory::workflows::{self, GeneratedFile};
+
+fn root() -> PathBuf {
+    common::repo_root()
+}
+
+fn rendered() -> Vec<GeneratedFile> {
+    workflows::render_all(&root()).expect("workflows-src renders")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Copies what the generator reads and writes into a fresh directory.
+fn temp_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["catalog.yaml", "Cargo.toml"] {
+        std::fs::copy(root().join(f), dir.path().join(f)).unwrap();
+    }
+    for d in ["workflows-src", ".github/workflows", "actions"] {
+        copy_dir(&root().join(d), &dir.path().join(d));
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn workflows_cmd(root: &Path, sub: &str) -> Output {
+    common::scrubbed("slurm-factory")
+        .args(["workflows", sub, "--root"])
+        .arg(root)
+        .output()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drift
+
+#[test]
+fn committed_files_are_up_to_date() {
+    let out = workflows_cmd(&root(), "check");
+    assert!(
+        out.status.success(),
+        "committed generated files are stale; run `{}`:\n{}",
+        workflows::FIX_COMMAND,
+        text(&out)
+    );
+}
+
+#[test]
+fn a_hand_edit_of_a_generated_file_fails_the_check_with_a_diff() {
+    let dir = temp_tree();
+    assert!(workflows_cmd(dir.path(), "check").status.success());
+    let ci = dir.path().join(".github/workflows/ci.yml");
+    let edited = std::fs::read_to_string(&ci)
+        .unwrap()
+        .replace("timeout-minutes: 90", "timeout-minutes: 91");
+    std::fs::write(&ci, edited).unwrap();
+    let out = workflows_cmd(dir.path(), "check");
+    let t = text(&out);
+    assert!(
+        !out.status.success(),
+        "check passed on an edited file:\n{t}"
+    );
+    assert!(t.contains("--- a/.github/workflows/ci.yml"), "{t}");
+    assert!(t.contains("-    timeout-minutes: 91"), "{t}");
+    assert!(t.contains("+    timeout-minutes: 90"), "{t}");
+    assert!(t.contains("workflows generate"), "no fix command in:\n{t}");
+
+    // `generate` repairs it.
+    assert!(workflows_cmd(dir.path(), "generate").status.success());
+    assert!(workflows_cmd(dir.path(), "check").status.success());
+}
+
+#[test]
+fn a_changed_source_value_fails_the_check_until_regenerated() {
+    let dir = temp_tree();
+    let src = dir
+        .path()
+        .join("workflows-src/workflows/build-and-publish-compiler-buildcache.yaml");
+    let s = std::fs::read_to_string(&src).unwrap();
+    assert!(s.contains("timeout_minutes: 30"));
+    std::fs::write(
+        &src,
+        s.replacen("timeout_minutes: 30", "timeout_minutes: 45", 1),
+    )
+    .unwrap();
+    let out = workflows_cmd(dir.path(), "check");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("build-and-publish-compiler-buildcache.yml"),
+        "{t}"
+    );
+    assert!(t.contains("-    timeout-minutes: 30\n"), "{t}");
+    assert!(t.contains("+    timeout-minutes: 45\n"), "{t}");
+
+    assert!(workflows_cmd(dir.path(), "generate").status.success());
+    assert!(workflows_cmd(dir.path(), "check").status.success());
+}
+
+#[test]
+fn catalog_changes_flow_into_the_generated_defaults() {
+    let dir = temp_tree();
+    let cat = dir.path().join("catalog.yaml");
+    let s = std::fs::read_to_string(&cat).unwrap();
+    std::fs::write(
+        &cat,
+        s.replace("  default: \"25.11\"", "  default: \"24.11\""),
+    )
+    .unwrap();
+    let out = workflows_cmd(dir.path(), "check");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("-        default: '25.11'"), "{t}");
+    assert!(t.contains("+        default: '24.11'"), "{t}");
+    assert!(t.contains("build-slurm/action.yml"), "{t}");
+}
+
+#[test]
+fn orphaned_generated_files_are_reported_and_removed() {
+    let dir = temp_tree();
+    std::fs::remove_file(dir.path().join("workflows-src/workflows/update-docs.yaml")).unwrap();
+    let out = workflows_cmd(dir.path(), "check");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("update-docs.yml"));
+    assert!(workflows_cmd(dir.path(), "generate").status.success());
+    assert!(
+        !dir.path()
+            .join(".github/workflows/update-docs.yml")
+            .exists()
+    );
+    assert!(workflows_cmd(dir.path(), "check").status.success());
+}
+
+#[test]
+fn insecure_sources_are_refused_with_a_clear_reason() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "run: mdbook build docs",
+            "run: mdbook build ${{ github.head_ref }}",
+            "template-injection",
+        ),
+        (
+            "uses: actions/upload-pages-artifact",
+            "uses: actions/upload-pages-artifact@v5",
+            "without @ref",
+        ),
+        (
+            "uses: actions/upload-pages-artifact",
+            "uses: someone/unpinned-action",
+            "pin it",
+        ),
+        (
+            "          persist-credentials: false\n",
+            "          persist-credentials: true\n",
+            "persist-credentials: false",
+        ),
+        (
+            "why: publish the site to GitHub Pages",
+            "why: \"\"",
+            "no reason",
+        ),
+    ];
+    for (from, to, expect) in cases {
+        let dir = temp_tree();
+        let src = dir.path().join("workflows-src/workflows/update-docs.yaml");
+        let s = std::fs::read_to_string(&src).unwrap();
+        assert!(s.contains(from), "fixture drifted: {from:?}");
+        std::fs::write(&src, s.replacen(from, to, 1)).unwrap();
+        let out = workflows_cmd(dir.path(), "generate");
+        let t = text(&out);
+        assert!(!out.status.success(), "{to:?} was accepted:\n{t}");
+        assert!(t.contains(expect), "{to:?}: expected {expect:?} in:\n{t}");
+        assert!(
+            t.contains("update-docs.yaml"),
+            "error does not name the source:\n{t}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+#[test]
+fn snapshots_of_every_generated_file() {
+    let files = rendered();
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.path.starts_with(".github"))
+            .count(),
+        6
+    );
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.path.starts_with("actions"))
+            .count(),
+        7
+    );
+    for f in files {
+        let name = f.path.display().to_string().replace(['/', '.'], "_");
+        insta::assert_snapshot!(name, f.contents);
+    }
+}
+
+#[test]
+fn pinned_uses_carry_version_comments_and_permissions_carry_reasons() {
+    for f in rendered() {
+        for line in f.contents.lines() {
+            let t = line.trim_start().trim_start_matches("- ");
+            if let Some(u) = t.strip_prefix("uses: ") {
+                if u.starts_with("./actions/") {
+                    continue;
+                }
+                let (action, rest) = u.split_once('@').expect("pinned");
+                let (sha, comment) = rest.split_once("  # v").unwrap_or_else(|| {
+                    panic!("{}: {action} has no # vX.Y.Z comment", f.path.display())
+                });
+                assert_eq!(sha.len(), 40, "{line}");
+                assert!(comment.chars().next().unwrap().is_ascii_digit(), "{line}");
+            }
+            for scope in ["contents:", "id-token:", "pages:", "pull-requests:"] {
+                if t.starts_with(scope) && (t.contains(" read") || t.contains(" write")) {
+                    assert!(
+                        t.contains("  # "),
+                        "{}: permission without reason: {line}",
+                        f.path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real linters
+
+fn generated_paths() -> Vec<PathBuf> {
+    rendered()
+        .into_iter()
+        .map(|f| root().join(f.path))
+        .collect()
+}
+
+#[test]
+fn zizmor_pedantic_reports_no_findings() {
+    let Some(zizmor) = common::require_tool("zizmor") else {
+        return;
+    };
+    let out = Command::new(zizmor)
+        .current_dir(root())
+        .args([
+            "--offline",
+            "--persona=pedantic",
+            "--no-progress",
+            "--config",
+            "zizmor.yml",
+        ])
+        .args(generated_paths())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "zizmor found problems:\n{t}");
+    assert!(t.contains("No findings to report"), "{t}");
+}
+
+#[test]
+fn every_file_validates_against_the_github_schemas() {
+    let Some(cj) = common::require_tool("check-jsonschema") else {
+        return;
+    };
+    for f in rendered() {
+        let schema = if f.path.starts_with(".github") {
+            "vendor.github-workflows"
+        } else {
+            "vendor.github-actions"
+        };
+        let out = Command::new(&cj)
+            .args(["--builtin-schema", schema])
+            .arg(root().join(&f.path))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", f.path.display(), text(&out));
+    }
+}
+
+fn run_blocks(doc: &yaml_serde::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut visit_steps = |prefix: String, steps: &yaml_serde::Value| {
+        for (i, st) in steps.as_sequence().into_iter().flatten().enumerate() {
+            if let Some(run) = st.get("run").and_then(|r| r.as_str()) {
+                let name = st.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+                out.push((format!("{prefix} step {i} ({name})"), run.to_owned()));
+            }
+        }
+    };
+    if let Some(jobs) = doc.get("jobs").and_then(|j| j.as_mapping()) {
+        for (id, job) in jobs {
+            if let Some(steps) = job.get("steps") {
+                visit_steps(format!("job {}", id.as_str().unwrap_or("?")), steps);
+            }
+        }
+    }
+    if let Some(steps) = doc.get("runs").and_then(|r| r.get("steps")) {
+        visit_steps("composite".into(), steps);
+    }
+    out
+}
+
+#[test]
+fn every_run_script_and_the_install_script_pass_shellcheck() {
+    let Some(sc) = common::require_tool("shellcheck") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut scripts = vec![root().join("actions/_shared/install.sh")];
+    let mut count = 0;
+    for f in rendered() {
+        let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+        for (what, run) in run_blocks(&doc) {
+            count += 1;
+            let p = dir.path().join(format!("script-{count}.sh"));
+            std::fs::write(
+                &p,
+                format!("#!/usr/bin/env bash\n# {}: {what}\n{run}", f.path.display()),
+            )
+            .unwrap();
+            scripts.push(p);
+        }
+    }
+    assert!(count >= 20, "only {count} run blocks found");
+    let out = Command::new(sc).args(&scripts).output().unwrap();
+    assert!(out.status.success(), "shellcheck:\n{}", text(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan job drives the matrix
+
+/// The fields prepare-matrix promises in every entry (its fixed schema).
+const MATRIX_SCHEMA: &[&str] = &[
+    "name",
+    "kind",
+    "compiler_version",
+    "slurm_version",
+    "slurm_spack_version",
+    "arch",
+    "spack_target",
+    "runs_on",
+    "buildcache_prefix",
+    "buildcache_url",
+    "tarball_key",
+    "tarball_url",
+    "artifact_name",
+    "timeout_minutes",
+];
+
+/// A pipeline whose matrix comes from its plan job: (workflow, kind, plan inputs at their
+/// defaults, the `matrix.*` fields its jobs read).
+type Planned = (PathBuf, String, Vec<(String, String)>, Vec<String>);
+
+fn planned() -> Vec<Planned> {
+    let files = rendered();
+    let fields = workflows::matrix_fields(&files);
+    let mut out = Vec::new();
+    for f in &files {
+        if !f
+            .contents
+            .contains("matrix: ${{ fromJson(needs.plan.outputs.matrix) }}")
+        {
+            continue;
+        }
+        let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+        let plan = &doc["jobs"]["plan"];
+        let step = plan["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| s["uses"].as_str() == Some("./actions/prepare-matrix"))
+            .expect("the plan job runs ./actions/prepare-matrix");
+        assert_eq!(
+            plan["outputs"]["matrix"].as_str(),
+            Some("${{ steps.plan.outputs.matrix }}")
+        );
+        let with = step["with"].as_mapping().unwrap();
+        let kind = with
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap()
+            .to_owned();
+        // Dispatch inputs at their defaults, as a manual run with no changes would pass them.
+        let inputs = &doc["on"]["workflow_dispatch"]["inputs"];
+        let mut args = Vec::new();
+        for (k, v) in with {
+            let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap_or_default());
+            if k == "kind" || k == "build_from_source" {
+                continue;
+            }
+            let value = match v
+                .strip_prefix("${{ inputs.")
+                .and_then(|r| r.strip_suffix(" }}"))
+            {
+                Some(input) => inputs[input]["default"].as_str().unwrap().to_owned(),
+                None => v.to_owned(),
+            };
+            args.push((k.to_owned(), value));
+        }
+        out.push((f.path.clone(), kind, args, fields[&f.path].clone()));
+    }
+    out
+}
+
+#[test]
+fn matrix_jobs_read_only_fields_of_the_prepare_matrix_schema() {
+    let planned = planned();
+    assert_eq!(planned.len(), 3, "three pipelines are driven by a plan job");
+    for (path, _, _, fields) in planned {
+        for f in &fields {
+            assert!(
+                MATRIX_SCHEMA.contains(&f.as_str()),
+                "{} reads matrix.{f}, which prepare-matrix does not produce",
+                path.display()
+            );
+        }
+        for needed in ["runs_on", "timeout_minutes", "name", "artifact_name"] {
+            assert!(
+                fields.iter().any(|f| f == needed),
+                "{}: no matrix.{needed}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Runs the real prepare-matrix binary as the plan job does and returns its `matrix` output.
+fn prepare_matrix(kind: &str, args: &[(String, String)]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::in_actions("prepare-matrix", dir.path());
+    c.env("INPUT_KIND", kind);
+    for (k, v) in args {
+        c.env(slurm_factory::gha::Runner::input_var(k), v);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "prepare-matrix --kind {kind} {args:?} failed (it is implemented in the foundation branch):\n{}",
+        text(&out)
+    );
+    let output = std::fs::read_to_string(dir.path().join("output")).unwrap();
+    let json = parse_output(&output, "matrix").expect("prepare-matrix wrote a matrix output");
+    serde_json::from_str(&json).expect("matrix is JSON")
+}
+
+/// Reads `key` from a `$GITHUB_OUTPUT` file (heredoc or `k=v` records).
+fn parse_output(text: &str, key: &str) -> Option<String> {
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix(&format!("{key}<<")) {
+            let mut v = Vec::new();
+            for l in lines.by_ref() {
+                if l == rest {
+                    return Some(v.join("\n"));
+                }
+                v.push(l);
+            }
+        } else if let Some(v) = line.strip_prefix(&format!("{key}=")) {
+            return Some(v.to_owned());
+        }
+    }
+    None
+}
+
+#[test]
+fn prepare_matrix_output_has_every_field_the_matrix_jobs_read() {
+    for (path, kind, args, fields) in planned() {
+        let m = prepare_matrix(&kind, &args);
+        let include = m["include"].as_array().unwrap_or_else(|| {
+            panic!(
+                "{}: matrix is not {{\"include\":[...]}}: {m}",
+                path.display()
+            )
+        });
+        assert!(!include.is_empty());
+        assert!(include.len() <= 256);
+        for entry in include {
+            for f in &fields {
+                assert!(
+                    entry.get(f).is_some_and(|v| !v.is_null()),
+                    "{}: entry lacks matrix.{f}: {entry}",
+                    path.display()
+                );
+            }
+            assert!(
+                entry["runs_on"].is_array(),
+                "runs-on takes a label array: {entry}"
+            );
+            assert!(
+                entry["timeout_minutes"].is_u64(),
+                "timeout-minutes is a number: {entry}"
+            );
+        }
+        if path.ends_with("build-and-publish-slurm-all.yml") {
+            assert_eq!(include.len(), 32, "slurm-all defaults to 4 × 8 legs");
+        }
+        if path.ends_with("build-and-publish-compiler-buildcache.yml") {
+            assert_eq!(include.len(), 9);
+        }
+        if path.ends_with("build-and-publish-slurm-tarball.yml") {
+            assert_eq!(include.len(), 8);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local replay with act (host mode, no Docker)
+
+#[test]
+fn act_replays_the_compiler_plan_job_with_custom_inputs() {
+    let Some(act) = common::require_tool("act") else {
+        return;
+    };
+    let prepare = common::bin("prepare-matrix");
+    let bin_dir = prepare.parent().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(act)
+        .current_dir(root())
+        .env("HOME", home.path())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/build-and-publish-compiler-buildcache.yml",
+            "-j",
+            "plan",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "-P",
+            "self-hosted=-self-hosted",
+            "--input",
+            "compiler_versions=13.4.0,14.2.0",
+            "--env",
+        ])
+        .arg(format!("SLURM_FACTORY_BIN_DIR={}", bin_dir.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains("using prepare-matrix from SLURM_FACTORY_BIN_DIR"),
+        "act did not run the local action with the prebuilt binary:\n{t}"
+    );
+    assert!(out.status.success(), "act failed:\n{t}");
+    let json = t
+        .lines()
+        .find_map(|l| {
+            l.split_once("::set-output:: matrix=")
+                .map(|(_, j)| j.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no matrix output in act's log:\n{t}"));
+    let m: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let got: BTreeSet<&str> = m["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["compiler_version"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, BTreeSet::from(["13.4.0", "14.2.0"]), "{m}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// actions/_shared/install.sh
+
+struct Layout {
+    dir: tempfile::TempDir,
+}
+
+impl Layout {
+    /// A copy of the action layout: Cargo.toml, actions/_shared/install.sh, actions/checksums.txt
+    /// and actions/prepare-matrix/.
+    fn new(checksums: &str) -> Layout {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::copy(root().join("Cargo.toml"), p.join("Cargo.toml")).unwrap();
+        std::fs::create_dir_all(p.join("actions/_shared")).unwrap();
+        std::fs::create_dir_all(p.join("actions/prepare-matrix")).unwrap();
+        std::fs::create_dir_all(p.join("fakebin")).unwrap();
+        std::fs::create_dir_all(p.join("tmp")).unwrap();
+        std::fs::copy(
+            root().join("actions/_shared/install.sh"),
+            p.join("actions/_shared/install.sh"),
+        )
+        .unwrap();
+        std::fs::write(p.join("actions/checksums.txt"), checksums).unwrap();
+        Layout { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A stand-in executable in `fakebin/` (the real one needs the network or a full build).
+    fn fake(&self, name: &str, script: &str) {
+        let p = self.path().join("fakebin").join(name);
+        std::fs::write(&p, format!("#!/usr/bin/env bash\n{script}")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn run(&self, env: &[(&str, &str)]) -> (Output, String) {
+        let out_file = self.path().join("github_output");
+        std::fs::write(&out_file, "").unwrap();
+        let path = format!(
+            "{}:{}",
+            self.path().join("fakebin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let mut c = Command::new("bash");
+        c.arg(self.path().join("actions/_shared/install.sh"))
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", self.path())
+            .env(
+                "GITHUB_ACTION_PATH",
+                self.path().join("actions/prepare-matrix"),
+            )
+            .env("GITHUB_OUTPUT", &out_file)
+            .env("RUNNER_TEMP", self.path().join("tmp"))
+            .env("RUNNER_OS", "Linux")
+            .env("RUNNER_ARCH", "X64")
+            .env("SF_BINARY", "prepare-matrix")
+            .env("SF_ACTION_REPOSITORY", "vantagecompute/slurm-factory");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out, std::fs::read_to_string(out_file).unwrap())
+    }
+
+    fn version(&self) -> String {
+        let t = std::fs::read_to_string(self.path().join("Cargo.toml")).unwrap();
+        t.lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    }
+
+    fn asset(&self) -> String {
+        format!(
+            "slurm-factory-v{}-x86_64-unknown-linux-musl.tar.gz",
+            self.version()
+        )
+    }
+
+    /// A release tarball holding a stand-in prepare-matrix; returns its path and SHA-256.
+    fn release_tarball(&self) -> (PathBuf, String) {
+        use sha2::Digest;
+        let stage = self.path().join("stage");
+        std::fs::create_dir_all(&stage).unwrap();
+        std::fs::write(stage.join("prepare-matrix"), "#!/bin/sh\necho stand-in\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            stage.join("prepare-matrix"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let tarball = self.path().join("release.tar.gz");
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&stage)
+            .arg("prepare-matrix")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&tarball).unwrap()));
+        (tarball, sha)
+    }
+
+    /// A stand-in `curl` (no network here) that serves `file` and records its arguments.
+    fn fake_curl(&self, file: &Path) {
+        self.fake(
+            "curl",
+            &format!(
+                "printf '%s\\n' \"$@\" > \"{args}\"\nout=\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then out=$2; fi; shift; done\ncp \"{file}\" \"$out\"\n",
+                args = self.path().join("curl-args").display(),
+                file = file.display()
+            ),
+        );
+    }
+}
+
+#[test]
+fn install_uses_an_explicit_bin_dir() {
+    let l = Layout::new("");
+    let bin = common::bin("prepare-matrix");
+    let dir = bin.parent().unwrap().to_str().unwrap();
+    let (out, gh) = l.run(&[("SLURM_FACTORY_BIN_DIR", dir)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(gh.trim(), format!("bin_dir={dir}"));
+
+    let (out, gh) = l.run(&[("SLURM_FACTORY_BIN_DIR", l.path().to_str().unwrap())]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("has no executable prepare-matrix"));
+    assert!(gh.is_empty());
+}
+
+#[test]
+fn install_builds_from_source_when_no_prebuilt_binary_is_listed() {
+    // Stand-in cargo: a real release build of the whole crate takes minutes; the script's part
+    // (choosing the fallback, running cargo in the action's checkout, reporting the bin dir) is real.
+    let l = Layout::new("# no entries\n");
+    let target = l.path().join("target-dir");
+    l.fake(
+        "cargo",
+        &format!(
+            "printf '%s\\n' \"$PWD\" \"$@\" > \"{log}\"\nmkdir -p \"$CARGO_TARGET_DIR/release\"\nprintf '#!/bin/sh\\n' > \"$CARGO_TARGET_DIR/release/prepare-matrix\"\nchmod +x \"$CARGO_TARGET_DIR/release/prepare-matrix\"\n",
+            log = l.path().join("cargo-log").display()
+        ),
+    );
+    let (out, gh) = l.run(&[("CARGO_TARGET_DIR", target.to_str().unwrap())]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("no prebuilt"), "{t}");
+    let log = std::fs::read_to_string(l.path().join("cargo-log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        Path::new(lines[0]).canonicalize().unwrap(),
+        l.path().canonicalize().unwrap(),
+        "cargo runs at the action's repository root"
+    );
+    assert_eq!(&lines[1..], ["build", "--locked", "--release", "--bins"]);
+    assert_eq!(gh.trim(), format!("bin_dir={}/release", target.display()));
+
+    // build_from_source=true builds even when an entry exists.
+    let l2 = Layout::new(&format!("{}  {}\n", "a".repeat(64), l.asset()));
+    l2.fake("cargo", "mkdir -p \"$CARGO_TARGET_DIR/release\"; printf '#!/bin/sh\\n' > \"$CARGO_TARGET_DIR/release/prepare-matrix\"; chmod +x \"$CARGO_TARGET_DIR/release/prepare-matrix\"\n");
+    let (out, _) = l2.run(&[
+        ("CARGO_TARGET_DIR", target.to_str().unwrap()),
+        ("INPUT_BUILD_FROM_SOURCE", "true"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn install_downloads_and_verifies_a_listed_release_asset() {
+    let probe = Layout::new("");
+    let (tarball, sha) = probe.release_tarball();
+    let l = Layout::new(&format!("# header\n{sha}  {}\n", probe.asset()));
+    l.fake_curl(&tarball);
+    let (out, gh) = l.run(&[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let args = std::fs::read_to_string(l.path().join("curl-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    for flag in ["--proto", "=https", "--tlsv1.2", "-fsSL", "--retry"] {
+        assert!(args.contains(&flag), "curl called without {flag}: {args:?}");
+    }
+    let url = format!(
+        "https://github.com/vantagecompute/slurm-factory/releases/download/v{}/{}",
+        l.version(),
+        l.asset()
+    );
+    assert!(args.contains(&url.as_str()), "{args:?}");
+    let dir = gh.trim().strip_prefix("bin_dir=").unwrap();
+    assert!(Path::new(dir).join("prepare-matrix").is_file());
+}
+
+#[test]
+fn install_fails_closed() {
+    let probe = Layout::new("");
+    let (tarball, sha) = probe.release_tarball();
+    let asset = probe.asset();
+
+    // Checksum mismatch.
+    let l = Layout::new(&format!("{}  {asset}\n", "0".repeat(64)));
+    l.fake_curl(&tarball);
+    let (out, gh) = l.run(&[]);
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("checksum mismatch"),
+        "{t}"
+    );
+    assert!(t.contains(&sha), "the actual digest is reported: {t}");
+    assert!(gh.is_empty());
+
+    // Duplicate and malformed entries.
+    let l = Layout::new(&format!("{sha}  {asset}\n{sha}  {asset}\n"));
+    let (out, _) = l.run(&[]);
+    assert!(!out.status.success() && text(&out).contains("more than once"));
+    let l = Layout::new(&format!("{}  {asset}\n", "Z".repeat(64)));
+    let (out, _) = l.run(&[]);
+    assert!(!out.status.success() && text(&out).contains("not lowercase hex"));
+
+    // Missing checksum file.
+    let l = Layout::new("");
+    std::fs::remove_file(l.path().join("actions/checksums.txt")).unwrap();
+    let (out, _) = l.run(&[]);
+    assert!(!out.status.success() && text(&out).contains("checksums.txt is missing"));
+
+    // Unsupported runner.
+    let l = Layout::new("");
+    let (out, _) = l.run(&[("RUNNER_OS", "Windows")]);
+    assert!(!out.status.success() && text(&out).contains("only Linux"));
+
+    // An entry exists but curl is missing: refuse instead of falling back.
+    let l = Layout::new(&format!("{sha}  {asset}\n"));
+    let tools = l.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    for t in [
+        "sed",
+        "awk",
+        "head",
+        "wc",
+        "cat",
+        "mktemp",
+        "rm",
+        "mkdir",
+        "tar",
+        "sha256sum",
+        "cut",
+        "gzip",
+        "bash",
+    ] {
+        if let Some(p) = which(t) {
+            std::os::unix::fs::symlink(p, tools.join(t)).unwrap();
+        }
+    }
+    let out = Command::new(tools.join("bash"))
+        .arg(l.path().join("actions/_shared/install.sh"))
+        .env_clear()
+        .env("PATH", &tools)
+        .env(
+            "GITHUB_ACTION_PATH",
+            l.path().join("actions/prepare-matrix"),
+        )
+        .env("RUNNER_TEMP", l.path().join("tmp"))
+        .env("RUNNER_OS", "Linux")
+        .env("RUNNER_ARCH", "X64")
+        .env("SF_BINARY", "prepare-matrix")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("curl is required"),
+        "{t}"
+    );
+
+    // Not a binary name.
+    let l = Layout::new("");
+    let (out, _) = l.run(&[("SF_BINARY", "../../bin/sh")]);
+    assert!(!out.status.success());
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+// ---------------------------------------------------------------------------------------------
+// slurm-factory notify
+
+/// A loopback HTTP server standing in for Slack's webhook endpoint (GitHub and Slack are not
+/// reachable here): answers `statuses` in order and returns the request bodies it received.
+fn webhook_server(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<(String, String)>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for status in statuses {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut request_line = String::new();
+            r.read_line(&mut request_line).unwrap();
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            got.push((request_line, String::from_utf8(body).unwrap()));
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            )
+            .unwrap();
+        }
+        got
+    });
+    (format!("http://127.0.0.1:{}", addr.port()), handle)
+}
+
+fn notify(dir: &Path, webhook: Option<&str>) -> Command {
+    let mut c = common::in_actions("slurm-factory", dir);
+    c.arg("notify")
+        .env("GITHUB_WORKFLOW", "Build and Publish Slurm")
+        .env("GITHUB_SERVER_URL", "https://github.com")
+        .env("GITHUB_REPOSITORY", "vantagecompute/slurm-factory")
+        .env("GITHUB_RUN_ID", "4242")
+        .env("INPUT_LEG", "slurm-25.11-gcc-13.4.0 <amd64>");
+    if let Some(w) = webhook {
+        c.env("SLACK_WEBHOOK_URL", w);
+    }
+    c
+}
+
+#[test]
+fn notify_posts_one_message_and_masks_the_webhook() {
+    let (base, server) = webhook_server(vec![200]);
+    let url = format!("{base}/services/T000/B000/s3cr3tT0ken");
+    let dir = tempfile::tempdir().unwrap();
+    let out = notify(dir.path(), Some(&url)).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0]
+            .0
+            .starts_with("POST /services/T000/B000/s3cr3tT0ken ")
+    );
+    let body: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+    let msg = body["text"].as_str().unwrap();
+    assert!(msg.contains("*Build and Publish Slurm* failed"), "{msg}");
+    assert!(
+        msg.contains("slurm-25.11-gcc-13.4.0 &lt;amd64&gt;"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("<https://github.com/vantagecompute/slurm-factory/actions/runs/4242|run log>"),
+        "{msg}"
+    );
+    // The URL is registered as a secret before anything else and never printed otherwise.
+    let first = t.lines().next().unwrap();
+    assert_eq!(first, format!("::add-mask::{url}"));
+    assert_eq!(t.matches("s3cr3tT0ken").count(), 1, "{t}");
+}
+
+#[test]
+fn notify_without_a_webhook_is_a_noop_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = notify(dir.path(), None).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("::notice::SLACK_WEBHOOK_URL is not set"), "{t}");
+    let out = notify(dir.path(), Some("  ")).output().unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn notify_rejects_clear_text_webhooks_and_reports_http_errors_without_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = notify(
+        dir.path(),
+        Some("http://hooks.example.com/services/T/B/s3cr3t"),
+    )
+    .output()
+    .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert!(t.contains("only https://"), "{t}");
+    assert_eq!(
+        t.matches("s3cr3t").count(),
+        1,
+        "only the mask line may hold it: {t}"
+    );
+
+    let out = notify(dir.path(), Some("not a url s3cr3t"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not a valid URL (value not shown)"));
+
+    // 500 then 500: retried once, then a clear error without the URL.
+    let (base, server) = webhook_server(vec![500, 500]);
+    let out = notify(dir.path(), Some(&format!("{base}/services/s3cr3t")))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(server.join().unwrap().len(), 2);
+    assert!(t.contains("after 2 attempts"), "{t}");
+    assert_eq!(t.matches("s3cr3t").count(), 1, "{t}");
+
+    // 404: not retried.
+    let (base, server) = webhook_server(vec![404]);
+    let out = notify(dir.path(), Some(&format!("{base}/services/s3cr3t")))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(server.join().unwrap().len(), 1);
+    assert!(text(&out).contains("HTTP 404"));
+}
