@@ -194,10 +194,14 @@ pub fn unescape_property(s: &str) -> String {
 }
 
 /// Formats a workflow command line `::name k=v,k=v::message` (without the trailing newline).
+///
+/// Property values are trimmed and empty ones left out: the runner trims the property list and
+/// drops empty values, so edge whitespace could not reach it anyway.
 pub fn format_command(name: &str, props: &[(&str, String)], message: &str) -> String {
     let mut line = format!("::{name}");
     let props: Vec<String> = props
         .iter()
+        .map(|(k, v)| (k, v.trim()))
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k}={}", escape_property(v)))
         .collect();
