@@ -65,7 +65,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     runner.set_outputs(&[("matrix", &json), ("count", &count)])?;
     runner.append_summary(&matrix.summary_markdown())?;
     if runner.in_actions() {
-        runner.info(&format!("{kind} matrix: {count} jobs"));
+        let jobs = if matrix.len() == 1 { "job" } else { "jobs" };
+        runner.info(&format!("{kind} matrix: {count} {jobs}"));
     }
     Ok(())
 }

@@ -288,30 +288,29 @@ fn registered(name: &str, extra: &[String]) -> bool {
 /// (`##[name k=v;k=v]data`, anywhere in the line).
 pub fn runner_parse_command(line: &str, extra: &[String]) -> Option<ActionCommand> {
     let msg = line.trim_start();
-    if let Some(rest) = msg.strip_prefix("::") {
-        if let Some(end) = rest.find("::") {
-            let info = &rest[..end];
-            let (name, props) = match info.find(' ') {
-                Some(i) => (&info[..i], Some(info[i + 1..].trim())),
-                None => (info, None),
-            };
-            if registered(name, extra) {
-                let mut properties = std::collections::BTreeMap::new();
-                if let Some(props) = props.filter(|_| info.find(' ') > Some(0)) {
-                    for p in props.split(',').filter(|p| !p.is_empty()) {
-                        let pair: Vec<&str> = p.splitn(2, '=').filter(|s| !s.is_empty()).collect();
-                        if pair.len() == 2 {
-                            properties
-                                .insert(pair[0].to_owned(), runner_unescape_property(pair[1]));
-                        }
+    if let Some(rest) = msg.strip_prefix("::")
+        && let Some(end) = rest.find("::")
+    {
+        let info = &rest[..end];
+        let (name, props) = match info.find(' ') {
+            Some(i) => (&info[..i], Some(info[i + 1..].trim())),
+            None => (info, None),
+        };
+        if registered(name, extra) {
+            let mut properties = std::collections::BTreeMap::new();
+            if let Some(props) = props.filter(|_| info.find(' ') > Some(0)) {
+                for p in props.split(',').filter(|p| !p.is_empty()) {
+                    let pair: Vec<&str> = p.splitn(2, '=').filter(|s| !s.is_empty()).collect();
+                    if pair.len() == 2 {
+                        properties.insert(pair[0].to_owned(), runner_unescape_property(pair[1]));
                     }
                 }
-                return Some(ActionCommand {
-                    command: name.to_owned(),
-                    properties,
-                    data: runner_unescape_data(&rest[end + 2..]),
-                });
             }
+            return Some(ActionCommand {
+                command: name.to_owned(),
+                properties,
+                data: runner_unescape_data(&rest[end + 2..]),
+            });
         }
     }
     let start = line.find("##[")?;
