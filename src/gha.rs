@@ -138,7 +138,7 @@ impl Annotation {
     }
 
     /// The command properties, in the toolkit's order; empty strings and zeros are left out,
-    /// as `command.ts` skips falsy values.
+    /// as `command.ts` skips values JavaScript treats as false.
     fn properties(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         for (k, v) in [("title", &self.title), ("file", &self.file)] {
