@@ -23,8 +23,8 @@ unit *ARGS:
     if command -v cargo-nextest >/dev/null; then cargo nextest run --lib --locked {{ ARGS }}; else cargo test --lib --locked {{ ARGS }}; fi
     cargo test --doc --locked
 
-# The integration tests in tests/*.rs (real binaries, moto_server, GnuPG, Docker, linters).
-# Pass a test binary or filter, e.g. `just integration prepare_matrix`.
+# Real binaries, moto_server, GnuPG, Docker and the linters; e.g. `just integration hostile`.
+# The integration tests in tests/*.rs; extra arguments go to the test runner.
 integration *ARGS:
     if command -v cargo-nextest >/dev/null; then cargo nextest run --test '*' --locked {{ ARGS }}; else cargo test --test '*' --locked {{ ARGS }}; fi
 
