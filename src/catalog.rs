@@ -315,6 +315,15 @@ impl Catalog {
                 self.slurm.default
             );
         }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.architectures.targets {
+            if !seen.insert(&t.name) {
+                bail!("architecture {} is listed twice", t.name);
+            }
+            if t.runner_labels.is_empty() {
+                bail!("architecture {} has no runner labels", t.name);
+            }
+        }
         if self.target(&self.architectures.default).is_none() {
             bail!(
                 "the default architecture {} is not listed",
@@ -388,6 +397,46 @@ impl Catalog {
             .replace("{gcc}", gcc.as_str())
     }
 
+    /// Prefix of the compiler buildcache for `gcc` built for `arch`; an `{arch}` placeholder in
+    /// the template is replaced (the default template has none: Spack keeps every target of a
+    /// spec apart inside one buildcache).
+    pub fn compiler_prefix_for(&self, gcc: &GccVersion, arch: &Arch) -> String {
+        self.compiler_prefix(gcc).replace("{arch}", &arch.0)
+    }
+
+    /// Prefix of the Slurm buildcache for (`slurm`, `gcc`) built for `arch`; see
+    /// [`Catalog::compiler_prefix_for`].
+    pub fn slurm_prefix_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
+        self.slurm_prefix(slurm, gcc).replace("{arch}", &arch.0)
+    }
+
+    /// Object key of the tarball for (`slurm`, `gcc`) built for `arch`. An `{arch}` placeholder
+    /// in the template is replaced. Without one, the default architecture keeps the template's
+    /// key and every other architecture gets `-<arch>` before `.tar.gz`, so tarballs of two
+    /// architectures never overwrite each other.
+    pub fn tarball_key_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
+        let key = self.tarball_key(slurm, gcc);
+        if key.contains("{arch}") {
+            return key.replace("{arch}", &arch.0);
+        }
+        if arch == &self.architectures.default {
+            return key;
+        }
+        match key.strip_suffix(".tar.gz") {
+            Some(stem) => format!("{stem}-{arch}.tar.gz"),
+            None => format!("{key}-{arch}"),
+        }
+    }
+
+    /// Public URL of the tarball for (`slurm`, `gcc`) built for `arch`.
+    pub fn tarball_url_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
+        format!(
+            "{}/{}",
+            self.publish.tarball_url.trim_end_matches('/'),
+            self.tarball_key_for(slurm, gcc, arch)
+        )
+    }
+
     /// Public URL of a buildcache prefix through the CDN.
     pub fn cdn_url(&self, prefix: &str) -> String {
         format!("{}/{}", self.publish.cdn_url.trim_end_matches('/'), prefix)
@@ -431,6 +480,26 @@ mod tests {
         assert_eq!(
             c.tarball_url(&s, &g),
             "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software.tar.gz"
+        );
+    }
+
+    #[test]
+    fn tarball_keys_differ_per_architecture() {
+        let c = Catalog::embedded();
+        let s: SlurmVersion = "25.11".parse().unwrap();
+        let g: GccVersion = "13.4.0".parse().unwrap();
+        let amd = c.tarball_key_for(&s, &g, &Arch("amd64".into()));
+        let arm = c.tarball_key_for(&s, &g, &Arch("arm64".into()));
+        assert_eq!(amd, c.tarball_key(&s, &g));
+        assert_eq!(
+            arm,
+            "slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software-arm64.tar.gz"
+        );
+        let mut templated = c.clone();
+        templated.publish.tarball_key = "t/{arch}/{slurm}-{gcc}.tgz".into();
+        assert_eq!(
+            templated.tarball_key_for(&s, &g, &Arch("amd64".into())),
+            "t/amd64/25.11-13.4.0.tgz"
         );
     }
 

@@ -94,3 +94,273 @@ pub fn in_actions(name: &str, dir: &Path) -> Command {
     }
     c
 }
+
+// ---------------------------------------------------------------------------------------------
+// An independent model of the GitHub runner's side of the protocol, ported from actions/runner
+// (`src/Runner.Worker/FileCommandManager.cs` `EnvFileKeyValuePairs` and `AddPathFileCommand`,
+// `src/Runner.Common/ActionCommand.cs`, `src/Runner.Worker/ActionCommandManager.cs`) for Linux
+// (`OS_WINDOWS` undefined). It shares no code with `slurm_factory::gha`: tests write with the
+// library and read back with this, as the real runner would.
+// ---------------------------------------------------------------------------------------------
+
+/// `EnvFileKeyValuePairs.ReadLine`: the next line of `text` from `index` and the newline that
+/// ended it (`None` at the end of the text or for a last line without a newline).
+fn runner_read_line<'a>(
+    text: &'a str,
+    index: &mut usize,
+) -> (Option<&'a str>, Option<&'static str>) {
+    if *index >= text.len() {
+        return (None, None);
+    }
+    let original = *index;
+    match text[original..].find('\n') {
+        None => {
+            *index = text.len();
+            (Some(&text[original..]), None)
+        }
+        Some(rel) => {
+            let lf = original + rel;
+            *index = lf + 1;
+            (Some(&text[original..lf]), Some("\n"))
+        }
+    }
+}
+
+/// Parses a `$GITHUB_OUTPUT`/`$GITHUB_ENV`/`$GITHUB_STATE` file exactly as the runner's
+/// `EnvFileKeyValuePairs` does (both `NAME=VALUE` and `NAME<<DELIMITER` forms). Errors carry the
+/// runner's messages.
+pub fn runner_file_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut index = 0;
+    let mut line = runner_read_line(text, &mut index).0;
+    while let Some(l) = line {
+        if !l.is_empty() {
+            let equals = l.find('=').map_or(-1, |i| i as isize);
+            let heredoc = l.find("<<").map_or(-1, |i| i as isize);
+            let (key, output);
+            if equals >= 0 && (heredoc < 0 || equals < heredoc) {
+                // Normal style NAME=VALUE (the runner's empty-name check tests the whole line,
+                // which is never empty here, so an empty name passes; ported as is).
+                let (k, v) = l.split_once('=').unwrap();
+                key = k.to_owned();
+                output = v.to_owned();
+            } else if heredoc >= 0 && (equals < 0 || heredoc < equals) {
+                let (k, delimiter) = l.split_once("<<").unwrap();
+                if k.is_empty() || delimiter.is_empty() {
+                    return Err(format!(
+                        "Invalid format '{l}'. Name must not be empty and delimiter must not be empty"
+                    ));
+                }
+                key = k.to_owned();
+                let start = index;
+                let mut end = index;
+                let (mut temp, mut newline) = runner_read_line(text, &mut index);
+                while temp != Some(delimiter) {
+                    if temp.is_none() {
+                        return Err(format!(
+                            "Invalid value. Matching delimiter not found '{delimiter}'"
+                        ));
+                    }
+                    let Some(nl) = newline else {
+                        return Err("Invalid value. EOF marker missing new line.".into());
+                    };
+                    end = index - nl.len();
+                    (temp, newline) = runner_read_line(text, &mut index);
+                }
+                output = if end > start {
+                    text[start..end].to_owned()
+                } else {
+                    String::new()
+                };
+            } else {
+                return Err(format!("Invalid format '{l}'"));
+            }
+            pairs.push((key, output));
+        }
+        line = runner_read_line(text, &mut index).0;
+    }
+    Ok(pairs)
+}
+
+/// [`runner_file_pairs`] of a file, as a map (later records win, as in the runner).
+pub fn runner_file_map(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    runner_file_pairs(&text)
+        .unwrap_or_else(|e| panic!("the runner would reject {}: {e}\n{text}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+/// .NET `ReadLine` / `File.ReadAllLines` line splitting: `\r\n`, `\n` or a lone `\r`.
+pub fn dotnet_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find(['\r', '\n']) {
+            None => {
+                out.push(rest);
+                break;
+            }
+            Some(i) => {
+                out.push(&rest[..i]);
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+        }
+    }
+    out
+}
+
+/// `AddPathFileCommand`: the directories of a `$GITHUB_PATH` file, empty lines skipped.
+pub fn runner_path_lines(text: &str) -> Vec<String> {
+    dotnet_lines(text)
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A workflow command as the runner's `ActionCommand` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionCommand {
+    /// The command name.
+    pub command: String,
+    /// Properties (names compared case-insensitively by the runner; kept as written here).
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The unescaped message.
+    pub data: String,
+}
+
+fn runner_unescape(s: &str, mappings: &[(&str, &str)]) -> String {
+    let mut out = s.to_owned();
+    for (token, replacement) in mappings {
+        out = out.replace(replacement, token);
+    }
+    out
+}
+
+/// `ActionCommand.UnescapeData`.
+pub fn runner_unescape_data(s: &str) -> String {
+    runner_unescape(s, &[("\r", "%0D"), ("\n", "%0A"), ("%", "%25")])
+}
+
+/// `ActionCommand.UnescapeProperty`.
+pub fn runner_unescape_property(s: &str) -> String {
+    runner_unescape(
+        s,
+        &[
+            ("\r", "%0D"),
+            ("\n", "%0A"),
+            (":", "%3A"),
+            (",", "%2C"),
+            ("%", "%25"),
+        ],
+    )
+}
+
+/// Commands the runner registers (`ActionCommandManager` and its extensions).
+pub const REGISTERED_COMMANDS: &[&str] = &[
+    "stop-commands",
+    "set-env",
+    "set-output",
+    "save-state",
+    "add-mask",
+    "add-path",
+    "add-matcher",
+    "remove-matcher",
+    "warning",
+    "error",
+    "notice",
+    "debug",
+    "group",
+    "endgroup",
+    "echo",
+];
+
+fn registered(name: &str, extra: &[String]) -> bool {
+    REGISTERED_COMMANDS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(name))
+        || extra.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// `ActionCommand.TryParseV2` (`::name k=v,k=v::data`) then the legacy `TryParse`
+/// (`##[name k=v;k=v]data`, anywhere in the line).
+pub fn runner_parse_command(line: &str, extra: &[String]) -> Option<ActionCommand> {
+    let msg = line.trim_start();
+    if let Some(rest) = msg.strip_prefix("::")
+        && let Some(end) = rest.find("::")
+    {
+        let info = &rest[..end];
+        let (name, props) = match info.find(' ') {
+            Some(i) => (&info[..i], Some(info[i + 1..].trim())),
+            None => (info, None),
+        };
+        if registered(name, extra) {
+            let mut properties = std::collections::BTreeMap::new();
+            if let Some(props) = props.filter(|_| info.find(' ') > Some(0)) {
+                for p in props.split(',').filter(|p| !p.is_empty()) {
+                    let pair: Vec<&str> = p.splitn(2, '=').filter(|s| !s.is_empty()).collect();
+                    if pair.len() == 2 {
+                        properties.insert(pair[0].to_owned(), runner_unescape_property(pair[1]));
+                    }
+                }
+            }
+            return Some(ActionCommand {
+                command: name.to_owned(),
+                properties,
+                data: runner_unescape_data(&rest[end + 2..]),
+            });
+        }
+    }
+    let start = line.find("##[")?;
+    let rb = start + line[start..].find(']')?;
+    let info = &line[start + 3..rb];
+    let name = info.split(' ').next().unwrap_or_default();
+    if !registered(name, extra) {
+        return None;
+    }
+    let legacy = [
+        (";", "%3B"),
+        ("\r", "%0D"),
+        ("\n", "%0A"),
+        ("]", "%5D"),
+        ("%", "%25"),
+    ];
+    Some(ActionCommand {
+        command: name.to_owned(),
+        properties: Default::default(),
+        data: runner_unescape(&line[rb + 1..], &legacy),
+    })
+}
+
+/// What the runner does with a step's output: the commands it processes, in order, honouring
+/// `::stop-commands::TOKEN` ... `::TOKEN::` windows (`ActionCommandManager.TryProcessCommand`).
+/// Stop and resume commands themselves are not returned.
+pub fn runner_process_log(log: &str) -> Vec<ActionCommand> {
+    let mut out = Vec::new();
+    let mut stop_token: Option<String> = None;
+    let mut extra: Vec<String> = Vec::new();
+    for line in dotnet_lines(log) {
+        let Some(cmd) = runner_parse_command(line, &extra) else {
+            continue;
+        };
+        match &stop_token {
+            Some(token) => {
+                if cmd.command.eq_ignore_ascii_case(token) {
+                    extra.retain(|t| t != token);
+                    stop_token = None;
+                }
+            }
+            None => {
+                if cmd.command.eq_ignore_ascii_case("stop-commands") {
+                    stop_token = Some(cmd.data.clone());
+                    extra.push(cmd.data.clone());
+                } else {
+                    out.push(cmd);
+                }
+            }
+        }
+    }
+    out
+}
