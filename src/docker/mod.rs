@@ -262,8 +262,7 @@ impl Engine {
             ctx.origin(),
             if no_cache { " (no cache)" } else { "" }
         ));
-        let stop = runner.stop_commands();
-        let mut lines = LineSplitter::default();
+        let mut untrusted = runner.untrusted_log();
         let mut stream = self.docker.build_image(
             options,
             None,
@@ -278,9 +277,7 @@ impl Engine {
                     Some(Ok(info)) => {
                         if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                             file.write_all(text.as_bytes())?;
-                            for line in lines.push(text.as_bytes()) {
-                                runner.info(&line);
-                            }
+                            untrusted.write_bytes(text.as_bytes());
                         }
                         if let Some(detail) = info.error_detail {
                             error = Some(detail.message.unwrap_or_default());
@@ -301,10 +298,7 @@ impl Engine {
                 }),
             }
         };
-        if let Some(rest) = lines.finish() {
-            runner.info(&rest);
-        }
-        drop(stop);
+        untrusted.finish();
         drop(group);
         if let Some(f) = outcome {
             return Ok(Err(f));
@@ -454,8 +448,7 @@ impl Engine {
             .with_context(|| format!("cannot start the container of step `{}`", step.name))?;
 
         // Everything the container prints is untrusted: stop workflow commands around it.
-        let stop = runner.stop_commands();
-        let mut lines = LineSplitter::default();
+        let mut untrusted = runner.untrusted_log();
         let deadline = tokio::time::Instant::from_std(spec.deadline);
         let early = loop {
             tokio::select! {
@@ -465,9 +458,7 @@ impl Engine {
                         let bytes = out.into_bytes();
                         file.write_all(&bytes)?;
                         build_log.write_all(&bytes)?;
-                        for line in lines.push(&bytes) {
-                            runner.info(&line);
-                        }
+                        untrusted.write_bytes(&bytes);
                     }
                     Some(Err(e)) => {
                         runner.info(&format!("[slurm-factory] log stream interrupted: {e}"));
@@ -484,10 +475,7 @@ impl Engine {
                 }),
             }
         };
-        if let Some(rest) = lines.finish() {
-            runner.info(&rest);
-        }
-        drop(stop);
+        untrusted.finish();
         if early.is_some() {
             return Ok(early);
         }
@@ -567,51 +555,9 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
         .with_context(|| format!("cannot open the log file {}", path.display()))
 }
 
-/// Splits a byte stream into lines (LF, with a trailing CR dropped), keeping partial lines.
-#[derive(Debug, Default)]
-pub struct LineSplitter {
-    pending: Vec<u8>,
-}
-
-impl LineSplitter {
-    /// Adds bytes and returns the lines they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = self.pending.drain(..=pos).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            out.push(String::from_utf8_lossy(&line).into_owned());
-        }
-        out
-    }
-
-    /// The unterminated rest, if any.
-    pub fn finish(&mut self) -> Option<String> {
-        if self.pending.is_empty() {
-            None
-        } else {
-            let rest = std::mem::take(&mut self.pending);
-            Some(String::from_utf8_lossy(&rest).into_owned())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_split_across_chunks() {
-        let mut s = LineSplitter::default();
-        assert!(s.push(b"ab").is_empty());
-        assert_eq!(s.push(b"c\r\nxy\nz"), ["abc", "xy"]);
-        assert_eq!(s.finish().as_deref(), Some("z"));
-        assert_eq!(s.finish(), None);
-    }
 
     #[test]
     fn durations_read_well() {
