@@ -11,9 +11,14 @@
 //! - [`catalog`]: the version catalog (`catalog.yaml`), the single source of truth for what can
 //!   be built and where it is published.
 //! - [`matrix`]: turning user input into a validated build matrix.
+//! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
+//!   verification.
+//! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
+pub mod buildcache;
 pub mod catalog;
 pub mod cli;
 pub mod gha;
 pub mod matrix;
+pub mod pgp;
