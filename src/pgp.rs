@@ -380,7 +380,7 @@ impl SigningKey {
 
     /// The public certificate, ASCII-armored (what `gpg --armor --export` would publish).
     pub fn public_key_armored(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(self.public.armored().to_vec()?)
+        self.public.armored().to_vec()
     }
 
     /// Cleartext-signs `text` (OpenPGP v4 signature, SHA-512, one `Hash:` header), as
