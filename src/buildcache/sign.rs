@@ -415,6 +415,13 @@ pub async fn publish(
         return Ok(report);
     }
     let all = load_source(source).await?;
+    // A destination index we could not merge must stop us before anything is written.
+    read_index(dest).await.with_context(|| {
+        format!(
+            "the destination {} has an index that cannot be read and merged; nothing was written",
+            dest.url()
+        )
+    })?;
     let (selected, skipped): (Vec<SourceSpec>, Vec<SourceSpec>) = all
         .into_iter()
         .partition(|s| opts.mode == PublishMode::All || s.entry.id.name == "slurm");

@@ -470,6 +470,19 @@ fn bad_inputs_fail_before_writing() {
     );
     assert!(out.contains("nothing was written"), "{out}");
     assert!(!dest.exists());
+    // A destination whose index cannot be merged: refused before any write.
+    let bad_dest = t.path().join("bad-dest");
+    copy_tree(&fixtures().join("signed"), &bad_dest);
+    let idx = bad_dest
+        .join("blobs/sha256/3b/3b1a943f61eb419b1398ac1706576c10250dafaa2a9f7fa19c13d8a2288606bc");
+    std::fs::write(&idx, b"{}").unwrap();
+    let before = read_tree(&bad_dest);
+    let (ok, out, _) = sign_upload(t.path(), &fixtures().join("unsigned"), &bad_dest, &[]);
+    assert!(
+        !ok && out.contains("cannot be read and merged; nothing was written"),
+        "{out}"
+    );
+    assert_eq!(read_tree(&bad_dest), before);
     // No key.
     let mut c = common::in_actions("sign-and-upload", t.path());
     c.arg("--source")

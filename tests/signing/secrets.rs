@@ -137,6 +137,10 @@ fn scan_signing_run(tsk: &[u8], public_armor: &[u8], passphrase: &str) {
         }
     }
     assert!(text.len() > 100, "enough needles: {}", text.len());
+    // The check can fail: the key as given, or its armor, would be caught.
+    let armor_flat = String::from_utf8_lossy(tsk).replace('\n', "");
+    assert!(text.iter().any(|n| armor_flat.contains(n.as_str())));
+    assert!(text.iter().any(|n| env_value.contains(n.as_str())));
     for (name, bytes) in &files {
         let hay = String::from_utf8_lossy(bytes);
         for n in &text {
