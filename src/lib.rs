@@ -14,12 +14,17 @@
 //! - [`spack`]: the Spack environments, namespaces and build steps of a job.
 //! - [`docker`]: the build container (image build, step execution, cancellation) on bollard.
 //! - [`workflows`]: the generator of `.github/workflows` and `actions/` from `workflows-src/`.
+//! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
+//!   verification.
+//! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
+pub mod buildcache;
 pub mod catalog;
 pub mod cli;
 pub mod docker;
 pub mod gha;
 pub mod matrix;
+pub mod pgp;
 pub mod spack;
 pub mod workflows;

@@ -2,10 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use base64::Engine as _;
 use clap::Parser;
 
+use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::sign::{self, Change, PublishMode, PublishOptions};
+use crate::buildcache::{LocalDir, Storage, storage};
 use crate::gha::Runner;
+use crate::pgp::SigningKey;
 
 /// Sign an unsigned Spack buildcache with OpenPGP and publish it (file:// or s3://).
 ///
@@ -44,7 +49,136 @@ pub struct Args {
     pub role_arn: Option<String>,
 }
 
+/// Registers the key material and passphrase with the runner's log masker: every line of
+/// the value as given and of its decoded armor (the runner masks line by line).
+fn mask_secrets(runner: &Runner, material: &str, passphrase: Option<&str>) {
+    if let Some(p) = passphrase {
+        runner.add_mask(p);
+    }
+    let mut lines: Vec<String> = material.lines().map(|l| l.trim().to_owned()).collect();
+    let compact: String = material.split_whitespace().collect();
+    if !material.trim_start().starts_with("-----BEGIN")
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes())
+        && let Ok(text) = String::from_utf8(decoded)
+    {
+        lines.push(compact);
+        lines.extend(text.lines().map(|l| l.trim().to_owned()));
+    }
+    for line in lines {
+        let public_armor = line.starts_with("-----")
+            || line.starts_with("Comment:")
+            || line.starts_with("Version:");
+        if line.len() >= 4 && !public_armor {
+            runner.add_mask(&line);
+        }
+    }
+}
+
+/// Loads the signing key from `--key-file` or `GPG_PRIVATE_KEY`, with `GPG_PASSPHRASE` and
+/// `GPG_KEY_ID`, masking the secrets first. Prints only the public fingerprint.
+pub fn load_signing_key(key_file: Option<&std::path::Path>, runner: &Runner) -> Result<SigningKey> {
+    let passphrase = runner.var("GPG_PASSPHRASE").filter(|p| !p.is_empty());
+    let key_id = runner.var("GPG_KEY_ID").filter(|k| !k.trim().is_empty());
+    let material: Vec<u8> = match key_file {
+        Some(path) => std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the signing key file {}; pass the path of an ASCII-armored secret key",
+                path.display()
+            )
+        })?,
+        None => runner
+            .var("GPG_PRIVATE_KEY")
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default(),
+    };
+    mask_secrets(runner, &String::from_utf8_lossy(&material), passphrase);
+    let key = SigningKey::load(&material, passphrase, key_id).map_err(anyhow::Error::new)?;
+    Ok(key)
+}
+
 /// Runs `sign-and-upload`.
-pub async fn run(_args: Args, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("sign-and-upload"))
+pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    let publish: PublishMode = flag_or_input(args.publish, &runner, "publish")
+        .as_deref()
+        .unwrap_or("all")
+        .parse()?;
+    let dry_run = bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?;
+    let destination = flag_or_input(args.destination, &runner, "destination").context(
+        "no destination: pass --destination file:///path (or set the action input `destination`)",
+    )?;
+    let source = args
+        .source
+        .or_else(|| runner.input("source").map(PathBuf::from))
+        .context("no source: pass --source <dir> (the unsigned buildcache the build wrote)")?;
+    let key_file = args
+        .key_file
+        .or_else(|| runner.input("key_file").map(PathBuf::from));
+
+    if publish == PublishMode::None {
+        runner.notice("publish: none — nothing was signed or published");
+        runner.set_output("buildcache-url", "")?;
+        runner.set_output("specs-published", "0")?;
+        runner.set_output("bytes-uploaded", "0")?;
+        runner.append_summary(
+            "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
+        )?;
+        return Ok(());
+    }
+
+    // Everything that can fail on bad input fails here, before any write.
+    let dest = storage::open_local_or_explain(&destination)?;
+    let key = load_signing_key(key_file.as_deref(), &runner)?;
+    runner.info(&format!(
+        "signing key: {} (signing subkey {})",
+        key.fingerprint(),
+        key.signing_fingerprint()
+    ));
+    let source = LocalDir::new(source);
+    let opts = PublishOptions {
+        mode: publish,
+        dry_run,
+    };
+    let report = {
+        let _g = runner.group(&format!(
+            "{} {} to {}",
+            if dry_run {
+                "Plan (dry run):"
+            } else {
+                "Sign and publish"
+            },
+            source.root().display(),
+            dest.url()
+        ));
+        let report = sign::publish(&source, &dest, &key, &opts).await?;
+        for o in &report.objects {
+            if o.change != Change::Unchanged {
+                runner.info(&format!(
+                    "{}{:9} {} ({} bytes)",
+                    if dry_run { "would write " } else { "" },
+                    o.change.to_string(),
+                    o.key,
+                    o.size
+                ));
+            }
+        }
+        report
+    };
+    let bytes = if dry_run { 0 } else { report.bytes_uploaded() };
+    runner.info(&format!(
+        "{} specs, {} objects {}, {} bytes; index has {} records",
+        report.specs.len(),
+        report.objects_written(),
+        if dry_run {
+            "would be written"
+        } else {
+            "written"
+        },
+        report.bytes_uploaded(),
+        report.index_records
+    ));
+    runner.set_output("buildcache-url", &report.url)?;
+    runner.set_output("specs-published", &report.specs.len().to_string())?;
+    runner.set_output("bytes-uploaded", &bytes.to_string())?;
+    runner.append_summary(&report.summary_markdown())?;
+    Ok(())
 }

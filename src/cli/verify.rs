@@ -2,10 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::storage;
+use crate::buildcache::verify::{VerifyOptions, verify_buildcache};
 use crate::gha::Runner;
+use crate::pgp::TrustedKeys;
 
 /// Verify every signed manifest and every blob of a buildcache against trusted keys.
 #[derive(Debug, Parser)]
@@ -26,6 +30,81 @@ pub struct Args {
 }
 
 /// Runs `verify`.
-pub async fn run(_args: Args, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("verify"))
+pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    let location = flag_or_input(args.buildcache, &runner, "buildcache")
+        .context("no buildcache: pass --buildcache file:///path (or a directory)")?;
+    let mut key_files = args.trusted_keys;
+    if key_files.is_empty() {
+        key_files = runner
+            .input_list("trusted_keys")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+    }
+    let allow_unsigned = bool_flag_or_input(
+        args.allow_unsigned.then_some(true),
+        &runner,
+        "allow_unsigned",
+        false,
+    )?;
+    if key_files.is_empty() && !allow_unsigned {
+        bail!(
+            "no trusted keys: pass --trusted-key <public key file> (repeatable), or --allow-unsigned to check blobs only"
+        );
+    }
+    let mut trusted = TrustedKeys::new();
+    for f in &key_files {
+        let bytes = std::fs::read(f)
+            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
+        let fprs = trusted
+            .add_armored(&bytes)
+            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?;
+        for fpr in fprs {
+            runner.info(&format!("trusting {fpr} (from {})", f.display()));
+        }
+    }
+    let storage = storage::open_local_or_explain(&location)?;
+    let report = verify_buildcache(&storage, &trusted, &VerifyOptions { allow_unsigned }).await?;
+    for v in &report.specs {
+        if v.ok() {
+            runner.info(&format!(
+                "ok      {} (signer {}, {} blobs)",
+                v.name(),
+                v.signer
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unsigned".into()),
+                v.blobs_ok
+            ));
+        } else {
+            runner.error(&format!("FAILED  {}: {}", v.name(), v.problems.join("; ")));
+        }
+    }
+    for p in &report.index_problems {
+        runner.error(&format!("index: {p}"));
+    }
+    runner.append_summary(&report.markdown())?;
+    if report.ok() {
+        runner.info(&format!(
+            "verified {} specs in {}",
+            report.specs.len(),
+            report.url
+        ));
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .failures()
+        .map(|v| format!("{}: {}", v.name(), v.problems.join("; ")))
+        .chain(report.index_problems.iter().map(|p| format!("index: {p}")))
+        .collect();
+    if report.specs.is_empty() {
+        bail!("{} holds no spec manifests to verify", report.url);
+    }
+    bail!(
+        "verification of {} failed ({} of {} specs):\n  - {}",
+        report.url,
+        report.failures().count(),
+        report.specs.len(),
+        failed.join("\n  - ")
+    )
 }

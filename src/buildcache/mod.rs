@@ -1,0 +1,203 @@
+//! Spack layout-v3 buildcaches: the typed layout ([`layout`]), where they are stored
+//! ([`storage`]), the DB v8 index and key index ([`index`]), signing and publishing a local
+//! buildcache ([`sign`]) and verifying one ([`verify`]).
+//!
+//! Everything here matches what Spack 1.0.0 writes and reads (`url_buildcache.py`,
+//! `binary_distribution.py`), checked against real buildcaches in `tests/fixtures/spack-v3`.
+
+use anyhow::{Context, Result};
+
+pub mod index;
+pub mod layout;
+pub mod sign;
+pub mod storage;
+pub mod verify;
+
+pub use index::{Index, KeyIndex, MergeStats};
+pub use layout::{BlobRecord, Manifest, Sha256Hex, SpecId, SpecNode};
+pub use storage::{LocalDir, Location, Storage};
+
+/// A spec manifest read from a buildcache.
+#[derive(Debug, Clone)]
+pub struct SpecEntry {
+    /// Which spec, from the manifest's key.
+    pub id: SpecId,
+    /// The manifest's key.
+    pub key: String,
+    /// The manifest bytes as stored (clearsigned or plain).
+    pub stored: Vec<u8>,
+    /// The manifest JSON text (the signed body for clearsigned manifests, unverified).
+    pub text: Vec<u8>,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+impl SpecEntry {
+    /// Whether the stored manifest is cleartext-signed.
+    pub fn is_signed(&self) -> bool {
+        crate::pgp::is_clearsigned(&self.stored)
+    }
+}
+
+/// The keys of every spec manifest in the buildcache, sorted.
+pub async fn spec_manifest_keys(storage: &dyn Storage) -> Result<Vec<String>> {
+    Ok(storage
+        .list(layout::SPEC_PREFIX)
+        .await
+        .with_context(|| format!("cannot list spec manifests of {}", storage.url()))?
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| k.ends_with(layout::SPEC_SUFFIX))
+        .collect())
+}
+
+/// Reads and parses the spec manifest at `key` (without verifying a signature).
+pub async fn read_spec_entry(storage: &dyn Storage, key: &str) -> Result<SpecEntry> {
+    let id = SpecId::from_manifest_key(key)?;
+    let stored = storage
+        .get(key)
+        .await?
+        .with_context(|| format!("{id}: manifest {key} disappeared"))?
+        .bytes;
+    let text = layout::manifest_text(&stored).with_context(|| format!("{id}: {key}"))?;
+    let manifest = Manifest::from_json(&text).with_context(|| format!("{id}: {key}"))?;
+    Ok(SpecEntry {
+        id,
+        key: key.to_owned(),
+        stored,
+        text,
+        manifest,
+    })
+}
+
+/// Why a blob does not match its manifest record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobProblem {
+    /// The record itself is malformed.
+    #[error("bad blob record: {0}")]
+    BadRecord(String),
+    /// No object at the blob's key.
+    #[error("blob {0} ({1}) is missing")]
+    Missing(String, String),
+    /// The size differs.
+    #[error("blob {key} ({media_type}) is {actual} bytes, the manifest says {expected}")]
+    Size {
+        /// Blob key.
+        key: String,
+        /// What the blob is.
+        media_type: String,
+        /// Size in the manifest.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// The digest differs.
+    #[error("blob {key} ({media_type}) has sha256 {actual}, the manifest says {expected}")]
+    Digest {
+        /// Blob key.
+        key: String,
+        /// What the blob is.
+        media_type: String,
+        /// Digest in the manifest.
+        expected: String,
+        /// Digest found.
+        actual: String,
+    },
+}
+
+/// Checks that the blob of `record` exists and has the recorded size and SHA-256.
+pub async fn check_blob(
+    storage: &dyn Storage,
+    record: &BlobRecord,
+) -> Result<std::result::Result<(), BlobProblem>> {
+    let sha = match record.sha256() {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(BlobProblem::BadRecord(e.to_string()))),
+    };
+    let key = layout::blob_key(&sha);
+    let Some((actual, size)) = storage.digest(&key).await? else {
+        return Ok(Err(BlobProblem::Missing(key, record.media_type.clone())));
+    };
+    if size != record.content_length {
+        return Ok(Err(BlobProblem::Size {
+            key,
+            media_type: record.media_type.clone(),
+            expected: record.content_length,
+            actual: size,
+        }));
+    }
+    if actual != sha {
+        return Ok(Err(BlobProblem::Digest {
+            key,
+            media_type: record.media_type.clone(),
+            expected: sha.to_string(),
+            actual: actual.to_string(),
+        }));
+    }
+    Ok(Ok(()))
+}
+
+/// Reads the spec blob of `entry` (checking its digest) and parses its nodes, root first, and
+/// checks that the root is the spec the manifest's key names (a manifest moved to another
+/// spec's key is caught here).
+pub async fn read_spec_nodes(storage: &dyn Storage, entry: &SpecEntry) -> Result<Vec<SpecNode>> {
+    let id = &entry.id;
+    let rec = entry
+        .manifest
+        .spec_blob()
+        .with_context(|| format!("{id}: the manifest lists no spec JSON blob"))?;
+    let key = rec.key().with_context(|| format!("{id}"))?;
+    let bytes = storage
+        .get(&key)
+        .await?
+        .with_context(|| format!("{id}: spec blob {key} is missing"))?
+        .bytes;
+    let sha = Sha256Hex::of(&bytes);
+    if sha.as_str() != rec.checksum || bytes.len() as u64 != rec.content_length {
+        anyhow::bail!("{id}: spec blob {key} does not match its manifest record");
+    }
+    let nodes =
+        layout::parse_spec_blob(&bytes, &rec.compression).with_context(|| format!("{id}"))?;
+    let root = &nodes[0];
+    if root.hash != id.hash || root.name != id.name || root.version != id.version {
+        anyhow::bail!(
+            "{id}: the manifest describes {}@{}/{} but is stored under {} (a swapped or misplaced manifest)",
+            root.name,
+            root.version,
+            root.hash.get(..7).unwrap_or(&root.hash),
+            entry.key
+        );
+    }
+    Ok(nodes)
+}
+
+/// Reads the index (manifest and DB blob) with the manifest's version tag, or `None` when the
+/// buildcache has no index yet.
+pub async fn read_index(storage: &dyn Storage) -> Result<Option<(Index, Option<String>)>> {
+    let Some(obj) = storage.get(layout::INDEX_MANIFEST).await? else {
+        return Ok(None);
+    };
+    let text = layout::manifest_text(&obj.bytes)?;
+    let m = Manifest::from_json(&text)
+        .with_context(|| format!("{} of {}", layout::INDEX_MANIFEST, storage.url()))?;
+    let rec = m
+        .blob(layout::INDEX_MEDIA_TYPE)
+        .or_else(|| m.data.first())
+        .with_context(|| format!("{} lists no index blob", layout::INDEX_MANIFEST))?;
+    let key = rec.key()?;
+    let blob = storage.get(&key).await?.with_context(|| {
+        format!(
+            "the index manifest of {} points at {key}, which is missing",
+            storage.url()
+        )
+    })?;
+    if Sha256Hex::of(&blob.bytes).as_str() != rec.checksum {
+        anyhow::bail!(
+            "the index blob {key} of {} does not match its manifest's sha256",
+            storage.url()
+        );
+    }
+    let idx = Index::parse(&blob.bytes)
+        .with_context(|| format!("index blob {key} of {}", storage.url()))?;
+    Ok(Some((idx, obj.etag)))
+}

@@ -1,0 +1,832 @@
+//! OpenPGP signing and verification on sequoia-openpgp (pure-Rust crypto backend), without gpg
+//! and without an agent.
+//!
+//! - [`SigningKey`] loads a secret key from its ASCII armor (or base64 of the armor, as the
+//!   upstream `GPG_PRIVATE_KEY` secret stores it), unlocks it with a passphrase, and selects the
+//!   signing-capable (sub)key, optionally by key id or fingerprint. Secret material stays in
+//!   memory (sequoia additionally keeps unlocked secrets encrypted in memory); nothing is
+//!   written to disk and [`std::fmt::Debug`] shows only the public fingerprint.
+//! - [`SigningKey::clearsign`] writes an OpenPGP v4 cleartext signature the way GnuPG does for
+//!   `gpg --clearsign --digest-algo SHA512`: one `Hash: SHA512` armor header, dash-escaped text.
+//!   Spack verifies these with plain `gpg --verify`.
+//! - [`SigningKey::detached_sign`] writes an armored detached signature (`file.asc`) that
+//!   `gpg --verify file.asc file` accepts.
+//! - [`TrustedKeys`] verifies cleartext and detached signatures against a set of trusted
+//!   certificates and returns the signer, or a [`VerifyError`] that says why not.
+
+use std::io::{Read, Write};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use openpgp::cert::prelude::*;
+use openpgp::crypto::{KeyPair, Password, S2K};
+use openpgp::packet::key::SecretKeyMaterial;
+use openpgp::packet::signature::SignatureBuilder;
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper,
+    VerifierBuilder,
+};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::SerializeInto;
+use openpgp::serialize::stream::{Armorer, Message, Signer};
+use openpgp::types::{HashAlgorithm, RevocationStatus, SignatureType};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp as openpgp;
+
+/// The armor line that starts an OpenPGP cleartext-signed message.
+pub const CLEARSIGN_HEADER: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+
+/// GnuPG silently truncates cleartext lines longer than this many bytes (its `MAX_LINELEN`
+/// minus the line ending). We refuse to sign such text rather than produce a signature that a
+/// GnuPG verifier would compute over different bytes.
+pub const GNUPG_MAX_LINE: usize = 19_995;
+
+/// A public OpenPGP fingerprint, upper-case hex (40 digits for v4 keys).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyFingerprint(String);
+
+impl KeyFingerprint {
+    fn of(fpr: &Fingerprint) -> Self {
+        KeyFingerprint(fpr.to_hex())
+    }
+    /// The fingerprint as upper-case hex without spaces.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KeyFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a signing key could not be loaded. Messages never contain secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The input is empty.
+    #[error(
+        "no signing key was given: set GPG_PRIVATE_KEY to the ASCII-armored secret key (or base64 of it), or pass --key-file"
+    )]
+    Missing,
+    /// The input is neither OpenPGP data nor base64 of it.
+    #[error(
+        "the signing key is not an OpenPGP secret key: expected ASCII armor starting with '-----BEGIN PGP PRIVATE KEY BLOCK-----' or base64 of it ({0})"
+    )]
+    NotAKey(String),
+    /// The input held several certificates and no key id chose one.
+    #[error(
+        "the key material holds {0} certificates ({1}); set GPG_KEY_ID to the fingerprint of the one to sign with"
+    )]
+    Ambiguous(usize, String),
+    /// Only public keys were given.
+    #[error(
+        "the key {0} has no secret key material: GPG_PRIVATE_KEY must hold the secret key (gpg --armor --export-secret-keys), not the public key"
+    )]
+    PublicOnly(KeyFingerprint),
+    /// The requested key id is not in the key material.
+    #[error(
+        "GPG_KEY_ID {wanted} does not match the given key: it holds {available}. Fix GPG_KEY_ID or the key secret"
+    )]
+    KeyIdMismatch {
+        /// What was asked for.
+        wanted: String,
+        /// The fingerprints present.
+        available: String,
+    },
+    /// `GPG_KEY_ID` is not a key id or fingerprint.
+    #[error(
+        "GPG_KEY_ID {0:?} is not a key id or fingerprint: use the 16-hex-digit long key id or the 40-hex-digit fingerprint (gpg --list-secret-keys --keyid-format long)"
+    )]
+    BadKeyId(String),
+    /// The certificate is expired.
+    #[error(
+        "the key {0} has expired ({1}); extend its expiry with `gpg --quick-set-expire` and update GPG_PRIVATE_KEY, or use another key"
+    )]
+    Expired(KeyFingerprint, String),
+    /// The certificate is revoked.
+    #[error("the key {0} is revoked; it must not sign anything. Use another key")]
+    Revoked(KeyFingerprint),
+    /// The certificate is not valid under the standard policy.
+    #[error("the key {0} is not valid under the OpenPGP standard policy: {1}")]
+    Invalid(KeyFingerprint, String),
+    /// No alive, non-revoked signing-capable key with secret material.
+    #[error(
+        "the key {0} has no usable signing (sub)key with secret material{1}; add one with `gpg --quick-add-key <fpr> ed25519 sign` and export it"
+    )]
+    NoSigningKey(KeyFingerprint, String),
+    /// The key is protected and no passphrase was given.
+    #[error("the signing key {0} is passphrase-protected: set GPG_PASSPHRASE to its passphrase")]
+    NeedPassphrase(KeyFingerprint),
+    /// The passphrase does not unlock the key.
+    #[error(
+        "wrong passphrase for the signing key {0}: GPG_PASSPHRASE does not unlock it; check the secret's value"
+    )]
+    WrongPassphrase(KeyFingerprint),
+    /// Any other OpenPGP failure while preparing the key.
+    #[error("cannot use the signing key: {0}")]
+    Other(String),
+}
+
+/// A secret signing key, unlocked and ready to sign. Held in memory only.
+pub struct SigningKey {
+    public: Cert,
+    keypair: KeyPair,
+    signing_fpr: KeyFingerprint,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("fingerprint", &self.fingerprint())
+            .field("signing_subkey", &self.signing_fpr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes the key text: ASCII armor or binary OpenPGP as is; otherwise base64 of either.
+fn decode_material(material: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let trimmed = material.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(KeyError::Missing);
+    }
+    if trimmed.starts_with(b"-----BEGIN PGP") {
+        return Ok(trimmed.to_vec());
+    }
+    // Binary OpenPGP packets have the high bit set in their first byte; base64 text never does.
+    if trimmed[0] & 0x80 != 0 {
+        return Ok(trimmed.to_vec());
+    }
+    let compact: Vec<u8> = trimmed
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    match base64::engine::general_purpose::STANDARD.decode(&compact) {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        Ok(_) => Err(KeyError::Missing),
+        Err(e) => Err(KeyError::NotAKey(format!("not base64 either: {e}"))),
+    }
+}
+
+/// Parses `GPG_KEY_ID`-style input (`0x` prefix, spaces allowed) into a key handle.
+fn parse_key_id(id: &str) -> Result<KeyHandle, KeyError> {
+    let clean: String = id
+        .trim()
+        .trim_start_matches("0x")
+        .trim_start_matches("0X")
+        .trim_end_matches('!')
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let ok_len = matches!(clean.len(), 16 | 40 | 64);
+    if !ok_len || !clean.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(KeyError::BadKeyId(id.to_owned()));
+    }
+    clean
+        .parse::<KeyHandle>()
+        .map_err(|_| KeyError::BadKeyId(id.to_owned()))
+}
+
+fn is_stub(material: &SecretKeyMaterial) -> bool {
+    matches!(material, SecretKeyMaterial::Encrypted(e)
+        if matches!(e.s2k(), S2K::Private { tag: 101, .. }))
+}
+
+fn format_time(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => {
+            let days = d.as_secs() / 86_400;
+            let (y, m, dd) = civil_from_days(days as i64);
+            format!("{y:04}-{m:02}-{dd:02}")
+        }
+        Err(_) => "before 1970".into(),
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl SigningKey {
+    /// Loads a secret key from `material` (ASCII armor, binary, or base64 of either), unlocks
+    /// it with `passphrase` when protected, and selects the signing key. `key_id` (long key id
+    /// or fingerprint of the primary key or of a signing subkey) picks among several
+    /// certificates or subkeys and must match when given.
+    pub fn load(
+        material: &[u8],
+        passphrase: Option<&str>,
+        key_id: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        Self::load_at(material, passphrase, key_id, SystemTime::now())
+    }
+
+    /// [`SigningKey::load`] evaluated at time `now` (for expiry checks).
+    pub fn load_at(
+        material: &[u8],
+        passphrase: Option<&str>,
+        key_id: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
+        let bytes = decode_material(material)?;
+        let certs: Vec<Cert> = CertParser::from_bytes(&bytes)
+            .map_err(|e| KeyError::NotAKey(e.to_string()))?
+            .collect::<openpgp::Result<Vec<Cert>>>()
+            .map_err(|e| KeyError::NotAKey(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(KeyError::NotAKey("no certificate found".into()));
+        }
+        let wanted = key_id
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_key_id)
+            .transpose()?;
+        let list = |certs: &[Cert]| {
+            certs
+                .iter()
+                .map(|c| c.fingerprint().to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let cert = match &wanted {
+            Some(h) => certs
+                .iter()
+                .find(|c| c.keys().any(|k| k.key().key_handle().aliases(h)))
+                .cloned()
+                .ok_or_else(|| KeyError::KeyIdMismatch {
+                    wanted: key_id.unwrap_or_default().trim().to_owned(),
+                    available: list(&certs),
+                })?,
+            None if certs.len() == 1 => certs[0].clone(),
+            None => return Err(KeyError::Ambiguous(certs.len(), list(&certs))),
+        };
+        let fpr = KeyFingerprint::of(&cert.fingerprint());
+        if !cert.is_tsk() {
+            return Err(KeyError::PublicOnly(fpr));
+        }
+        let policy = StandardPolicy::new();
+        if let RevocationStatus::Revoked(_) = cert.revocation_status(&policy, now) {
+            return Err(KeyError::Revoked(fpr));
+        }
+        let vc = cert
+            .with_policy(&policy, now)
+            .map_err(|e| KeyError::Invalid(fpr.clone(), e.to_string()))?;
+        if let Err(e) = vc.alive() {
+            let when = vc
+                .primary_key()
+                .key_expiration_time()
+                .map(format_time)
+                .unwrap_or_else(|| e.to_string());
+            return Err(KeyError::Expired(fpr, when));
+        }
+        // Signing-capable keys with secret material; report why others were skipped.
+        let mut skipped = Vec::new();
+        let mut candidates = Vec::new();
+        for ka in vc.keys().for_signing().secret() {
+            let kfpr = ka.key().fingerprint();
+            if let Some(h) = &wanted
+                && !h.aliases(KeyHandle::from(cert.fingerprint()))
+                && !ka.key().key_handle().aliases(h)
+            {
+                continue;
+            }
+            if let RevocationStatus::Revoked(_) = ka.revocation_status() {
+                skipped.push(format!("{kfpr} is revoked"));
+                continue;
+            }
+            if let Err(e) = ka.alive() {
+                let when = ka
+                    .key_expiration_time()
+                    .map(format_time)
+                    .unwrap_or_else(|| e.to_string());
+                skipped.push(format!("{kfpr} expired {when}"));
+                continue;
+            }
+            if is_stub(ka.key().optional_secret().expect("secret() filter")) {
+                skipped.push(format!("{kfpr} has only a gpg stub, no secret"));
+                continue;
+            }
+            candidates.push(ka.key().clone());
+        }
+        if let Some(h) = &wanted
+            && candidates.is_empty()
+            && skipped.is_empty()
+            && !h.aliases(KeyHandle::from(cert.fingerprint()))
+        {
+            return Err(KeyError::NoSigningKey(
+                fpr,
+                format!(" matching GPG_KEY_ID {} (it is not signing-capable)", h),
+            ));
+        }
+        // Newest key first, like GnuPG's default choice.
+        candidates.sort_by_key(|k| std::cmp::Reverse(k.creation_time()));
+        let Some(key) = candidates.into_iter().next() else {
+            let why = if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", skipped.join("; "))
+            };
+            return Err(KeyError::NoSigningKey(fpr, why));
+        };
+        let signing_fpr = KeyFingerprint::of(&key.fingerprint());
+        let key = key
+            .parts_into_secret()
+            .map_err(|e| KeyError::Other(e.to_string()))?;
+        let key = if key.has_unencrypted_secret() {
+            key
+        } else {
+            let Some(pass) = passphrase.filter(|p| !p.is_empty()) else {
+                return Err(KeyError::NeedPassphrase(fpr));
+            };
+            key.decrypt_secret(&Password::from(pass))
+                .map_err(|_| KeyError::WrongPassphrase(fpr.clone()))?
+        };
+        let keypair = key
+            .into_keypair()
+            .map_err(|e| KeyError::Other(e.to_string()))?;
+        Ok(SigningKey {
+            public: cert.strip_secret_key_material(),
+            keypair,
+            signing_fpr,
+        })
+    }
+
+    /// The public fingerprint of the certificate (the primary key), the name Spack uses for
+    /// the key in a buildcache.
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        KeyFingerprint::of(&self.public.fingerprint())
+    }
+
+    /// The fingerprint of the (sub)key that makes the signatures.
+    pub fn signing_fingerprint(&self) -> &KeyFingerprint {
+        &self.signing_fpr
+    }
+
+    /// The public certificate.
+    pub fn public_cert(&self) -> &Cert {
+        &self.public
+    }
+
+    /// The public certificate, ASCII-armored (what `gpg --armor --export` would publish).
+    pub fn public_key_armored(&self) -> anyhow::Result<Vec<u8>> {
+        self.public.armored().to_vec()
+    }
+
+    /// Cleartext-signs `text` (OpenPGP v4 signature, SHA-512, one `Hash:` header), as
+    /// `gpg --clearsign --digest-algo SHA512` does. The signed text is exactly `text`: as in
+    /// GnuPG, a final line break is not part of it, and trailing whitespace on a line is not
+    /// signed, so text with such whitespace or with lines GnuPG would truncate is refused.
+    pub fn clearsign(&self, text: &[u8]) -> anyhow::Result<Vec<u8>> {
+        check_cleartext(text)?;
+        let mut out = Vec::with_capacity(text.len() + 1200);
+        {
+            let message = Message::new(&mut out);
+            let mut signer = Signer::with_template(
+                message,
+                self.keypair.clone(),
+                SignatureBuilder::new(SignatureType::Text),
+            )?
+            .cleartext()
+            .hash_algo(HashAlgorithm::SHA512)?
+            .build()?;
+            signer.write_all(text)?;
+            signer.finalize()?;
+        }
+        Ok(out)
+    }
+
+    /// An ASCII-armored detached signature over `data` (binary mode, SHA-512), verifiable with
+    /// `gpg --verify data.asc data`.
+    pub fn detached_sign(&self, mut data: impl Read) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        {
+            let message = Message::new(&mut out);
+            let message = Armorer::new(message)
+                .kind(openpgp::armor::Kind::Signature)
+                .build()?;
+            let mut signer = Signer::new(message, self.keypair.clone())?
+                .detached()
+                .hash_algo(HashAlgorithm::SHA512)?
+                .build()?;
+            std::io::copy(&mut data, &mut signer)?;
+            signer.finalize()?;
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses text whose cleartext signature would not round-trip through GnuPG byte for byte.
+fn check_cleartext(text: &[u8]) -> anyhow::Result<()> {
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > GNUPG_MAX_LINE {
+            anyhow::bail!(
+                "line {} is {} bytes long; GnuPG truncates cleartext lines over {GNUPG_MAX_LINE} bytes, so a verifier would check different text. Write the document with line breaks (Spack writes manifests one JSON token per line)",
+                i + 1,
+                line.len()
+            );
+        }
+        if line.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            anyhow::bail!(
+                "line {} ends with whitespace, which a cleartext signature does not cover; strip it before signing",
+                i + 1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Why a signature was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The document carries no signature.
+    #[error("not signed: the manifest is plain text, not an OpenPGP cleartext-signed message")]
+    Unsigned,
+    /// The signature was made by a key that is not trusted.
+    #[error(
+        "signed by an untrusted or unknown key {0}; add its public key with --trusted-key if you trust it"
+    )]
+    UnknownSigner(String),
+    /// The signing key is expired at the signature's time or now.
+    #[error("the signing key {0} is expired: {1}")]
+    KeyExpired(KeyFingerprint, String),
+    /// The signing key is revoked.
+    #[error("the signing key {0} is revoked")]
+    KeyRevoked(KeyFingerprint),
+    /// Another problem with the signing key (not signing-capable, not bound).
+    #[error("the signing key {0} cannot be used: {1}")]
+    BadKey(String, String),
+    /// The signature does not match the text: it or the text was modified.
+    #[error("bad signature: the signed text or the signature was modified ({0})")]
+    BadSignature(String),
+    /// The input is not well-formed OpenPGP.
+    #[error("malformed signature: {0}")]
+    Malformed(String),
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The fingerprint of the signer's certificate (primary key).
+    pub signer: KeyFingerprint,
+    /// The fingerprint of the (sub)key that made the signature.
+    pub signing_key: KeyFingerprint,
+    /// The signed text (for cleartext signatures), exactly as signed.
+    pub text: Vec<u8>,
+}
+
+/// A set of trusted public certificates.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    certs: Vec<Cert>,
+}
+
+impl TrustedKeys {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every certificate in `bytes` (armored or binary keyring). Secret parts are dropped.
+    pub fn add_armored(&mut self, bytes: &[u8]) -> anyhow::Result<Vec<KeyFingerprint>> {
+        let mut added = Vec::new();
+        for cert in CertParser::from_bytes(bytes)? {
+            let cert = cert?.strip_secret_key_material();
+            added.push(KeyFingerprint::of(&cert.fingerprint()));
+            match self
+                .certs
+                .iter_mut()
+                .find(|c| c.fingerprint() == cert.fingerprint())
+            {
+                Some(existing) => *existing = existing.clone().merge_public(cert)?,
+                None => self.certs.push(cert),
+            }
+        }
+        if added.is_empty() {
+            anyhow::bail!("no OpenPGP certificate found");
+        }
+        Ok(added)
+    }
+
+    /// Adds a certificate.
+    pub fn add_cert(&mut self, cert: Cert) {
+        self.certs.push(cert.strip_secret_key_material());
+    }
+
+    /// The trusted fingerprints.
+    pub fn fingerprints(&self) -> Vec<KeyFingerprint> {
+        self.certs
+            .iter()
+            .map(|c| KeyFingerprint::of(&c.fingerprint()))
+            .collect()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// Verifies a cleartext-signed document and returns the signer and the signed text.
+    pub fn verify_cleartext(&self, signed: &[u8]) -> Result<Verified, VerifyError> {
+        self.verify_cleartext_at(signed, None)
+    }
+
+    /// [`TrustedKeys::verify_cleartext`] with key validity evaluated at `at` (default: now).
+    pub fn verify_cleartext_at(
+        &self,
+        signed: &[u8],
+        at: Option<SystemTime>,
+    ) -> Result<Verified, VerifyError> {
+        if !is_clearsigned(signed) {
+            return Err(VerifyError::Unsigned);
+        }
+        check_hash_headers(signed)?;
+        let policy = StandardPolicy::new();
+        let helper = Helper::new(&self.certs);
+        let mut v = VerifierBuilder::from_bytes(signed)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?
+            .with_policy(&policy, at, helper)
+            .map_err(|e| classify_early(e, &self.certs))?;
+        let mut text = Vec::new();
+        v.read_to_end(&mut text)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let helper = v.into_helper();
+        let (signer, signing_key) = helper.result()?;
+        Ok(Verified {
+            signer,
+            signing_key,
+            text,
+        })
+    }
+
+    /// Verifies a detached (armored or binary) signature over `data`.
+    pub fn verify_detached(&self, signature: &[u8], data: &[u8]) -> Result<Verified, VerifyError> {
+        let policy = StandardPolicy::new();
+        let helper = Helper::new(&self.certs);
+        let mut v = DetachedVerifierBuilder::from_bytes(signature)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?
+            .with_policy(&policy, None, helper)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let r = v.verify_bytes(data);
+        let helper = v.into_helper();
+        match helper.result() {
+            Ok((signer, signing_key)) => Ok(Verified {
+                signer,
+                signing_key,
+                text: Vec::new(),
+            }),
+            Err(e) => Err(e),
+        }
+        .and_then(|ok| {
+            r.map_err(|e| VerifyError::BadSignature(e.to_string()))?;
+            Ok(ok)
+        })
+    }
+}
+
+/// Whether `bytes` looks like an OpenPGP cleartext-signed message.
+pub fn is_clearsigned(bytes: &[u8]) -> bool {
+    bytes
+        .trim_ascii_start()
+        .starts_with(CLEARSIGN_HEADER.as_bytes())
+}
+
+/// Extracts the signed text of a cleartext-signed message without verifying it (to compare
+/// documents). Returns `None` when `bytes` is not cleartext-signed.
+pub fn cleartext_body(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !is_clearsigned(bytes) {
+        return None;
+    }
+    let s = std::str::from_utf8(bytes).ok()?;
+    let after_header = s.find("\n\n").map(|i| &s[i + 2..])?;
+    let end = after_header.find("\n-----BEGIN PGP SIGNATURE-----")?;
+    let body = &after_header[..end];
+    let mut out = String::with_capacity(body.len());
+    for (i, line) in body.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        out.push_str(line.strip_prefix("- ").unwrap_or(line));
+    }
+    Some(out.into_bytes())
+}
+
+/// Spack and GnuPG want exactly one `Hash:` armor header (and gpg rejects unknown ones).
+fn check_hash_headers(signed: &[u8]) -> Result<(), VerifyError> {
+    let text = String::from_utf8_lossy(signed);
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    lines.next(); // BEGIN PGP SIGNED MESSAGE
+    let headers: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).collect();
+    let hashes = headers.iter().filter(|h| h.starts_with("Hash:")).count();
+    if hashes > 1 {
+        return Err(VerifyError::Malformed(format!(
+            "{hashes} 'Hash:' armor headers; Spack and GnuPG expect exactly one"
+        )));
+    }
+    Ok(())
+}
+
+fn classify_early(e: anyhow::Error, _certs: &[Cert]) -> VerifyError {
+    // The verifier checks the signatures while building when the message is small; errors
+    // from `check` surface here, already classified.
+    match e.downcast::<VerifyError>() {
+        Ok(v) => v,
+        Err(e) => VerifyError::Malformed(format!("{e:#}")),
+    }
+}
+
+struct Helper<'a> {
+    certs: &'a [Cert],
+    outcome: Option<Result<(KeyFingerprint, KeyFingerprint), VerifyError>>,
+}
+
+impl<'a> Helper<'a> {
+    fn new(certs: &'a [Cert]) -> Self {
+        Helper {
+            certs,
+            outcome: None,
+        }
+    }
+    fn result(&self) -> Result<(KeyFingerprint, KeyFingerprint), VerifyError> {
+        self.outcome
+            .clone()
+            .unwrap_or_else(|| Err(VerifyError::Malformed("no signature was checked".into())))
+    }
+}
+
+fn key_error(ka_fpr: KeyFingerprint, cert: &Cert, error: &anyhow::Error) -> VerifyError {
+    let msg = format!("{error:#}");
+    let lower = msg.to_lowercase();
+    let policy = StandardPolicy::new();
+    if let RevocationStatus::Revoked(_) = cert.revocation_status(&policy, None) {
+        return VerifyError::KeyRevoked(KeyFingerprint::of(&cert.fingerprint()));
+    }
+    if lower.contains("revoked") {
+        return VerifyError::KeyRevoked(ka_fpr);
+    }
+    if lower.contains("expired") || lower.contains("not alive") || lower.contains("expir") {
+        return VerifyError::KeyExpired(ka_fpr, msg);
+    }
+    VerifyError::BadKey(ka_fpr.to_string(), msg)
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self
+            .certs
+            .iter()
+            .filter(|c| {
+                c.keys()
+                    .any(|k| ids.iter().any(|id| k.key().key_handle().aliases(id)))
+            })
+            .cloned()
+            .collect())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let mut first_err: Option<VerifyError> = None;
+        let mut saw_sig = false;
+        for layer in structure.into_iter() {
+            match layer {
+                MessageLayer::SignatureGroup { results } => {
+                    for r in results {
+                        saw_sig = true;
+                        match r {
+                            Ok(good) => {
+                                // The cert must be valid now too (revocations published
+                                // after signing count).
+                                let cert = good.ka.cert();
+                                let policy = StandardPolicy::new();
+                                if let RevocationStatus::Revoked(_) =
+                                    cert.revocation_status(&policy, None)
+                                {
+                                    first_err.get_or_insert(VerifyError::KeyRevoked(
+                                        KeyFingerprint::of(&cert.fingerprint()),
+                                    ));
+                                    continue;
+                                }
+                                self.outcome = Some(Ok((
+                                    KeyFingerprint::of(&cert.fingerprint()),
+                                    KeyFingerprint::of(&good.ka.key().fingerprint()),
+                                )));
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                let ve = match e {
+                                    VerificationError::MissingKey { sig } => {
+                                        let issuers: Vec<String> =
+                                            sig.get_issuers().iter().map(|h| h.to_hex()).collect();
+                                        VerifyError::UnknownSigner(if issuers.is_empty() {
+                                            "(no issuer recorded)".into()
+                                        } else {
+                                            issuers.join("/")
+                                        })
+                                    }
+                                    VerificationError::BadKey { ka, error, .. } => key_error(
+                                        KeyFingerprint::of(&ka.key().fingerprint()),
+                                        ka.cert(),
+                                        &error,
+                                    ),
+                                    VerificationError::UnboundKey { cert, error, .. } => key_error(
+                                        KeyFingerprint::of(&cert.fingerprint()),
+                                        cert,
+                                        &error,
+                                    ),
+                                    VerificationError::BadSignature { error, .. } => {
+                                        VerifyError::BadSignature(format!("{error}"))
+                                    }
+                                    VerificationError::MalformedSignature { error, .. } => {
+                                        VerifyError::Malformed(format!("{error}"))
+                                    }
+                                    other => VerifyError::Malformed(other.to_string()),
+                                };
+                                first_err.get_or_insert(ve);
+                            }
+                        }
+                    }
+                }
+                MessageLayer::Compression { .. } => {}
+                MessageLayer::Encryption { .. } => {
+                    first_err.get_or_insert(VerifyError::Malformed(
+                        "encrypted message where a signed one was expected".into(),
+                    ));
+                }
+            }
+        }
+        let err = first_err.unwrap_or(if saw_sig {
+            VerifyError::Malformed("no valid signature".into())
+        } else {
+            VerifyError::Unsigned
+        });
+        self.outcome = Some(Err(err.clone()));
+        Err(anyhow::Error::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(p: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/spack-v3/{p}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn roundtrip_and_format() {
+        let key = SigningKey::load(&fixture("keys/demo-signer.sec.asc"), None, None).unwrap();
+        assert_eq!(
+            key.fingerprint().as_str(),
+            "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"
+        );
+        let text = b"{\n\"a\":1,\n- dash\n}";
+        let signed = key.clearsign(text).unwrap();
+        let s = String::from_utf8(signed.clone()).unwrap();
+        assert!(
+            s.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{\n"),
+            "{s}"
+        );
+        assert_eq!(s.matches("Hash:").count(), 1);
+        assert!(
+            s.contains("\n- - dash\n}\n-----BEGIN PGP SIGNATURE-----\n"),
+            "{s}"
+        );
+        let mut trusted = TrustedKeys::new();
+        trusted
+            .add_armored(&fixture("keys/demo-signer.pub.asc"))
+            .unwrap();
+        let v = trusted.verify_cleartext(&signed).unwrap();
+        assert_eq!(v.text, text);
+        assert_eq!(cleartext_body(&signed).unwrap(), text);
+        assert_eq!(v.signer, key.fingerprint());
+    }
+
+    #[test]
+    fn key_id_forms() {
+        assert!(parse_key_id("0xE145321FBC9F04BD").is_ok());
+        assert!(parse_key_id("1A00 B889 3F4F AE1A 76DB  389D E145 321F BC9F 04BD").is_ok());
+        assert!(matches!(parse_key_id("alice"), Err(KeyError::BadKeyId(_))));
+        let err = SigningKey::load(
+            &fixture("keys/demo-signer.sec.asc"),
+            None,
+            Some("0123456789ABCDEF"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeyError::KeyIdMismatch { .. }), "{err}");
+    }
+}
