@@ -289,6 +289,22 @@ impl ProvideCredentials for GithubOidcProvider {
 /// first role session is assumed right away, so a missing `id-token` permission or a role
 /// that does not trust the repository fails here, before anything is uploaded.
 pub async fn connect(runner: &Runner, settings: &S3Settings) -> Result<aws_sdk_s3::Client> {
+    Ok(connection(runner, settings).await?.client)
+}
+
+/// A client together with the credentials provider and region it was built with.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The S3 client.
+    pub client: aws_sdk_s3::Client,
+    /// The provider behind the client's identity cache (calling it fetches new credentials).
+    pub credentials: SharedCredentialsProvider,
+    /// The resolved region.
+    pub region: String,
+}
+
+/// Like [`connect`], also returning the provider and region.
+pub async fn connection(runner: &Runner, settings: &S3Settings) -> Result<Connection> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(r) = &settings.region {
         loader = loader.region(Region::new(r.clone()));
@@ -371,10 +387,11 @@ pub async fn connect(runner: &Runner, settings: &S3Settings) -> Result<aws_sdk_s
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
         .build();
+    let region_name = region.to_string();
     let mut conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(region)
-        .credentials_provider(provider)
+        .credentials_provider(provider.clone())
         .identity_cache(IdentityCache::lazy().buffer_time(REFRESH_BEFORE).build())
         .retry_config(retry)
         .timeout_config(timeouts)
@@ -389,7 +406,11 @@ pub async fn connect(runner: &Runner, settings: &S3Settings) -> Result<aws_sdk_s
     if let Some(e) = &settings.endpoint_url {
         conf = conf.endpoint_url(e).force_path_style(true);
     }
-    Ok(aws_sdk_s3::Client::from_conf(conf.build()))
+    Ok(Connection {
+        client: aws_sdk_s3::Client::from_conf(conf.build()),
+        credentials: provider,
+        region: region_name,
+    })
 }
 
 /// The region a client was built for.

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use md5::{Digest as _, Md5};
 use tokio::sync::Semaphore;
 
@@ -320,7 +320,8 @@ pub async fn publish_buildcache(
 
     // --- Verify what will be uploaded (all of it, before the first byte goes out).
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let planned: Vec<Planned> = futures::stream::iter(to_hash)
+    let hashing: Vec<_> = to_hash
+        .into_iter()
         .map(|blob| async move {
             let path = blob.file.path.clone();
             let parts = (blob.file.size >= threshold).then_some(part_size);
@@ -335,9 +336,11 @@ pub async fn publish_buildcache(
             }
             Ok(Planned { blob, parts: part_digests })
         })
-        .buffer_unordered(workers)
-        .try_collect()
-        .await?;
+        .collect();
+    let planned = bounded(hashing, workers)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<Planned>>>()?;
 
     // Manifests that differ from the destination (single-part ETag = MD5 of the content).
     let mut manifests: Vec<LocalFile> = local
@@ -406,11 +409,8 @@ pub async fn publish_buildcache(
     let blob_count = planned.len() as u64;
     // Every blob is attempted even when one fails, so a re-run has less to do; the first
     // error is reported. Multipart uploads abort themselves on failure.
-    let results: Vec<Result<()>> = futures::stream::iter(planned)
-        .map(|p| ctx.upload_blob(p))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let uploads: Vec<_> = planned.into_iter().map(|p| ctx.upload_blob(p)).collect();
+    let results = bounded(uploads, opts.concurrency.max(1)).await;
     if let Some(e) = results.into_iter().find_map(Result::err) {
         return Err(e.context(format!(
             "uploading blobs to {url} failed; no manifest or index was changed. Re-run to upload what is missing"
@@ -418,11 +418,11 @@ pub async fn publish_buildcache(
     }
     report.blobs_uploaded = blob_count;
 
-    let results: Vec<Result<()>> = futures::stream::iter(manifest_bytes)
+    let uploads: Vec<_> = manifest_bytes
+        .into_iter()
         .map(|(f, bytes)| ctx.upload_manifest(f, bytes))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+        .collect();
+    let results = bounded(uploads, opts.concurrency.max(1)).await;
     if let Some(e) = results.into_iter().find_map(Result::err) {
         return Err(e.context(format!(
             "uploading manifests to {url} failed; the index was not changed. Re-run to finish"
@@ -482,6 +482,23 @@ pub fn public_url(
         }
         _ => url.http_url(endpoint, region),
     }
+}
+
+/// Runs `futs` with at most `limit` of them in flight; results in completion order.
+async fn bounded<F: std::future::Future>(futs: Vec<F>, limit: usize) -> Vec<F::Output> {
+    let mut pending = futs.into_iter();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut out = Vec::new();
+    for f in pending.by_ref().take(limit.max(1)) {
+        running.push(f);
+    }
+    while let Some(r) = running.next().await {
+        out.push(r);
+        if let Some(f) = pending.next() {
+            running.push(f);
+        }
+    }
+    out
 }
 
 /// Shared state of the upload tasks.
@@ -613,7 +630,10 @@ impl Ctx {
 
     async fn send_parts(&self, p: &Planned, key: &str, upload_id: &str) -> Result<(), OpError> {
         let f = &p.blob.file;
-        let parts = futures::stream::iter(p.parts.iter().enumerate())
+        let sends: Vec<_> = p
+            .parts
+            .iter()
+            .enumerate()
             .map(|(i, digest)| async move {
                 let offset = i as u64 * self.part_size;
                 let len = self.part_size.min(f.size - offset);
@@ -652,9 +672,11 @@ impl Ctx {
                         .build(),
                 )
             })
-            .buffer_unordered(p.parts.len().min(8))
-            .try_collect::<Vec<_>>()
-            .await;
+            .collect();
+        let parts = bounded(sends, 8)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, OpError>>();
         let mut parts = match parts {
             Ok(p) => p,
             Err(e) => {

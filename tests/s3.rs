@@ -1,0 +1,687 @@
+//! S3 publishing against a real S3-compatible server: `moto_server` (from the test venv) on
+//! loopback, one per test. Faults come from a fault-injecting TCP proxy in `s3/proxy.rs`.
+//!
+//! Only GitHub's OIDC token endpoint is fake (a tiny loopback HTTP server): GitHub's API cannot
+//! run here. moto's STS accepts any web-identity token, so the exchange itself is real.
+
+mod common;
+#[path = "s3/faults.rs"]
+mod faults;
+#[path = "s3/harness.rs"]
+mod harness;
+#[path = "s3/proxy.rs"]
+mod proxy;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::types::{ChecksumMode, ObjectAttributes};
+use harness::*;
+use slurm_factory::gha::Runner;
+use slurm_factory::s3::index::WriteMode;
+use slurm_factory::s3::local::Sha256Hex;
+use slurm_factory::s3::progress::ProgressMode;
+use slurm_factory::s3::{CredentialSource, PublishOptions, publish_buildcache};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn opts() -> PublishOptions {
+    PublishOptions {
+        progress: ProgressMode::Quiet,
+        ..PublishOptions::default()
+    }
+}
+
+fn unsigned_opts() -> PublishOptions {
+    PublishOptions {
+        require_signed: false,
+        ..opts()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_the_signed_fixture_then_skips_everything_on_rerun() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("slurm/25.11/13.4.0/buildcache");
+    let src = fixture("signed");
+
+    let r = publish_buildcache(&quiet_runner(), &c, &url, &src, &opts())
+        .await
+        .unwrap();
+    let local = local_files(&src);
+    // Every local file is at the destination under the same relative path, byte for byte,
+    // except the pointer manifests, which were re-written by the merge (same content here).
+    let remote = keys(&c, url.prefix()).await;
+    for rel in &local {
+        let key = url.key(rel);
+        assert!(remote.contains(&key), "{key} missing");
+        let got = get_bytes(&c, &key).await.unwrap();
+        let want = std::fs::read(src.join(rel)).unwrap();
+        if !rel.ends_with("index.manifest.json") && !rel.ends_with("keys.manifest.json") {
+            assert_eq!(got, want, "{rel} differs");
+        }
+    }
+    assert!(remote.len() >= local.len());
+    assert_eq!(r.specs_published, 2);
+    assert!(r.index_written);
+    assert_eq!(r.index_attempts, 1);
+    assert_eq!(r.write_mode.as_deref(), Some("conditional"));
+    assert_eq!(r.blobs_uploaded, 7);
+    assert_eq!(
+        index_specs(&c, &url).await,
+        BTreeSet::from([
+            "or7dti47ajgrd2y5bgs2dujuath2dz3p".to_owned(),
+            "resh3sdm7oulbae23jllsxfemfp24cba".to_owned()
+        ])
+    );
+    assert_eq!(
+        key_index(&c, &url).await,
+        BTreeSet::from(["1A00B8893F4FAE1A76DB389DE145321FBC9F04BD".to_owned()])
+    );
+    assert_eq!(check_consistent(&c, &url).await, Ok(2));
+
+    // Cache-Control: immutable blobs, short manifests, revalidated index.
+    let cc = |k: String| {
+        let c = c.clone();
+        async move {
+            c.head_object()
+                .bucket(BUCKET)
+                .key(k)
+                .send()
+                .await
+                .unwrap()
+                .cache_control()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let blob = local.iter().find(|r| r.starts_with("blobs/")).unwrap();
+    assert_eq!(
+        cc(url.key(blob)).await,
+        "public, max-age=31536000, immutable"
+    );
+    let spec = local
+        .iter()
+        .find(|r| r.ends_with(".spec.manifest.json"))
+        .unwrap();
+    assert_eq!(
+        cc(url.key(spec)).await,
+        "public, max-age=60, must-revalidate"
+    );
+    assert_eq!(
+        cc(url.key("v3/manifests/index/index.manifest.json")).await,
+        "no-cache"
+    );
+
+    // A no-change re-run uploads nothing and does not touch the index.
+    let r2 = publish_buildcache(&quiet_runner(), &c, &url, &src, &opts())
+        .await
+        .unwrap();
+    assert_eq!(r2.objects_uploaded, 0, "{r2:?}");
+    assert_eq!(r2.bytes_uploaded, 0);
+    assert!(!r2.index_written);
+    // 7 blobs + 2 spec manifests + 1 key manifest + layout.json.
+    assert_eq!(r2.objects_skipped, 11);
+    let md = r2.summary_markdown(&url.to_string());
+    assert!(md.contains("| skipped (already there) | 11 |"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reupload_after_partial_state_sends_only_what_is_missing() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("p");
+    let dir = tempfile::tempdir().unwrap();
+    let s = synth_cache(dir.path(), "partial", &[1000, 2000, 3000, 4000]);
+    // Simulate an interrupted earlier run: half of the blobs are already there.
+    let cache = slurm_factory::s3::local::LocalCache::scan(&s.root).unwrap();
+    let half: Vec<_> = cache.blobs.values().take(cache.blobs.len() / 2).collect();
+    for b in &half {
+        c.put_object()
+            .bucket(BUCKET)
+            .key(url.key(&b.file.rel))
+            .body(std::fs::read(&b.file.path).unwrap().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = publish_buildcache(&quiet_runner(), &c, &url, &s.root, &unsigned_opts())
+        .await
+        .unwrap();
+    assert_eq!(r.blobs_uploaded as usize, cache.blobs.len() - half.len());
+    assert_eq!(r.objects_skipped as usize, half.len());
+    assert_eq!(index_specs(&c, &url).await, s.specs);
+    assert_eq!(check_consistent(&c, &url).await, Ok(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("mp");
+    let dir = tempfile::tempdir().unwrap();
+    let big = 12 * 1024 * 1024 + 123;
+    let s = synth_cache(dir.path(), "mp", &[big, 4096]);
+    let o = PublishOptions {
+        multipart_threshold: 6 * 1024 * 1024,
+        part_size: 5 * 1024 * 1024,
+        ..unsigned_opts()
+    };
+    let r = publish_buildcache(&quiet_runner(), &c, &url, &s.root, &o)
+        .await
+        .unwrap();
+    assert_eq!(check_consistent(&c, &url).await, Ok(2));
+    assert!(r.bytes_uploaded >= big as u64);
+
+    let cache = slurm_factory::s3::local::LocalCache::scan(&s.root).unwrap();
+    let mut saw_multipart = false;
+    for b in cache.blobs.values() {
+        let key = url.key(&b.file.rel);
+        let head = c
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let stored = head.checksum_sha256().unwrap_or_default().to_owned();
+        let data = std::fs::read(&b.file.path).unwrap();
+        assert_eq!(Sha256Hex::of(&data), b.digest, "local blob sanity");
+        // The downloaded bytes are the local bytes.
+        assert_eq!(Sha256Hex::of(&get_bytes(&c, &key).await.unwrap()), b.digest);
+        if b.file.size as usize == big {
+            saw_multipart = true;
+            // S3's multipart checksum: SHA-256 over the parts' SHA-256s, "-<parts>".
+            let parts: Vec<&[u8]> = data.chunks(5 * 1024 * 1024).collect();
+            assert_eq!(parts.len(), 3);
+            // moto computes the composite from the bytes it received, so equality proves
+            // every part arrived intact under the SHA-256 algorithm we declared.
+            let mut concat = Vec::new();
+            for part in &parts {
+                concat.extend_from_slice(&hex::decode(Sha256Hex::of(part).as_str()).unwrap());
+            }
+            let composite = Sha256Hex::of(&concat).to_base64();
+            // AWS appends "-<parts>" to a composite checksum; moto does not.
+            assert_eq!(stored.trim_end_matches("-3"), composite, "composite checksum");
+        } else {
+            assert_eq!(stored, b.digest.to_base64(), "{key}: stored checksum");
+            let attrs = c
+                .get_object_attributes()
+                .bucket(BUCKET)
+                .key(&key)
+                .object_attributes(ObjectAttributes::Checksum)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                attrs.checksum().and_then(|c| c.checksum_sha256()),
+                Some(b.digest.to_base64().as_str())
+            );
+        }
+    }
+    assert!(saw_multipart);
+    // Nothing left half-done.
+    let mpu = c
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(mpu.uploads().is_empty(), "{:?}", mpu.uploads());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_competing_writer_between_read_and_write_gets_merged() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let direct = client(&moto.endpoint).await;
+    create_bucket(&direct).await;
+    let url = url("race");
+    let dir = tempfile::tempdir().unwrap();
+    let a = synth_cache(&dir.path().join("a"), "writer-a", &[100, 200]);
+    let b = synth_cache(&dir.path().join("b"), "writer-b", &[300]);
+    // Seed an index so A's write is an If-Match on an existing ETag.
+    let seed = synth_cache(&dir.path().join("seed"), "seed", &[50]);
+    publish_buildcache(&quiet_runner(), &direct, &url, &seed.root, &unsigned_opts())
+        .await
+        .unwrap();
+
+    // A goes through the proxy, which holds A's PUT of index.manifest.json until B (direct)
+    // has published: A read the index before B wrote it, so A's If-Match must fail.
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::channel(1);
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let proxy = proxy::FaultProxy::start(
+        moto.port,
+        proxy::Plan {
+            hold: Some(proxy::Hold {
+                method: "PUT",
+                path_contains: "index/index.manifest.json",
+                arrived: arrived_tx,
+                go: go_rx,
+            }),
+            ..proxy::Plan::default()
+        },
+    )
+    .await;
+    let via_proxy = client(&proxy.endpoint).await;
+    let url_a = url.clone();
+    let a_root = a.root.clone();
+    let writer_a = tokio::spawn(async move {
+        publish_buildcache(
+            &quiet_runner(),
+            &via_proxy,
+            &url_a,
+            &a_root,
+            &unsigned_opts(),
+        )
+        .await
+    });
+    arrived_rx.recv().await.expect("A reached its index write");
+    let rb = publish_buildcache(&quiet_runner(), &direct, &url, &b.root, &unsigned_opts())
+        .await
+        .unwrap();
+    assert!(rb.index_written);
+    go_tx.send(()).unwrap();
+    let ra = writer_a.await.unwrap().unwrap();
+    assert!(ra.index_written);
+    assert!(
+        ra.index_attempts >= 2,
+        "A's stale If-Match was not rejected: {ra:?}"
+    );
+    let want: BTreeSet<String> = a
+        .specs
+        .iter()
+        .chain(&b.specs)
+        .chain(&seed.specs)
+        .cloned()
+        .collect();
+    assert_eq!(index_specs(&direct, &url).await, want);
+    assert_eq!(key_index(&direct, &url).await.len(), 3);
+    assert_eq!(check_consistent(&direct, &url).await, Ok(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conditional_writes_are_enforced_by_the_server() {
+    // What the engine relies on, checked on the real server: If-None-Match:* refuses to
+    // overwrite, If-Match refuses a stale ETag, and the probe detects both.
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let put = |cond: Option<&str>, etag: Option<&str>| {
+        let mut r = c
+            .put_object()
+            .bucket(BUCKET)
+            .key("k")
+            .body(b"x".to_vec().into());
+        if let Some(v) = cond {
+            r = r.if_none_match(v);
+        }
+        if let Some(e) = etag {
+            r = r.if_match(e);
+        }
+        r.send()
+    };
+    let first = put(Some("*"), None).await.unwrap();
+    let err = put(Some("*"), None).await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 412);
+    let err = put(None, Some("\"0000\"")).await.unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 412);
+    put(None, first.e_tag()).await.unwrap();
+    assert_eq!(
+        slurm_factory::s3::index::probe_write_mode(&c, &url("x"))
+            .await
+            .unwrap(),
+        WriteMode::Conditional
+    );
+    // Through a proxy that drops the headers, the probe falls back to the lock.
+    let proxy = proxy::FaultProxy::start(
+        moto.port,
+        proxy::Plan {
+            strip_conditions: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let pc = client(&proxy.endpoint).await;
+    assert_eq!(
+        slurm_factory::s3::index::probe_write_mode(&pc, &url("x"))
+            .await
+            .unwrap(),
+        WriteMode::Lock
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// STS AssumeRoleWithWebIdentity with a loopback OIDC token endpoint.
+
+/// A fake of GitHub's OIDC token endpoint (GitHub's API cannot run here): answers every GET
+/// with `{"value": "<jwt-like token>"}` and records the audience and bearer it was asked with.
+struct OidcServer {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    status: u16,
+}
+
+async fn oidc_server(status: u16) -> OidcServer {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token?api-version=2.0", l.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (mut conn, _) = l.accept().await.unwrap();
+            n += 1;
+            let mut buf = vec![0u8; 8192];
+            let len = conn.read(&mut buf).await.unwrap();
+            let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+            let auth = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("authorization: ")
+                        .or_else(|| l.strip_prefix("Authorization: "))
+                })
+                .unwrap_or_default()
+                .to_owned();
+            s.lock().unwrap().push((path, auth));
+            let body =
+                format!("{{\"value\":\"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvOnRlc3QifQ.sig{n}\"}}");
+            let reason = if status == 200 { "OK" } else { "Forbidden" };
+            let resp = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    OidcServer { url, seen, status }
+}
+
+fn actions_runner(oidc: Option<&OidcServer>, sink: Captured) -> Runner {
+    let mut vars = vec![
+        ("GITHUB_ACTIONS".to_owned(), "true".to_owned()),
+        ("GITHUB_RUN_ID".to_owned(), "987654".to_owned()),
+        ("GITHUB_RUN_ATTEMPT".to_owned(), "3".to_owned()),
+    ];
+    if let Some(o) = oidc {
+        vars.push(("ACTIONS_ID_TOKEN_REQUEST_URL".into(), o.url.clone()));
+        vars.push((
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+            "runner-bearer".into(),
+        ));
+    }
+    Runner::from_vars(vars).with_sink(Box::new(sink))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oidc_token_is_exchanged_with_sts_and_every_credential_is_masked() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    create_bucket(&client(&moto.endpoint).await).await;
+    let oidc = oidc_server(200).await;
+    let out = Captured::default();
+    let runner = actions_runner(Some(&oidc), out.clone());
+    let mut s = settings(&moto.endpoint);
+    s.credentials = CredentialSource::GithubOidc {
+        role_arn: "arn:aws:iam::123456789012:role/gha-publish".into(),
+    };
+    s.sts_endpoint_url = Some(moto.endpoint.clone());
+    let conn = slurm_factory::s3::credentials::connection(&runner, &s)
+        .await
+        .unwrap();
+    let c = conn.client.clone();
+    // The client works with the assumed-role credentials.
+    let url = url("sts");
+    let r = publish_buildcache(&runner, &c, &url, &fixture("signed"), &opts())
+        .await
+        .unwrap();
+    assert_eq!(r.specs_published, 2);
+    assert_eq!(check_consistent(&c, &url).await, Ok(2));
+
+    let seen = oidc.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for (path, auth) in &seen {
+        assert!(path.contains("audience=sts.amazonaws.com"), "{path}");
+        assert_eq!(auth, "Bearer runner-bearer");
+    }
+    // Each role session's credentials are masked before use.
+    let creds = aws_sdk_s3::config::ProvideCredentials::provide_credentials(&conn.credentials)
+        .await
+        .unwrap();
+    assert!(creds.session_token().is_some(), "not temporary credentials");
+    assert!(creds.expiry().is_some());
+    let log = out.text();
+    for secret in [
+        creds.access_key_id(),
+        creds.secret_access_key(),
+        creds.session_token().unwrap(),
+    ] {
+        assert!(
+            log.contains(&format!("::add-mask::{secret}\n")),
+            "{secret} not masked"
+        );
+    }
+    assert!(
+        log.contains("::add-mask::eyJhbGciOiJSUzI1NiJ9."),
+        "OIDC token not masked"
+    );
+    // Nothing secret was printed other than in add-mask commands.
+    for line in log.lines().filter(|l| !l.starts_with("::add-mask::")) {
+        assert!(
+            !line.contains(creds.secret_access_key()),
+            "secret leaked: {line}"
+        );
+    }
+
+    // Refresh: every call of the provider fetches a new OIDC token and assumes again.
+    let before = oidc.seen.lock().unwrap().len();
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .build(),
+    );
+    let p = slurm_factory::s3::credentials::GithubOidcProvider::new(
+        runner.clone(),
+        sts,
+        "arn:aws:iam::123456789012:role/gha-publish".into(),
+        Duration::from_secs(4 * 3600),
+    );
+    let c1 = p.assume().await.unwrap();
+    let c2 = p.assume().await.unwrap();
+    assert_ne!(c1.access_key_id(), c2.access_key_id());
+    assert_eq!(oidc.seen.lock().unwrap().len(), before + 2);
+    let _ = oidc.status;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_id_token_permission_fails_before_any_upload() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let mut s = settings(&moto.endpoint);
+    s.credentials = CredentialSource::GithubOidc {
+        role_arn: "arn:aws:iam::123456789012:role/gha-publish".into(),
+    };
+    s.sts_endpoint_url = Some(moto.endpoint.clone());
+    // No ACTIONS_ID_TOKEN_REQUEST_* variables: the job lacks `permissions: id-token: write`.
+    let err = slurm_factory::s3::connect(&actions_runner(None, Captured::default()), &s)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("id-token: write"), "{err:#}");
+    // And a token endpoint that refuses (403) is reported the same way.
+    let oidc = oidc_server(403).await;
+    let err = slurm_factory::s3::connect(&actions_runner(Some(&oidc), Captured::default()), &s)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("id-token: write"), "{err:#}");
+    assert!(keys(&c, "").await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input: a clear error and nothing uploaded.
+
+async fn assert_bucket_empty(c: &aws_sdk_s3::Client) {
+    let k = keys(c, "").await;
+    assert!(k.is_empty(), "something was uploaded: {k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_bucket_is_reported_before_anything_is_uploaded() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let wrong = slurm_factory::s3::S3Url::new("no-such-bucket", "p").unwrap();
+    let err = publish_buildcache(&quiet_runner(), &c, &wrong, &fixture("signed"), &opts())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("\"no-such-bucket\" does not exist"), "{msg}");
+    assert_bucket_empty(&c).await;
+    let buckets = c.list_buckets().send().await.unwrap();
+    assert_eq!(buckets.buckets().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denied_credentials_are_reported_before_anything_is_uploaded() {
+    // moto enforces IAM authentication after INITIAL_NO_AUTH_ACTION_COUNT requests: the first
+    // (CreateBucket) is free, then moto's dummy keys are unknown and every request is refused
+    // with InvalidAccessKeyId/403, as AWS does for a wrong key.
+    let Some(moto) = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]).await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let err = publish_buildcache(&quiet_runner(), &c, &url("p"), &fixture("signed"), &opts())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("credentials were refused"), "{msg}");
+    // Inspect moto's state without S3 credentials: no object anywhere.
+    let data = moto.data().await;
+    assert_eq!(data["s3"]["FakeBucket"].as_array().unwrap().len(), 1);
+    let objects = data["s3"]["FakeKey"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        objects, 0,
+        "objects were uploaded: {}",
+        data["s3"]["FakeKey"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_local_blob_stops_the_run_before_anything_is_uploaded() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("signed"), dir.path());
+    let victim = dir
+        .path()
+        .join("blobs/sha256/aa/aaabfbfcf309a896016154087cab77adb725da675df94849d32b2a0ee0bd7bec");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let err = publish_buildcache(&quiet_runner(), &c, &url("p"), dir.path(), &opts())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("is corrupt") && msg.contains("aaabfbfc"),
+        "{msg}"
+    );
+    assert!(msg.contains("Nothing was uploaded"), "{msg}");
+    assert_bucket_empty(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsigned_cache_is_refused_when_signing_is_required() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let err = publish_buildcache(
+        &quiet_runner(),
+        &c,
+        &url("p"),
+        &fixture("unsigned"),
+        &opts(),
+    )
+    .await
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("unsigned buildcache") && msg.contains("2 spec manifest(s)"),
+        "{msg}"
+    );
+    assert_bucket_empty(&c).await;
+    // Allowed explicitly, it publishes.
+    publish_buildcache(
+        &quiet_runner(),
+        &c,
+        &url("p"),
+        &fixture("unsigned"),
+        &unsigned_opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(check_consistent(&c, &url("p")).await, Ok(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incomplete_local_cache_is_refused() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("signed"), dir.path());
+    std::fs::remove_file(
+        dir.path().join(
+            "blobs/sha256/96/96a55c590468f224a92393a4a5f5afe8247c27656ad94ade35768a3da116e366",
+        ),
+    )
+    .unwrap();
+    let err = publish_buildcache(&quiet_runner(), &c, &url("p"), dir.path(), &opts())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("incomplete") && msg.contains("96a55c59"),
+        "{msg}"
+    );
+    assert_bucket_empty(&c).await;
+    // A stray file is refused too.
+    copy_tree(&fixture("signed"), dir.path());
+    std::fs::write(dir.path().join("v3/notes.txt"), "x").unwrap();
+    let err = publish_buildcache(&quiet_runner(), &c, &url("p"), dir.path(), &opts())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("v3/notes.txt"), "{err:#}");
+    assert_bucket_empty(&c).await;
+}
