@@ -32,7 +32,12 @@ fn sizes(tag_index: usize) -> Vec<usize> {
     ]
 }
 
-async fn publish_concurrently(endpoint: &str, n: usize, tag: &str, write_mode: Option<WriteMode>) {
+async fn publish_concurrently(
+    endpoint: &str,
+    n: usize,
+    tag: &str,
+    write_mode: Option<WriteMode>,
+) -> Vec<String> {
     let reader_client = client(endpoint).await;
     let url = url(tag);
     let dir = tempfile::tempdir().unwrap();
@@ -60,10 +65,12 @@ async fn publish_concurrently(endpoint: &str, n: usize, tag: &str, write_mode: O
         }));
     }
     let mut attempts = Vec::new();
+    let mut modes = Vec::new();
     for t in tasks {
         let r = t.await.unwrap().unwrap();
         assert!(r.index_written);
         attempts.push(r.index_attempts);
+        modes.push(r.write_mode.unwrap());
     }
     let rounds = reader.finish().await;
     let want: BTreeSet<String> = caches
@@ -80,6 +87,7 @@ async fn publish_concurrently(endpoint: &str, n: usize, tag: &str, write_mode: O
     assert_eq!(key_index(&reader_client, &url).await, fprs);
     assert_eq!(check_consistent(&reader_client, &url).await, Ok(3 * n));
     eprintln!("{n} publishers: index attempts {attempts:?}, reader rounds {rounds}");
+    modes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,7 +96,8 @@ async fn eight_concurrent_publishers_end_with_every_spec_in_the_index() {
         return;
     };
     create_bucket(&client(&moto.endpoint).await).await;
-    publish_concurrently(&moto.endpoint, 8, "eight", None).await;
+    let modes = publish_concurrently(&moto.endpoint, 8, "eight", None).await;
+    assert!(modes.iter().all(|m| m == "conditional"), "{modes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,7 +121,8 @@ async fn without_conditional_writes_the_lock_fallback_keeps_every_spec() {
             .await
             .unwrap();
     assert_eq!(probe, WriteMode::Lock);
-    publish_concurrently(&proxy.endpoint, 4, "lock", None).await;
+    let modes = publish_concurrently(&proxy.endpoint, 4, "lock", None).await;
+    assert!(modes.iter().all(|m| m == "lock"), "{modes:?}");
     assert!(
         proxy
             .stats()
