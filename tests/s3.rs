@@ -728,3 +728,167 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
         "no writer ever lost a race, so the test proved nothing: {attempts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn object_store_conditions_streaming_and_digests() {
+    use slurm_factory::s3::store::{Condition, PutError, S3Store};
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let store = S3Store::new(c.clone(), url("store"));
+    assert!(store.get("v3/x").await.unwrap().is_none());
+    assert!(store.head("v3/x").await.unwrap().is_none());
+    let m = store
+        .put(
+            "v3/x",
+            b"one".to_vec(),
+            "text/plain",
+            "no-cache",
+            Condition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let e = store
+        .put(
+            "v3/x",
+            b"two".to_vec(),
+            "text/plain",
+            "no-cache",
+            Condition::IfAbsent,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PutError::PreconditionFailed { .. }), "{e}");
+    let e = store
+        .put(
+            "v3/x",
+            b"two".to_vec(),
+            "text/plain",
+            "no-cache",
+            Condition::IfMatch("\"nope\"".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PutError::PreconditionFailed { .. }), "{e}");
+    store
+        .put(
+            "v3/x",
+            b"two".to_vec(),
+            "text/plain",
+            "no-cache",
+            Condition::IfMatch(m.etag.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get("v3/x").await.unwrap().unwrap().0, b"two");
+
+    // A large file streams as a multipart upload; a small one as one PUT.
+    let dir = tempfile::tempdir().unwrap();
+    let big = bytes_for("store-big", 17 * 1024 * 1024 + 5);
+    std::fs::write(dir.path().join("big"), &big).unwrap();
+    std::fs::write(dir.path().join("small"), b"small").unwrap();
+    store
+        .put_file(
+            "blobs/big",
+            &dir.path().join("big"),
+            "application/octet-stream",
+            "no-cache",
+        )
+        .await
+        .unwrap();
+    store
+        .put_file(
+            "blobs/small",
+            &dir.path().join("small"),
+            "application/octet-stream",
+            "no-cache",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        Sha256Hex::of(&store.get("blobs/big").await.unwrap().unwrap().0),
+        Sha256Hex::of(&big)
+    );
+    let listed: Vec<String> = store
+        .list("blobs/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(listed, ["blobs/big", "blobs/small"]);
+    // Digest from the stored checksum (single PUT) and by download (multipart composite).
+    assert_eq!(
+        store.digest("blobs/small").await.unwrap(),
+        Some((Sha256Hex::of(b"small"), 5))
+    );
+    assert_eq!(
+        store.digest("blobs/big").await.unwrap(),
+        Some((Sha256Hex::of(&big), big.len() as u64))
+    );
+    assert!(store.digest("blobs/none").await.unwrap().is_none());
+    let mpu = c
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(mpu.uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outputs_and_summary_are_written_for_the_runner() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("output");
+    let summary = dir.path().join("summary.md");
+    std::fs::write(&out, "").unwrap();
+    std::fs::write(&summary, "").unwrap();
+    let runner = Runner::from_vars([
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_OUTPUT", out.to_str().unwrap()),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+    ])
+    .with_sink(Box::new(std::io::sink()));
+    let url = url("slurm/25.11/13.4.0/buildcache");
+    let r = publish_buildcache(&runner, &c, &url, &fixture("signed"), &opts())
+        .await
+        .unwrap();
+    let public =
+        slurm_factory::s3::upload::public_url(None, &url, Some(&moto.endpoint), "us-east-1");
+    assert_eq!(
+        public,
+        format!("{}/{BUCKET}/slurm/25.11/13.4.0/buildcache", moto.endpoint)
+    );
+    slurm_factory::s3::upload::write_outputs(&runner, &r, &url, &public).unwrap();
+    let o = std::fs::read_to_string(&out).unwrap();
+    assert!(o.contains("buildcache-url<<") && o.contains(&public), "{o}");
+    assert!(
+        o.contains("specs-published<<") && o.contains("\n2\n"),
+        "{o}"
+    );
+    assert!(o.contains(&format!("\n{}\n", r.bytes_uploaded)), "{o}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("| uploaded | 13 |"), "{md}");
+    assert!(
+        md.contains(&format!("spack mirror add <name> {public}")),
+        "{md}"
+    );
+    // The catalog's bucket maps to the CDN.
+    let catalog = slurm_factory::catalog::Catalog::load_or_embedded(None).unwrap();
+    let cat_url = slurm_factory::s3::S3Url::new(
+        &catalog.publish.buildcache_bucket,
+        "slurm/25.11/13.4.0/buildcache",
+    )
+    .unwrap();
+    assert_eq!(
+        slurm_factory::s3::upload::public_url(Some(&catalog), &cat_url, None, "us-east-1"),
+        catalog.cdn_url("slurm/25.11/13.4.0/buildcache")
+    );
+}

@@ -156,6 +156,8 @@ pub struct PointerUpdate {
     pub written: bool,
     /// Read-merge-write cycles used (1 = no conflict).
     pub attempts: u32,
+    /// Objects actually written (merged blobs that were new, and the manifest).
+    pub objects_written: u64,
 }
 
 /// The current state of a pointer manifest at the destination.
@@ -301,11 +303,26 @@ pub async fn update_pointer(
     mode: WriteMode,
     max_attempts: u32,
 ) -> Result<PointerUpdate> {
+    update_pointer_with(client, url, pointer, ours, None, mode, max_attempts).await
+}
+
+/// [`update_pointer`], where `published` is the record of `ours` as a blob that is already
+/// at the destination (the local cache's own index blob, uploaded with the other blobs): when
+/// there is nothing to merge with, the manifest points at it, keeping Spack's exact bytes.
+pub async fn update_pointer_with(
+    client: &Client,
+    url: &S3Url,
+    pointer: Pointer,
+    ours: &Value,
+    published: Option<&Record>,
+    mode: WriteMode,
+    max_attempts: u32,
+) -> Result<PointerUpdate> {
     let lock = match mode {
         WriteMode::Conditional => None,
         WriteMode::Lock => Some(LeaseLock::acquire(client, url).await?),
     };
-    let result = update_cycles(client, url, pointer, ours, mode, max_attempts).await;
+    let result = update_cycles(client, url, pointer, ours, published, mode, max_attempts).await;
     if let Some(l) = lock {
         l.release(client, url).await;
     }
@@ -317,11 +334,13 @@ async fn update_cycles(
     url: &S3Url,
     pointer: Pointer,
     ours: &Value,
+    published: Option<&Record>,
     mode: WriteMode,
     max_attempts: u32,
 ) -> Result<PointerUpdate> {
     let rel = pointer.manifest_rel();
     let mut written = false;
+    let mut objects_written = 0;
     for attempt in 1..=max_attempts.max(1) {
         let current = read_current(client, url, rel).await?;
         let merged = match &current {
@@ -331,39 +350,46 @@ async fn update_cycles(
                     return Ok(PointerUpdate {
                         written,
                         attempts: attempt,
+                        objects_written,
                     });
                 }
                 merged
             }
             None => ours.clone(),
         };
-        let blob = serde_json::to_vec(&merged)?;
-        let digest = Sha256Hex::of(&blob);
-        let record = Record {
-            content_length: blob.len() as u64,
-            media_type: pointer.media_type().to_owned(),
-            compression: "none".to_owned(),
-            checksum_algorithm: "sha256".to_owned(),
-            checksum: digest.as_str().to_owned(),
+        let record = match (&current, published) {
+            (None, Some(r)) => r.clone(),
+            _ => {
+                let blob = serde_json::to_vec(&merged)?;
+                let digest = Sha256Hex::of(&blob);
+                let record = Record {
+                    content_length: blob.len() as u64,
+                    media_type: pointer.media_type().to_owned(),
+                    compression: "none".to_owned(),
+                    checksum_algorithm: "sha256".to_owned(),
+                    checksum: digest.as_str().to_owned(),
+                };
+                // The blob first: the manifest must never point at something missing.
+                let blob_cond = (mode == WriteMode::Conditional).then_some(None);
+                match put_small(
+                    client,
+                    url,
+                    &digest.blob_path(),
+                    blob,
+                    "application/json",
+                    CACHE_IMMUTABLE,
+                    blob_cond,
+                )
+                .await
+                {
+                    Ok(_) => objects_written += 1,
+                    // Already there: content-addressed, so it is the same bytes.
+                    Err(e) if classify(&e) == ErrorKind::Conflict => {}
+                    Err(e) => bail!("cannot upload the merged {rel} blob: {}", describe(&e)),
+                }
+                record
+            }
         };
-        // The blob first: the manifest must never point at something missing.
-        let blob_cond = (mode == WriteMode::Conditional).then_some(None);
-        match put_small(
-            client,
-            url,
-            &digest.blob_path(),
-            blob,
-            "application/json",
-            CACHE_IMMUTABLE,
-            blob_cond,
-        )
-        .await
-        {
-            Ok(_) => {}
-            // Already there: content-addressed, so it is the same bytes.
-            Err(e) if classify(&e) == ErrorKind::Conflict => {}
-            Err(e) => bail!("cannot upload the merged {rel} blob: {}", describe(&e)),
-        }
         let condition = match (mode, &current) {
             (WriteMode::Lock, _) => None,
             (WriteMode::Conditional, Some(c)) => Some(Some(c.etag.as_str())),
@@ -383,6 +409,7 @@ async fn update_cycles(
         {
             Ok(_) => {
                 written = true;
+                objects_written += 1;
                 // Read back: our entries must be there (or in a later writer's merge).
                 if let Some(now) = read_current(client, url, rel).await?
                     && pointer.contains(&now.doc, ours)
@@ -390,6 +417,7 @@ async fn update_cycles(
                     return Ok(PointerUpdate {
                         written,
                         attempts: attempt,
+                        objects_written,
                     });
                 }
             }

@@ -11,6 +11,8 @@
 //! - [`index`]: the race-free index merge: read-merge-write with `If-Match` / `If-None-Match`,
 //!   retried on 412/409, and a lease-lock fallback for servers without conditional writes.
 //! - [`retry`]: backoff with jitter, and error classification.
+//! - [`store`]: object-level access (get/head/conditional put/streamed put/list), shaped
+//!   like the signing side's `buildcache::Storage` trait.
 //! - [`progress`]: a `::group::` with periodic lines in Actions, an indicatif bar on a TTY.
 //!
 //! The library entry points for a command are [`credentials::connect`], [`preflight`] (bucket
@@ -26,6 +28,7 @@ pub mod index;
 pub mod local;
 pub mod progress;
 pub mod retry;
+pub mod store;
 pub mod upload;
 
 pub use credentials::{CredentialSource, S3Settings, connect};

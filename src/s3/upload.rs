@@ -258,8 +258,9 @@ pub async fn publish_buildcache(
         );
     };
     let local_index = local.read_pointed_json(index_manifest)?;
+    let index_record = index_manifest.data[0].clone();
     let local_keys = match &local.keys_manifest {
-        Some((_, m)) => Some(local.read_pointed_json(m)?),
+        Some((_, m)) => Some((local.read_pointed_json(m)?, m.data[0].clone())),
         None => None,
     };
 
@@ -443,27 +444,32 @@ pub async fn publish_buildcache(
         ));
     }
     report.write_mode = Some(format!("{mode:?}").to_lowercase());
-    if let Some(keys) = &local_keys {
-        let u = index::update_pointer(client, url, Pointer::Keys, keys, mode, opts.index_attempts)
-            .await?;
-        if u.written {
-            report.objects_uploaded += 2;
-        }
+    if let Some((keys, record)) = &local_keys {
+        let u = index::update_pointer_with(
+            client,
+            url,
+            Pointer::Keys,
+            keys,
+            Some(record),
+            mode,
+            opts.index_attempts,
+        )
+        .await?;
+        report.objects_uploaded += u.objects_written;
     }
-    let u = index::update_pointer(
+    let u = index::update_pointer_with(
         client,
         url,
         Pointer::Index,
         &local_index,
+        Some(&index_record),
         mode,
         opts.index_attempts,
     )
     .await?;
     report.index_written = u.written;
     report.index_attempts = u.attempts;
-    if u.written {
-        report.objects_uploaded += 2;
-    }
+    report.objects_uploaded += u.objects_written;
     report.elapsed = t0.elapsed();
     Ok(report)
 }
@@ -499,6 +505,61 @@ async fn bounded<F: std::future::Future>(futs: Vec<F>, limit: usize) -> Vec<F::O
         }
     }
     out
+}
+
+/// Writes the step outputs of a publish (`buildcache-url`, `specs-published`,
+/// `bytes-uploaded`) and its job-summary section.
+pub fn write_outputs(
+    runner: &Runner,
+    report: &PublishReport,
+    destination: &S3Url,
+    buildcache_url: &str,
+) -> Result<()> {
+    runner.set_output("buildcache-url", buildcache_url)?;
+    runner.set_output("specs-published", &report.specs_published.to_string())?;
+    runner.set_output("bytes-uploaded", &report.bytes_uploaded.to_string())?;
+    runner.append_summary(&format!(
+        "{}
+Consumers: `spack mirror add <name> {buildcache_url}`
+",
+        report.summary_markdown(&destination.to_string())
+    ))
+}
+
+/// Uploads one local file as a multipart upload with per-part SHA-256 checksums (parts in
+/// parallel, the upload aborted on failure). For [`super::store::S3Store::put_file`].
+pub(crate) async fn put_file_multipart(
+    client: &Client,
+    url: &S3Url,
+    file: LocalFile,
+    part_size: u64,
+    content_type: &str,
+    cache_control: &str,
+) -> Result<()> {
+    let path = file.path.clone();
+    let (digest, parts) =
+        tokio::task::spawn_blocking(move || hash_file(&path, Some(part_size))).await??;
+    let ctx = Ctx {
+        client: client.clone(),
+        url: url.clone(),
+        slots: Arc::new(Semaphore::new(8)),
+        counters: Arc::new(Counters::default()),
+        part_size,
+        attempts: 3,
+    };
+    let rel = file.rel.clone();
+    let p = Planned {
+        blob: LocalBlob { digest, file },
+        parts,
+    };
+    super::retry::with_retries(
+        ctx.attempts,
+        Duration::from_millis(500),
+        |e: &OpError| e.kind == ErrorKind::Transient,
+        |_| ctx.multipart(&p, content_type, cache_control),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}").context(format!("cannot upload {rel}")))
 }
 
 /// Shared state of the upload tasks.
@@ -548,7 +609,8 @@ impl Ctx {
                 if p.parts.is_empty() {
                     self.put_blob(&p).await
                 } else {
-                    self.multipart_blob(&p).await
+                    self.multipart(&p, "application/octet-stream", CACHE_IMMUTABLE)
+                        .await
                 }
             },
         )
@@ -587,7 +649,12 @@ impl Ctx {
         Ok(())
     }
 
-    async fn multipart_blob(&self, p: &Planned) -> Result<(), OpError> {
+    async fn multipart(
+        &self,
+        p: &Planned,
+        content_type: &str,
+        cache_control: &str,
+    ) -> Result<(), OpError> {
         let f = &p.blob.file;
         let key = self.url.key(&f.rel);
         let created = {
@@ -596,8 +663,8 @@ impl Ctx {
                 .create_multipart_upload()
                 .bucket(self.url.bucket())
                 .key(&key)
-                .content_type("application/octet-stream")
-                .cache_control(CACHE_IMMUTABLE)
+                .content_type(content_type)
+                .cache_control(cache_control)
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .send()
                 .await
@@ -746,15 +813,33 @@ struct AbortGuard {
 
 impl AbortGuard {
     async fn abort(&mut self) {
-        if let Some(id) = self.upload_id.take() {
-            let _ = self
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        // The failure that got us here may be an outage: keep trying for a while, so no
+        // invisible parts are left behind (a bucket lifecycle rule
+        // `AbortIncompleteMultipartUpload` is the backstop).
+        for attempt in 0..8 {
+            let r = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&self.key)
-                .upload_id(id)
+                .upload_id(&id)
                 .send()
                 .await;
+            match r {
+                Ok(_) => return,
+                Err(e) if classify(&e) == ErrorKind::NotFound => return,
+                Err(_) => {
+                    tokio::time::sleep(super::retry::backoff(
+                        attempt,
+                        Duration::from_millis(250),
+                        Duration::from_secs(5),
+                    ))
+                    .await
+                }
+            }
         }
     }
 }

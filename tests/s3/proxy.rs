@@ -193,9 +193,11 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             plan.outage = None;
             *s.outage_until.lock().unwrap() = Some(Instant::now() + dur);
             Action::Refuse
-        } else if plan.drop.contains(&n) || plan.drop_every.is_some_and(|e| n % e == 0) {
+        } else if plan.drop.contains(&n) || plan.drop_every.is_some_and(|e| n.is_multiple_of(e)) {
             Action::Drop
-        } else if plan.fail_503.contains(&n) || plan.fail_503_every.is_some_and(|e| n % e == 0) {
+        } else if plan.fail_503.contains(&n)
+            || plan.fail_503_every.is_some_and(|e| n.is_multiple_of(e))
+        {
             Action::Fail503
         } else {
             let hold = match &plan.hold {
