@@ -100,7 +100,10 @@ async fn run() {
     let root = s.root.to_str().unwrap().to_owned();
 
     // aws s3 sync on its own fresh server.
-    let (sync_first, sync_again) = {
+    let skip_sync = std::env::var_os("UPLOAD_BENCH_SKIP_SYNC").is_some();
+    let (sync_first, sync_again) = if skip_sync {
+        (Duration::from_secs(1), Duration::from_secs(1))
+    } else {
         let moto = Moto::start().await.unwrap();
         create_bucket(&client(&moto.endpoint).await).await;
         let dest = format!("s3://{BUCKET}/sync");
@@ -115,11 +118,23 @@ async fn run() {
         let c = client(&moto.endpoint).await;
         create_bucket(&c).await;
         let url = url("ours");
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let d = PublishOptions::default();
         let o = PublishOptions {
             require_signed: false,
             progress: ProgressMode::Quiet,
-            ..PublishOptions::default()
+            concurrency: env("UPLOAD_BENCH_CONCURRENCY").map_or(d.concurrency, |v| v as usize),
+            multipart_threshold: env("UPLOAD_BENCH_THRESHOLD_MIB")
+                .map_or(d.multipart_threshold, |v| v << 20),
+            part_size: env("UPLOAD_BENCH_PART_MIB").map_or(d.part_size, |v| v << 20),
+            ..d
         };
+        println!(
+            "slurm-factory: concurrency {}, multipart ≥ {} in {} parts",
+            o.concurrency,
+            human_bytes(o.multipart_threshold),
+            human_bytes(o.part_size)
+        );
         let t = Instant::now();
         let r = publish_buildcache(&quiet_runner(), &c, &url, &s.root, &o)
             .await
