@@ -892,3 +892,157 @@ async fn outputs_and_summary_are_written_for_the_runner() {
         catalog.cdn_url("slurm/25.11/13.4.0/buildcache")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The `sign-and-upload` binary end to end: unsigned cache → signed → S3.
+
+fn sign_and_upload(moto: &Moto, dir: &std::path::Path, dest: &str) -> std::process::Command {
+    sign_and_upload_with_key(moto, dir, dest, &fixture("keys/demo-signer.sec.asc"))
+}
+
+fn sign_and_upload_with_key(
+    moto: &Moto,
+    dir: &std::path::Path,
+    dest: &str,
+    key: &std::path::Path,
+) -> std::process::Command {
+    let mut c = common::in_actions("sign-and-upload", dir);
+    c.args([
+        "--source",
+        fixture("unsigned").to_str().unwrap(),
+        "--destination",
+        dest,
+        "--endpoint-url",
+        &moto.endpoint,
+        "--region",
+        "us-east-1",
+        "--key-file",
+        key.to_str().unwrap(),
+    ])
+    .env("AWS_ACCESS_KEY_ID", "testing")
+    .env("AWS_SECRET_ACCESS_KEY", "testing")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env("AWS_CONFIG_FILE", "/dev/null")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    .env("RUNNER_TEMP", dir);
+    c
+}
+
+fn outputs(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    common::runner_file_map(&dir.join("output"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_and_upload_publishes_a_signed_cache_to_s3_and_reruns_as_a_no_op() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("slurm/25.11/13.4.0/buildcache");
+    let dest = url.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sign_and_upload(&moto, dir.path(), &dest).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = outputs(dir.path());
+    assert_eq!(o["specs-published"], "2");
+    assert_eq!(
+        o["buildcache-url"],
+        format!("{}/{BUCKET}/{}", moto.endpoint, url.prefix())
+    );
+    assert!(
+        o["bytes-uploaded"].parse::<u64>().unwrap() > 10_000,
+        "{o:?}"
+    );
+    assert!(log.contains("::group::"), "{log}");
+    // The published cache is complete, and its spec manifests are signed.
+    assert_eq!(check_consistent(&c, &url).await, Ok(2));
+    for k in keys(&c, &url.key("v3/manifests/spec/")).await {
+        let text = String::from_utf8(get_bytes(&c, &k).await.unwrap()).unwrap();
+        assert!(
+            text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA"),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        key_index(&c, &url).await,
+        BTreeSet::from(["1A00B8893F4FAE1A76DB389DE145321FBC9F04BD".to_owned()])
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("spack mirror add"), "{summary}");
+
+    // Same input again: nothing to upload (the existing signatures are kept).
+    let dir2 = tempfile::tempdir().unwrap();
+    let out = sign_and_upload(&moto, dir2.path(), &dest).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(outputs(dir2.path())["bytes-uploaded"], "0");
+    // The staging directory was cleaned up.
+    let leftovers: Vec<_> = std::fs::read_dir(dir2.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sign-and-upload-")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_and_upload_fails_before_uploading_on_a_missing_key_role_or_bucket() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let dest = url("p").to_string();
+
+    // No key: the key file does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let out = sign_and_upload_with_key(
+        &moto,
+        dir.path(),
+        &dest,
+        std::path::Path::new("/nonexistent/key.asc"),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot read the signing key file"));
+
+    // A role, but the job has no id-token permission.
+    let dir = tempfile::tempdir().unwrap();
+    let out = sign_and_upload(&moto, dir.path(), &dest)
+        .args(["--role-arn", "arn:aws:iam::123456789012:role/publish"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("id-token: write"));
+
+    // A malformed role.
+    let out = sign_and_upload(&moto, dir.path(), &dest)
+        .args(["--role-arn", "publish"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid role ARN"));
+
+    // A bucket that does not exist.
+    let out = sign_and_upload(&moto, dir.path(), "s3://missing-bucket/p")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"missing-bucket\" does not exist"));
+
+    assert_bucket_empty(&c).await;
+}

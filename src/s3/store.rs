@@ -140,6 +140,15 @@ impl S3Store {
             Condition::IfAbsent => Some(None),
             Condition::IfMatch(e) => Some(Some(e.as_str())),
         };
+        // S3 ETags are quoted strings; accept one given without quotes.
+        let quoted;
+        let cond = match cond {
+            Some(Some(e)) if !e.starts_with('"') => {
+                quoted = format!("\"{e}\"");
+                Some(Some(quoted.as_str()))
+            }
+            other => other,
+        };
         match put_small(
             &self.client,
             &self.url,
@@ -290,5 +299,129 @@ impl S3Store {
             .get(key)
             .await?
             .map(|(b, _)| (Sha256Hex::of(&b), b.len() as u64)))
+    }
+}
+
+/// The signing side's object-store trait, so `sign`, `verify` and the index code can work on an
+/// S3 prefix directly. Cache-Control follows the engine's policy: immutable for blobs, no-cache
+/// for the index and key index, short for other manifests.
+impl crate::buildcache::Storage for S3Store {
+    fn url(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::buildcache::storage::Object>>> {
+        Box::pin(async move {
+            Ok(S3Store::get(self, key)
+                .await?
+                .map(|(bytes, etag)| crate::buildcache::storage::Object { bytes, etag }))
+        })
+    }
+
+    fn head<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::buildcache::storage::ObjectMeta>>>
+    {
+        Box::pin(async move { Ok(S3Store::head(self, key).await?.map(to_meta)) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Vec<u8>,
+        opts: crate::buildcache::storage::PutOptions,
+    ) -> futures::future::BoxFuture<'a, Result<crate::buildcache::storage::ObjectMeta>> {
+        use crate::buildcache::storage::{Precondition, PreconditionFailed};
+        Box::pin(async move {
+            let condition = match opts.precondition {
+                Precondition::None => Condition::None,
+                Precondition::IfAbsent => Condition::IfAbsent,
+                Precondition::IfMatch(e) => Condition::IfMatch(e),
+            };
+            let content_type = opts.content_type.as_deref().unwrap_or("application/json");
+            let cache_control = opts
+                .cache_control
+                .unwrap_or_else(|| cache_control_for(key).to_owned());
+            match S3Store::put(self, key, bytes, content_type, &cache_control, condition).await {
+                Ok(m) => Ok(to_meta(m)),
+                Err(PutError::PreconditionFailed { key }) => {
+                    Err(anyhow::Error::new(PreconditionFailed { key }))
+                }
+                Err(PutError::Other(e)) => Err(e),
+            }
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        opts: crate::buildcache::storage::PutOptions,
+    ) -> futures::future::BoxFuture<'a, Result<crate::buildcache::storage::ObjectMeta>> {
+        Box::pin(async move {
+            let content_type = opts
+                .content_type
+                .as_deref()
+                .unwrap_or("application/octet-stream");
+            let cache_control = opts
+                .cache_control
+                .unwrap_or_else(|| cache_control_for(key).to_owned());
+            Ok(to_meta(
+                S3Store::put_file(self, key, path, content_type, &cache_control).await?,
+            ))
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::buildcache::storage::ObjectMeta>>> {
+        Box::pin(async move {
+            Ok(S3Store::list(self, prefix)
+                .await?
+                .into_iter()
+                .map(to_meta)
+                .collect())
+        })
+    }
+
+    fn digest<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<(crate::buildcache::layout::Sha256Hex, u64)>>>
+    {
+        Box::pin(async move {
+            match S3Store::digest(self, key).await? {
+                Some((d, n)) => Ok(Some((
+                    crate::buildcache::layout::Sha256Hex::parse(d.as_str())?,
+                    n,
+                ))),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+fn to_meta(m: Meta) -> crate::buildcache::storage::ObjectMeta {
+    crate::buildcache::storage::ObjectMeta {
+        key: m.key,
+        size: m.size,
+        etag: m.etag,
+    }
+}
+
+/// The engine's Cache-Control policy by key.
+pub fn cache_control_for(key: &str) -> &'static str {
+    use super::index::{CACHE_IMMUTABLE, CACHE_INDEX, CACHE_MANIFEST};
+    if key.starts_with("blobs/") {
+        CACHE_IMMUTABLE
+    } else if key.ends_with("index.manifest.json") || key.ends_with("keys.manifest.json") {
+        CACHE_INDEX
+    } else {
+        CACHE_MANIFEST
     }
 }

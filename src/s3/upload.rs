@@ -517,7 +517,12 @@ pub fn write_outputs(
 ) -> Result<()> {
     runner.set_output("buildcache-url", buildcache_url)?;
     runner.set_output("specs-published", &report.specs_published.to_string())?;
-    runner.set_output("bytes-uploaded", &report.bytes_uploaded.to_string())?;
+    let bytes = if report.dry_run {
+        0
+    } else {
+        report.bytes_uploaded
+    };
+    runner.set_output("bytes-uploaded", &bytes.to_string())?;
     runner.append_summary(&format!(
         "{}
 Consumers: `spack mirror add <name> {buildcache_url}`
