@@ -17,6 +17,8 @@
 //! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
 //!   verification.
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
+//! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
+//!   race-free index merge.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
@@ -26,5 +28,6 @@ pub mod docker;
 pub mod gha;
 pub mod matrix;
 pub mod pgp;
+pub mod s3;
 pub mod spack;
 pub mod workflows;

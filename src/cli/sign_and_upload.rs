@@ -125,6 +125,16 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         return Ok(());
     }
 
+    if let storage::Location::S3 { bucket, prefix } = storage::Location::parse(&destination)? {
+        let s3 = S3Flags {
+            endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
+            region: flag_or_input(args.region, &runner, "region"),
+            role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
+        };
+        let url = crate::s3::S3Url::new(bucket, prefix)?;
+        return run_s3(&runner, source, key_file, url, s3, publish, dry_run).await;
+    }
+
     // Everything that can fail on bad input fails here, before any write.
     let dest = storage::open_local_or_explain(&destination)?;
     let key = load_signing_key(key_file.as_deref(), &runner)?;
@@ -181,4 +191,116 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     runner.set_output("bytes-uploaded", &bytes.to_string())?;
     runner.append_summary(&report.summary_markdown())?;
     Ok(())
+}
+
+/// The S3 flags of the command.
+struct S3Flags {
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    role_arn: Option<String>,
+}
+
+/// `sign-and-upload` to `s3://`: check the key, the credentials (role) and the bucket first;
+/// sign into a local staging buildcache (seeded with the destination's current spec
+/// manifests, so unchanged specs keep their signatures and are not uploaded again); publish
+/// the staging cache with the S3 engine (parallel, checksummed, index merged last with a
+/// conditional write).
+async fn run_s3(
+    runner: &Runner,
+    source: PathBuf,
+    key_file: Option<PathBuf>,
+    url: crate::s3::S3Url,
+    flags: S3Flags,
+    publish: PublishMode,
+    dry_run: bool,
+) -> Result<()> {
+    use crate::s3;
+
+    // 1. Nothing touches the network before the key loads.
+    let key = load_signing_key(key_file.as_deref(), runner)?;
+    runner.info(&format!(
+        "signing key: {} (signing subkey {})",
+        key.fingerprint(),
+        key.signing_fingerprint()
+    ));
+    // 2. Credentials (the OIDC role is assumed here) and the bucket.
+    let settings =
+        s3::S3Settings::resolve(runner, flags.endpoint_url, flags.region, flags.role_arn)?;
+    let conn = s3::credentials::connection(runner, &settings).await?;
+    s3::preflight(&conn.client, &url).await?;
+    let store = s3::store::S3Store::new(conn.client.clone(), url.clone());
+
+    // 3. Sign into a staging directory next to the runner's other temporary files.
+    let staging_parent = runner
+        .var("RUNNER_TEMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let staging = tempfile::Builder::new()
+        .prefix("sign-and-upload-")
+        .tempdir_in(&staging_parent)
+        .with_context(|| {
+            format!(
+                "cannot create a staging directory in {}",
+                staging_parent.display()
+            )
+        })?;
+    let src = LocalDir::new(&source);
+    let stage = LocalDir::new(staging.path());
+    let spec_keys: Vec<String> = src
+        .list("v3/manifests/spec/")
+        .await
+        .with_context(|| format!("cannot list the source buildcache {}", source.display()))?
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| k.ends_with(".spec.manifest.json"))
+        .collect();
+    for chunk in spec_keys.chunks(16) {
+        let fetched = futures::future::try_join_all(chunk.iter().map(|k| store.get(k))).await?;
+        for (k, obj) in chunk.iter().zip(fetched) {
+            if let Some((bytes, _)) = obj {
+                stage.put(k, bytes, storage::PutOptions::default()).await?;
+            }
+        }
+    }
+    let signed = {
+        let _g = runner.group(&format!("Sign {} (staging)", source.display()));
+        sign::publish(
+            &src,
+            &stage,
+            &key,
+            &PublishOptions {
+                mode: publish,
+                dry_run: false,
+            },
+        )
+        .await?
+    };
+    runner.info(&format!(
+        "signed {} spec(s) with {}",
+        signed.specs.len(),
+        signed.fingerprint
+    ));
+
+    // 4. Publish.
+    let opts = s3::PublishOptions {
+        dry_run,
+        require_signed: true,
+        ..s3::PublishOptions::default()
+    };
+    let report = s3::publish_buildcache(runner, &conn.client, &url, staging.path(), &opts).await?;
+    let catalog = crate::catalog::Catalog::embedded();
+    let public = s3::upload::public_url(
+        Some(&catalog),
+        &url,
+        settings.endpoint_url.as_deref(),
+        &conn.region,
+    );
+    runner.info(&format!(
+        "{} {} object(s), {} byte(s); {} already there. Consumers: spack mirror add <name> {public}",
+        if dry_run { "would upload" } else { "uploaded" },
+        report.objects_uploaded,
+        report.bytes_uploaded,
+        report.objects_skipped
+    ));
+    s3::upload::write_outputs(runner, &report, &url, &public)
 }
