@@ -74,6 +74,13 @@ macro_rules! version_newtype {
 
 version_newtype!(
     /// A GCC toolchain version, `MAJOR.MINOR.PATCH` (e.g. `13.4.0`).
+    ///
+    /// ```
+    /// use slurm_factory::catalog::GccVersion;
+    /// let v: GccVersion = "13.4.0".parse().unwrap();
+    /// assert_eq!(v.as_str(), "13.4.0");
+    /// assert!("13.4.0; rm -rf /".parse::<GccVersion>().is_err());
+    /// ```
     GccVersion,
     3,
     "13.4.0"

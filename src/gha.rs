@@ -161,6 +161,14 @@ impl Annotation {
 }
 
 /// Escapes a command's message the way `command.ts` `escapeData` does: `%` first, then CR and LF.
+///
+/// ```
+/// use slurm_factory::gha::{escape_data, format_command};
+/// assert_eq!(escape_data("50%\n::set-env"), "50%25%0A::set-env");
+/// // A hostile message cannot start a second command line:
+/// let line = format_command("error", &[], "bad\n::add-mask::x");
+/// assert_eq!(line.lines().count(), 1);
+/// ```
 pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
