@@ -536,7 +536,10 @@ fn unimplemented_commands_fail_honestly_and_write_nothing() {
     let cases: [(&str, &[&str]); 3] = [
         ("test-install", &["--tarball", "x.tar.gz"]),
         ("tarball-publish", &["--build-dir", "out", "--dry-run"]),
-        ("slurm-factory", &["fingerprint", "--slurm-version", "25.11"]),
+        (
+            "slurm-factory",
+            &["fingerprint", "--slurm-version", "25.11"],
+        ),
     ];
     for (bin, args) in cases {
         let dir = tempfile::tempdir().unwrap();

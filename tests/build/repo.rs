@@ -150,7 +150,10 @@ fn slurm_recipe_covers_the_catalog_with_checksums() {
     }
     // Every release the catalog builds must be fetchable. (26-05-0-1 stays in the recipe,
     // marked CHECKSUM-MISSING, but the catalog builds 26.05 at 26-05-1-1.)
-    assert!(unverified.is_empty(), "catalog versions without a checksum: {unverified:?}");
+    assert!(
+        unverified.is_empty(),
+        "catalog versions without a checksum: {unverified:?}"
+    );
 }
 
 #[test]
