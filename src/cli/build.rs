@@ -6,7 +6,7 @@
 //! image, run the steps, and report the outputs (`$GITHUB_OUTPUT` and the job summary).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,7 +21,9 @@ use crate::gha::Runner;
 use crate::spack::stats::{self, BuildStats};
 use crate::spack::{Area, Job, Layout, RunId, SlurmJobRequest, repo};
 
+use super::sign_and_upload::{Publisher, S3Flags};
 use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::sign::PublishMode;
 
 /// Default `--output-dir`.
 pub const DEFAULT_OUTPUT_DIR: &str = "slurm-factory-build";
@@ -47,6 +49,18 @@ pub struct CommonBuildArgs {
     /// Use this catalog file instead of the embedded one [input: catalog]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// With --publish: read the armored signing key from this file instead of GPG_PRIVATE_KEY [input: key_file]
+    #[arg(long, help_heading = "Publishing")]
+    pub key_file: Option<PathBuf>,
+    /// With --publish to s3://: S3-compatible endpoint (path-style) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
+    #[arg(long, help_heading = "Publishing")]
+    pub endpoint_url: Option<String>,
+    /// With --publish to s3://: AWS region [input: region]
+    #[arg(long, help_heading = "Publishing")]
+    pub region: Option<String>,
+    /// With --publish to s3://: IAM role to assume with the job's OIDC token [input: role_arn] [env: AWS_ROLE_ARN]
+    #[arg(long, help_heading = "Publishing")]
+    pub role_arn: Option<String>,
     /// Build the container image from this directory (holding a Dockerfile) instead of the
     /// embedded docker/ definition, e.g. to add a site proxy or CA. The image must provide
     /// `spack` on PATH [input: docker_context]
@@ -316,30 +330,27 @@ pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
     Ok(out)
 }
 
-/// Whether `--publish` can hand the buildcache to the signing and upload code yet.
-pub const PUBLISH_WIRED: bool = false;
-
-/// Hands the finished unsigned buildcache at `buildcache` to sign-and-upload
-/// (`crate::cli::sign_and_upload`), publishing `scope` (`all` or `slurm-only`) to `destination`.
-///
-/// Not wired yet: signing and upload live in the signing/S3 issues, and this builder refuses
-/// `--publish` up front (before building) until that lands.
-pub async fn publish_handoff(buildcache: &Path, destination: &str, scope: &str) -> Result<()> {
-    Err(publish_missing(buildcache, destination, scope))
-}
-
-fn publish_missing(buildcache: &Path, destination: &str, scope: &str) -> anyhow::Error {
-    anyhow!(
-        "--publish {scope} to {destination}: handing the buildcache to sign-and-upload is not wired yet (missing piece: `cli::build::publish_handoff` calling `cli::sign_and_upload`), so nothing was built. Build without --publish, then run `sign-and-upload --source {} --destination {destination}`",
-        buildcache.display()
-    )
-}
-
 struct Resolved {
     job: Job,
     opts: BuildOptions,
     dry_run: bool,
+    /// (mode, destination) when the build publishes its cache.
     publish: Option<(String, String)>,
+    key_file: Option<PathBuf>,
+    s3: S3Flags,
+}
+
+fn publish_options(common: &CommonBuildArgs, runner: &Runner) -> (Option<PathBuf>, S3Flags) {
+    let key_file = common
+        .key_file
+        .clone()
+        .or_else(|| runner.input("key_file").map(PathBuf::from));
+    let s3 = S3Flags {
+        endpoint_url: flag_or_input(common.endpoint_url.clone(), runner, "endpoint_url"),
+        region: flag_or_input(common.region.clone(), runner, "region"),
+        role_arn: flag_or_input(common.role_arn.clone(), runner, "role_arn"),
+    };
+    (key_file, s3)
 }
 
 fn common_options(
@@ -408,11 +419,14 @@ fn resolve_compiler(args: &CompilerArgs, runner: &Runner) -> Result<Resolved> {
     let job = Job::compiler(&catalog, gcc, arch)?;
     let publish = flag_or_input(args.publish.clone(), runner, "publish_to")
         .map(|dest| ("all".to_owned(), dest));
+    let (key_file, s3) = publish_options(&args.common, runner);
     Ok(Resolved {
         job,
         opts,
         dry_run,
         publish,
+        key_file,
+        s3,
     })
 }
 
@@ -461,11 +475,14 @@ fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
         }
         other => bail!("--publish {other:?} is not one of: all, slurm-only, none"),
     };
+    let (key_file, s3) = publish_options(&args.common, runner);
     Ok(Resolved {
         job,
         opts,
         dry_run,
         publish,
+        key_file,
+        s3,
     })
 }
 
@@ -483,6 +500,8 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
         opts,
         dry_run,
         publish,
+        key_file,
+        s3,
     } = resolved;
     if dry_run {
         let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
@@ -498,20 +517,35 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
             job.arch()
         );
     }
-    if let Some((scope, dest)) = &publish
-        && !PUBLISH_WIRED
-    {
-        let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
-        return Err(publish_missing(&layout.host(Area::Buildcache), dest, scope));
-    }
+    // The key, the destination, the credentials and the bucket are checked before the
+    // (hours-long) build, so a bad secret fails in seconds and nothing is built.
+    let publisher = match &publish {
+        Some((scope, dest)) => Some(
+            Publisher::prepare(
+                &runner,
+                dest,
+                key_file.as_deref(),
+                s3,
+                scope.parse::<PublishMode>()?,
+                false,
+            )
+            .await
+            .with_context(|| {
+                format!("--publish {scope} to {dest} cannot work, so nothing was built")
+            })?,
+        ),
+        None => None,
+    };
 
     let outcome = execute(&job, &opts, &runner).await?;
     report(&job, &outcome, &runner)?;
     if let Some(err) = outcome.error() {
         return Err(err);
     }
-    if let Some((scope, dest)) = &publish {
-        publish_handoff(&outcome.layout.host(Area::Buildcache), dest, scope).await?;
+    if let Some(publisher) = publisher {
+        publisher
+            .publish(&runner, &outcome.layout.host(Area::Buildcache))
+            .await?;
     }
     Ok(())
 }

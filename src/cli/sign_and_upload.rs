@@ -113,41 +113,155 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let key_file = args
         .key_file
         .or_else(|| runner.input("key_file").map(PathBuf::from));
+    let s3 = S3Flags {
+        endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
+        region: flag_or_input(args.region, &runner, "region"),
+        role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
+    };
+    let publisher = Publisher::prepare(
+        &runner,
+        &destination,
+        key_file.as_deref(),
+        s3,
+        publish,
+        dry_run,
+    )
+    .await?;
+    publisher.publish(&runner, &source).await
+}
 
-    if publish == PublishMode::None {
-        runner.notice("publish: none — nothing was signed or published");
-        runner.set_output("buildcache-url", "")?;
-        runner.set_output("specs-published", "0")?;
-        runner.set_output("bytes-uploaded", "0")?;
-        runner.append_summary(
-            "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
-        )?;
-        return Ok(());
+/// A publication whose key, destination, credentials and bucket have been checked, so that
+/// signing and uploading can follow later (for `build-* --publish`, after an hours-long build)
+/// without failing on input that was wrong from the start.
+pub struct Publisher {
+    mode: PublishMode,
+    dry_run: bool,
+    target: Target,
+}
+
+enum Target {
+    Nothing,
+    Local {
+        dest: LocalDir,
+        key: Box<SigningKey>,
+    },
+    S3(Box<S3Target>),
+}
+
+struct S3Target {
+    key: SigningKey,
+    url: crate::s3::S3Url,
+    settings: crate::s3::S3Settings,
+    conn: crate::s3::credentials::Connection,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("mode", &self.mode)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
     }
+}
 
-    if let storage::Location::S3 { bucket, prefix } = storage::Location::parse(&destination)? {
-        let s3 = S3Flags {
-            endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
-            region: flag_or_input(args.region, &runner, "region"),
-            role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
+impl Publisher {
+    /// Checks everything that can be wrong before any write: the publish mode, the
+    /// destination URL, the signing key (`--key-file` or `GPG_PRIVATE_KEY`, masked), and for
+    /// `s3://` the credentials (assuming the OIDC role) and the bucket.
+    pub async fn prepare(
+        runner: &Runner,
+        destination: &str,
+        key_file: Option<&std::path::Path>,
+        s3: S3Flags,
+        mode: PublishMode,
+        dry_run: bool,
+    ) -> Result<Publisher> {
+        let target = if mode == PublishMode::None {
+            Target::Nothing
+        } else if let storage::Location::S3 { bucket, prefix } =
+            storage::Location::parse(destination)?
+        {
+            let url = crate::s3::S3Url::new(bucket, prefix)?;
+            // Nothing touches the network before the key loads.
+            let key = load_signing_key(key_file, runner)?;
+            announce_key(runner, &key);
+            let settings =
+                crate::s3::S3Settings::resolve(runner, s3.endpoint_url, s3.region, s3.role_arn)?;
+            let conn = crate::s3::credentials::connection(runner, &settings).await?;
+            crate::s3::preflight(&conn.client, &url).await?;
+            Target::S3(Box::new(S3Target {
+                key,
+                url,
+                settings,
+                conn,
+            }))
+        } else {
+            let dest = storage::open_local_or_explain(destination)?;
+            let key = load_signing_key(key_file, runner)?;
+            announce_key(runner, &key);
+            Target::Local {
+                dest,
+                key: Box::new(key),
+            }
         };
-        let url = crate::s3::S3Url::new(bucket, prefix)?;
-        return run_s3(&runner, source, key_file, url, s3, publish, dry_run).await;
+        Ok(Publisher {
+            mode,
+            dry_run,
+            target,
+        })
     }
 
-    // Everything that can fail on bad input fails here, before any write.
-    let dest = storage::open_local_or_explain(&destination)?;
-    let key = load_signing_key(key_file.as_deref(), &runner)?;
+    /// Signs the unsigned buildcache at `source`, publishes it, and writes the step outputs
+    /// (`buildcache-url`, `specs-published`, `bytes-uploaded`) and the job summary.
+    pub async fn publish(self, runner: &Runner, source: &std::path::Path) -> Result<()> {
+        let (mode, dry_run) = (self.mode, self.dry_run);
+        match self.target {
+            Target::Nothing => {
+                runner.notice("publish: none — nothing was signed or published");
+                runner.set_outputs(&[
+                    ("buildcache-url", ""),
+                    ("specs-published", "0"),
+                    ("bytes-uploaded", "0"),
+                ])?;
+                runner.append_summary(
+                    "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
+                )?;
+                Ok(())
+            }
+            Target::Local { dest, key } => {
+                publish_local(runner, source, &dest, &key, mode, dry_run).await
+            }
+            Target::S3(t) => {
+                let S3Target {
+                    key,
+                    url,
+                    settings,
+                    conn,
+                } = *t;
+                run_s3(runner, source, &key, url, &settings, &conn, mode, dry_run).await
+            }
+        }
+    }
+}
+
+fn announce_key(runner: &Runner, key: &SigningKey) {
     runner.info(&format!(
         "signing key: {} (signing subkey {})",
         key.fingerprint(),
         key.signing_fingerprint()
     ));
+}
+
+async fn publish_local(
+    runner: &Runner,
+    source: &std::path::Path,
+    dest: &LocalDir,
+    key: &SigningKey,
+    mode: PublishMode,
+    dry_run: bool,
+) -> Result<()> {
     let source = LocalDir::new(source);
-    let opts = PublishOptions {
-        mode: publish,
-        dry_run,
-    };
+    let opts = PublishOptions { mode, dry_run };
     let report = {
         let _g = runner.group(&format!(
             "{} {} to {}",
@@ -159,7 +273,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             source.root().display(),
             dest.url()
         ));
-        let report = sign::publish(&source, &dest, &key, &opts).await?;
+        let report = sign::publish(&source, dest, key, &opts).await?;
         for o in &report.objects {
             if o.change != Change::Unchanged {
                 runner.info(&format!(
@@ -186,18 +300,24 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         report.bytes_uploaded(),
         report.index_records
     ));
-    runner.set_output("buildcache-url", &report.url)?;
-    runner.set_output("specs-published", &report.specs.len().to_string())?;
-    runner.set_output("bytes-uploaded", &bytes.to_string())?;
+    runner.set_outputs(&[
+        ("buildcache-url", report.url.as_str()),
+        ("specs-published", &report.specs.len().to_string()),
+        ("bytes-uploaded", &bytes.to_string()),
+    ])?;
     runner.append_summary(&report.summary_markdown())?;
     Ok(())
 }
 
-/// The S3 flags of the command.
-struct S3Flags {
-    endpoint_url: Option<String>,
-    region: Option<String>,
-    role_arn: Option<String>,
+/// The S3 options of a publication (`--endpoint-url`, `--region`, `--role-arn`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Flags {
+    /// S3-compatible endpoint (path-style addressing).
+    pub endpoint_url: Option<String>,
+    /// AWS region.
+    pub region: Option<String>,
+    /// IAM role to assume with the job's OIDC token.
+    pub role_arn: Option<String>,
 }
 
 /// `sign-and-upload` to `s3://`: check the key, the credentials (role) and the bucket first;
@@ -205,29 +325,19 @@ struct S3Flags {
 /// manifests, so unchanged specs keep their signatures and are not uploaded again); publish
 /// the staging cache with the S3 engine (parallel, checksummed, index merged last with a
 /// conditional write).
+#[allow(clippy::too_many_arguments)]
 async fn run_s3(
     runner: &Runner,
-    source: PathBuf,
-    key_file: Option<PathBuf>,
+    source: &std::path::Path,
+    key: &SigningKey,
     url: crate::s3::S3Url,
-    flags: S3Flags,
+    settings: &crate::s3::S3Settings,
+    conn: &crate::s3::credentials::Connection,
     publish: PublishMode,
     dry_run: bool,
 ) -> Result<()> {
     use crate::s3;
 
-    // 1. Nothing touches the network before the key loads.
-    let key = load_signing_key(key_file.as_deref(), runner)?;
-    runner.info(&format!(
-        "signing key: {} (signing subkey {})",
-        key.fingerprint(),
-        key.signing_fingerprint()
-    ));
-    // 2. Credentials (the OIDC role is assumed here) and the bucket.
-    let settings =
-        s3::S3Settings::resolve(runner, flags.endpoint_url, flags.region, flags.role_arn)?;
-    let conn = s3::credentials::connection(runner, &settings).await?;
-    s3::preflight(&conn.client, &url).await?;
     let store = s3::store::S3Store::new(conn.client.clone(), url.clone());
 
     // 3. Sign into a staging directory next to the runner's other temporary files.
@@ -244,7 +354,7 @@ async fn run_s3(
                 staging_parent.display()
             )
         })?;
-    let src = LocalDir::new(&source);
+    let src = LocalDir::new(source);
     let stage = LocalDir::new(staging.path());
     let spec_keys: Vec<String> = src
         .list("v3/manifests/spec/")
@@ -267,7 +377,7 @@ async fn run_s3(
         sign::publish(
             &src,
             &stage,
-            &key,
+            key,
             &PublishOptions {
                 mode: publish,
                 dry_run: false,

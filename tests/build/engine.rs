@@ -287,6 +287,62 @@ fn stub_build_streams_contained_logs_and_extracts_artifacts() {
     assert!(containers_of(&label).is_empty(), "containers left behind");
 }
 
+/// `--publish` hands the finished cache to sign-and-upload: the stand-in build ends with a
+/// signed file:// buildcache that `slurm-factory verify` accepts with the signer's public key.
+#[test]
+fn stub_build_with_publish_ends_with_a_verified_signed_cache() {
+    if !docker_or_skip() {
+        return;
+    }
+    let ctx = stub_context("ok");
+    let work = tempfile::tempdir().unwrap();
+    let run = run_id("publish");
+    let label = attempt_label(&run);
+    let _cleanup = Cleanup(label.clone());
+    let keys = repo_root().join("tests/fixtures/spack-v3/keys");
+    let mirror = work.path().join("mirror");
+    let out = in_actions("build-slurm", work.path())
+        .env("GITHUB_RUN_ID", &run)
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .arg("--docker-context")
+        .arg(ctx.path())
+        .arg("--output-dir")
+        .arg(work.path().join("out"))
+        .args(["--publish", "all", "--destination"])
+        .arg(format!("file://{}", mirror.display()))
+        .arg("--key-file")
+        .arg(keys.join("demo-signer.sec.asc"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs = std::fs::read_to_string(work.path().join("output")).unwrap();
+    assert!(outputs.contains("buildcache_path<<"), "{outputs}");
+    assert!(outputs.contains("specs-published<<"), "{outputs}");
+    assert!(
+        stdout.contains("1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"),
+        "the signer's fingerprint is not reported: {stdout}"
+    );
+    let verify = crate::common::scrubbed("slurm-factory")
+        .args(["verify", "--buildcache"])
+        .arg(format!("file://{}", mirror.display()))
+        .arg("--trusted-key")
+        .arg(keys.join("demo-signer.pub.asc"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "verify refused the published cache: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(containers_of(&label).is_empty(), "containers left behind");
+}
+
 /// The containers run as the requested uid:gid, so everything written through the mounts is
 /// owned by it (here a uid that is not this process's, made possible because tests run as root
 /// on the development machine; as non-root the library refuses clearly instead).
