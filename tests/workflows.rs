@@ -1028,3 +1028,137 @@ fn notify_rejects_clear_text_webhooks_and_reports_http_errors_without_the_url() 
     assert_eq!(server.join().unwrap().len(), 1);
     assert!(text(&out).contains("HTTP 404"));
 }
+
+/// What an action's `run` step executes and exchanges with the binary.
+struct ActionRun {
+    /// The binary (`prepare-matrix`, `slurm-factory`, ...).
+    bin: String,
+    /// Arguments after the binary (e.g. `notify`).
+    args: Vec<String>,
+    /// Inputs mapped to `INPUT_<NAME>` on the run step, lower-cased.
+    inputs: Vec<String>,
+    /// The action's outputs.
+    outputs: Vec<String>,
+}
+
+fn action_run(action: &str) -> ActionRun {
+    let path = root().join("actions").join(action).join("action.yml");
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let steps = doc["runs"]["steps"].as_sequence().unwrap();
+    let run = steps
+        .iter()
+        .find(|s| s["id"].as_str() == Some("run"))
+        .unwrap_or_else(|| panic!("{}: no step with id `run`", path.display()));
+    let exec: Vec<String> = run["run"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .skip_while(|w| *w != "exec")
+        .skip(1)
+        .map(|w| w.trim_matches('"').to_owned())
+        .collect();
+    assert!(
+        !exec.is_empty(),
+        "{}: the run step does not exec a binary",
+        path.display()
+    );
+    ActionRun {
+        bin: exec[0].rsplit('/').next().unwrap().to_owned(),
+        args: exec[1..].to_vec(),
+        inputs: run["env"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.as_str()?.strip_prefix("INPUT_").map(str::to_lowercase))
+            .collect(),
+        outputs: doc["outputs"]
+            .as_mapping()
+            .map(|m| m.keys().map(|k| k.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn action_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("actions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("action.yml").is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every input an action maps into `INPUT_<NAME>` is one its binary reads: the binary's
+/// `--help` documents each input it reads as `[input: <name>]`.
+#[test]
+fn every_action_input_is_read_by_its_binary() {
+    let names = action_names();
+    assert!(names.len() >= 7, "{names:?}");
+    for action in names {
+        let run = action_run(&action);
+        let help = Command::new(common::bin(&run.bin))
+            .args(&run.args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(help.status.success(), "{action}: {} --help failed", run.bin);
+        let help: String = String::from_utf8_lossy(&help.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for input in &run.inputs {
+            assert!(
+                help.contains(&format!("[input: {input}]")),
+                "action {action} maps input `{input}` but `{} {}` does not read it:\n{help}",
+                run.bin,
+                run.args.join(" ")
+            );
+        }
+    }
+}
+
+/// The outputs the prepare-matrix and sign-and-upload actions re-export are the ones their
+/// binaries write (the build actions' outputs are checked by the Docker engine test in
+/// tests/build, which runs a real build).
+#[test]
+fn action_outputs_are_written_by_their_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = |out: &Output, file: &Path| -> Vec<String> {
+        assert!(out.status.success(), "{}", text(out));
+        common::runner_file_map(file).into_keys().collect()
+    };
+    let pm = action_run("prepare-matrix");
+    let out = common::in_actions("prepare-matrix", dir.path())
+        .args(["--kind", "compiler", "--compiler-versions", "13.4.0"])
+        .output()
+        .unwrap();
+    let keys = written(&out, &dir.path().join("output"));
+    for o in &pm.outputs {
+        assert!(
+            keys.contains(o),
+            "prepare-matrix does not write `{o}`: {keys:?}"
+        );
+    }
+
+    let su = action_run("sign-and-upload");
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = root().join("tests/fixtures/spack-v3");
+    let out = common::in_actions("sign-and-upload", dir.path())
+        .arg("--source")
+        .arg(fixtures.join("unsigned"))
+        .arg("--destination")
+        .arg(format!("file://{}", dir.path().join("mirror").display()))
+        .arg("--key-file")
+        .arg(fixtures.join("keys/demo-signer.sec.asc"))
+        .output()
+        .unwrap();
+    let keys = written(&out, &dir.path().join("output"));
+    for o in &su.outputs {
+        assert!(
+            keys.contains(o),
+            "sign-and-upload does not write `{o}`: {keys:?}"
+        );
+    }
+}

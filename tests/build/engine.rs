@@ -321,8 +321,22 @@ fn stub_build_with_publish_ends_with_a_verified_signed_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
     let outputs = std::fs::read_to_string(work.path().join("output")).unwrap();
-    assert!(outputs.contains("buildcache_path<<"), "{outputs}");
     assert!(outputs.contains("specs-published<<"), "{outputs}");
+    // Every output the build-slurm action re-exports is written (debug_bundle only on failure).
+    let action: yaml_serde::Value = yaml_serde::from_str(
+        &std::fs::read_to_string(repo_root().join("actions/build-slurm/action.yml")).unwrap(),
+    )
+    .unwrap();
+    let written = crate::common::runner_file_map(&work.path().join("output"));
+    for name in action["outputs"].as_mapping().unwrap().keys() {
+        let name = name.as_str().unwrap();
+        if name != "debug_bundle" {
+            assert!(
+                written.contains_key(name),
+                "build-slurm does not write `{name}`: {outputs}"
+            );
+        }
+    }
     assert!(
         stdout.contains("1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"),
         "the signer's fingerprint is not reported: {stdout}"
