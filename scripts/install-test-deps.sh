@@ -42,4 +42,11 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "==> cargo install cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+# Benchmark-only tools, opt-in (CI's test run does not compile them): s3s-fs, a fast Rust
+# S3-compatible server, the second server of `cargo bench --bench upload`. 0.14.1 is the newest
+# release that builds with Rust 1.95.
+if [ "${SLURM_FACTORY_BENCH_TOOLS:-}" = 1 ] && [ ! -x .tools/bin/s3s-fs ]; then
+  echo "==> cargo install s3s-fs (benchmarks)"
+  cargo install --locked s3s-fs@0.14.1 --features binary --root .tools
+fi
 echo "==> test dependencies ready"

@@ -210,6 +210,22 @@ async fn list(client: &Client, url: &S3Url, rel_prefix: &str) -> Result<BTreeMap
     Ok(out)
 }
 
+/// The ETag of `rel` from a HEAD request (empty when the server gives none).
+async fn head_etag(client: &Client, url: &S3Url, rel: &str) -> Result<String> {
+    let head = client
+        .head_object()
+        .bucket(url.bucket())
+        .key(url.key(rel))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read {url}/{rel}: {}", describe(&e)))?;
+    Ok(head
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned())
+}
+
 /// A blob ready to go: verified digest and, for multipart, its part digests.
 #[derive(Debug, Clone)]
 struct Planned {
@@ -358,7 +374,16 @@ pub async fn publish_buildcache(
             .await
             .with_context(|| format!("cannot read {}", f.path.display()))?;
         let md5 = hex::encode(Md5::digest(&bytes));
-        match remote_v3.get(&f.rel) {
+        let mut remote = remote_v3.get(&f.rel).cloned();
+        // Some S3-compatible servers (s3s-fs, for one) list objects without ETags; ask for
+        // the ETag of a same-size manifest so an unchanged one is not uploaded again.
+        if let Some(r) = remote.as_mut()
+            && r.etag.is_empty()
+            && r.size == bytes.len() as u64
+        {
+            r.etag = head_etag(client, url, &f.rel).await?;
+        }
+        match remote {
             Some(r) if r.etag == md5 && r.size == bytes.len() as u64 => {
                 report.objects_skipped += 1;
                 report.bytes_skipped += f.size;
