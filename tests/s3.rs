@@ -1046,3 +1046,71 @@ async fn sign_and_upload_fails_before_uploading_on_a_missing_key_role_or_bucket(
 
     assert_bucket_empty(&c).await;
 }
+
+fn verify_s3(moto: &Moto, dest: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    common::in_actions("slurm-factory", dir.path())
+        .args([
+            "verify",
+            "--buildcache",
+            dest,
+            "--endpoint-url",
+            &moto.endpoint,
+        ])
+        .args(["--region", "us-east-1", "--trusted-key"])
+        .arg(fixture("keys/demo-signer.pub.asc"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap()
+}
+
+/// `slurm-factory verify` reads an s3:// buildcache: the published cache verifies, and after
+/// one blob is overwritten with other bytes it fails, naming the spec.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reads_s3_buildcaches_and_catches_a_tampered_blob() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("slurm/25.11/13.4.0/buildcache");
+    let dest = url.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sign_and_upload(&moto, dir.path(), &dest).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let ok = verify_s3(&moto, &dest);
+    let log = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(log.contains("verified 2 specs"), "{log}");
+
+    // Overwrite demo-lib's tarball blob (the larger record of its manifest) with other bytes.
+    let blob = "blobs/sha256/aa/aaabfbfcf309a896016154087cab77adb725da675df94849d32b2a0ee0bd7bec";
+    c.put_object()
+        .bucket(BUCKET)
+        .key(url.key(blob))
+        .body(b"not the tarball".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let bad = verify_s3(&moto, &dest);
+    let log = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("::error::") && l.contains("demo-lib")),
+        "the failure must name the spec: {log}"
+    );
+}

@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use super::{bool_flag_or_input, flag_or_input};
-use crate::buildcache::storage;
 use crate::buildcache::verify::{VerifyOptions, verify_buildcache};
+use crate::buildcache::{Storage, storage};
 use crate::gha::Runner;
 use crate::pgp::TrustedKeys;
 
@@ -15,7 +15,7 @@ use crate::pgp::TrustedKeys;
 #[derive(Debug, Parser)]
 #[command(
     name = "verify",
-    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc"
+    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc"
 )]
 pub struct Args {
     /// Buildcache URL or directory [input: buildcache]
@@ -27,6 +27,12 @@ pub struct Args {
     /// Accept unsigned spec manifests (still checks blobs) [input: allow_unsigned]
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// For s3:// buildcaches: S3-compatible endpoint (path-style) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// For s3:// buildcaches: AWS region [input: region]
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 /// Runs `verify`.
@@ -63,8 +69,26 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             runner.info(&format!("trusting {fpr} (from {})", f.display()));
         }
     }
-    let storage = storage::open_local_or_explain(&location)?;
-    let report = verify_buildcache(&storage, &trusted, &VerifyOptions { allow_unsigned }).await?;
+    let storage: Box<dyn Storage> = match storage::Location::parse(&location)? {
+        storage::Location::S3 { bucket, prefix } => {
+            let url = crate::s3::S3Url::new(bucket, prefix)?;
+            let settings = crate::s3::S3Settings::resolve(
+                &runner,
+                flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
+                flag_or_input(args.region, &runner, "region"),
+                None,
+            )?;
+            let conn = crate::s3::credentials::connection(&runner, &settings).await?;
+            Box::new(crate::s3::store::S3Store::new(conn.client, url))
+        }
+        _ => Box::new(storage::open_local_or_explain(&location)?),
+    };
+    let report = verify_buildcache(
+        storage.as_ref(),
+        &trusted,
+        &VerifyOptions { allow_unsigned },
+    )
+    .await?;
     for v in &report.specs {
         if v.ok() {
             runner.info(&format!(
