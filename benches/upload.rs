@@ -3,10 +3,13 @@
 //! (awscli from the test venv) on the same data in the same run, plus a no-change re-run of
 //! each.
 //!
-//! Each tool gets its own fresh moto_server, so neither pays for the other's objects held in
-//! moto's memory. moto is single-process Python: the figures are bound by the server as much
-//! as by the clients. Run with
-//! `SLURM_FACTORY_VENV=/path/to/.venv cargo bench --bench upload`
+//! Two real S3-compatible servers on loopback, each tool on its own fresh instance:
+//! - `moto_server` (Python, in memory; single process, so it bounds both clients), and
+//! - `s3s-fs` (Rust, the s3s project's file-system backed S3 server), when installed with
+//!   `SLURM_FACTORY_BENCH_TOOLS=1 scripts/install-test-deps.sh` (into `.tools/bin`; skipped
+//!   with a note otherwise). It is fast enough that the clients, not the server, dominate.
+//!
+//! Run with `SLURM_FACTORY_VENV=/path/to/.venv cargo bench --bench upload`
 //! (`UPLOAD_BENCH_SCALE=0.1` for a quick run on a tenth of the data).
 
 #[path = "../tests/common/mod.rs"]
@@ -14,7 +17,7 @@ mod common;
 #[path = "../tests/s3/harness.rs"]
 mod harness;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::*;
@@ -61,6 +64,73 @@ fn aws(venv_aws: &std::path::Path, endpoint: &str, args: &[&str]) -> Duration {
     t0.elapsed()
 }
 
+/// A loopback S3-compatible server for one tool's run.
+enum Server {
+    Moto(Moto),
+    S3sFs {
+        child: Child,
+        endpoint: String,
+        _data: tempfile::TempDir,
+    },
+}
+
+impl Server {
+    fn endpoint(&self) -> &str {
+        match self {
+            Server::Moto(m) => &m.endpoint,
+            Server::S3sFs { endpoint, .. } => endpoint,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Server::S3sFs { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `s3s-fs` from the repo-local `.tools/bin`, if installed.
+fn s3s_fs_bin() -> Option<std::path::PathBuf> {
+    let p = common::repo_root().join(".tools/bin/s3s-fs");
+    p.is_file().then_some(p)
+}
+
+async fn start(kind: &str) -> Server {
+    match kind {
+        "moto" => Server::Moto(Moto::start().await.expect("moto_server")),
+        _ => {
+            let data = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let child = Command::new(s3s_fs_bin().expect("s3s-fs"))
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", "testing", "--secret-key", "testing"])
+                .arg(data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let t0 = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "s3s-fs did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Server::S3sFs {
+                child,
+                endpoint,
+                _data: data,
+            }
+        }
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,24 +168,46 @@ async fn run() {
         t0.elapsed().as_secs_f64()
     );
     let root = s.root.to_str().unwrap().to_owned();
+    let mut servers = vec!["moto"];
+    if s3s_fs_bin().is_some() {
+        servers.push("s3s-fs");
+    } else {
+        println!(
+            "note: s3s-fs not installed (SLURM_FACTORY_BENCH_TOOLS=1 scripts/install-test-deps.sh); measuring on moto only"
+        );
+    }
+    for kind in servers {
+        bench_on(kind, &aws_bin, &root, &s, &sizes, blobs, bytes).await;
+    }
+}
 
+async fn bench_on(
+    kind: &str,
+    aws_bin: &std::path::Path,
+    root: &str,
+    s: &Synth,
+    sizes: &[usize],
+    blobs: usize,
+    bytes: u64,
+) {
+    println!("\n## server: {kind}\n");
     // aws s3 sync on its own fresh server.
     let skip_sync = std::env::var_os("UPLOAD_BENCH_SKIP_SYNC").is_some();
     let (sync_first, sync_again) = if skip_sync {
         (Duration::from_secs(1), Duration::from_secs(1))
     } else {
-        let moto = Moto::start().await.unwrap();
-        create_bucket(&client(&moto.endpoint).await).await;
+        let server = start(kind).await;
+        create_bucket(&client(server.endpoint()).await).await;
         let dest = format!("s3://{BUCKET}/sync");
-        let first = aws(&aws_bin, &moto.endpoint, &["s3", "sync", &root, &dest]);
-        let again = aws(&aws_bin, &moto.endpoint, &["s3", "sync", &root, &dest]);
+        let first = aws(aws_bin, server.endpoint(), &["s3", "sync", root, &dest]);
+        let again = aws(aws_bin, server.endpoint(), &["s3", "sync", root, &dest]);
         (first, again)
     };
 
     // slurm-factory on its own fresh server.
     let (ours_first, ours_again, report) = {
-        let moto = Moto::start().await.unwrap();
-        let c = client(&moto.endpoint).await;
+        let server = start(kind).await;
+        let c = client(server.endpoint()).await;
         create_bucket(&c).await;
         let url = url("ours");
         let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
@@ -153,7 +245,7 @@ async fn run() {
 
     let mbps = |d: Duration| bytes as f64 / d.as_secs_f64() / (1024.0 * 1024.0);
     println!();
-    println!("| run | aws s3 sync | slurm-factory | speed-up |");
+    println!("| run ({kind}) | aws s3 sync | slurm-factory | speed-up |");
     println!("|---|---:|---:|---:|");
     println!(
         "| first upload | {:.2} s ({:.0} MiB/s) | {:.2} s ({:.0} MiB/s) | {:.2}× |",
@@ -171,15 +263,16 @@ async fn run() {
     );
     println!();
     println!(
-        "slurm-factory first upload: {} objects, {} ({} index attempt(s))",
+        "slurm-factory first upload: {} objects, {} ({} index attempt(s), index write mode {:?})",
         report.objects_uploaded,
         human_bytes(report.bytes_uploaded),
-        report.index_attempts
+        report.index_attempts,
+        report.write_mode
     );
     let goal_first = sync_first.as_secs_f64() / ours_first.as_secs_f64() >= 2.0;
     let goal_rerun = ours_again < Duration::from_secs(2);
     println!(
-        "goals: ≥2× faster than aws s3 sync: {}; no-change re-run < 2 s: {}",
+        "goals on {kind}: ≥2× faster than aws s3 sync: {}; no-change re-run < 2 s: {}",
         if goal_first { "met" } else { "NOT met" },
         if goal_rerun { "met" } else { "NOT met" }
     );
