@@ -99,6 +99,11 @@ impl Moto {
         }
     }
 
+    /// The server's process id, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (all its in-memory state is lost).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
