@@ -369,6 +369,70 @@ async fn conditional_writes_are_enforced_by_the_server() {
     );
 }
 
+/// Some S3-compatible servers (s3s-fs) list objects without ETags. A re-run must then ask
+/// for the ETags with HEAD requests and still upload nothing that is unchanged, while a
+/// manifest that did change goes up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_that_lists_without_etags_still_skips_unchanged_manifests() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("no-etags");
+    let dir = tempfile::tempdir().unwrap();
+    let s = synth_cache(dir.path(), "noetag", &[1024, 2048, 4096]);
+    publish_buildcache(&quiet_runner(), &c, &url, &s.root, &unsigned_opts())
+        .await
+        .unwrap();
+
+    let proxy = proxy::FaultProxy::start(
+        moto.port,
+        proxy::Plan {
+            strip_list_etags: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let pc = client(&proxy.endpoint).await;
+    let r = publish_buildcache(&quiet_runner(), &pc, &url, &s.root, &unsigned_opts())
+        .await
+        .unwrap();
+    let stats = proxy.stats();
+    assert!(
+        stats
+            .listings_without_etags
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2,
+        "the blobs/ and v3/ listings went through the proxy without ETags"
+    );
+    // 3 spec manifests, 1 key manifest and layout.json were compared by HEAD.
+    let heads = stats.heads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(heads >= 5, "only {heads} HEAD request(s)");
+    assert_eq!(r.objects_uploaded, 0, "{r:?}");
+    assert!(!r.index_written);
+
+    // A manifest whose bytes changed (same size) is uploaded again.
+    let spec = local_files(&s.root)
+        .into_iter()
+        .find(|f| f.ends_with(".spec.manifest.json"))
+        .unwrap();
+    let path = s.root.join(&spec);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Same JSON, same size, other bytes: the first line break becomes a space.
+    assert!(text.contains('\n'));
+    std::fs::write(&path, text.replacen('\n', " ", 1)).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, text.len());
+    let r = publish_buildcache(&quiet_runner(), &pc, &url, &s.root, &unsigned_opts())
+        .await
+        .unwrap();
+    assert_eq!(r.objects_uploaded, 1, "{r:?}");
+    assert_eq!(
+        get_bytes(&c, &url.key(&spec)).await.unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // STS AssumeRoleWithWebIdentity with a loopback OIDC token endpoint.
 

@@ -367,28 +367,39 @@ pub async fn publish_buildcache(
         .chain(local.key_manifests.iter().map(|(f, _)| f.clone()))
         .chain(local.layout.iter().cloned())
         .collect();
-    let mut manifest_bytes = Vec::new();
     manifests.sort_by(|a, b| a.rel.cmp(&b.rel));
-    for f in manifests {
-        let bytes = tokio::fs::read(&f.path)
-            .await
-            .with_context(|| format!("cannot read {}", f.path.display()))?;
-        let md5 = hex::encode(Md5::digest(&bytes));
-        let mut remote = remote_v3.get(&f.rel).cloned();
-        // Some S3-compatible servers (s3s-fs, for one) list objects without ETags; ask for
-        // the ETag of a same-size manifest so an unchanged one is not uploaded again.
-        if let Some(r) = remote.as_mut()
-            && r.etag.is_empty()
-            && r.size == bytes.len() as u64
-        {
-            r.etag = head_etag(client, url, &f.rel).await?;
-        }
-        match remote {
-            Some(r) if r.etag == md5 && r.size == bytes.len() as u64 => {
-                report.objects_skipped += 1;
-                report.bytes_skipped += f.size;
+    // Read and compare them with bounded parallelism (the comparison may need a HEAD each).
+    let remote_v3 = &remote_v3;
+    let compared: Vec<Result<(LocalFile, Vec<u8>, bool)>> = futures::stream::iter(manifests)
+        .map(|f| async move {
+            let bytes = tokio::fs::read(&f.path)
+                .await
+                .with_context(|| format!("cannot read {}", f.path.display()))?;
+            let md5 = hex::encode(Md5::digest(&bytes));
+            let mut remote = remote_v3.get(&f.rel).cloned();
+            // Some S3-compatible servers (s3s-fs, for one) list objects without ETags; ask
+            // for the ETag of a same-size manifest so an unchanged one is not uploaded again.
+            if let Some(r) = remote.as_mut()
+                && r.etag.is_empty()
+                && r.size == bytes.len() as u64
+            {
+                r.etag = head_etag(client, url, &f.rel).await?;
             }
-            _ => manifest_bytes.push((f, bytes)),
+            let unchanged =
+                matches!(remote, Some(r) if r.etag == md5 && r.size == bytes.len() as u64);
+            Ok((f, bytes, unchanged))
+        })
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    let mut manifest_bytes = Vec::new();
+    for c in compared {
+        let (f, bytes, unchanged) = c?;
+        if unchanged {
+            report.objects_skipped += 1;
+            report.bytes_skipped += f.size;
+        } else {
+            manifest_bytes.push((f, bytes));
         }
     }
 

@@ -4,7 +4,9 @@
 //! its [`Plan`], drops the connection without an answer, answers a raw `503 SlowDown`, refuses
 //! every connection for a while (an outage: the server is down, then back), holds one
 //! matching request until the test says go (to run a competing writer in between), or strips
-//! the `If-Match`/`If-None-Match` headers (a server without conditional writes). Otherwise it
+//! the `If-Match`/`If-None-Match` headers (a server without conditional writes), or removes
+//! the `<ETag>` elements from `ListObjectsV2` answers (a server that lists without ETags, as
+//! s3s-fs does). Otherwise it
 //! forwards the request with `Connection: close` and pipes the answer back. One request per
 //! connection keeps the framing trivial; the SDK reconnects as needed.
 #![allow(dead_code)]
@@ -45,6 +47,8 @@ pub struct Plan {
     pub outage: Option<(u64, Duration)>,
     /// Remove conditional-write headers.
     pub strip_conditions: bool,
+    /// Remove the `<ETag>` elements of `ListObjectsV2` answers.
+    pub strip_list_etags: bool,
     /// Hold the first request that matches.
     pub hold: Option<Hold>,
 }
@@ -56,6 +60,10 @@ pub struct Stats {
     pub injected_503: AtomicU64,
     pub refused: AtomicU64,
     pub stripped: AtomicU64,
+    /// `ListObjectsV2` answers whose ETags were removed.
+    pub listings_without_etags: AtomicU64,
+    /// `HEAD` requests seen.
+    pub heads: AtomicU64,
 }
 
 struct State {
@@ -136,7 +144,11 @@ async fn read_head(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<O
 }
 
 enum Action {
-    Forward { strip: bool, hold: Option<Hold> },
+    Forward {
+        strip: bool,
+        strip_etags: bool,
+        hold: Option<Hold>,
+    },
     Drop,
     Fail503,
     Refuse,
@@ -178,6 +190,9 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
         body.extend_from_slice(&chunk[..n]);
     }
     let n = s.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if request_line.starts_with("HEAD ") {
+        s.stats.heads.fetch_add(1, Ordering::Relaxed);
+    }
     let (method, path) = {
         let mut p = request_line.split(' ');
         (
@@ -206,6 +221,9 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             };
             Action::Forward {
                 strip: plan.strip_conditions,
+                strip_etags: plan.strip_list_etags
+                    && method == "GET"
+                    && path.contains("list-type=2"),
                 hold,
             }
         }
@@ -230,7 +248,11 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             conn.write_all(resp.as_bytes()).await?;
             conn.shutdown().await
         }
-        Action::Forward { strip, hold } => {
+        Action::Forward {
+            strip,
+            strip_etags,
+            hold,
+        } => {
             if let Some(h) = hold {
                 let _ = h.arrived.send(()).await;
                 let _ = h.go.await;
@@ -257,26 +279,66 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
                 return Ok(());
             };
             let rhead = String::from_utf8_lossy(&rbuf[..rlen]).into_owned();
+            // The upstream closes after its answer (`Connection: close`), so a listing whose
+            // ETags go is read whole, rewritten and sent with its new length.
+            let rewritten = if strip_etags {
+                let mut rest = rbuf[rlen..].to_vec();
+                up.read_to_end(&mut rest).await?;
+                s.stats
+                    .listings_without_etags
+                    .fetch_add(1, Ordering::Relaxed);
+                Some(strip_etag_elements(&String::from_utf8_lossy(&rest)))
+            } else {
+                None
+            };
             let mut new_head = String::new();
             for (i, line) in rhead.split("\r\n").enumerate() {
                 if line.is_empty() {
                     continue;
                 }
                 if i > 0
-                    && line
-                        .split_once(':')
-                        .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+                    && line.split_once(':').is_some_and(|(k, _)| {
+                        let k = k.trim();
+                        k.eq_ignore_ascii_case("connection")
+                            || (rewritten.is_some() && k.eq_ignore_ascii_case("content-length"))
+                    })
                 {
                     continue;
                 }
                 new_head.push_str(line);
                 new_head.push_str("\r\n");
             }
+            if let Some(body) = &rewritten {
+                new_head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+            }
             new_head.push_str("Connection: close\r\n\r\n");
             conn.write_all(new_head.as_bytes()).await?;
-            conn.write_all(&rbuf[rlen..]).await?;
-            tokio::io::copy(&mut up, &mut conn).await?;
+            match rewritten {
+                Some(body) => conn.write_all(body.as_bytes()).await?,
+                None => {
+                    conn.write_all(&rbuf[rlen..]).await?;
+                    tokio::io::copy(&mut up, &mut conn).await?;
+                }
+            }
             conn.shutdown().await
         }
     }
+}
+
+/// `xml` without its `<ETag>…</ETag>` elements.
+fn strip_etag_elements(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<ETag>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</ETag>") {
+            Some(end) => rest = &rest[start + end + "</ETag>".len()..],
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
