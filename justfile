@@ -28,8 +28,10 @@ unit *ARGS:
 integration *ARGS:
     if command -v cargo-nextest >/dev/null; then cargo nextest run --test '*' --locked {{ ARGS }}; else cargo test --test '*' --locked {{ ARGS }}; fi
 
-# Benchmarks against the peer tools (gpg, aws s3 sync, tar), measured in the same run.
+# Benchmarks against the peer tools (gpg, aws s3 sync), measured in the same run. Installs the
+# benchmark-only tools first (s3s-fs, the second S3 server of the upload bench).
 bench *ARGS:
+    SLURM_FACTORY_BENCH_TOOLS=1 scripts/install-test-deps.sh
     cargo bench --locked {{ ARGS }}
 
 # Install the test tools and run everything CI runs.

@@ -771,7 +771,8 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
         let (c, url, barrier) = (c.clone(), url.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             let h = dag_hash(&format!("cas-{i}"));
-            let ours = serde_json::json!({"database":{"version":"8","installs":{h.clone():{"in_buildcache":true}}}});
+            let spec = serde_json::json!({"name": format!("cas-{i}"), "version": "1.0", "hash": h});
+            let ours = serde_json::json!({"database":{"version":"8","installs":{h.clone():{"spec":spec,"ref_count":0,"in_buildcache":true}}}});
             barrier.wait().await;
             let u = update_pointer(&c, &url, Pointer::Index, &ours, WriteMode::Conditional, 100)
                 .await

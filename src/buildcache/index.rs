@@ -261,6 +261,53 @@ impl Index {
         Ok(stats)
     }
 
+    /// Merges another index into this one (for concurrent publishers to one prefix: this is
+    /// the destination's index, `other` the one being published), never losing a spec:
+    ///
+    /// - a record only in `other` is added with its flags;
+    /// - a record in both takes `other`'s spec node and fields when `other` has its binary
+    ///   (`in_buildcache: true`); otherwise the existing record is kept as it is, so a spec
+    ///   that another publisher pushed is never flipped to `in_buildcache: false` by one that
+    ///   only has it as a dependency (Spack hides such records from binary installs);
+    /// - `ref_count` is recomputed over the merged index.
+    pub fn merge_index(&mut self, other: &Index) -> Result<MergeStats> {
+        let mut stats = MergeStats {
+            added: Vec::new(),
+            updated: Vec::new(),
+            kept: self.installs.len(),
+        };
+        let mut pos: HashMap<String, usize> = self
+            .installs
+            .iter()
+            .enumerate()
+            .map(|(i, (h, _))| (h.clone(), i))
+            .collect();
+        for (h, theirs) in &other.installs {
+            match pos.get(h) {
+                Some(&i) => {
+                    let mine = &mut self.installs[i].1;
+                    if theirs.in_buildcache {
+                        if !mine.in_buildcache || mine.spec.get() != theirs.spec.get() {
+                            stats.updated.push(h.clone());
+                        }
+                        mine.spec = theirs.spec.clone();
+                        mine.extra = theirs.extra.clone();
+                        mine.in_buildcache = true;
+                    }
+                }
+                None => {
+                    pos.insert(h.clone(), self.installs.len());
+                    self.installs.push((h.clone(), theirs.clone()));
+                    if theirs.in_buildcache {
+                        stats.added.push(h.clone());
+                    }
+                }
+            }
+        }
+        self.recount()?;
+        Ok(stats)
+    }
+
     /// Recomputes every `ref_count` as the number of records that depend on it.
     pub fn recount(&mut self) -> Result<()> {
         let mut counts: HashMap<String, u64> = HashMap::new();

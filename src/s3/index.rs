@@ -35,6 +35,7 @@ use serde_json::Value;
 use super::S3Url;
 use super::local::{INDEX_MEDIA_TYPE, KEYS_MEDIA_TYPE, Manifest, Record, Sha256Hex};
 use super::retry::{self, ErrorKind, classify, describe};
+use crate::buildcache::index::Index;
 
 /// `Cache-Control` of content-addressed blobs: a CDN may keep them forever.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -92,7 +93,8 @@ impl Pointer {
         }
     }
 
-    /// Whether every entry of `ours` is in `remote`.
+    /// Whether every entry of `ours` is in `remote`, and, for the index, every spec we
+    /// publish is marked `in_buildcache` there.
     pub fn contains(self, remote: &Value, ours: &Value) -> bool {
         let (r, o) = match self {
             Pointer::Index => (
@@ -101,19 +103,25 @@ impl Pointer {
             ),
             Pointer::Keys => (&remote["keys"], &ours["keys"]),
         };
+        let published = |rec: &Value| rec["in_buildcache"].as_bool() == Some(true);
         match (r.as_object(), o.as_object()) {
-            (Some(r), Some(o)) => o.keys().all(|k| r.contains_key(k)),
+            (Some(r), Some(o)) => o.iter().all(|(k, ours)| {
+                r.get(k).is_some_and(|theirs| {
+                    self == Pointer::Keys || !published(ours) || published(theirs)
+                })
+            }),
             (_, None) => true,
             _ => false,
         }
     }
 }
 
-/// Merges two Spack DB v8 indexes (`{"database":{"version":"8","installs":{hash: record}}}`):
-/// the union of `installs`, our record winning for a hash present in both (a DAG hash names
-/// one spec, so the records describe the same thing).
+/// Merges two Spack DB v8 indexes (`{"database":{"version":"8","installs":{hash: record}}}`)
+/// with [`crate::buildcache::index::Index::merge_index`]: the union of `installs`; for a hash
+/// in both, our record wins only where we publish its binary (`in_buildcache: true`), so no
+/// spec another publisher pushed is hidden; `ref_count` is recomputed.
 pub fn merge_index(remote: &Value, ours: &Value) -> Result<Value> {
-    for (what, v) in [("remote", remote), ("local", ours)] {
+    let parse = |what: &str, v: &Value| -> Result<Index> {
         let version = v["database"]["version"].as_str().unwrap_or("?");
         if version != "8" {
             bail!(
@@ -123,15 +131,13 @@ pub fn merge_index(remote: &Value, ours: &Value) -> Result<Value> {
         if !v["database"]["installs"].is_object() {
             bail!("the {what} buildcache index has no `database.installs` object");
         }
-    }
-    let mut merged = remote.clone();
-    let installs = merged["database"]["installs"]
-        .as_object_mut()
-        .expect("checked above");
-    for (k, rec) in ours["database"]["installs"].as_object().expect("checked") {
-        installs.insert(k.clone(), rec.clone());
-    }
-    Ok(merged)
+        Index::parse(&serde_json::to_vec(v)?).with_context(|| {
+            format!("the {what} buildcache index is malformed; regenerate it with `spack buildcache update-index`")
+        })
+    };
+    let mut merged = parse("remote", remote)?;
+    merged.merge_index(&parse("local", ours)?)?;
+    Ok(serde_json::from_slice(&merged.to_json())?)
 }
 
 /// Merges two key indexes (`{"keys":{FPR:{}}}`): the union of `keys`.
@@ -536,19 +542,38 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn rec(name: &str, hash: &str, deps: &[&str], in_buildcache: bool) -> Value {
+        let deps: Vec<Value> = deps
+            .iter()
+            .map(|d| json!({"name": d, "hash": d, "parameters": {"deptypes": ["link"], "virtuals": []}}))
+            .collect();
+        json!({"spec": {"name": name, "version": "1.0", "hash": hash, "dependencies": deps}, "ref_count": 0, "in_buildcache": in_buildcache})
+    }
+
+    fn db(records: &[(&str, Value)]) -> Value {
+        let installs: serde_json::Map<String, Value> = records
+            .iter()
+            .map(|(h, r)| (h.to_string(), r.clone()))
+            .collect();
+        json!({"database": {"version": "8", "installs": installs}})
+    }
+
     #[test]
     fn index_merge_is_a_union() {
-        let a = json!({"database":{"version":"8","installs":{"a":{"ref_count":0},"b":{"x":1}}}});
-        let b = json!({"database":{"version":"8","installs":{"b":{"x":2},"c":{}}}});
+        let a = db(&[
+            ("a", rec("a", "a", &[], true)),
+            ("b", rec("b", "b", &["a"], true)),
+        ]);
+        let b = db(&[
+            ("a", rec("a", "a", &[], true)),
+            ("c", rec("c", "c", &["a"], true)),
+        ]);
         let m = merge_index(&a, &b).unwrap();
-        let keys: Vec<_> = m["database"]["installs"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
+        let installs = m["database"]["installs"].as_object().unwrap();
+        let keys: Vec<_> = installs.keys().cloned().collect();
         assert_eq!(keys, ["a", "b", "c"]);
-        assert_eq!(m["database"]["installs"]["b"]["x"], 2);
+        // Two records depend on `a` now.
+        assert_eq!(installs["a"]["ref_count"], 2);
         assert!(Pointer::Index.contains(&m, &a) && Pointer::Index.contains(&m, &b));
         assert!(!Pointer::Index.contains(&a, &b));
         let v7 = json!({"database":{"version":"7","installs":{}}});
@@ -558,6 +583,34 @@ mod tests {
                 .to_string()
                 .contains("version 7")
         );
+        let broken = json!({"database":{"version":"8","installs":{"x":{"ref_count":0}}}});
+        let err = format!("{:#}", merge_index(&broken, &b).unwrap_err());
+        assert!(
+            err.contains("remote buildcache index is malformed"),
+            "{err}"
+        );
+    }
+
+    /// Publisher A pushed `x`; publisher B has `x` only as a dependency it did not push
+    /// (`in_buildcache: false`). B's merge must not hide A's `x` from Spack.
+    #[test]
+    fn a_dependency_record_never_unpublishes_a_pushed_spec() {
+        let remote = db(&[("x", rec("x", "x", &[], true))]);
+        let ours = db(&[
+            ("x", rec("x", "x", &[], false)),
+            ("y", rec("y", "y", &["x"], true)),
+        ]);
+        let m = merge_index(&remote, &ours).unwrap();
+        let installs = &m["database"]["installs"];
+        assert_eq!(installs["x"]["in_buildcache"], true);
+        assert_eq!(installs["y"]["in_buildcache"], true);
+        assert_eq!(installs["x"]["ref_count"], 1);
+        assert!(Pointer::Index.contains(&m, &ours));
+        // And a remote that has `x` unpublished gets it published by one who pushes it.
+        let m2 = merge_index(&ours, &remote).unwrap();
+        assert_eq!(m2["database"]["installs"]["x"]["in_buildcache"], true);
+        // A destination that still shows our pushed spec as unpublished does not contain ours.
+        assert!(!Pointer::Index.contains(&ours, &remote));
     }
 
     #[test]
