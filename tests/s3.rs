@@ -580,6 +580,65 @@ async fn oidc_token_is_exchanged_with_sts_and_every_credential_is_masked() {
     let _ = oidc.status;
 }
 
+/// A clock the test moves by hand, for the SDK's signing and credential-expiry checks.
+#[derive(Debug, Clone)]
+struct TestClock(Arc<Mutex<std::time::SystemTime>>);
+
+impl aws_smithy_async::time::TimeSource for TestClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// On a long run the role session is renewed before it expires: with a 15-minute session
+/// (STS's minimum), the client keeps its credentials at +2 min and assumes the role again, with
+/// a fresh OIDC token, once fewer than `REFRESH_BEFORE` (5 min, jittered by the SDK down to
+/// 2.5 min) are left. (After the renewal the test's clock runs ahead of moto's, so the new
+/// credentials look short-lived to the client; the test stops there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assumed_role_credentials_are_refreshed_before_they_expire() {
+    use slurm_factory::s3::credentials::REFRESH_BEFORE;
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    create_bucket(&client(&moto.endpoint).await).await;
+    let oidc = oidc_server(200).await;
+    let runner = actions_runner(Some(&oidc), Captured::default());
+    let clock = TestClock(Arc::new(Mutex::new(std::time::SystemTime::now())));
+    let mut s = settings(&moto.endpoint);
+    s.credentials = CredentialSource::GithubOidc {
+        role_arn: "arn:aws:iam::123456789012:role/gha-publish".into(),
+    };
+    s.sts_endpoint_url = Some(moto.endpoint.clone());
+    s.session_duration = Duration::from_secs(900);
+    s.time_source = Some(aws_smithy_async::time::SharedTimeSource::new(clock.clone()));
+    let conn = slurm_factory::s3::credentials::connection(&runner, &s)
+        .await
+        .unwrap();
+    let c = conn.client;
+    let tokens = || oidc.seen.lock().unwrap().len();
+    let list = || c.list_objects_v2().bucket(BUCKET).send();
+
+    list().await.unwrap();
+    let after_first = tokens();
+    assert!(after_first >= 1);
+    let advance = |secs: u64| {
+        let mut t = clock.0.lock().unwrap();
+        *t += Duration::from_secs(secs);
+    };
+    // +2 min: 13 min left, the cached credentials are used.
+    advance(120);
+    list().await.unwrap();
+    assert_eq!(tokens(), after_first, "credentials renewed too early");
+    // +13 min 20 s: 100 s left. The SDK refreshes when fewer than REFRESH_BEFORE, jittered
+    // down by up to half, are left; 100 s is below either bound, so the next request assumes
+    // the role again with a fresh OIDC token.
+    advance(680);
+    assert!(Duration::from_secs(900 - 800) < REFRESH_BEFORE / 2);
+    list().await.unwrap();
+    assert_eq!(tokens(), after_first + 1, "credentials were not renewed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_id_token_permission_fails_before_any_upload() {
     let Some(moto) = Moto::start().await else {

@@ -22,6 +22,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, IdentityCache, Region, RequestChecksumCalculation,
     SharedCredentialsProvider,
 };
+use aws_smithy_async::time::SharedTimeSource;
 
 use crate::gha::{Runner, Secret};
 
@@ -31,7 +32,8 @@ pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
 /// The longest role session AWS allows (and what upstream used): 4 hours.
 pub const MAX_SESSION: Duration = Duration::from_secs(4 * 3600);
 
-/// How long before expiry the credentials are refreshed.
+/// How long before expiry the credentials are refreshed (the SDK's identity cache jitters it
+/// down by up to half: a refresh comes between 5 and 2.5 minutes before expiry).
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 
 /// The region used when none is configured anywhere.
@@ -78,6 +80,9 @@ pub struct S3Settings {
     pub initial_backoff: Duration,
     /// Longest single backoff.
     pub max_backoff: Duration,
+    /// The clock the SDK reads for request signing and credential expiry; `None` = the
+    /// system clock. Tests move a clock of their own forward to exercise the refresh.
+    pub time_source: Option<SharedTimeSource>,
 }
 
 impl Default for S3Settings {
@@ -91,6 +96,7 @@ impl Default for S3Settings {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            time_source: None,
         }
     }
 }
@@ -400,7 +406,11 @@ pub async fn connection(runner: &Runner, settings: &S3Settings) -> Result<Connec
     if let Some(sleep) = shared.sleep_impl() {
         conf = conf.sleep_impl(sleep);
     }
-    if let Some(time) = shared.time_source() {
+    if let Some(time) = settings
+        .time_source
+        .clone()
+        .or_else(|| shared.time_source())
+    {
         conf = conf.time_source(time);
     }
     if let Some(e) = &settings.endpoint_url {
