@@ -1017,6 +1017,76 @@ async fn outputs_and_summary_are_written_for_the_runner() {
     );
 }
 
+/// In Actions the upload is one collapsible group with periodic progress lines, and the job
+/// summary reports objects, bytes, what was skipped and the throughput; a re-run reports
+/// everything as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_lines_in_a_group_and_a_summary_with_skips_and_throughput() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = synth_cache(&dir.path().join("cache"), "progress", &[8 << 20; 6]);
+    let log = Captured::default();
+    let runner = Runner::from_vars([("GITHUB_ACTIONS", "true")]).with_sink(Box::new(log.clone()));
+    let url = url("progress");
+    let o = PublishOptions {
+        require_signed: false,
+        progress: ProgressMode::Lines,
+        progress_interval: Duration::from_millis(20),
+        ..PublishOptions::default()
+    };
+    let r = publish_buildcache(&runner, &c, &url, &s.root, &o)
+        .await
+        .unwrap();
+    let text = log.text();
+    let group = text
+        .find(&format!("::group::Uploading to {url}"))
+        .unwrap_or_else(|| panic!("no group: {text}"));
+    let end = text[group..]
+        .find("::endgroup::")
+        .map(|i| group + i)
+        .unwrap_or_else(|| panic!("group not closed: {text}"));
+    let inside = &text[group..end];
+    let ticks: Vec<&str> = inside
+        .lines()
+        .filter(|l| l.contains(" objects, ") && l.ends_with("/s)"))
+        .collect();
+    assert!(!ticks.is_empty(), "no progress line in the group: {inside}");
+    let total = r.objects_uploaded - 2; // the pointer manifests are written after the group
+    assert!(
+        ticks
+            .iter()
+            .all(|l| l.contains(&format!("/{total} objects"))),
+        "{ticks:?}"
+    );
+    let md = r.summary_markdown(&url.to_string());
+    assert!(
+        md.contains(&format!("| uploaded | {} |", r.objects_uploaded)),
+        "{md}"
+    );
+    assert!(md.contains("| skipped (already there) | 0 | 0 B |"), "{md}");
+    assert!(md.contains("MiB/s") || md.contains("GiB/s"), "{md}");
+
+    // The re-run uploads nothing and says so.
+    let r2 = publish_buildcache(&quiet_runner(), &c, &url, &s.root, &o)
+        .await
+        .unwrap();
+    assert_eq!(r2.objects_uploaded, 0);
+    let md = r2.summary_markdown(&url.to_string());
+    assert!(md.contains("| uploaded | 0 | 0 B |"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "| skipped (already there) | {} |",
+            local_files(&s.root).len() - 2
+        )),
+        "{md}"
+    );
+    assert!(md.contains("index unchanged"), "{md}");
+}
+
 // ---------------------------------------------------------------------------------------
 // The `sign-and-upload` binary end to end: unsigned cache → signed → S3.
 
