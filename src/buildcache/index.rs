@@ -452,6 +452,42 @@ mod tests {
         );
     }
 
+    /// Two publishers of Spack 1.0's real specs: one pushed `lib`, the other `app` (with `lib`
+    /// only as an unpushed dependency). Merging either way round gives Spack's own index of
+    /// both, byte for byte, and `lib` stays published.
+    #[test]
+    fn merging_two_publishers_indexes_gives_spacks_index_of_both() {
+        let lib = parse_spec_blob(&blob(LIB_SPEC), "gzip").unwrap();
+        let app = parse_spec_blob(&blob(APP_SPEC), "gzip").unwrap();
+        let mut lib_idx = Index::new();
+        lib_idx.merge_published(&[lib]).unwrap();
+        let mut app_idx = Index::new();
+        app_idx.merge_published(&[app]).unwrap();
+        let lib_hash = "or7dti47ajgrd2y5bgs2dujuath2dz3p";
+        let app_hash = "resh3sdm7oulbae23jllsxfemfp24cba";
+        assert!(!app_idx.get(lib_hash).unwrap().in_buildcache);
+
+        let mut merged = lib_idx.clone();
+        let stats = merged.merge_index(&app_idx).unwrap();
+        assert_eq!(stats.added, [app_hash]);
+        assert!(stats.updated.is_empty(), "{stats:?}");
+        assert_eq!(stats.kept, 1);
+        assert_eq!(merged.to_json(), blob(INDEX));
+
+        let mut other_way = app_idx.clone();
+        let stats = other_way.merge_index(&lib_idx).unwrap();
+        assert_eq!(stats.updated, [lib_hash]);
+        assert!(other_way.get(lib_hash).unwrap().in_buildcache);
+        assert_eq!(other_way.get(lib_hash).unwrap().ref_count, 1);
+        assert_eq!(other_way.in_buildcache(), merged.in_buildcache());
+
+        // Merging what is already there changes nothing.
+        let before = merged.to_json();
+        let stats = merged.merge_index(&app_idx).unwrap();
+        assert!(stats.added.is_empty() && stats.updated.is_empty());
+        assert_eq!(merged.to_json(), before);
+    }
+
     #[test]
     fn key_index_shape() {
         let bytes = std::fs::read(format!(

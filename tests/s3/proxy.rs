@@ -6,9 +6,9 @@
 //! matching request until the test says go (to run a competing writer in between), or strips
 //! the `If-Match`/`If-None-Match` headers (a server without conditional writes), or removes
 //! the `<ETag>` elements from `ListObjectsV2` answers (a server that lists without ETags, as
-//! s3s-fs does). Otherwise it
-//! forwards the request with `Connection: close` and pipes the answer back. One request per
-//! connection keeps the framing trivial; the SDK reconnects as needed.
+//! s3s-fs does). Otherwise it forwards the request with `Connection: close` and pipes the
+//! answer back. One request per connection keeps the framing trivial; the SDK reconnects as
+//! needed.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -190,9 +190,6 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
         body.extend_from_slice(&chunk[..n]);
     }
     let n = s.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    if request_line.starts_with("HEAD ") {
-        s.stats.heads.fetch_add(1, Ordering::Relaxed);
-    }
     let (method, path) = {
         let mut p = request_line.split(' ');
         (
@@ -200,6 +197,9 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
             p.next().unwrap_or_default().to_owned(),
         )
     };
+    if method == "HEAD" {
+        s.stats.heads.fetch_add(1, Ordering::Relaxed);
+    }
     let action = {
         let mut plan = s.plan.lock().unwrap();
         if let Some((at, dur)) = plan.outage
