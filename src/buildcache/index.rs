@@ -6,16 +6,21 @@
 //! in compact JSON (`separators=(",", ":")`), installs in insertion order, dependencies before
 //! their dependents. Spec nodes are carried verbatim (raw JSON), so entries written by Spack are
 //! re-emitted byte for byte.
+//!
+//! [`update_pointer`] is the one compare-and-swap loop that writes the index and the key
+//! index, on every backend.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::layout::{SpecNode, py_json_str};
+use super::layout::{self, BlobRecord, Manifest, Sha256Hex, SpecNode, py_json_str};
+use super::storage::{Precondition, PreconditionFailed, PutOptions, Storage, WriteMode};
 use crate::pgp::KeyFingerprint;
 
 /// The DB version Spack 1.0 writes.
@@ -111,7 +116,7 @@ impl InstallRecord {
 }
 
 /// A change [`Index::merge_published`] made, for reports and dry runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MergeStats {
     /// Specs that were not in the index before.
     pub added: Vec<String>,
@@ -390,6 +395,355 @@ impl KeyIndex {
             .map(|k| format!("{}:{{}}", py_json_str(k)))
             .collect();
         format!("{{\"keys\":{{{}}}}}", body.join(",")).into_bytes()
+    }
+}
+
+/// A document a pointer manifest points at: the index or the key index.
+pub trait PointerDoc: Clone + Sized {
+    /// The pointer manifest's key.
+    const MANIFEST: &'static str;
+    /// The media type of the blob.
+    const MEDIA_TYPE: &'static str;
+    /// What it is, for messages.
+    const WHAT: &'static str;
+    /// Parses the blob.
+    fn parse_blob(bytes: &[u8]) -> Result<Self>;
+    /// The blob bytes, exactly as Spack writes them.
+    fn blob(&self) -> Vec<u8>;
+    /// The document of a buildcache that has none yet.
+    fn empty() -> Self;
+}
+
+impl PointerDoc for Index {
+    const MANIFEST: &'static str = layout::INDEX_MANIFEST;
+    const MEDIA_TYPE: &'static str = layout::INDEX_MEDIA_TYPE;
+    const WHAT: &'static str = "index";
+    fn parse_blob(bytes: &[u8]) -> Result<Self> {
+        Index::parse(bytes)
+    }
+    fn blob(&self) -> Vec<u8> {
+        self.to_json()
+    }
+    fn empty() -> Self {
+        Index::new()
+    }
+}
+
+impl PointerDoc for KeyIndex {
+    const MANIFEST: &'static str = layout::KEY_INDEX_MANIFEST;
+    const MEDIA_TYPE: &'static str = layout::KEY_INDEX_MEDIA_TYPE;
+    const WHAT: &'static str = "key index";
+    fn parse_blob(bytes: &[u8]) -> Result<Self> {
+        KeyIndex::parse(bytes)
+    }
+    fn blob(&self) -> Vec<u8> {
+        self.to_json()
+    }
+    fn empty() -> Self {
+        KeyIndex::default()
+    }
+}
+
+/// A pointer manifest as read: the document, its blob bytes and the manifest's version tag.
+#[derive(Debug, Clone)]
+pub struct Current<T> {
+    /// The parsed document.
+    pub doc: T,
+    /// The blob bytes it was parsed from.
+    pub blob: Vec<u8>,
+    /// The manifest's version tag, for `If-Match`.
+    pub etag: Option<String>,
+}
+
+/// Reads the pointer manifest of `T` and the blob it names (checking its SHA-256), or `None`
+/// when there is no manifest.
+pub async fn read_pointer<T: PointerDoc>(store: &dyn Storage) -> Result<Option<Current<T>>> {
+    let Some(obj) = store.get(T::MANIFEST).await? else {
+        return Ok(None);
+    };
+    let text = layout::manifest_text(&obj.bytes)?;
+    let m = Manifest::from_json(&text)
+        .with_context(|| format!("{} of {}", T::MANIFEST, store.url()))?;
+    let rec = m
+        .blob(T::MEDIA_TYPE)
+        .or_else(|| m.data.first())
+        .with_context(|| format!("{} lists no {} blob", T::MANIFEST, T::WHAT))?;
+    let key = rec.key()?;
+    let blob = store.get(&key).await?.with_context(|| {
+        format!(
+            "the {} manifest of {} points at {key}, which is missing",
+            T::WHAT,
+            store.url()
+        )
+    })?;
+    if Sha256Hex::of(&blob.bytes).as_str() != rec.checksum {
+        bail!(
+            "the {} blob {key} of {} does not match its manifest's sha256",
+            T::WHAT,
+            store.url()
+        );
+    }
+    let doc = T::parse_blob(&blob.bytes)
+        .with_context(|| format!("{} blob {key} of {}", T::WHAT, store.url()))?;
+    Ok(Some(Current {
+        doc,
+        blob: blob.bytes,
+        etag: obj.etag,
+    }))
+}
+
+/// What [`update_pointer`] did.
+#[derive(Debug, Clone)]
+pub struct PointerUpdate<T> {
+    /// The document as it is now (or would be, in a dry run).
+    pub doc: T,
+    /// Whether the manifest was written (false: the destination already held everything).
+    pub written: bool,
+    /// Read-merge-write cycles used (1 = no conflict).
+    pub attempts: u32,
+    /// Objects written (the merged blob when new, and the manifest).
+    pub objects_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// How concurrent writers were kept apart.
+    pub write_mode: WriteMode,
+}
+
+/// The lease lock of [`WriteMode::Lock`], relative to the buildcache root.
+pub const LOCK_KEY: &str = "v3/.slurm-factory.lock";
+/// A lock older than this is considered abandoned.
+pub const LOCK_STALE: Duration = Duration::from_secs(300);
+/// How long a publisher waits after writing its lock token before reading it back.
+pub const LOCK_SETTLE: Duration = Duration::from_millis(750);
+
+/// The one compare-and-swap loop of the buildcache's pointer manifests (the index and the
+/// key index), for every backend. Many publishers (matrix legs) write one prefix at once;
+/// each update is a read-merge-write cycle:
+///
+/// 1. read the manifest (remember its version tag) and the blob it points at;
+/// 2. `merge` our entries into it; stop when the blob would not change;
+/// 3. write the merged blob (content-addressed, so it never overwrites anything that matters);
+/// 4. write the manifest with `If-Match: <tag>` (or `If-None-Match: *` when there was none).
+///    A lost race ([`PreconditionFailed`]) starts again from 1 after a jittered backoff;
+/// 5. read it back and check that merging again changes nothing: our entries are there
+///    (defence in depth against servers whose conditional check is not atomic).
+///
+/// Stores without conditional writes ([`WriteMode::Lock`]) first take a lease lock
+/// ([`LOCK_KEY`] holding a random token): wait while a fresh lock (younger than
+/// [`LOCK_STALE`]) exists, write the token, wait [`LOCK_SETTLE`], and own the lock only if the
+/// token is still there; then steps 1–5 without conditions, and delete the lock. Without an
+/// atomic primitive this is best effort; step 5 catches most losses. For such servers run one
+/// final publisher (or `spack buildcache update-index`) after the matrix.
+///
+/// `dry_run` reads and merges but writes nothing (and does not probe the store).
+pub async fn update_pointer<T: PointerDoc>(
+    store: &dyn Storage,
+    merge: impl Fn(&mut T) -> Result<()>,
+    max_attempts: u32,
+    dry_run: bool,
+) -> Result<PointerUpdate<T>> {
+    if dry_run {
+        let current = read_pointer::<T>(store).await?;
+        let mut doc = current.as_ref().map_or_else(T::empty, |c| c.doc.clone());
+        merge(&mut doc)?;
+        let written = current.as_ref().is_none_or(|c| c.blob != doc.blob());
+        return Ok(PointerUpdate {
+            doc,
+            written,
+            attempts: 1,
+            objects_written: 0,
+            bytes_written: 0,
+            write_mode: WriteMode::Conditional,
+        });
+    }
+    let mode = store.write_mode().await?;
+    let lock = match mode {
+        WriteMode::Conditional => None,
+        WriteMode::Lock => Some(LeaseLock::acquire(store).await?),
+    };
+    let result = cas_cycles(store, &merge, max_attempts, mode).await;
+    if let Some(l) = lock {
+        l.release(store).await;
+    }
+    result
+}
+
+async fn cas_cycles<T: PointerDoc>(
+    store: &dyn Storage,
+    merge: &impl Fn(&mut T) -> Result<()>,
+    max_attempts: u32,
+    mode: WriteMode,
+) -> Result<PointerUpdate<T>> {
+    let mut update = PointerUpdate {
+        doc: T::empty(),
+        written: false,
+        attempts: 0,
+        objects_written: 0,
+        bytes_written: 0,
+        write_mode: mode,
+    };
+    for attempt in 1..=max_attempts.max(1) {
+        update.attempts = attempt;
+        let current = read_pointer::<T>(store).await?;
+        let mut doc = current.as_ref().map_or_else(T::empty, |c| c.doc.clone());
+        merge(&mut doc)?;
+        let blob = doc.blob();
+        if let Some(c) = &current
+            && c.blob == blob
+        {
+            update.doc = doc;
+            return Ok(update);
+        }
+        // The blob first: the manifest must never point at something missing.
+        let rec = BlobRecord::for_bytes(&blob, T::MEDIA_TYPE, "none");
+        let key = rec.key()?;
+        let present = store
+            .digest(&key)
+            .await?
+            .is_some_and(|(d, n)| d.as_str() == rec.checksum && n == rec.content_length);
+        if !present {
+            store
+                .put(&key, blob.clone(), PutOptions::typed("application/json"))
+                .await
+                .with_context(|| format!("cannot write the merged {} blob {key}", T::WHAT))?;
+            update.objects_written += 1;
+            update.bytes_written += blob.len() as u64;
+        }
+        let precondition = match (mode, &current) {
+            (WriteMode::Lock, _) => Precondition::None,
+            (WriteMode::Conditional, Some(Current { etag: Some(e), .. })) => {
+                Precondition::IfMatch(e.clone())
+            }
+            (WriteMode::Conditional, Some(_)) => bail!(
+                "{} of {} has no version tag, so it cannot be updated safely",
+                T::MANIFEST,
+                store.url()
+            ),
+            (WriteMode::Conditional, None) => Precondition::IfAbsent,
+        };
+        let manifest = Manifest::new(vec![rec]).to_spack_json();
+        let len = manifest.len() as u64;
+        let put = store
+            .put(
+                T::MANIFEST,
+                manifest,
+                PutOptions {
+                    content_type: Some("application/json".into()),
+                    cache_control: Some("no-cache".into()),
+                    precondition,
+                },
+            )
+            .await;
+        match put {
+            Ok(_) => {
+                update.written = true;
+                update.objects_written += 1;
+                update.bytes_written += len;
+                // Read back: our entries must be there (or in a later writer's merge).
+                if let Some(now) = read_pointer::<T>(store).await? {
+                    let mut again = now.doc.clone();
+                    merge(&mut again)?;
+                    if again.blob() == now.blob {
+                        update.doc = now.doc;
+                        return Ok(update);
+                    }
+                }
+            }
+            Err(e) if e.downcast_ref::<PreconditionFailed>().is_some() => {}
+            Err(e) => {
+                return Err(e.context(format!(
+                    "cannot write the {} manifest to {}",
+                    T::WHAT,
+                    store.url()
+                )));
+            }
+        }
+        tokio::time::sleep(backoff(
+            attempt,
+            Duration::from_millis(50),
+            Duration::from_secs(3),
+        ))
+        .await;
+    }
+    bail!(
+        "gave up updating {} at {} after {max_attempts} attempts: other publishers kept changing it. Re-run this step; it uploads only what is missing",
+        T::MANIFEST,
+        store.url()
+    )
+}
+
+/// Full-jitter exponential backoff, at least `base / 2`.
+fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    use rand::Rng;
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    let ceiling = exp.min(cap).max(base);
+    let ms = ceiling.as_millis().max(1) as u64;
+    let floor = (base.as_millis() as u64 / 2).min(ms);
+    Duration::from_millis(rand::rng().random_range(floor..=ms))
+}
+
+/// The lease lock of [`WriteMode::Lock`].
+struct LeaseLock {
+    token: String,
+}
+
+impl LeaseLock {
+    async fn acquire(store: &dyn Storage) -> Result<Self> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now() + LOCK_STALE * 2;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if Instant::now() > deadline {
+                bail!(
+                    "could not take the publish lock {}/{LOCK_KEY} for {}s; if no other publisher is running, delete it",
+                    store.url(),
+                    (LOCK_STALE * 2).as_secs()
+                );
+            }
+            let free = match store.head(LOCK_KEY).await? {
+                None => true,
+                Some(m) => m
+                    .last_modified
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > LOCK_STALE),
+            };
+            if free {
+                store
+                    .put(
+                        LOCK_KEY,
+                        token.clone().into_bytes(),
+                        PutOptions {
+                            content_type: Some("text/plain".into()),
+                            cache_control: Some("no-store".into()),
+                            precondition: Precondition::None,
+                        },
+                    )
+                    .await
+                    .context("cannot write the publish lock")?;
+                tokio::time::sleep(LOCK_SETTLE).await;
+                if let Ok(Some(o)) = store.get(LOCK_KEY).await
+                    && o.bytes == token.as_bytes()
+                {
+                    return Ok(LeaseLock { token });
+                }
+            }
+            tokio::time::sleep(backoff(
+                attempt.min(6),
+                Duration::from_millis(200),
+                Duration::from_secs(3),
+            ))
+            .await;
+        }
+    }
+
+    async fn release(self, store: &dyn Storage) {
+        // Delete only our own lock.
+        if let Ok(Some(o)) = store.get(LOCK_KEY).await
+            && o.bytes == self.token.as_bytes()
+        {
+            let _ = store.delete(LOCK_KEY).await;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Spack layout-v3 buildcaches: the typed layout ([`layout`]), where they are stored
-//! ([`storage`]), the DB v8 index and key index ([`index`]), signing and publishing a local
-//! buildcache ([`sign`]) and verifying one ([`verify`]).
+//! ([`storage`]), the DB v8 index and key index and their one compare-and-swap loop
+//! ([`index`]), signing ([`sign`]), the one publish engine ([`publish`]) and verification
+//! ([`verify`]).
 //!
 //! Everything here matches what Spack 1.0.0 writes and reads (`url_buildcache.py`,
 //! `binary_distribution.py`), checked against real buildcaches in `tests/fixtures/spack-v3`.
@@ -9,13 +10,14 @@ use anyhow::{Context, Result};
 
 pub mod index;
 pub mod layout;
+pub mod publish;
 pub mod sign;
 pub mod storage;
 pub mod verify;
 
 pub use index::{Index, KeyIndex, MergeStats};
 pub use layout::{BlobRecord, Manifest, Sha256Hex, SpecId, SpecNode};
-pub use storage::{LocalDir, Location, Storage};
+pub use storage::{HttpStore, LocalDir, Location, S3Store, Storage};
 
 /// A spec manifest read from a buildcache.
 #[derive(Debug, Clone)]
@@ -39,8 +41,43 @@ impl SpecEntry {
     }
 }
 
-/// The keys of every spec manifest in the buildcache, sorted.
+/// The keys of every spec manifest in the buildcache, sorted: listed where the store can
+/// list, else derived from the index (every record it marks `in_buildcache`), the way Spack
+/// reads an HTTP mirror.
 pub async fn spec_manifest_keys(storage: &dyn Storage) -> Result<Vec<String>> {
+    if !storage.can_list() {
+        let (index, _) = read_index(storage).await?.with_context(|| {
+            format!(
+                "{} cannot be listed and has no index ({}), so its specs cannot be found",
+                storage.url(),
+                layout::INDEX_MANIFEST
+            )
+        })?;
+        let mut keys = Vec::new();
+        for (hash, rec) in index.records() {
+            if !rec.in_buildcache {
+                continue;
+            }
+            let node = SpecNode::from_raw(rec.spec.clone())
+                .with_context(|| format!("index record {hash} of {}", storage.url()))?;
+            let id = SpecId {
+                name: node.name,
+                version: node.version,
+                hash: hash.to_owned(),
+            };
+            // The key is built from index text: check it names a well-formed manifest key.
+            let key = id.manifest_key();
+            SpecId::from_manifest_key(&key).with_context(|| {
+                format!(
+                    "index record {hash} of {} names no valid spec manifest",
+                    storage.url()
+                )
+            })?;
+            keys.push(key);
+        }
+        keys.sort();
+        return Ok(keys);
+    }
     Ok(storage
         .list(layout::SPEC_PREFIX)
         .await
@@ -115,6 +152,18 @@ pub async fn check_blob(
         Err(e) => return Ok(Err(BlobProblem::BadRecord(e.to_string()))),
     };
     let key = layout::blob_key(&sha);
+    // The size first, from metadata: a huge (or sparse) file is refused without reading it.
+    let Some(meta) = storage.head(&key).await? else {
+        return Ok(Err(BlobProblem::Missing(key, record.media_type.clone())));
+    };
+    if meta.size != record.content_length {
+        return Ok(Err(BlobProblem::Size {
+            key,
+            media_type: record.media_type.clone(),
+            expected: record.content_length,
+            actual: meta.size,
+        }));
+    }
     let Some((actual, size)) = storage.digest(&key).await? else {
         return Ok(Err(BlobProblem::Missing(key, record.media_type.clone())));
     };
@@ -174,30 +223,7 @@ pub async fn read_spec_nodes(storage: &dyn Storage, entry: &SpecEntry) -> Result
 /// Reads the index (manifest and DB blob) with the manifest's version tag, or `None` when the
 /// buildcache has no index yet.
 pub async fn read_index(storage: &dyn Storage) -> Result<Option<(Index, Option<String>)>> {
-    let Some(obj) = storage.get(layout::INDEX_MANIFEST).await? else {
-        return Ok(None);
-    };
-    let text = layout::manifest_text(&obj.bytes)?;
-    let m = Manifest::from_json(&text)
-        .with_context(|| format!("{} of {}", layout::INDEX_MANIFEST, storage.url()))?;
-    let rec = m
-        .blob(layout::INDEX_MEDIA_TYPE)
-        .or_else(|| m.data.first())
-        .with_context(|| format!("{} lists no index blob", layout::INDEX_MANIFEST))?;
-    let key = rec.key()?;
-    let blob = storage.get(&key).await?.with_context(|| {
-        format!(
-            "the index manifest of {} points at {key}, which is missing",
-            storage.url()
-        )
-    })?;
-    if Sha256Hex::of(&blob.bytes).as_str() != rec.checksum {
-        anyhow::bail!(
-            "the index blob {key} of {} does not match its manifest's sha256",
-            storage.url()
-        );
-    }
-    let idx = Index::parse(&blob.bytes)
-        .with_context(|| format!("index blob {key} of {}", storage.url()))?;
-    Ok(Some((idx, obj.etag)))
+    Ok(index::read_pointer::<Index>(storage)
+        .await?
+        .map(|c| (c.doc, c.etag)))
 }

@@ -1,29 +1,30 @@
-//! `sign-and-upload`: sign an unsigned local buildcache and publish it.
+//! `sign-and-upload`: sign a local buildcache and publish it. The engine is
+//! [`crate::buildcache::publish`]; this is its argument surface.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use base64::Engine as _;
 use clap::Parser;
 
-use super::{bool_flag_or_input, flag_or_input};
-use crate::buildcache::sign::{self, Change, PublishMode, PublishOptions};
-use crate::buildcache::{LocalDir, Storage, storage};
+use super::{bool_flag_or_input, flag_or_input, trusted_keys_from};
+use crate::buildcache::publish::{PublishMode, parse_fingerprint};
+pub use crate::buildcache::publish::{Publisher, S3Flags, load_signing_key};
 use crate::gha::Runner;
-use crate::pgp::SigningKey;
 
-/// Sign an unsigned Spack buildcache with OpenPGP and publish it (file:// or s3://).
+/// Sign a Spack buildcache with OpenPGP and publish it (file:// or s3://).
 ///
 /// The signing key comes from `GPG_PRIVATE_KEY` (ASCII-armored, or base64 of it), unlocked with
 /// `GPG_PASSPHRASE` and selected by `GPG_KEY_ID`, or from `--key-file`. It stays in memory.
+/// Every file of the source is checked before anything is written; an already clearsigned
+/// manifest is accepted only when it verifies against the signing key or a `--trusted-key`.
 #[derive(Debug, Parser)]
 #[command(
     name = "sign-and-upload",
     version,
-    after_help = "Examples:\n  GPG_PRIVATE_KEY=\"$(cat key.asc)\" sign-and-upload --source ./out/buildcache --destination file:///srv/mirror\n  sign-and-upload --source ./out/buildcache --destination s3://bucket/slurm/25.11/13.4.0/buildcache --key-file key.asc\n  sign-and-upload --source ./out/buildcache --destination s3://bucket/p --endpoint-url http://127.0.0.1:9000 --dry-run"
+    after_help = "Examples:\n  GPG_PRIVATE_KEY=\"$(cat key.asc)\" sign-and-upload --source ./out/buildcache --destination file:///srv/mirror\n  sign-and-upload --source ./out/buildcache --destination s3://bucket/slurm/25.11/13.4.0/buildcache --key-file key.asc\n  sign-and-upload --source ./out/buildcache --destination s3://bucket/p --endpoint-url http://127.0.0.1:9000 --dry-run\n  sign-and-upload --source ./out/buildcache --destination file:///srv/mirror --key-file key.asc --publish-key-fingerprint 1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"
 )]
 pub struct Args {
-    /// The unsigned local buildcache written by the build [input: source]
+    /// The local buildcache written by the build [input: source]
     #[arg(long)]
     pub source: Option<PathBuf>,
     /// Destination buildcache URL: file:///path or s3://bucket/prefix [input: destination]
@@ -38,6 +39,15 @@ pub struct Args {
     /// Report what would change without writing anything [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
+    /// Public key accepted on already-signed source manifests (repeatable) [input: trusted_keys, one per line]
+    #[arg(long = "trusted-key")]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Fingerprint of another key to publish from the source and to accept in the destination's key index (repeatable) [input: publish_key_fingerprints, one per line]
+    #[arg(long = "publish-key-fingerprint")]
+    pub publish_key_fingerprints: Vec<String>,
+    /// Keep a destination key index that names keys this run does not know [input: accept_unknown_keys]
+    #[arg(long)]
+    pub accept_unknown_keys: bool,
     /// S3-compatible endpoint (path-style addressing) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
     #[arg(long)]
     pub endpoint_url: Option<String>,
@@ -49,53 +59,6 @@ pub struct Args {
     pub role_arn: Option<String>,
 }
 
-/// Registers the key material and passphrase with the runner's log masker: every line of
-/// the value as given and of its decoded armor (the runner masks line by line).
-fn mask_secrets(runner: &Runner, material: &str, passphrase: Option<&str>) {
-    if let Some(p) = passphrase {
-        runner.add_mask(p);
-    }
-    let mut lines: Vec<String> = material.lines().map(|l| l.trim().to_owned()).collect();
-    let compact: String = material.split_whitespace().collect();
-    if !material.trim_start().starts_with("-----BEGIN")
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes())
-        && let Ok(text) = String::from_utf8(decoded)
-    {
-        lines.push(compact);
-        lines.extend(text.lines().map(|l| l.trim().to_owned()));
-    }
-    for line in lines {
-        let public_armor = line.starts_with("-----")
-            || line.starts_with("Comment:")
-            || line.starts_with("Version:");
-        if line.len() >= 4 && !public_armor {
-            runner.add_mask(&line);
-        }
-    }
-}
-
-/// Loads the signing key from `--key-file` or `GPG_PRIVATE_KEY`, with `GPG_PASSPHRASE` and
-/// `GPG_KEY_ID`, masking the secrets first. Prints only the public fingerprint.
-pub fn load_signing_key(key_file: Option<&std::path::Path>, runner: &Runner) -> Result<SigningKey> {
-    let passphrase = runner.var("GPG_PASSPHRASE").filter(|p| !p.is_empty());
-    let key_id = runner.var("GPG_KEY_ID").filter(|k| !k.trim().is_empty());
-    let material: Vec<u8> = match key_file {
-        Some(path) => std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read the signing key file {}; pass the path of an ASCII-armored secret key",
-                path.display()
-            )
-        })?,
-        None => runner
-            .var("GPG_PRIVATE_KEY")
-            .map(|s| s.as_bytes().to_vec())
-            .unwrap_or_default(),
-    };
-    mask_secrets(runner, &String::from_utf8_lossy(&material), passphrase);
-    let key = SigningKey::load(&material, passphrase, key_id).map_err(anyhow::Error::new)?;
-    Ok(key)
-}
-
 /// Runs `sign-and-upload`.
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let publish: PublishMode = flag_or_input(args.publish, &runner, "publish")
@@ -103,22 +66,37 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .unwrap_or("all")
         .parse()?;
     let dry_run = bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?;
+    let accept_unknown_keys = bool_flag_or_input(
+        args.accept_unknown_keys.then_some(true),
+        &runner,
+        "accept_unknown_keys",
+        false,
+    )?;
     let destination = flag_or_input(args.destination, &runner, "destination").context(
         "no destination: pass --destination file:///path (or set the action input `destination`)",
     )?;
     let source = args
         .source
         .or_else(|| runner.input("source").map(PathBuf::from))
-        .context("no source: pass --source <dir> (the unsigned buildcache the build wrote)")?;
+        .context("no source: pass --source <dir> (the buildcache the build wrote)")?;
     let key_file = args
         .key_file
         .or_else(|| runner.input("key_file").map(PathBuf::from));
+    let mut fingerprints = args.publish_key_fingerprints;
+    if fingerprints.is_empty() {
+        fingerprints = runner.input_list("publish_key_fingerprints");
+    }
+    let fingerprints = fingerprints
+        .iter()
+        .map(|f| parse_fingerprint(f))
+        .collect::<Result<Vec<_>>>()?;
+    let (trusted, _) = trusted_keys_from(args.trusted_keys, &runner, "trusted_keys")?;
     let s3 = S3Flags {
         endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
         region: flag_or_input(args.region, &runner, "region"),
         role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
     };
-    let publisher = Publisher::prepare(
+    Publisher::prepare(
         &runner,
         &destination,
         key_file.as_deref(),
@@ -126,291 +104,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         publish,
         dry_run,
     )
-    .await?;
-    publisher.publish(&runner, &source).await
-}
-
-/// A publication whose key, destination, credentials and bucket have been checked, so that
-/// signing and uploading can follow later (for `build-* --publish`, after an hours-long build)
-/// without failing on input that was wrong from the start.
-pub struct Publisher {
-    mode: PublishMode,
-    dry_run: bool,
-    target: Target,
-}
-
-enum Target {
-    Nothing,
-    Local {
-        dest: LocalDir,
-        key: Box<SigningKey>,
-    },
-    S3(Box<S3Target>),
-}
-
-struct S3Target {
-    key: SigningKey,
-    url: crate::s3::S3Url,
-    settings: crate::s3::S3Settings,
-    conn: crate::s3::credentials::Connection,
-}
-
-impl std::fmt::Debug for Publisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("mode", &self.mode)
-            .field("dry_run", &self.dry_run)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Publisher {
-    /// Checks everything that can be wrong before any write: the publish mode, the
-    /// destination URL, the signing key (`--key-file` or `GPG_PRIVATE_KEY`, masked), and for
-    /// `s3://` the credentials (assuming the OIDC role) and the bucket.
-    pub async fn prepare(
-        runner: &Runner,
-        destination: &str,
-        key_file: Option<&std::path::Path>,
-        s3: S3Flags,
-        mode: PublishMode,
-        dry_run: bool,
-    ) -> Result<Publisher> {
-        let target = if mode == PublishMode::None {
-            Target::Nothing
-        } else if let storage::Location::S3 { bucket, prefix } =
-            storage::Location::parse(destination)?
-        {
-            let url = crate::s3::S3Url::new(bucket, prefix)?;
-            // Nothing touches the network before the key loads.
-            let key = load_signing_key(key_file, runner)?;
-            announce_key(runner, &key);
-            let settings =
-                crate::s3::S3Settings::resolve(runner, s3.endpoint_url, s3.region, s3.role_arn)?;
-            let conn = crate::s3::credentials::connection(runner, &settings).await?;
-            crate::s3::preflight(&conn.client, &url).await?;
-            Target::S3(Box::new(S3Target {
-                key,
-                url,
-                settings,
-                conn,
-            }))
-        } else {
-            let dest = storage::open_local_or_explain(destination)?;
-            let key = load_signing_key(key_file, runner)?;
-            announce_key(runner, &key);
-            Target::Local {
-                dest,
-                key: Box::new(key),
-            }
-        };
-        Ok(Publisher {
-            mode,
-            dry_run,
-            target,
-        })
-    }
-
-    /// Signs the unsigned buildcache at `source`, publishes it, and writes the step outputs
-    /// (`buildcache-url`, `specs-published`, `bytes-uploaded`) and the job summary.
-    pub async fn publish(self, runner: &Runner, source: &std::path::Path) -> Result<()> {
-        let (mode, dry_run) = (self.mode, self.dry_run);
-        match self.target {
-            Target::Nothing => {
-                runner.notice("publish: none — nothing was signed or published");
-                runner.set_outputs(&[
-                    ("buildcache-url", ""),
-                    ("specs-published", "0"),
-                    ("bytes-uploaded", "0"),
-                ])?;
-                runner.append_summary(
-                    "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
-                )?;
-                Ok(())
-            }
-            Target::Local { dest, key } => {
-                publish_local(runner, source, &dest, &key, mode, dry_run).await
-            }
-            Target::S3(t) => {
-                let S3Target {
-                    key,
-                    url,
-                    settings,
-                    conn,
-                } = *t;
-                run_s3(runner, source, &key, url, &settings, &conn, mode, dry_run).await
-            }
-        }
-    }
-}
-
-fn announce_key(runner: &Runner, key: &SigningKey) {
-    runner.info(&format!(
-        "signing key: {} (signing subkey {})",
-        key.fingerprint(),
-        key.signing_fingerprint()
-    ));
-}
-
-async fn publish_local(
-    runner: &Runner,
-    source: &std::path::Path,
-    dest: &LocalDir,
-    key: &SigningKey,
-    mode: PublishMode,
-    dry_run: bool,
-) -> Result<()> {
-    let source = LocalDir::new(source);
-    let opts = PublishOptions { mode, dry_run };
-    let report = {
-        let _g = runner.group(&format!(
-            "{} {} to {}",
-            if dry_run {
-                "Plan (dry run):"
-            } else {
-                "Sign and publish"
-            },
-            source.root().display(),
-            dest.url()
-        ));
-        let report = sign::publish(&source, dest, key, &opts).await?;
-        for o in &report.objects {
-            if o.change != Change::Unchanged {
-                runner.info(&format!(
-                    "{}{:9} {} ({} bytes)",
-                    if dry_run { "would write " } else { "" },
-                    o.change.to_string(),
-                    o.key,
-                    o.size
-                ));
-            }
-        }
-        report
-    };
-    let bytes = if dry_run { 0 } else { report.bytes_uploaded() };
-    runner.info(&format!(
-        "{} specs, {} objects {}, {} bytes; index has {} records",
-        report.specs.len(),
-        report.objects_written(),
-        if dry_run {
-            "would be written"
-        } else {
-            "written"
-        },
-        report.bytes_uploaded(),
-        report.index_records
-    ));
-    runner.set_outputs(&[
-        ("buildcache-url", report.url.as_str()),
-        ("specs-published", &report.specs.len().to_string()),
-        ("bytes-uploaded", &bytes.to_string()),
-    ])?;
-    runner.append_summary(&report.summary_markdown())?;
-    Ok(())
-}
-
-/// The S3 options of a publication (`--endpoint-url`, `--region`, `--role-arn`).
-#[derive(Debug, Clone, Default)]
-pub struct S3Flags {
-    /// S3-compatible endpoint (path-style addressing).
-    pub endpoint_url: Option<String>,
-    /// AWS region.
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token.
-    pub role_arn: Option<String>,
-}
-
-/// `sign-and-upload` to `s3://`: check the key, the credentials (role) and the bucket first;
-/// sign into a local staging buildcache (seeded with the destination's current spec
-/// manifests, so unchanged specs keep their signatures and are not uploaded again); publish
-/// the staging cache with the S3 engine (parallel, checksummed, index merged last with a
-/// conditional write).
-#[allow(clippy::too_many_arguments)]
-async fn run_s3(
-    runner: &Runner,
-    source: &std::path::Path,
-    key: &SigningKey,
-    url: crate::s3::S3Url,
-    settings: &crate::s3::S3Settings,
-    conn: &crate::s3::credentials::Connection,
-    publish: PublishMode,
-    dry_run: bool,
-) -> Result<()> {
-    use crate::s3;
-
-    let store = s3::store::S3Store::new(conn.client.clone(), url.clone());
-
-    // 3. Sign into a staging directory next to the runner's other temporary files.
-    let staging_parent = runner
-        .var("RUNNER_TEMP")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let staging = tempfile::Builder::new()
-        .prefix("sign-and-upload-")
-        .tempdir_in(&staging_parent)
-        .with_context(|| {
-            format!(
-                "cannot create a staging directory in {}",
-                staging_parent.display()
-            )
-        })?;
-    let src = LocalDir::new(source);
-    let stage = LocalDir::new(staging.path());
-    let spec_keys: Vec<String> = src
-        .list("v3/manifests/spec/")
-        .await
-        .with_context(|| format!("cannot list the source buildcache {}", source.display()))?
-        .into_iter()
-        .map(|m| m.key)
-        .filter(|k| k.ends_with(".spec.manifest.json"))
-        .collect();
-    for chunk in spec_keys.chunks(16) {
-        let fetched = futures::future::try_join_all(chunk.iter().map(|k| store.get(k))).await?;
-        for (k, obj) in chunk.iter().zip(fetched) {
-            if let Some((bytes, _)) = obj {
-                stage.put(k, bytes, storage::PutOptions::default()).await?;
-            }
-        }
-    }
-    let signed = {
-        let _g = runner.group(&format!("Sign {} (staging)", source.display()));
-        sign::publish(
-            &src,
-            &stage,
-            key,
-            &PublishOptions {
-                mode: publish,
-                dry_run: false,
-            },
-        )
-        .await?
-    };
-    runner.info(&format!(
-        "signed {} spec(s) with {}",
-        signed.specs.len(),
-        signed.fingerprint
-    ));
-
-    // 4. Publish.
-    let opts = s3::PublishOptions {
-        dry_run,
-        require_signed: true,
-        ..s3::PublishOptions::default()
-    };
-    let report = s3::publish_buildcache(runner, &conn.client, &url, staging.path(), &opts).await?;
-    let catalog = crate::catalog::Catalog::embedded();
-    let public = s3::upload::public_url(
-        Some(&catalog),
-        &url,
-        settings.endpoint_url.as_deref(),
-        &conn.region,
-    );
-    runner.info(&format!(
-        "{} {} object(s), {} byte(s); {} already there. Consumers: spack mirror add <name> {public}",
-        if dry_run { "would upload" } else { "uploaded" },
-        report.objects_uploaded,
-        report.bytes_uploaded,
-        report.objects_skipped
-    ));
-    s3::upload::write_outputs(runner, &report, &url, &public)
+    .await?
+    .with_policy(trusted, fingerprints, accept_unknown_keys)
+    .publish(&runner, &source)
+    .await
 }

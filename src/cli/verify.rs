@@ -5,17 +5,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use super::{bool_flag_or_input, flag_or_input};
+use super::{bool_flag_or_input, flag_or_input, trusted_keys_from};
+use crate::buildcache::storage;
 use crate::buildcache::verify::{VerifyOptions, verify_buildcache};
-use crate::buildcache::{Storage, storage};
 use crate::gha::Runner;
-use crate::pgp::TrustedKeys;
 
 /// Verify every signed manifest and every blob of a buildcache against trusted keys.
 #[derive(Debug, Parser)]
 #[command(
     name = "verify",
-    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc"
+    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache https://cdn.example.org/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache http://127.0.0.1:8000/buildcache --allow-insecure-http --trusted-key signer.asc"
 )]
 pub struct Args {
     /// Buildcache URL or directory [input: buildcache]
@@ -27,6 +26,9 @@ pub struct Args {
     /// Accept unsigned spec manifests (still checks blobs) [input: allow_unsigned]
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Read a plain http:// buildcache (loopback tests, private mirrors); signatures are still checked [input: allow_insecure_http]
+    #[arg(long)]
+    pub allow_insecure_http: bool,
     /// For s3:// buildcaches: S3-compatible endpoint (path-style) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
     #[arg(long)]
     pub endpoint_url: Option<String>,
@@ -39,50 +41,30 @@ pub struct Args {
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let location = flag_or_input(args.buildcache, &runner, "buildcache")
         .context("no buildcache: pass --buildcache file:///path (or a directory)")?;
-    let mut key_files = args.trusted_keys;
-    if key_files.is_empty() {
-        key_files = runner
-            .input_list("trusted_keys")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-    }
     let allow_unsigned = bool_flag_or_input(
         args.allow_unsigned.then_some(true),
         &runner,
         "allow_unsigned",
         false,
     )?;
-    if key_files.is_empty() && !allow_unsigned {
+    let (trusted, key_files) = trusted_keys_from(args.trusted_keys, &runner, "trusted_keys")?;
+    if key_files == 0 && !allow_unsigned {
         bail!(
             "no trusted keys: pass --trusted-key <public key file> (repeatable), or --allow-unsigned to check blobs only"
         );
     }
-    let mut trusted = TrustedKeys::new();
-    for f in &key_files {
-        let bytes = std::fs::read(f)
-            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
-        let fprs = trusted
-            .add_armored(&bytes)
-            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?;
-        for fpr in fprs {
-            runner.info(&format!("trusting {fpr} (from {})", f.display()));
-        }
-    }
-    let storage: Box<dyn Storage> = match storage::Location::parse(&location)? {
-        storage::Location::S3 { bucket, prefix } => {
-            let url = crate::s3::S3Url::new(bucket, prefix)?;
-            let settings = crate::s3::S3Settings::resolve(
-                &runner,
-                flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
-                flag_or_input(args.region, &runner, "region"),
-                None,
-            )?;
-            let conn = crate::s3::credentials::connection(&runner, &settings).await?;
-            Box::new(crate::s3::store::S3Store::new(conn.client, url))
-        }
-        _ => Box::new(storage::open_local_or_explain(&location)?),
+    let opts = storage::OpenOptions {
+        allow_insecure_http: bool_flag_or_input(
+            args.allow_insecure_http.then_some(true),
+            &runner,
+            "allow_insecure_http",
+            false,
+        )?,
+        endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
+        region: flag_or_input(args.region, &runner, "region"),
+        ..storage::OpenOptions::default()
     };
+    let storage = storage::open(&storage::Location::parse(&location)?, &opts, &runner).await?;
     let report = verify_buildcache(
         storage.as_ref(),
         &trusted,

@@ -1,22 +1,13 @@
-//! Publishing Spack buildcaches to S3 (and S3-compatible servers).
+//! What is S3-specific and not Spack-specific in publishing buildcaches to S3 (and
+//! S3-compatible servers); the object store itself is
+//! [`crate::buildcache::storage::S3Store`] and the engine [`crate::buildcache::publish`].
 //!
 //! - [`credentials`]: an S3 client from GitHub OIDC → STS `AssumeRoleWithWebIdentity` (refreshed
 //!   before expiry) or from the standard AWS credential chain, with `--endpoint-url`
 //!   (path-style addressing) and `--region`. Every credential is masked in the log.
-//! - [`local`]: reading and validating a local Spack v3 buildcache before anything is sent.
-//! - [`upload`]: the engine ([`publish_buildcache`]): content-addressed blobs first (bounded
-//!   parallelism, parallel multipart, SHA-256 checksums S3 verifies, already-present blobs
-//!   skipped after one listing), then spec and key manifests, then the key index and the index
-//!   **last**, so a reader never sees a manifest or an index that points at a missing object.
-//! - [`index`]: the race-free index merge: read-merge-write with `If-Match` / `If-None-Match`,
-//!   retried on 412/409, and a lease-lock fallback for servers without conditional writes.
 //! - [`retry`]: backoff with jitter, and error classification.
-//! - [`store`]: object-level access (get/head/conditional put/streamed put/list), shaped
-//!   like the signing side's `buildcache::Storage` trait.
 //! - [`progress`]: a `::group::` with periodic lines in Actions, an indicatif bar on a TTY.
-//!
-//! The library entry points for a command are [`credentials::connect`], [`preflight`] (bucket
-//! exists and the credentials work, before anything is written) and [`publish_buildcache`].
+//! - [`S3Url`]: `s3://bucket/prefix`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,15 +15,10 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 
 pub mod credentials;
-pub mod index;
-pub mod local;
 pub mod progress;
 pub mod retry;
-pub mod store;
-pub mod upload;
 
 pub use credentials::{CredentialSource, S3Settings, connect};
-pub use upload::{PublishOptions, PublishReport, preflight, publish_buildcache};
 
 /// A parsed `s3://bucket/prefix` URL. The prefix has no leading or trailing `/` (it may be
 /// empty: the bucket root).

@@ -1,0 +1,1357 @@
+//! The one publish engine: a local Spack v3 buildcache (what `spack buildcache push` wrote)
+//! to any writable [`Storage`] (`file://` or `s3://`), signed on the way.
+//!
+//! 1. **Check the source, all of it, before anything is written.** Every file is walked
+//!    without following links (a link or a FIFO is refused by name) and must belong to a v3
+//!    buildcache. A clearsigned spec manifest is accepted only if it verifies against a
+//!    trusted key (the options' keys or the signing key), and only the text the signature
+//!    covers is used from then on; an unsigned one is accepted when a signing key will sign
+//!    it (or, without a key, only with [`PublishOptions::allow_unsigned`]). Every blob a
+//!    published manifest names is checked: its size first (from `fstat`, before reading),
+//!    then its SHA-256; every spec blob must describe the spec its manifest key names.
+//! 2. **Keys.** The key index names only the signing key, the keys that signed the published
+//!    manifests (trusted by the caller) and fingerprints listed in
+//!    [`PublishOptions::publish_key_fingerprints`]; of those the engine publishes the keys it
+//!    has (the signing key, and key manifests in the source). A destination key index that
+//!    already names another fingerprint is refused, because Spack users may trust every key it
+//!    lists, unless [`PublishOptions::accept_unknown_keys`].
+//! 3. **Plan against the destination**: one listing of `blobs/` and `v3/`; a blob that is
+//!    there is compared by SHA-256 ([`Storage::holds`]), never by size alone: a blob with
+//!    other bytes under its digest's key is **replaced** by the checked source bytes, so the
+//!    published cache verifies. A destination spec manifest that already verifies with the
+//!    signing key over the same text is kept (a new signature would differ only in its time),
+//!    so a re-run writes nothing.
+//! 4. **Sign** what needs signing (the verified text, never unverified bytes), in parallel.
+//! 5. **Write**, so a reader never sees a manifest or an index that points at a missing
+//!    object: blobs (bounded parallelism; large files as parallel multipart uploads where the
+//!    store does that; every upload carries the checked SHA-256 and is refused if the file
+//!    changed since), then spec and key manifests and `layout.json` (when absent), then the
+//!    key index and, last, the index, each through the one compare-and-swap loop
+//!    ([`super::index::update_pointer`]) that merges again when another publisher won.
+//!
+//! Nothing is written when any check of steps 1–3 fails, and a dry run writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use md5::{Digest as _, Md5};
+
+use super::index::{Index, KeyIndex, MergeStats, update_pointer};
+use super::layout::{self, BlobRecord, Manifest, Sha256Hex, SpecId, SpecNode};
+use super::storage::{FileBody, LocalDir, ObjectMeta, PutOptions, Storage};
+use super::{SpecEntry, read_index, read_spec_nodes};
+use crate::gha::Runner;
+use crate::pgp::{KeyFingerprint, SigningKey, TrustedKeys};
+use crate::s3::progress::{Counters, Progress, ProgressMode, human_bytes};
+
+/// Which specs to publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishMode {
+    /// Every spec in the source (Slurm and its dependencies).
+    #[default]
+    All,
+    /// Only Slurm's own spec (package name `slurm`).
+    SlurmOnly,
+    /// Nothing: sign nothing, publish nothing.
+    None,
+}
+
+impl FromStr for PublishMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "all" => Ok(PublishMode::All),
+            "slurm-only" => Ok(PublishMode::SlurmOnly),
+            "none" => Ok(PublishMode::None),
+            other => bail!("publish mode {other:?} is not one of: all, slurm-only, none"),
+        }
+    }
+}
+
+impl fmt::Display for PublishMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishMode::All => "all",
+            PublishMode::SlurmOnly => "slurm-only",
+            PublishMode::None => "none",
+        })
+    }
+}
+
+/// Options of [`publish`].
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Which specs to publish.
+    pub mode: PublishMode,
+    /// Check and plan everything, report what would change, write nothing.
+    pub dry_run: bool,
+    /// Keys whose signatures on source manifests are accepted (the signing key always is).
+    pub trusted: TrustedKeys,
+    /// Without a signing key: publish unsigned spec manifests as they are.
+    pub allow_unsigned: bool,
+    /// Fingerprints (upper-case hex) of further keys to publish from the source and to accept
+    /// in the destination's key index.
+    pub publish_key_fingerprints: Vec<String>,
+    /// Keep a destination key index that names keys this publish does not know.
+    pub accept_unknown_keys: bool,
+    /// Read-merge-write cycles of each pointer manifest before giving up.
+    pub index_attempts: u32,
+    /// How upload progress is shown.
+    pub progress: ProgressMode,
+    /// Interval of the periodic progress lines.
+    pub progress_interval: Duration,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            mode: PublishMode::All,
+            dry_run: false,
+            trusted: TrustedKeys::new(),
+            allow_unsigned: false,
+            publish_key_fingerprints: Vec::new(),
+            accept_unknown_keys: false,
+            index_attempts: 40,
+            progress: ProgressMode::Auto,
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parses a key fingerprint given by a user: 40 (v4) or 64 (v6) hex digits, spaces allowed.
+pub fn parse_fingerprint(s: &str) -> Result<String> {
+    let f: String = s
+        .split_whitespace()
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if !(f.len() == 40 || f.len() == 64) || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "{s:?} is not an OpenPGP key fingerprint (40 hex digits, as `gpg --list-keys --with-colons` prints in its fpr line)"
+        );
+    }
+    Ok(f)
+}
+
+/// What happens (or would happen) to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// The object is new at the destination.
+    New,
+    /// The object exists and is replaced.
+    Update,
+    /// The object is already as it should be; not written.
+    Unchanged,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Change::New => "new",
+            Change::Update => "update",
+            Change::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// One object write of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChange {
+    /// Destination key.
+    pub key: String,
+    /// What happens to it.
+    pub change: Change,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The outcome for one published spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecOutcome {
+    /// The spec.
+    pub id: SpecId,
+    /// What happened to its (signed) manifest.
+    pub manifest: Change,
+    /// Blobs of this spec written (not already present).
+    pub blobs_written: usize,
+    /// Bytes written for this spec (blobs and manifest).
+    pub bytes: u64,
+}
+
+/// The result of [`publish`].
+#[derive(Debug, Clone, Default)]
+pub struct PublishReport {
+    /// Destination URL.
+    pub url: String,
+    /// The URL consumers read from (`spack mirror add`).
+    pub public_url: String,
+    /// Public fingerprint of the signing certificate, when the engine signed.
+    pub fingerprint: Option<KeyFingerprint>,
+    /// Per published spec.
+    pub specs: Vec<SpecOutcome>,
+    /// Specs in the source that the publish mode left out.
+    pub skipped: Vec<SpecId>,
+    /// Every object considered, in write order.
+    pub objects: Vec<ObjectChange>,
+    /// Index merge statistics.
+    pub index: MergeStats,
+    /// Total records in the merged index.
+    pub index_records: usize,
+    /// Objects written (or, in a dry run, that would be).
+    pub objects_uploaded: u64,
+    /// Bytes written (or that would be).
+    pub bytes_uploaded: u64,
+    /// Objects already at the destination as they should be.
+    pub objects_skipped: u64,
+    /// Bytes of those.
+    pub bytes_skipped: u64,
+    /// Blobs written.
+    pub blobs_uploaded: u64,
+    /// Spec manifests published.
+    pub specs_published: u64,
+    /// Whether the index manifest was (or would be) rewritten.
+    pub index_written: bool,
+    /// Read-merge-write cycles the index took.
+    pub index_attempts: u32,
+    /// How concurrent publishers were kept apart (`conditional` or `lock`).
+    pub write_mode: Option<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+}
+
+impl PublishReport {
+    /// Upload throughput in bytes per second.
+    pub fn throughput(&self) -> f64 {
+        self.bytes_uploaded as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
+
+    /// Objects written (or that would be).
+    pub fn objects_written(&self) -> usize {
+        self.objects_uploaded as usize
+    }
+
+    /// A Markdown job summary: per spec, and the totals.
+    pub fn summary_markdown(&self) -> String {
+        let mut s = format!(
+            "### Sign and upload{}\n\nBuildcache `{}`{}.\n\n",
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            },
+            self.url,
+            match &self.fingerprint {
+                Some(f) => format!(", signed by `{f}`"),
+                None => String::new(),
+            }
+        );
+        if !self.specs.is_empty() {
+            s.push_str("| Spec | Manifest | Blobs written | Bytes |\n|---|---|---:|---:|\n");
+            for sp in &self.specs {
+                s.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    sp.id, sp.manifest, sp.blobs_written, sp.bytes
+                ));
+            }
+            s.push('\n');
+        }
+        let verb = if self.dry_run {
+            "would upload"
+        } else {
+            "uploaded"
+        };
+        s.push_str(&format!(
+            "| | objects | bytes |\n|---|---:|---:|\n| {verb} | {} | {} |\n| skipped (already there) | {} | {} |\n\n",
+            self.objects_uploaded,
+            human_bytes(self.bytes_uploaded),
+            self.objects_skipped,
+            human_bytes(self.bytes_skipped),
+        ));
+        s.push_str(&format!(
+            "{} specs, index {} ({} records: {} added, {} updated, {} kept; {} attempt(s), {}), {:.1} s, {}/s\n",
+            self.specs_published,
+            if self.index_written {
+                if self.dry_run { "would be updated" } else { "updated" }
+            } else {
+                "unchanged"
+            },
+            self.index_records,
+            self.index.added.len(),
+            self.index.updated.len(),
+            self.index.kept,
+            self.index_attempts,
+            self.write_mode.as_deref().unwrap_or("-"),
+            self.elapsed.as_secs_f64(),
+            human_bytes(self.throughput() as u64),
+        ));
+        if !self.skipped.is_empty() {
+            s.push_str(&format!(
+                "\nNot published (publish mode): {}\n",
+                self.skipped
+                    .iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// A checked source spec: its verified manifest text, who signed it, and its nodes.
+struct SourceSpec {
+    entry: SpecEntry,
+    signer: Option<KeyFingerprint>,
+    nodes: Vec<SpecNode>,
+}
+
+/// What a source file is, by its key.
+fn classify(key: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["blobs", "sha256", shard, name]
+            if Sha256Hex::parse(name).is_ok() && name.get(..2) == Some(*shard) =>
+        {
+            Some("blob")
+        }
+        ["v3", "layout.json"] => Some("layout"),
+        ["v3", "manifests", "index", "index.manifest.json"] => Some("index"),
+        ["v3", "manifests", "key", "keys.manifest.json"] => Some("key index"),
+        ["v3", "manifests", "key", name] if name.ends_with(layout::KEY_SUFFIX) => Some("key"),
+        ["v3", "manifests", "spec", _, name] if name.ends_with(layout::SPEC_SUFFIX) => Some("spec"),
+        _ => None,
+    }
+}
+
+/// Runs `futs` with at most `limit` in flight; results in order.
+async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T> {
+    futures::stream::iter(futs)
+        .buffered(limit.max(1))
+        .collect()
+        .await
+}
+
+/// Checks one source blob from one open handle: the size from `fstat` first, then the
+/// SHA-256 (and the part digests the destination's multipart uploads will need).
+fn check_source_blob(
+    source: &LocalDir,
+    rec: &BlobRecord,
+    multipart: Option<(u64, u64)>,
+) -> Result<std::result::Result<FileBody, String>> {
+    use std::io::Read;
+    let sha = match rec.sha256() {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("bad blob record: {e}"))),
+    };
+    let key = layout::blob_key(&sha);
+    let Some((f, size)) = source.open_file(&key)? else {
+        return Ok(Err(format!("blob {key} ({}) is missing", rec.media_type)));
+    };
+    if size != rec.content_length {
+        return Ok(Err(format!(
+            "blob {key} ({}) is {size} bytes, the manifest says {}",
+            rec.media_type, rec.content_length
+        )));
+    }
+    let ps = multipart
+        .filter(|(threshold, p)| *p > 0 && size >= *threshold)
+        .map(|(_, p)| p);
+    let r = std::io::BufReader::with_capacity(1 << 20, f.take(size));
+    let (whole, parts, _) = super::storage::hash_with_parts(r, ps)
+        .with_context(|| format!("cannot read {}", source.root().join(&key).display()))?;
+    let got = whole;
+    if got != sha {
+        return Ok(Err(format!(
+            "blob {key} ({}) has sha256 {got}, the manifest says {sha}",
+            rec.media_type
+        )));
+    }
+    Ok(Ok(FileBody {
+        source: source.clone(),
+        key,
+        size,
+        sha256: sha,
+        part_size: ps.unwrap_or(0),
+        parts,
+    }))
+}
+
+/// The manifest text to sign: the manifest bytes, minus a final line break (a cleartext
+/// signature cannot carry one; Spack writes none).
+fn text_to_sign(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\n").unwrap_or(text)
+}
+
+/// Reads and checks the whole source; any problem fails here, before a single write.
+async fn load_source(
+    source: &LocalDir,
+    trusted: &TrustedKeys,
+    signing: bool,
+    allow_unsigned: bool,
+) -> Result<(Vec<SourceSpec>, Vec<ObjectMeta>)> {
+    let root = source.root();
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        bail!(
+            "the source buildcache {} does not exist or is not a directory; pass the directory `spack buildcache push` wrote (it contains v3/ and blobs/)",
+            root.display()
+        );
+    }
+    let files = source.list("").await.with_context(|| {
+        format!(
+            "the source buildcache {} cannot be published; nothing was written",
+            root.display()
+        )
+    })?;
+    let unknown: Vec<&str> = files
+        .iter()
+        .map(|f| f.key.as_str())
+        .filter(|k| classify(k).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{} holds files that are not part of a Spack v3 buildcache: {}. Remove them or point --source at the buildcache root; nothing was written",
+            root.display(),
+            unknown.join(", ")
+        );
+    }
+    let keys: Vec<&str> = files
+        .iter()
+        .map(|f| f.key.as_str())
+        .filter(|k| classify(k) == Some("spec"))
+        .collect();
+    if keys.is_empty() {
+        bail!(
+            "the source {} holds no spec manifests (v3/manifests/spec/<name>/*.spec.manifest.json); is it a Spack 1.0 (layout v3) buildcache?",
+            root.display()
+        );
+    }
+    let mut specs = Vec::new();
+    let mut problems = Vec::new();
+    let mut unsigned = Vec::new();
+    for key in keys {
+        let id = match SpecId::from_manifest_key(key) {
+            Ok(id) => id,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        let stored = source
+            .get(key)
+            .await?
+            .with_context(|| format!("{key} disappeared"))?
+            .bytes;
+        let (text, signer) = if crate::pgp::is_clearsigned(&stored) {
+            match trusted.verify_cleartext(&stored) {
+                Ok(v) => (v.text, Some(v.signer)),
+                Err(e) => {
+                    problems.push(format!(
+                        "{id}: {key} is signed, but the signature is not accepted: {e}. Only manifests signed by a trusted key are re-published (pass that key's public key as a trusted key), or give the unsigned manifest"
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            if !signing && !allow_unsigned {
+                unsigned.push(key.to_owned());
+            }
+            (stored.clone(), None)
+        };
+        let manifest = match Manifest::from_json(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(format!("{id}: {key}: {e:#}"));
+                continue;
+            }
+        };
+        specs.push((
+            SpecEntry {
+                id,
+                key: key.to_owned(),
+                stored,
+                text,
+                manifest,
+            },
+            signer,
+        ));
+    }
+    if !unsigned.is_empty() {
+        bail!(
+            "refusing to publish an unsigned buildcache: {} spec manifest(s) are not OpenPGP-signed ({}). Give a signing key, or allow unsigned caches explicitly; nothing was written",
+            unsigned.len(),
+            unsigned.join(", ")
+        );
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the source buildcache {} failed its checks, so nothing was written:\n  - {}",
+            root.display(),
+            problems.join("\n  - ")
+        );
+    }
+    Ok((
+        specs
+            .into_iter()
+            .map(|(entry, signer)| SourceSpec {
+                entry,
+                signer,
+                nodes: Vec::new(),
+            })
+            .collect(),
+        files,
+    ))
+}
+
+/// A pending write.
+enum Body {
+    File(FileBody),
+    Bytes(Vec<u8>),
+}
+
+struct Pending {
+    key: String,
+    body: Body,
+    size: u64,
+    change: Change,
+    content_type: &'static str,
+}
+
+impl Pending {
+    fn object(&self) -> ObjectChange {
+        ObjectChange {
+            key: self.key.clone(),
+            change: self.change,
+            size: self.size,
+        }
+    }
+}
+
+/// The destination as one listing saw it.
+struct Remote {
+    listed: bool,
+    objects: BTreeMap<String, ObjectMeta>,
+}
+
+impl Remote {
+    async fn read(dest: &dyn Storage) -> Result<Self> {
+        if !dest.can_list() {
+            return Ok(Remote {
+                listed: false,
+                objects: BTreeMap::new(),
+            });
+        }
+        let (blobs, v3) = tokio::try_join!(dest.list("blobs/"), dest.list("v3/"))?;
+        Ok(Remote {
+            listed: true,
+            objects: blobs
+                .into_iter()
+                .chain(v3)
+                .map(|m| (m.key.clone(), m))
+                .collect(),
+        })
+    }
+
+    /// Whether `key` may exist (unknown when the store cannot list).
+    fn may_have(&self, key: &str) -> bool {
+        !self.listed || self.objects.contains_key(key)
+    }
+}
+
+/// Plans a blob: present with the same SHA-256 means unchanged; other bytes under the
+/// digest's key are replaced.
+async fn plan_blob(dest: &dyn Storage, remote: &Remote, body: Body) -> Result<Pending> {
+    let (key, size, held) = match &body {
+        Body::File(f) => {
+            let held = if remote.may_have(&f.key) {
+                dest.holds(&f.key, f).await?
+            } else {
+                None
+            };
+            (f.key.clone(), f.size, held)
+        }
+        Body::Bytes(b) => {
+            let sha = Sha256Hex::of(b);
+            let key = layout::blob_key(&sha);
+            let held = if remote.may_have(&key) {
+                match dest.head(&key).await? {
+                    None => None,
+                    Some(m) if m.size != b.len() as u64 => Some(false),
+                    Some(_) => Some(dest.digest(&key).await?.is_some_and(|(d, _)| d == sha)),
+                }
+            } else {
+                None
+            };
+            (key, b.len() as u64, held)
+        }
+    };
+    Ok(Pending {
+        key,
+        size,
+        body,
+        change: match held {
+            Some(true) => Change::Unchanged,
+            Some(false) => Change::Update,
+            None => Change::New,
+        },
+        content_type: "application/octet-stream",
+    })
+}
+
+/// Plans a manifest (small, in memory): unchanged when the destination has these bytes.
+async fn plan_bytes(
+    dest: &dyn Storage,
+    remote: &Remote,
+    key: String,
+    bytes: Vec<u8>,
+) -> Result<Pending> {
+    let change = match remote.objects.get(&key) {
+        None if remote.listed => Change::New,
+        Some(m) if m.size != bytes.len() as u64 => Change::Update,
+        // A single-part ETag is the MD5 of the bytes: no download for the common case.
+        Some(ObjectMeta { etag: Some(e), .. })
+            if !e.contains('-') && e.len() == 32 && *e == hex::encode(Md5::digest(&bytes)) =>
+        {
+            Change::Unchanged
+        }
+        _ => match dest.get(&key).await? {
+            Some(o) if o.bytes == bytes => Change::Unchanged,
+            Some(_) => Change::Update,
+            None => Change::New,
+        },
+    };
+    Ok(Pending {
+        key,
+        size: bytes.len() as u64,
+        body: Body::Bytes(bytes),
+        change,
+        content_type: "application/json",
+    })
+}
+
+async fn execute(dest: &dyn Storage, p: &Pending, counters: &Counters) -> Result<()> {
+    if p.change == Change::Unchanged {
+        return Ok(());
+    }
+    let opts = PutOptions::typed(p.content_type);
+    match &p.body {
+        Body::File(f) => dest.put_file(&p.key, f, opts).await,
+        Body::Bytes(b) => dest.put(&p.key, b.clone(), opts).await,
+    }
+    .with_context(|| format!("cannot write {} to {}", p.key, dest.url()))?;
+    counters.objects.fetch_add(1, Ordering::Relaxed);
+    counters.bytes.fetch_add(p.size, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes `items` with at most `limit` in flight; every one is attempted even when one fails
+/// (a re-run then has less to do), and the first error is returned.
+async fn write_all(
+    dest: &dyn Storage,
+    items: &[Pending],
+    limit: usize,
+    counters: &Counters,
+) -> Result<()> {
+    let futs: Vec<BoxFuture<'_, Result<()>>> = items
+        .iter()
+        .map(|p| Box::pin(execute(dest, p, counters)) as BoxFuture<'_, _>)
+        .collect();
+    bounded(futs, limit).await.into_iter().collect()
+}
+
+/// Signs and publishes the buildcache at `source` to `dest` (see the module documentation).
+/// With `key`, unsigned manifests are signed with it; without, manifests are published as
+/// they are (signed ones verified, unsigned ones only with `allow_unsigned`).
+pub async fn publish(
+    runner: &Runner,
+    source: &LocalDir,
+    dest: &dyn Storage,
+    key: Option<&SigningKey>,
+    opts: &PublishOptions,
+) -> Result<PublishReport> {
+    let t0 = Instant::now();
+    let mut report = PublishReport {
+        url: dest.url(),
+        public_url: dest.public_url(),
+        fingerprint: key.map(SigningKey::fingerprint),
+        dry_run: opts.dry_run,
+        ..PublishReport::default()
+    };
+    if opts.mode == PublishMode::None {
+        return Ok(report);
+    }
+    if !dest.capabilities().write {
+        bail!(
+            "{} cannot be written; publish to its s3:// or file:// location",
+            dest.url()
+        );
+    }
+
+    // 1. The source.
+    let mut trusted = opts.trusted.clone();
+    if let Some(k) = key {
+        trusted.add_cert(k.public_cert().clone());
+    }
+    let (all, source_files) =
+        load_source(source, &trusted, key.is_some(), opts.allow_unsigned).await?;
+    let (selected, skipped): (Vec<SourceSpec>, Vec<SourceSpec>) = all
+        .into_iter()
+        .partition(|s| opts.mode == PublishMode::All || s.entry.id.name == "slurm");
+    report.skipped = skipped.into_iter().map(|s| s.entry.id).collect();
+    if selected.is_empty() {
+        bail!(
+            "publish mode slurm-only, but the source {} has no spec named `slurm` (it has: {}); nothing was written",
+            source.root().display(),
+            report
+                .skipped
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut selected = selected;
+
+    // Keys: ours, the signers of what we publish, and the listed ones.
+    let mut allowed: BTreeSet<String> = opts.publish_key_fingerprints.iter().cloned().collect();
+    if let Some(k) = key {
+        allowed.insert(k.fingerprint().to_string());
+    }
+    for s in &selected {
+        if let Some(f) = &s.signer {
+            allowed.insert(f.to_string());
+        }
+    }
+    let mut key_records: Vec<(String, BlobRecord, Option<Vec<u8>>)> = Vec::new();
+    if let Some(k) = key {
+        let armored = k.public_key_armored()?;
+        let rec = BlobRecord::for_bytes(&armored, layout::KEY_MEDIA_TYPE, "none");
+        key_records.push((k.fingerprint().to_string(), rec, Some(armored)));
+    }
+    let mut problems = Vec::new();
+    for fpr in &allowed {
+        if key_records.iter().any(|(f, _, _)| f == fpr) {
+            continue;
+        }
+        let mkey = format!("{}{fpr}{}", layout::KEY_PREFIX, layout::KEY_SUFFIX);
+        if !source_files.iter().any(|f| f.key == mkey) {
+            continue; // Accepted at the destination, but we have no key manifest to publish.
+        }
+        let text = source
+            .get(&mkey)
+            .await?
+            .context("key manifest vanished")?
+            .bytes;
+        match Manifest::from_json(&layout::manifest_text(&text)?) {
+            Ok(m) => match m.blob(layout::KEY_MEDIA_TYPE).or_else(|| m.data.first()) {
+                Some(r) => key_records.push((fpr.clone(), r.clone(), None)),
+                None => problems.push(format!("{mkey} lists no key blob")),
+            },
+            Err(e) => problems.push(format!("{mkey}: {e:#}")),
+        }
+    }
+
+    // Every blob, checked from one open handle each, in parallel.
+    let multipart = dest.multipart();
+    let mut records: Vec<BlobRecord> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, s) in selected.iter().enumerate() {
+        for rec in &s.entry.manifest.data {
+            if seen.insert(rec.checksum.clone()) {
+                owner.insert(rec.checksum.clone(), i);
+                records.push(rec.clone());
+            }
+        }
+    }
+    for (_, rec, bytes) in &key_records {
+        if bytes.is_none() && seen.insert(rec.checksum.clone()) {
+            records.push(rec.clone());
+        }
+    }
+    let jobs: Vec<BoxFuture<'static, Result<std::result::Result<FileBody, String>>>> = records
+        .iter()
+        .map(|rec| {
+            let (src, rec) = (source.clone(), rec.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart))
+                    .await?
+            }) as BoxFuture<'static, _>
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let checked = bounded(jobs, workers).await;
+    let mut files: Vec<FileBody> = Vec::new();
+    for (rec, c) in records.iter().zip(checked) {
+        match c? {
+            Ok(f) => files.push(f),
+            Err(p) => {
+                let who = owner
+                    .get(&rec.checksum)
+                    .map(|&i| selected[i].entry.id.to_string())
+                    .unwrap_or_else(|| "key".into());
+                problems.push(format!("{who}: {p}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        for s in &mut selected {
+            match read_spec_nodes(source, &s.entry).await {
+                Ok(n) => s.nodes = n,
+                Err(e) => problems.push(format!("{e:#}")),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the source buildcache {} is incomplete or corrupt, so nothing was written:\n  - {}",
+            source.root().display(),
+            problems.join("\n  - ")
+        );
+    }
+
+    // 3. The destination: its index must merge, its key index must name only known keys.
+    read_index(dest).await.with_context(|| {
+        format!(
+            "the destination {} has an index that cannot be read and merged; nothing was written",
+            dest.url()
+        )
+    })?;
+    let dest_keys = super::index::read_pointer::<KeyIndex>(dest)
+        .await
+        .with_context(|| {
+            format!(
+                "the destination {} has a key index that cannot be read; nothing was written",
+                dest.url()
+            )
+        })?;
+    if let Some(current) = &dest_keys {
+        let unknown: Vec<&String> = current
+            .doc
+            .keys
+            .iter()
+            .filter(|f| !allowed.contains(*f))
+            .collect();
+        if !unknown.is_empty() && !opts.accept_unknown_keys {
+            bail!(
+                "the destination key index {}/{} names keys this publish does not know: {}. Spack users may trust every key it lists, so nothing was written. If you expect them, pass --publish-key-fingerprint <FPR> for each, or --accept-unknown-keys to keep them",
+                dest.url(),
+                layout::KEY_INDEX_MANIFEST,
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let published_fprs: BTreeSet<String> = key_records.iter().map(|(f, _, _)| f.clone()).collect();
+    let remote = Remote::read(dest).await?;
+
+    // Spec manifests: keep what already carries our signature over the same text.
+    let our_fpr = key.map(SigningKey::fingerprint);
+    let mut ours_only = TrustedKeys::new();
+    if let Some(k) = key {
+        ours_only.add_cert(k.public_cert().clone());
+    }
+    let mut manifest_bytes: Vec<Option<Vec<u8>>> = Vec::with_capacity(selected.len());
+    let mut to_sign = Vec::new();
+    for (i, s) in selected.iter().enumerate() {
+        let text = text_to_sign(&s.entry.text);
+        let Some(fpr) = &our_fpr else {
+            manifest_bytes.push(Some(s.entry.stored.clone()));
+            continue;
+        };
+        if s.signer.as_ref() == Some(fpr) {
+            // Already signed by this key over this (verified) text.
+            manifest_bytes.push(Some(s.entry.stored.clone()));
+            continue;
+        }
+        let existing = if remote.may_have(&s.entry.key) {
+            dest.get(&s.entry.key).await?
+        } else {
+            None
+        };
+        match existing {
+            Some(o)
+                if ours_only
+                    .verify_cleartext(&o.bytes)
+                    .is_ok_and(|v| &v.signer == fpr && v.text == text) =>
+            {
+                manifest_bytes.push(Some(o.bytes));
+            }
+            _ => {
+                manifest_bytes.push(None);
+                to_sign.push(i);
+            }
+        }
+    }
+    if let Some(k) = key {
+        let texts: Vec<&[u8]> = to_sign
+            .iter()
+            .map(|&i| text_to_sign(&selected[i].entry.text))
+            .collect();
+        let signed = super::sign::sign_all(k, &texts).context("cannot sign the spec manifests")?;
+        for (i, bytes) in to_sign.into_iter().zip(signed) {
+            manifest_bytes[i] = Some(bytes);
+        }
+    }
+
+    // Plan the blobs (compared by digest) and the manifests.
+    let mut blobs = Vec::new();
+    let remote_ref = &remote;
+    let plans: Vec<BoxFuture<'_, Result<Pending>>> = files
+        .into_iter()
+        .map(|f| Box::pin(plan_blob(dest, remote_ref, Body::File(f))) as BoxFuture<'_, _>)
+        .collect();
+    for p in bounded(plans, dest.concurrency()).await {
+        blobs.push(p?);
+    }
+    for (_, _, bytes) in &key_records {
+        if let Some(b) = bytes {
+            blobs.push(plan_blob(dest, &remote, Body::Bytes(b.clone())).await?);
+        }
+    }
+    let mut manifests = Vec::new();
+    let manifest_plans: Vec<BoxFuture<'_, Result<Pending>>> = selected
+        .iter()
+        .zip(manifest_bytes)
+        .map(|(s, b)| {
+            Box::pin(plan_bytes(
+                dest,
+                remote_ref,
+                s.entry.key.clone(),
+                b.unwrap_or_default(),
+            )) as BoxFuture<'_, _>
+        })
+        .collect();
+    for p in bounded(manifest_plans, dest.concurrency()).await {
+        manifests.push(p?);
+    }
+    for (fpr, rec, _) in &key_records {
+        manifests.push(
+            plan_bytes(
+                dest,
+                &remote,
+                format!("{}{fpr}{}", layout::KEY_PREFIX, layout::KEY_SUFFIX),
+                Manifest::new(vec![rec.clone()]).to_spack_json(),
+            )
+            .await?,
+        );
+    }
+    if !remote.may_have(layout::LAYOUT_JSON) || dest.head(layout::LAYOUT_JSON).await?.is_none() {
+        manifests.push(Pending {
+            key: layout::LAYOUT_JSON.into(),
+            size: layout::LAYOUT_JSON_BYTES.len() as u64,
+            body: Body::Bytes(layout::LAYOUT_JSON_BYTES.to_vec()),
+            change: Change::New,
+            content_type: "application/json",
+        });
+    } else {
+        manifests.push(Pending {
+            key: layout::LAYOUT_JSON.into(),
+            size: layout::LAYOUT_JSON_BYTES.len() as u64,
+            body: Body::Bytes(Vec::new()),
+            change: Change::Unchanged,
+            content_type: "application/json",
+        });
+    }
+
+    // Per-spec accounting.
+    for (i, s) in selected.iter().enumerate() {
+        let written: Vec<&Pending> =
+            blobs
+                .iter()
+                .filter(|b| {
+                    b.change != Change::Unchanged
+                        && s.entry.manifest.data.iter().any(|r| {
+                            owner.get(&r.checksum) == Some(&i) && b.key.ends_with(&r.checksum)
+                        })
+                })
+                .collect();
+        let m = &manifests[i];
+        report.specs.push(SpecOutcome {
+            id: s.entry.id.clone(),
+            manifest: m.change,
+            blobs_written: written.len(),
+            bytes: written.iter().map(|b| b.size).sum::<u64>()
+                + if m.change == Change::Unchanged {
+                    0
+                } else {
+                    m.size
+                },
+        });
+    }
+    report.specs_published = selected.len() as u64;
+    for p in blobs.iter().chain(&manifests) {
+        report.objects.push(p.object());
+        if p.change == Change::Unchanged {
+            report.objects_skipped += 1;
+            report.bytes_skipped += p.size;
+        }
+    }
+    let pending_blobs = blobs
+        .iter()
+        .filter(|p| p.change != Change::Unchanged)
+        .count() as u64;
+    let pending: Vec<&Pending> = blobs
+        .iter()
+        .chain(&manifests)
+        .filter(|p| p.change != Change::Unchanged)
+        .collect();
+    let merge_keys = |k: &mut KeyIndex| -> Result<()> {
+        let unknown: Vec<&String> = k.keys.iter().filter(|f| !allowed.contains(*f)).collect();
+        if !unknown.is_empty() && !opts.accept_unknown_keys {
+            bail!(
+                "the destination key index gained keys this publish does not know while it ran: {unknown:?}; the index was not changed"
+            );
+        }
+        k.keys.extend(published_fprs.iter().cloned());
+        Ok(())
+    };
+    let published: Vec<Vec<SpecNode>> = selected.iter().map(|s| s.nodes.clone()).collect();
+    let merge_index = |i: &mut Index| -> Result<()> { i.merge_published(&published).map(|_| ()) };
+
+    // What the key index would be (for the plan and the progress totals).
+    let key_plan = update_pointer::<KeyIndex>(dest, &merge_keys, 1, true).await?;
+    let key_objects = if key_plan.written { 2 } else { 0 };
+    let total_objects = pending.len() as u64 + key_objects;
+    let total_bytes: u64 = pending.iter().map(|p| p.size).sum();
+    runner.info(&format!(
+        "{}: {} blob(s) and {} manifest(s) to {}write ({}), {} object(s) already there",
+        dest.url(),
+        pending_blobs,
+        pending.len() as u64 - pending_blobs,
+        if opts.dry_run { "(dry run) " } else { "" },
+        human_bytes(total_bytes),
+        report.objects_skipped
+    ));
+
+    if opts.dry_run {
+        if !key_plan.written {
+            report.objects_skipped += 2;
+        }
+        let index_plan = update_pointer::<Index>(dest, &merge_index, 1, true).await?;
+        let mut idx_stats_doc = read_index(dest).await?.map(|(i, _)| i).unwrap_or_default();
+        report.index = idx_stats_doc.merge_published(&published)?;
+        report.index_records = index_plan.doc.len();
+        report.index_written = index_plan.written;
+        report.objects_uploaded = total_objects + if index_plan.written { 2 } else { 0 };
+        report.bytes_uploaded = total_bytes;
+        report.blobs_uploaded = pending_blobs;
+        for (k, w) in [
+            (layout::KEY_INDEX_MANIFEST, key_plan.written),
+            (layout::INDEX_MANIFEST, index_plan.written),
+        ] {
+            report.objects.push(ObjectChange {
+                key: k.into(),
+                change: if w { Change::Update } else { Change::Unchanged },
+                size: 0,
+            });
+        }
+        report.elapsed = t0.elapsed();
+        return Ok(report);
+    }
+
+    // 5. Write: blobs, manifests, key index (in one progress group), then the index.
+    let limit = dest.concurrency();
+    {
+        let _group = runner.group(&format!("Uploading to {}", dest.url()));
+        let progress = Progress::start(
+            runner,
+            opts.progress,
+            opts.progress_interval,
+            total_objects,
+            total_bytes,
+        );
+        let counters = progress.counters();
+        let (blob_writes, manifest_writes): (Vec<&Pending>, Vec<&Pending>) = pending
+            .iter()
+            .partition(|p| matches!(p.body, Body::File(_)) || p.key.starts_with("blobs/"));
+        let blob_writes: Vec<Pending> = blob_writes.into_iter().map(clone_pending).collect();
+        write_all(dest, &blob_writes, limit, &counters)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "uploading blobs to {} failed; no manifest or index was changed. Re-run to upload what is missing",
+                    dest.url()
+                ))
+            })?;
+        let manifest_writes: Vec<Pending> =
+            manifest_writes.into_iter().map(clone_pending).collect();
+        write_all(dest, &manifest_writes, limit, &counters)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "uploading manifests to {} failed; the index was not changed. Re-run to finish",
+                    dest.url()
+                ))
+            })?;
+        let keys =
+            update_pointer::<KeyIndex>(dest, &merge_keys, opts.index_attempts, false).await?;
+        counters
+            .objects
+            .fetch_add(keys.objects_written, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(keys.bytes_written, Ordering::Relaxed);
+        if !keys.written {
+            report.objects_skipped += 2;
+        }
+        report.objects_uploaded = counters.objects.load(Ordering::Relaxed);
+        report.bytes_uploaded = counters.bytes.load(Ordering::Relaxed);
+        report.blobs_uploaded = pending_blobs + u64::from(keys.objects_written > 1);
+        progress.finish();
+    }
+    let mode = dest.write_mode().await?;
+    if mode == super::storage::WriteMode::Lock {
+        runner.warning(&format!(
+            "{} does not support conditional writes; merging the index under a lease lock ({}). Run a final publish after concurrent jobs to be safe",
+            dest.url(),
+            super::index::LOCK_KEY
+        ));
+    }
+    let before = read_index(dest).await?.map(|(i, _)| i).unwrap_or_default();
+    let idx = update_pointer::<Index>(dest, &merge_index, opts.index_attempts, false).await?;
+    let mut stats_doc = before;
+    report.index = stats_doc.merge_published(&published)?;
+    report.index_records = idx.doc.len();
+    report.index_written = idx.written;
+    report.index_attempts = idx.attempts;
+    report.write_mode = Some(idx.write_mode.to_string());
+    report.objects_uploaded += idx.objects_written;
+    report.bytes_uploaded += idx.bytes_written;
+    report.blobs_uploaded += u64::from(idx.objects_written > 1);
+    for (k, w) in [(layout::INDEX_MANIFEST, idx.written)] {
+        report.objects.push(ObjectChange {
+            key: k.into(),
+            change: if w { Change::Update } else { Change::Unchanged },
+            size: 0,
+        });
+    }
+    report.elapsed = t0.elapsed();
+    Ok(report)
+}
+
+fn clone_pending(p: &Pending) -> Pending {
+    Pending {
+        key: p.key.clone(),
+        body: match &p.body {
+            Body::File(f) => Body::File(f.clone()),
+            Body::Bytes(b) => Body::Bytes(b.clone()),
+        },
+        size: p.size,
+        change: p.change,
+        content_type: p.content_type,
+    }
+}
+
+/// Writes the step outputs of a publish (`buildcache-url`, `specs-published`,
+/// `bytes-uploaded`) and its job-summary section.
+pub fn write_outputs(runner: &Runner, report: &PublishReport) -> Result<()> {
+    let bytes = if report.dry_run {
+        0
+    } else {
+        report.bytes_uploaded
+    };
+    runner.set_outputs(&[
+        ("buildcache-url", report.public_url.as_str()),
+        ("specs-published", &report.specs_published.to_string()),
+        ("bytes-uploaded", &bytes.to_string()),
+    ])?;
+    runner.append_summary(&format!(
+        "{}\nConsumers: `spack mirror add <name> {}`\n",
+        report.summary_markdown(),
+        report.public_url
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A publication prepared before the work that produces the source.
+
+/// Registers the key material and passphrase with the runner's log masker: every line of
+/// the value as given and of its decoded armor (the runner masks line by line).
+fn mask_secrets(runner: &Runner, material: &str, passphrase: Option<&str>) {
+    use base64::Engine as _;
+    if let Some(p) = passphrase {
+        runner.add_mask(p);
+    }
+    let mut lines: Vec<String> = material.lines().map(|l| l.trim().to_owned()).collect();
+    let compact: String = material.split_whitespace().collect();
+    if !material.trim_start().starts_with("-----BEGIN")
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes())
+        && let Ok(text) = String::from_utf8(decoded)
+    {
+        lines.push(compact);
+        lines.extend(text.lines().map(|l| l.trim().to_owned()));
+    }
+    for line in lines {
+        let public_armor = line.starts_with("-----")
+            || line.starts_with("Comment:")
+            || line.starts_with("Version:");
+        if line.len() >= 4 && !public_armor {
+            runner.add_mask(&line);
+        }
+    }
+}
+
+/// Loads the signing key from `key_file` or `GPG_PRIVATE_KEY`, with `GPG_PASSPHRASE` and
+/// `GPG_KEY_ID`, masking the secrets first. Prints only the public fingerprint.
+pub fn load_signing_key(key_file: Option<&std::path::Path>, runner: &Runner) -> Result<SigningKey> {
+    let passphrase = runner.var("GPG_PASSPHRASE").filter(|p| !p.is_empty());
+    let key_id = runner.var("GPG_KEY_ID").filter(|k| !k.trim().is_empty());
+    let material: Vec<u8> = match key_file {
+        Some(path) => std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the signing key file {}; pass the path of an ASCII-armored secret key",
+                path.display()
+            )
+        })?,
+        None => runner
+            .var("GPG_PRIVATE_KEY")
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_default(),
+    };
+    mask_secrets(runner, &String::from_utf8_lossy(&material), passphrase);
+    let key = SigningKey::load(&material, passphrase, key_id).map_err(anyhow::Error::new)?;
+    runner.info(&format!(
+        "signing key: {} (signing subkey {})",
+        key.fingerprint(),
+        key.signing_fingerprint()
+    ));
+    Ok(key)
+}
+
+/// The S3 options of a publication (`--endpoint-url`, `--region`, `--role-arn`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Flags {
+    /// S3-compatible endpoint (path-style addressing).
+    pub endpoint_url: Option<String>,
+    /// AWS region.
+    pub region: Option<String>,
+    /// IAM role to assume with the job's OIDC token.
+    pub role_arn: Option<String>,
+}
+
+/// A publication whose key, destination, credentials and bucket have been checked, so that
+/// signing and uploading can follow later (for `build-* --publish`, after an hours-long build)
+/// without failing on input that was wrong from the start.
+pub struct Publisher {
+    opts: PublishOptions,
+    target: Option<(SigningKey, Box<dyn Storage>)>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("mode", &self.opts.mode)
+            .field("dry_run", &self.opts.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Checks everything that can be wrong before any write: the publish mode, the
+    /// destination URL, the signing key (`key_file` or `GPG_PRIVATE_KEY`, masked), and for
+    /// `s3://` the credentials (assuming the OIDC role) and the bucket.
+    pub async fn prepare(
+        runner: &Runner,
+        destination: &str,
+        key_file: Option<&std::path::Path>,
+        s3: S3Flags,
+        mode: PublishMode,
+        dry_run: bool,
+    ) -> Result<Publisher> {
+        let opts = PublishOptions {
+            mode,
+            dry_run,
+            ..PublishOptions::default()
+        };
+        if mode == PublishMode::None {
+            return Ok(Publisher { opts, target: None });
+        }
+        let location = super::storage::Location::parse(destination)?;
+        if let super::storage::Location::Http(u) = &location {
+            bail!(
+                "{u}: HTTP(S) buildcaches are read-only; publish to the s3:// or file:// location of the same buildcache"
+            );
+        }
+        // Nothing touches the network before the key loads.
+        let key = load_signing_key(key_file, runner)?;
+        let open = super::storage::OpenOptions {
+            writable: true,
+            endpoint_url: s3.endpoint_url,
+            region: s3.region,
+            role_arn: s3.role_arn,
+            ..super::storage::OpenOptions::default()
+        };
+        let dest = super::storage::open(&location, &open, runner).await?;
+        Ok(Publisher {
+            opts,
+            target: Some((key, dest)),
+        })
+    }
+
+    /// Sets the trust and key policy: keys accepted on clearsigned source manifests,
+    /// fingerprints to publish and accept, and whether unknown destination keys are kept.
+    pub fn with_policy(
+        mut self,
+        trusted: TrustedKeys,
+        publish_key_fingerprints: Vec<String>,
+        accept_unknown_keys: bool,
+    ) -> Self {
+        self.opts.trusted = trusted;
+        self.opts.publish_key_fingerprints = publish_key_fingerprints;
+        self.opts.accept_unknown_keys = accept_unknown_keys;
+        self
+    }
+
+    /// Signs the buildcache at `source`, publishes it, and writes the step outputs
+    /// (`buildcache-url`, `specs-published`, `bytes-uploaded`) and the job summary.
+    pub async fn publish(self, runner: &Runner, source: &std::path::Path) -> Result<()> {
+        let Some((key, dest)) = self.target else {
+            runner.notice("publish: none — nothing was signed or published");
+            runner.set_outputs(&[
+                ("buildcache-url", ""),
+                ("specs-published", "0"),
+                ("bytes-uploaded", "0"),
+            ])?;
+            return runner.append_summary(
+                "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
+            );
+        };
+        let dry_run = self.opts.dry_run;
+        let source = LocalDir::new(source);
+        let report = publish(runner, &source, dest.as_ref(), Some(&key), &self.opts).await?;
+        for o in report
+            .objects
+            .iter()
+            .filter(|o| o.change != Change::Unchanged)
+        {
+            runner.info(&format!(
+                "{}{:9} {} ({} bytes)",
+                if dry_run { "would write " } else { "" },
+                o.change.to_string(),
+                o.key,
+                o.size
+            ));
+        }
+        runner.info(&format!(
+            "{} specs, {} objects {}, {} bytes, {} already there; index has {} records. Consumers: spack mirror add <name> {}",
+            report.specs.len(),
+            report.objects_uploaded,
+            if dry_run { "would be written" } else { "written" },
+            report.bytes_uploaded,
+            report.objects_skipped,
+            report.index_records,
+            report.public_url
+        ));
+        write_outputs(runner, &report)
+    }
+}

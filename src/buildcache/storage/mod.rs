@@ -1,0 +1,533 @@
+//! Where buildcaches live: one object-store trait ([`Storage`]), three backends and one
+//! factory ([`open`]), the only place that turns a URL into a backend:
+//!
+//! - [`LocalDir`] (`file://` or a path): hostile-file safe (no symlinks followed, nothing but
+//!   regular files and directories, sizes checked before hashing);
+//! - [`S3Store`] (`s3://bucket/prefix`): the only code that talks to the AWS SDK (parallel
+//!   multipart uploads with SHA-256 checksums, conditional writes, Cache-Control);
+//! - [`HttpStore`] (`https://`, or `http://` with `allow_insecure_http`): read-only, cannot
+//!   list, so readers walk from the index and the key index.
+//!
+//! Keys are `/`-separated paths relative to the buildcache root (`blobs/sha256/..`,
+//! `v3/manifests/..`). Writes can carry a [`Precondition`] so a read-modify-write of the index
+//! can detect a concurrent writer ([`PreconditionFailed`]) and retry instead of losing specs.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use futures::future::BoxFuture;
+
+use super::layout::Sha256Hex;
+use crate::gha::Runner;
+
+mod http;
+mod local;
+pub mod s3;
+
+pub use http::HttpStore;
+pub use local::LocalDir;
+pub use s3::{S3Store, WriteMode};
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// An opaque version tag for conditional writes (S3 ETag; sha256 of the bytes locally).
+    pub etag: Option<String>,
+    /// When the object was last written, where the store says.
+    pub last_modified: Option<SystemTime>,
+}
+
+impl ObjectMeta {
+    /// Metadata with a key and a size only.
+    pub fn sized(key: &str, size: u64) -> Self {
+        ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: None,
+            last_modified: None,
+        }
+    }
+}
+
+/// An object's bytes and version tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The version tag (see [`ObjectMeta::etag`]).
+    pub etag: Option<String>,
+}
+
+/// A condition a write must meet (S3 `If-None-Match: *` / `If-Match: <etag>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    #[default]
+    None,
+    /// Write only if the key does not exist yet.
+    IfAbsent,
+    /// Write only if the key's current version tag is this one.
+    IfMatch(String),
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// `Content-Type` for stores that keep one.
+    pub content_type: Option<String>,
+    /// `Cache-Control` for stores that keep one (mutable manifests want a short one).
+    pub cache_control: Option<String>,
+    /// Condition the write must meet.
+    pub precondition: Precondition,
+}
+
+impl PutOptions {
+    /// Options with a content type.
+    pub fn typed(content_type: &str) -> Self {
+        PutOptions {
+            content_type: Some(content_type.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The error of a write whose [`Precondition`] did not hold (someone else wrote first).
+#[derive(Debug, thiserror::Error)]
+#[error("{key} changed while we were updating it (a concurrent writer); retry")]
+pub struct PreconditionFailed {
+    /// The key.
+    pub key: String,
+}
+
+/// What a store can do beyond reading single objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether [`Storage::list`] works (HTTP mirrors cannot list).
+    pub list: bool,
+    /// Whether the store can be written at all.
+    pub write: bool,
+}
+
+/// A local file to write to a store, with the size and SHA-256 its bytes must have (checked
+/// by the store while it copies or uploads: a file changed since it was checked is refused).
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    /// The directory the file is in (opened without following links below its root).
+    pub source: LocalDir,
+    /// The file's key in `source`.
+    pub key: String,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: Sha256Hex,
+    /// SHA-256 of each `part_size` slice, for stores that upload in parts (may be empty: the
+    /// store then hashes the parts itself).
+    pub parts: Vec<Sha256Hex>,
+    /// The slice size of `parts`.
+    pub part_size: u64,
+}
+
+/// An object store holding a buildcache. Object-safe: use it as `&dyn Storage`.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The buildcache URL, for messages and outputs (`file:///...`, `s3://bucket/prefix`).
+    fn url(&self) -> String;
+
+    /// The URL consumers read the buildcache from (`spack mirror add`): the CDN or HTTP URL of
+    /// an S3 prefix, else [`Storage::url`].
+    fn public_url(&self) -> String {
+        self.url()
+    }
+
+    /// What the store can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether [`Storage::list`] works.
+    fn can_list(&self) -> bool {
+        self.capabilities().list
+    }
+
+    /// How the store makes a read-modify-write safe against concurrent writers: atomic
+    /// conditional writes, or (for servers without them) a lease lock. Stores may probe.
+    fn write_mode<'a>(&'a self) -> BoxFuture<'a, Result<WriteMode>> {
+        Box::pin(async { Ok(WriteMode::Conditional) })
+    }
+
+    /// Requests the store keeps in flight at once for bulk uploads.
+    fn concurrency(&self) -> usize {
+        4
+    }
+
+    /// `(threshold, part size)` when files from `threshold` up are uploaded in parts (whose
+    /// SHA-256s a caller may compute in the same pass as the whole file's: [`FileBody::parts`]).
+    fn multipart(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// The object at `key`, or `None` when there is none.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Object>>>;
+
+    /// Metadata of the object at `key`, or `None` when there is none.
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>>;
+
+    /// Writes `bytes` at `key`, atomically (readers see the old or the new object). Fails with
+    /// [`PreconditionFailed`] (inside the `anyhow::Error`) when `opts.precondition` does not hold.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Vec<u8>,
+        opts: PutOptions,
+    ) -> BoxFuture<'a, Result<ObjectMeta>>;
+
+    /// Writes the local file `file.path` at `key`, refusing it unless its bytes have
+    /// `file.size` and `file.sha256` (large files go up in parts where the store can).
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a FileBody,
+        opts: PutOptions,
+    ) -> BoxFuture<'a, Result<ObjectMeta>>;
+
+    /// Deletes the object at `key` (absent is fine).
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Every object whose key starts with `prefix` (recursively), sorted by key.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>>;
+
+    /// The SHA-256 and size of the object at `key`. The default downloads it; stores that can
+    /// hash without buffering (or know the digest) override it. Check the size with
+    /// [`Storage::head`] first: this reads the whole object.
+    fn digest<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            Ok(self.get(key).await?.map(|o| {
+                let n = o.bytes.len() as u64;
+                (Sha256Hex::of(&o.bytes), n)
+            }))
+        })
+    }
+
+    /// Whether the object at `key` holds exactly the bytes of `file`, compared by size and
+    /// then SHA-256 (never by size alone: a same-size object with other bytes is not it).
+    /// `None` when there is no object.
+    fn holds<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a FileBody,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(async move {
+            let Some(m) = self.head(key).await? else {
+                return Ok(None);
+            };
+            if m.size != file.size {
+                return Ok(Some(false));
+            }
+            Ok(Some(
+                self.digest(key)
+                    .await?
+                    .is_some_and(|(d, n)| d == file.sha256 && n == file.size),
+            ))
+        })
+    }
+}
+
+/// The SHA-256 of everything `r` yields, of each `part_size` slice of it when `part_size` is
+/// set (the part checksums of a multipart upload), and its length: one pass over the bytes.
+pub(crate) fn hash_with_parts(
+    mut r: impl std::io::Read,
+    part_size: Option<u64>,
+) -> std::io::Result<(Sha256Hex, Vec<Sha256Hex>, u64)> {
+    use sha2::{Digest, Sha256};
+    let hex_of = |h: Sha256| Sha256Hex::parse(&hex::encode(h.finalize())).expect("sha256 hex");
+    let mut whole = Sha256::new();
+    let mut part = Sha256::new();
+    let (mut in_part, mut total) = (0u64, 0u64);
+    let mut parts = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        let mut chunk = &buf[..n];
+        whole.update(chunk);
+        if let Some(ps) = part_size.filter(|p| *p > 0) {
+            while !chunk.is_empty() {
+                let take = ((ps - in_part) as usize).min(chunk.len());
+                part.update(&chunk[..take]);
+                in_part += take as u64;
+                chunk = &chunk[take..];
+                if in_part == ps {
+                    parts.push(hex_of(std::mem::take(&mut part)));
+                    in_part = 0;
+                }
+            }
+        }
+    }
+    if in_part > 0 {
+        parts.push(hex_of(part));
+    }
+    Ok((hex_of(whole), parts, total))
+}
+
+/// Whether `key` exists.
+pub async fn exists(storage: &dyn Storage, key: &str) -> Result<bool> {
+    Ok(storage.head(key).await?.is_some())
+}
+
+/// Where a buildcache is, parsed from a URL or a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local directory (`file:///abs/path`, or a plain path).
+    Local(PathBuf),
+    /// An S3 bucket and key prefix (`s3://bucket/prefix`).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix without leading or trailing `/` (may be empty).
+        prefix: String,
+    },
+    /// An HTTP(S) URL (read-only mirrors), without a trailing `/`.
+    Http(String),
+}
+
+impl Location {
+    /// Parses `file:///path`, `s3://bucket/prefix`, `http(s)://...` or a plain path.
+    pub fn parse(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if url.is_empty() {
+            bail!(
+                "the buildcache location is empty; give file:///path, s3://bucket/prefix, https://host/path or a directory"
+            );
+        }
+        if let Some(rest) = url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                bail!(
+                    "{url:?} is not an absolute file:// URL: write file:///absolute/path (three slashes)"
+                );
+            }
+            return Ok(Location::Local(PathBuf::from(percent_decode(rest)?)));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("{url:?} has no bucket name: write s3://bucket/prefix");
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+            });
+        }
+        if let Some(rest) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+        {
+            if rest.is_empty() || rest.starts_with('/') {
+                bail!("{url:?} has no host: write https://host/path");
+            }
+            if url.contains(['?', '#']) {
+                bail!("{url:?}: a buildcache URL cannot carry a query or a fragment");
+            }
+            return Ok(Location::Http(url.trim_end_matches('/').into()));
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            bail!(
+                "unsupported buildcache URL scheme {scheme:?} in {url:?}: use file://, s3://, https:// or a directory"
+            );
+        }
+        Ok(Location::Local(PathBuf::from(url)))
+    }
+
+    /// The canonical URL form.
+    pub fn url(&self) -> String {
+        match self {
+            Location::Local(p) => format!("file://{}", p.display()),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}"),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+            Location::Http(u) => u.clone(),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .with_context(|| format!("bad percent escape in {s:?}"))?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).context("file:// URL is not UTF-8 after decoding")
+}
+
+/// How [`open`] connects.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Accept `http://` URLs (loopback tests, private mirrors). Signatures are checked either
+    /// way; without this only `https://` is read.
+    pub allow_insecure_http: bool,
+    /// The buildcache will be written: for `s3://`, check first that the bucket exists and
+    /// the credentials may list it (before anything else happens).
+    pub writable: bool,
+    /// S3-compatible endpoint (path-style addressing); else `AWS_ENDPOINT_URL` or AWS.
+    pub endpoint_url: Option<String>,
+    /// AWS region; else `AWS_REGION`/`AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// IAM role to assume with the job's OIDC token; else `AWS_ROLE_ARN`.
+    pub role_arn: Option<String>,
+}
+
+/// Opens the buildcache at `location`: the one place that turns a URL into a backend.
+/// `s3://` resolves credentials (OIDC → STS in Actions, else the AWS chain) through `runner`,
+/// which masks them.
+pub async fn open(
+    location: &Location,
+    opts: &OpenOptions,
+    runner: &Runner,
+) -> Result<Box<dyn Storage>> {
+    match location {
+        Location::Local(p) => Ok(Box::new(LocalDir::new(p))),
+        Location::Http(u) => Ok(Box::new(HttpStore::new(u, opts.allow_insecure_http)?)),
+        Location::S3 { bucket, prefix } => {
+            let url = crate::s3::S3Url::new(bucket.clone(), prefix)?;
+            let settings = crate::s3::S3Settings::resolve(
+                runner,
+                opts.endpoint_url.clone(),
+                opts.region.clone(),
+                opts.role_arn.clone(),
+            )?;
+            let conn = crate::s3::credentials::connection(runner, &settings).await?;
+            let store = S3Store::new(conn.client, url)
+                .with_public_endpoint(settings.endpoint_url.clone(), conn.region.clone());
+            if opts.writable {
+                store.preflight().await?;
+            }
+            Ok(Box::new(store))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("file:///srv/m%20x").unwrap(),
+            Location::Local("/srv/m x".into())
+        );
+        assert_eq!(
+            Location::parse("s3://b/a/b/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert!(Location::parse("file://rel").is_err());
+        assert!(Location::parse("ftp://x").is_err());
+        assert_eq!(
+            Location::parse("https://cdn.example/slurm/bc/").unwrap(),
+            Location::Http("https://cdn.example/slurm/bc".into())
+        );
+        assert!(Location::parse("https:///x").is_err());
+        assert!(Location::parse("https://h/x?y=1").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_factory_refuses_plain_http_unless_allowed() {
+        let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
+        let loc = Location::parse("http://127.0.0.1:1/bc").unwrap();
+        let e = open(&loc, &OpenOptions::default(), &runner)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--allow-insecure-http"), "{e}");
+        let s = open(
+            &loc,
+            &OpenOptions {
+                allow_insecure_http: true,
+                ..OpenOptions::default()
+            },
+            &runner,
+        )
+        .await
+        .unwrap();
+        assert!(!s.can_list());
+        assert_eq!(s.url(), "http://127.0.0.1:1/bc");
+    }
+
+    #[tokio::test]
+    async fn local_roundtrip_and_preconditions() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalDir::new(d.path());
+        assert!(s.get("a/b").await.unwrap().is_none());
+        let m = s
+            .put("a/b", b"one".to_vec(), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(m.size, 3);
+        let again = s
+            .put(
+                "a/b",
+                b"two".to_vec(),
+                PutOptions {
+                    precondition: Precondition::IfAbsent,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(again.downcast_ref::<PreconditionFailed>().is_some());
+        let stale = s
+            .put(
+                "a/b",
+                b"two".to_vec(),
+                PutOptions {
+                    precondition: Precondition::IfMatch("nope".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(stale.downcast_ref::<PreconditionFailed>().is_some());
+        let ok = s
+            .put(
+                "a/b",
+                b"two".to_vec(),
+                PutOptions {
+                    precondition: Precondition::IfMatch(m.etag.unwrap()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.get("a/b").await.unwrap().unwrap().bytes, b"two");
+        assert_eq!(ok.size, 3);
+        s.put("a/c/d", b"x".to_vec(), PutOptions::default())
+            .await
+            .unwrap();
+        let keys: Vec<String> = s
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["a/b", "a/c/d"]);
+        assert!(s.path("../x").is_err());
+    }
+}

@@ -1,0 +1,870 @@
+//! [`S3Store`]: a buildcache prefix in an S3 bucket (AWS or S3-compatible), and the only code
+//! that talks to the AWS SDK about objects.
+//!
+//! - every write carries its SHA-256 (`x-amz-checksum-sha256`, per part for multipart
+//!   uploads), so the server refuses bytes that are not the ones that were checked;
+//! - files from [`S3Store::multipart_threshold`] up go up as multipart uploads with parallel
+//!   parts (aborted on failure, so no invisible parts are left);
+//! - requests in flight are bounded by one semaphore shared by parts and objects;
+//! - a whole object is retried on transient failures on top of the SDK's per-request retries;
+//! - Cache-Control: immutable for blobs, short for manifests, `no-cache` for the index and
+//!   key index;
+//! - conditional writes (`If-None-Match: *`, `If-Match`) where the server enforces them
+//!   ([`S3Store::probe_write_mode`]), else [`WriteMode::Lock`];
+//! - [`Storage::digest`] reads the SHA-256 S3 stored for a single-part object instead of
+//!   downloading it; a multipart object's composite checksum is compared with the local
+//!   file's in [`S3Store::holds`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::{
+    Capabilities, FileBody, Object, ObjectMeta, Precondition, PreconditionFailed, PutOptions,
+    Storage,
+};
+use crate::buildcache::layout::Sha256Hex;
+use crate::s3::S3Url;
+use crate::s3::retry::{self, ErrorKind, classify, describe};
+
+/// S3's smallest multipart part (except the last).
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
+/// `Cache-Control` of content-addressed blobs: a CDN may keep them forever.
+pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of spec/key manifests and the layout file.
+pub const CACHE_MANIFEST: &str = "public, max-age=60, must-revalidate";
+/// `Cache-Control` of the index and key index manifests: always revalidate (cheap 304s).
+pub const CACHE_INDEX: &str = "no-cache";
+
+/// How a read-modify-write of the index is made safe against concurrent writers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Compare-and-swap with conditional writes (AWS S3, MinIO, moto, local directories).
+    Conditional,
+    /// A lease lock, for servers that ignore or reject conditional writes (best effort; see
+    /// [`crate::buildcache::index`]).
+    Lock,
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::Conditional => "conditional",
+            WriteMode::Lock => "lock",
+        })
+    }
+}
+
+/// The engine's Cache-Control policy by key.
+pub fn cache_control_for(key: &str) -> &'static str {
+    if key.starts_with("blobs/") {
+        CACHE_IMMUTABLE
+    } else if key.ends_with("index.manifest.json") || key.ends_with("keys.manifest.json") {
+        CACHE_INDEX
+    } else {
+        CACHE_MANIFEST
+    }
+}
+
+/// A buildcache prefix in a bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    url: S3Url,
+    part_size: u64,
+    multipart_threshold: u64,
+    concurrency: usize,
+    attempts: u32,
+    slots: Arc<Semaphore>,
+    write_mode: Arc<OnceCell<WriteMode>>,
+    public: Option<(Option<String>, String)>,
+}
+
+/// An S3 failure with its classification, for whole-object retries.
+#[derive(Debug)]
+struct OpError {
+    kind: ErrorKind,
+    msg: String,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+fn op_err<E, R>(what: &str, e: &aws_sdk_s3::error::SdkError<E, R>) -> OpError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: retry::HttpStatus + std::fmt::Debug,
+{
+    OpError {
+        kind: classify(e),
+        msg: format!("{what}: {}", describe(e)),
+    }
+}
+
+fn b64(d: &Sha256Hex) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(hex::decode(d.as_str()).expect("validated hex"))
+}
+
+/// Reads `len` bytes of `file` from `offset` through a handle opened without following links,
+/// and checks that they have the SHA-256 `want`: what is sent is exactly what was checked,
+/// whatever happens to the file in between (and whether or not the server checks the
+/// declared checksum).
+async fn read_checked(
+    file: &FileBody,
+    offset: u64,
+    len: u64,
+    want: &Sha256Hex,
+) -> Result<Vec<u8>, OpError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (f, want) = (file.clone(), want.clone());
+    let r = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let mut h = f.open()?;
+        h.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len as usize);
+        h.take(len)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", f.path().display()))?;
+        if buf.len() as u64 != len || Sha256Hex::of(&buf) != want {
+            bail!(
+                "{} changed since it was checked (bytes {offset}..{} are not the ones hashed); nothing was uploaded",
+                f.path().display(),
+                offset + len
+            );
+        }
+        Ok(buf)
+    })
+    .await;
+    match r {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(OpError {
+            kind: ErrorKind::Permanent,
+            msg: format!("{e:#}"),
+        }),
+        Err(e) => Err(OpError {
+            kind: ErrorKind::Permanent,
+            msg: e.to_string(),
+        }),
+    }
+}
+
+/// SHA-256 of every `part_size` slice of `file`, read without following links.
+fn part_digests(file: &FileBody, part_size: u64) -> Result<Vec<Sha256Hex>> {
+    use std::io::Read;
+    let r = std::io::BufReader::with_capacity(1 << 20, file.open()?.take(file.size));
+    let (_, parts, _) = super::hash_with_parts(r, Some(part_size))
+        .with_context(|| format!("cannot read {}", file.path().display()))?;
+    Ok(parts)
+}
+
+impl S3Store {
+    /// A store for `url` through `client`: 16 requests in flight, multipart from 64 MiB in
+    /// 16 MiB parts, 4 attempts per object.
+    pub fn new(client: Client, url: S3Url) -> Self {
+        S3Store {
+            client,
+            url,
+            part_size: 16 * 1024 * 1024,
+            multipart_threshold: 64 * 1024 * 1024,
+            concurrency: 16,
+            attempts: 4,
+            slots: Arc::new(Semaphore::new(16)),
+            write_mode: Arc::new(OnceCell::new()),
+            public: None,
+        }
+    }
+
+    /// Requests in flight, the multipart threshold and the part size (at least [`MIN_PART`]).
+    pub fn with_tuning(
+        mut self,
+        concurrency: usize,
+        multipart_threshold: u64,
+        part_size: u64,
+    ) -> Self {
+        self.concurrency = concurrency.max(1);
+        self.slots = Arc::new(Semaphore::new(self.concurrency));
+        self.part_size = part_size.max(MIN_PART);
+        self.multipart_threshold = multipart_threshold.max(self.part_size);
+        self
+    }
+
+    /// Whole-object attempts (on top of the SDK's per-request retries).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Uses `mode` instead of probing the server (tests).
+    pub fn with_write_mode(self, mode: WriteMode) -> Self {
+        let _ = self.write_mode.set(mode);
+        self
+    }
+
+    /// The endpoint (None: AWS) and region consumers read from, for [`Storage::public_url`].
+    pub fn with_public_endpoint(mut self, endpoint: Option<String>, region: String) -> Self {
+        self.public = Some((endpoint, region));
+        self
+    }
+
+    /// The `s3://bucket/prefix` URL.
+    pub fn s3_url(&self) -> &S3Url {
+        &self.url
+    }
+
+    /// Files at least this large go up as multipart uploads.
+    pub fn multipart_threshold(&self) -> u64 {
+        self.multipart_threshold
+    }
+
+    /// Checks, before anything is written, that the bucket exists and the credentials may read
+    /// and list it. The errors say which of the two is wrong.
+    pub async fn preflight(&self) -> Result<()> {
+        let url = &self.url;
+        if let Err(e) = self.client.head_bucket().bucket(url.bucket()).send().await {
+            let text = describe(&e);
+            match classify(&e) {
+                ErrorKind::NotFound => bail!(
+                    "bucket {:?} does not exist (at this endpoint/region): check the destination URL {url}, --endpoint-url and --region",
+                    url.bucket()
+                ),
+                ErrorKind::Denied => bail!(
+                    "the credentials were refused for bucket {:?}: {text}. Check AWS_ROLE_ARN/--role-arn (and that the role may s3:ListBucket, s3:GetObject and s3:PutObject on {url}) or the AWS_* credentials",
+                    url.bucket()
+                ),
+                _ => bail!("cannot reach bucket {:?}: {text}", url.bucket()),
+            }
+        }
+        self.client
+            .list_objects_v2()
+            .bucket(url.bucket())
+            .prefix(url.key(""))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot list {url}: {}. Publishing needs s3:ListBucket to skip what is already there",
+                    describe(&e)
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Finds out whether the server enforces conditional writes: creates a probe object twice
+    /// with `If-None-Match: *`. A server that answers 501, or accepts the second create, cannot
+    /// do compare-and-swap ([`WriteMode::Lock`]). Writes and deletes one tiny object under `v3/`.
+    pub async fn probe_write_mode(&self) -> Result<WriteMode> {
+        let rel = format!(
+            "v3/.slurm-factory-cas-probe-{}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let url = &self.url;
+        let put = |body: &'static [u8]| {
+            self.put_raw(
+                &rel,
+                body.to_vec(),
+                "text/plain",
+                "no-store",
+                &Precondition::IfAbsent,
+            )
+        };
+        let mode = match put(b"1").await {
+            Err(e) if classify(&e) == ErrorKind::NotImplemented => WriteMode::Lock,
+            Err(e) => bail!(
+                "cannot write to {url}: {}. Check that the credentials may s3:PutObject there",
+                describe(&e)
+            ),
+            Ok(_) => match put(b"2").await {
+                Ok(_) => WriteMode::Lock,
+                Err(e) if classify(&e) == ErrorKind::Conflict => WriteMode::Conditional,
+                Err(e) if classify(&e) == ErrorKind::NotImplemented => WriteMode::Lock,
+                Err(e) => bail!("cannot write to {url}: {}", describe(&e)),
+            },
+        };
+        // Best effort: a leftover probe is a few bytes nobody reads.
+        let _ = self
+            .client
+            .delete_object()
+            .bucket(url.bucket())
+            .key(url.key(&rel))
+            .send()
+            .await;
+        Ok(mode)
+    }
+
+    /// One PUT of a small object with its SHA-256, under a condition. Returns the new ETag.
+    async fn put_raw(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        cache_control: &str,
+        condition: &Precondition,
+    ) -> Result<
+        String,
+        aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::put_object::PutObjectError>,
+    > {
+        let digest = Sha256Hex::of(&bytes);
+        let _slot = self.slots.acquire().await.expect("semaphore open");
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(self.url.bucket())
+            .key(self.url.key(rel))
+            .content_type(content_type)
+            .cache_control(cache_control)
+            .content_length(bytes.len() as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(b64(&digest))
+            .body(ByteStream::from(bytes));
+        match condition {
+            Precondition::IfMatch(etag) if etag.starts_with('"') => req = req.if_match(etag),
+            Precondition::IfMatch(etag) => req = req.if_match(format!("\"{etag}\"")),
+            Precondition::IfAbsent => req = req.if_none_match("*"),
+            Precondition::None => {}
+        }
+        let out = req.send().await?;
+        Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+    }
+
+    async fn put_single(
+        &self,
+        key: &str,
+        file: &FileBody,
+        opts: &PutOptions,
+    ) -> Result<(), OpError> {
+        let bytes = read_checked(file, 0, file.size, &file.sha256).await?;
+        let _slot = self.slots.acquire().await.expect("semaphore open");
+        self.client
+            .put_object()
+            .bucket(self.url.bucket())
+            .key(self.url.key(key))
+            .content_type(
+                opts.content_type
+                    .as_deref()
+                    .unwrap_or("application/octet-stream"),
+            )
+            .cache_control(
+                opts.cache_control
+                    .as_deref()
+                    .unwrap_or_else(|| cache_control_for(key)),
+            )
+            .content_length(file.size as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(b64(&file.sha256))
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| op_err(&format!("PUT {key}"), &e))?;
+        Ok(())
+    }
+
+    async fn multipart(
+        &self,
+        key: &str,
+        file: &FileBody,
+        parts: &[Sha256Hex],
+        opts: &PutOptions,
+    ) -> Result<(), OpError> {
+        let full = self.url.key(key);
+        let created = {
+            let _slot = self.slots.acquire().await.expect("semaphore open");
+            self.client
+                .create_multipart_upload()
+                .bucket(self.url.bucket())
+                .key(&full)
+                .content_type(
+                    opts.content_type
+                        .as_deref()
+                        .unwrap_or("application/octet-stream"),
+                )
+                .cache_control(
+                    opts.cache_control
+                        .as_deref()
+                        .unwrap_or_else(|| cache_control_for(key)),
+                )
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send()
+                .await
+                .map_err(|e| op_err(&format!("CreateMultipartUpload {key}"), &e))?
+        };
+        let Some(upload_id) = created.upload_id().map(str::to_owned) else {
+            return Err(OpError {
+                kind: ErrorKind::Permanent,
+                msg: "CreateMultipartUpload returned no upload id".into(),
+            });
+        };
+        let mut guard = AbortGuard {
+            client: self.client.clone(),
+            bucket: self.url.bucket().to_owned(),
+            key: full.clone(),
+            upload_id: Some(upload_id.clone()),
+        };
+        match self.send_parts(key, &full, file, parts, &upload_id).await {
+            Ok(()) => {
+                guard.upload_id = None;
+                Ok(())
+            }
+            Err(e) => {
+                guard.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_parts(
+        &self,
+        key: &str,
+        full: &str,
+        file: &FileBody,
+        parts: &[Sha256Hex],
+        upload_id: &str,
+    ) -> Result<(), OpError> {
+        let sends = parts.iter().enumerate().map(|(i, digest)| async move {
+            let offset = i as u64 * self.part_size;
+            let len = self.part_size.min(file.size - offset);
+            let _slot = self.slots.acquire().await.expect("semaphore open");
+            let body = ByteStream::from(read_checked(file, offset, len, digest).await?);
+            let out = self
+                .client
+                .upload_part()
+                .bucket(self.url.bucket())
+                .key(full)
+                .upload_id(upload_id)
+                .part_number(i as i32 + 1)
+                .content_length(len as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_sha256(b64(digest))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| op_err(&format!("UploadPart {key} #{}", i + 1), &e))?;
+            Ok::<_, OpError>(
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .checksum_sha256(b64(digest))
+                    .build(),
+            )
+        });
+        let mut done = futures::future::try_join_all(sends).await?;
+        done.sort_by_key(|p| p.part_number());
+        let _slot = self.slots.acquire().await.expect("semaphore open");
+        self.client
+            .complete_multipart_upload()
+            .bucket(self.url.bucket())
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| op_err(&format!("CompleteMultipartUpload {key}"), &e))?;
+        Ok(())
+    }
+
+    /// Whether the object at `key` holds exactly the bytes of `file`, compared by SHA-256:
+    /// the checksum S3 stored for a single-part object, the composite of part checksums for
+    /// a multipart one (recomputed from the local file with this store's part size), else by
+    /// downloading it. `None` when absent.
+    pub async fn holds(&self, key: &str, file: &FileBody) -> Result<Option<bool>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.url.bucket())
+            .key(self.url.key(key))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        let h = match head {
+            Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(None),
+            Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
+            Ok(h) => h,
+        };
+        if h.content_length().unwrap_or(-1) != file.size as i64 {
+            return Ok(Some(false));
+        }
+        if let Some(stored) = h.checksum_sha256() {
+            let multipart = h.e_tag().is_some_and(|e| e.trim_matches('"').contains('-'))
+                || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite)
+                || stored.contains('-');
+            if !multipart {
+                return Ok(Some(stored == b64(&file.sha256)));
+            }
+            let (f, ps) = (file.clone(), self.part_size);
+            let parts = tokio::task::spawn_blocking(move || part_digests(&f, ps)).await??;
+            let mut concat = Vec::with_capacity(parts.len() * 32);
+            for p in &parts {
+                concat.extend_from_slice(&hex::decode(p.as_str()).expect("hex"));
+            }
+            let composite = b64(&Sha256Hex::of(&concat));
+            // AWS appends "-<parts>"; moto does not.
+            let stored = stored.split('-').next().unwrap_or_default();
+            if stored == composite {
+                return Ok(Some(true));
+            }
+            // Another part size: compare the bytes themselves.
+        }
+        Ok(Some(
+            Storage::digest(self, key)
+                .await?
+                .is_some_and(|(d, n)| d == file.sha256 && n == file.size),
+        ))
+    }
+}
+
+impl Storage for S3Store {
+    fn url(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn public_url(&self) -> String {
+        match &self.public {
+            None => self.url.to_string(),
+            Some((endpoint, region)) => {
+                let catalog = crate::catalog::Catalog::embedded();
+                if catalog.publish.buildcache_bucket == self.url.bucket() && endpoint.is_none() {
+                    catalog.cdn_url(self.url.prefix())
+                } else {
+                    self.url.http_url(endpoint.as_deref(), region)
+                }
+            }
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: true,
+            write: true,
+        }
+    }
+
+    fn write_mode<'a>(&'a self) -> BoxFuture<'a, Result<WriteMode>> {
+        Box::pin(async move {
+            self.write_mode
+                .get_or_try_init(|| self.probe_write_mode())
+                .await
+                .copied()
+        })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    fn multipart(&self) -> Option<(u64, u64)> {
+        Some((self.multipart_threshold, self.part_size))
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Object>>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_object()
+                .bucket(self.url.bucket())
+                .key(self.url.key(key))
+                .send()
+                .await;
+            match out {
+                Ok(o) => {
+                    let etag = o.e_tag().map(|e| e.trim_matches('"').to_owned());
+                    let bytes = o
+                        .body
+                        .collect()
+                        .await
+                        .with_context(|| format!("cannot read {}/{key}", self.url))?
+                        .into_bytes()
+                        .to_vec();
+                    Ok(Some(Object { bytes, etag }))
+                }
+                Err(e) if classify(&e) == ErrorKind::NotFound => Ok(None),
+                Err(e) => bail!("GET {}/{key}: {}", self.url, describe(&e)),
+            }
+        })
+    }
+
+    fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .head_object()
+                .bucket(self.url.bucket())
+                .key(self.url.key(key))
+                .send()
+                .await;
+            match out {
+                Ok(h) => Ok(Some(ObjectMeta {
+                    key: key.to_owned(),
+                    size: h.content_length().unwrap_or(0).max(0) as u64,
+                    etag: h.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                    last_modified: h
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })),
+                Err(e) if classify(&e) == ErrorKind::NotFound => Ok(None),
+                Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
+            }
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Vec<u8>,
+        opts: PutOptions,
+    ) -> BoxFuture<'a, Result<ObjectMeta>> {
+        Box::pin(async move {
+            let size = bytes.len() as u64;
+            let content_type = opts.content_type.as_deref().unwrap_or("application/json");
+            let cache_control = opts
+                .cache_control
+                .as_deref()
+                .unwrap_or_else(|| cache_control_for(key));
+            // Unconditional writes are retried whole on transient failures; a conditional one
+            // is not (its retry is the caller's read-merge-write cycle).
+            let attempts = if opts.precondition == Precondition::None {
+                self.attempts
+            } else {
+                1
+            };
+            let r = retry::with_retries(
+                attempts,
+                Duration::from_millis(500),
+                |e: &aws_sdk_s3::error::SdkError<_, _>| classify(e) == ErrorKind::Transient,
+                |_| {
+                    self.put_raw(
+                        key,
+                        bytes.clone(),
+                        content_type,
+                        cache_control,
+                        &opts.precondition,
+                    )
+                },
+            )
+            .await;
+            match r {
+                Ok(etag) => Ok(ObjectMeta {
+                    key: key.to_owned(),
+                    size,
+                    etag: Some(etag),
+                    last_modified: None,
+                }),
+                Err(e) if classify(&e) == ErrorKind::Conflict => {
+                    Err(anyhow::Error::new(PreconditionFailed { key: key.into() }))
+                }
+                // If-Match on an object deleted meanwhile: also a lost race.
+                Err(e)
+                    if classify(&e) == ErrorKind::NotFound
+                        && matches!(opts.precondition, Precondition::IfMatch(_)) =>
+                {
+                    Err(anyhow::Error::new(PreconditionFailed { key: key.into() }))
+                }
+                Err(e) => bail!("PUT {}/{key}: {}", self.url, describe(&e)),
+            }
+        })
+    }
+
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a FileBody,
+        opts: PutOptions,
+    ) -> BoxFuture<'a, Result<ObjectMeta>> {
+        Box::pin(async move {
+            let multipart = file.size >= self.multipart_threshold;
+            let parts = if !multipart {
+                Vec::new()
+            } else if file.part_size == self.part_size && !file.parts.is_empty() {
+                file.parts.clone()
+            } else {
+                let (f, ps) = (file.clone(), self.part_size);
+                tokio::task::spawn_blocking(move || part_digests(&f, ps)).await??
+            };
+            retry::with_retries(
+                self.attempts,
+                Duration::from_millis(500),
+                |e: &OpError| e.kind == ErrorKind::Transient,
+                |_| async {
+                    if multipart {
+                        self.multipart(key, file, &parts, &opts).await
+                    } else {
+                        self.put_single(key, file, &opts).await
+                    }
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}").context(format!("cannot upload {key}")))?;
+            Ok(ObjectMeta::sized(key, file.size))
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self
+                .client
+                .delete_object()
+                .bucket(self.url.bucket())
+                .key(self.url.key(key))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if classify(&e) == ErrorKind::NotFound => Ok(()),
+                Err(e) => bail!("DELETE {}/{key}: {}", self.url, describe(&e)),
+            }
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(self.url.bucket())
+                .prefix(self.url.key(prefix))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    anyhow::anyhow!("cannot list {}/{prefix}: {}", self.url, describe(&e))
+                })?;
+                for o in page.contents() {
+                    if let Some(rel) = o.key().and_then(|k| self.url.rel(k)) {
+                        out.push(ObjectMeta {
+                            key: rel.to_owned(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                            etag: o
+                                .e_tag()
+                                .map(|e| e.trim_matches('"').to_owned())
+                                .filter(|e| !e.is_empty()),
+                            last_modified: None,
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+
+    fn digest<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            let head = self
+                .client
+                .head_object()
+                .bucket(self.url.bucket())
+                .key(self.url.key(key))
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send()
+                .await;
+            match head {
+                Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(None),
+                Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
+                Ok(h) => {
+                    // A multipart object's checksum is a checksum of part checksums (its ETag
+                    // ends in `-<parts>`; moto even omits the suffix on the checksum): only a
+                    // single-part object's stored checksum is the SHA-256 of its bytes.
+                    let multipart = h.e_tag().is_some_and(|e| e.trim_matches('"').contains('-'))
+                        || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite);
+                    if !multipart
+                        && let Some(c) = h.checksum_sha256().filter(|c| !c.contains('-'))
+                        && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(c)
+                        && raw.len() == 32
+                    {
+                        let size = h.content_length().unwrap_or(0).max(0) as u64;
+                        return Ok(Some((Sha256Hex::parse(&hex::encode(raw))?, size)));
+                    }
+                }
+            }
+            Ok(Storage::get(self, key)
+                .await?
+                .map(|o| (Sha256Hex::of(&o.bytes), o.bytes.len() as u64)))
+        })
+    }
+
+    fn holds<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a FileBody,
+    ) -> BoxFuture<'a, Result<Option<bool>>> {
+        Box::pin(S3Store::holds(self, key, file))
+    }
+}
+
+/// Aborts a multipart upload that did not complete, so no invisible parts are left (and
+/// billed). On the error path it is awaited; if the task is cancelled it is spawned.
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl AbortGuard {
+    async fn abort(&mut self) {
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        // The failure that got us here may be an outage: keep trying for a while, so no
+        // invisible parts are left behind (a bucket lifecycle rule
+        // `AbortIncompleteMultipartUpload` is the backstop).
+        for attempt in 0..8 {
+            let r = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&id)
+                .send()
+                .await;
+            match r {
+                Ok(_) => return,
+                Err(e) if classify(&e) == ErrorKind::NotFound => return,
+                Err(_) => {
+                    tokio::time::sleep(retry::backoff(
+                        attempt,
+                        Duration::from_millis(250),
+                        Duration::from_secs(5),
+                    ))
+                    .await
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.upload_id.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let (client, bucket, key) =
+                (self.client.clone(), self.bucket.clone(), self.key.clone());
+            handle.spawn(async move {
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await;
+            });
+        }
+    }
+}
