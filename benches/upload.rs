@@ -28,8 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::*;
+use slurm_factory::buildcache::publish::PublishReport;
 use slurm_factory::s3::progress::{ProgressMode, human_bytes};
-use slurm_factory::s3::{PublishOptions, PublishReport, publish_buildcache};
 
 /// Tarball sizes: a few large, more medium, many small, like a real Slurm+deps cache.
 /// With the ~1–3 KiB spec blob per spec this gives 2,003 blobs and about 1 GiB.

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use aws_sdk_s3::types::{ChecksumMode, ObjectAttributes};
 use harness::*;
+use slurm_factory::buildcache::layout::Sha256Hex;
+use slurm_factory::buildcache::storage::{S3Store, Storage, WriteMode};
 use slurm_factory::gha::Runner;
-use slurm_factory::s3::index::WriteMode;
-use slurm_factory::s3::local::Sha256Hex;
+use slurm_factory::s3::CredentialSource;
 use slurm_factory::s3::progress::ProgressMode;
-use slurm_factory::s3::{CredentialSource, PublishOptions, publish_buildcache};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn opts() -> PublishOptions {
@@ -126,7 +126,7 @@ async fn publishes_the_signed_fixture_then_skips_everything_on_rerun() {
     assert!(!r2.index_written);
     // 7 blobs + 2 spec manifests + 1 key manifest + layout.json.
     assert_eq!(r2.objects_skipped, 11);
-    let md = r2.summary_markdown(&url.to_string());
+    let md = r2.summary_markdown();
     assert!(md.contains("| skipped (already there) | 11 |"), "{md}");
 }
 
@@ -140,14 +140,17 @@ async fn reupload_after_partial_state_sends_only_what_is_missing() {
     let url = url("p");
     let dir = tempfile::tempdir().unwrap();
     let s = synth_cache(dir.path(), "partial", &[1000, 2000, 3000, 4000]);
-    // Simulate an interrupted earlier run: half of the blobs are already there.
-    let cache = slurm_factory::s3::local::LocalCache::scan(&s.root).unwrap();
-    let half: Vec<_> = cache.blobs.values().take(cache.blobs.len() / 2).collect();
-    for b in &half {
+    // Simulate an interrupted earlier run: half of the blobs are already there (uploaded with
+    // their SHA-256 checksums, as the engine does).
+    let blobs = local_blobs(&s.root);
+    let half: Vec<_> = blobs.iter().take(blobs.len() / 2).collect();
+    for (rel, d, path, _) in &half {
         c.put_object()
             .bucket(BUCKET)
-            .key(url.key(&b.file.rel))
-            .body(std::fs::read(&b.file.path).unwrap().into())
+            .key(url.key(rel))
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .checksum_sha256(b64(d))
+            .body(std::fs::read(path).unwrap().into())
             .send()
             .await
             .unwrap();
@@ -155,7 +158,7 @@ async fn reupload_after_partial_state_sends_only_what_is_missing() {
     let r = publish_buildcache(&quiet_runner(), &c, &url, &s.root, &unsigned_opts())
         .await
         .unwrap();
-    assert_eq!(r.blobs_uploaded as usize, cache.blobs.len() - half.len());
+    assert_eq!(r.blobs_uploaded as usize, blobs.len() - half.len());
     assert_eq!(r.objects_skipped as usize, half.len());
     assert_eq!(index_specs(&c, &url).await, s.specs);
     assert_eq!(check_consistent(&c, &url).await, Ok(4));
@@ -183,10 +186,9 @@ async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
     assert_eq!(check_consistent(&c, &url).await, Ok(2));
     assert!(r.bytes_uploaded >= big as u64);
 
-    let cache = slurm_factory::s3::local::LocalCache::scan(&s.root).unwrap();
     let mut saw_multipart = false;
-    for b in cache.blobs.values() {
-        let key = url.key(&b.file.rel);
+    for (rel, digest, path, size) in local_blobs(&s.root) {
+        let key = url.key(&rel);
         let head = c
             .head_object()
             .bucket(BUCKET)
@@ -196,11 +198,11 @@ async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
             .await
             .unwrap();
         let stored = head.checksum_sha256().unwrap_or_default().to_owned();
-        let data = std::fs::read(&b.file.path).unwrap();
-        assert_eq!(Sha256Hex::of(&data), b.digest, "local blob sanity");
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(Sha256Hex::of(&data), digest, "local blob sanity");
         // The downloaded bytes are the local bytes.
-        assert_eq!(Sha256Hex::of(&get_bytes(&c, &key).await.unwrap()), b.digest);
-        if b.file.size as usize == big {
+        assert_eq!(Sha256Hex::of(&get_bytes(&c, &key).await.unwrap()), digest);
+        if size as usize == big {
             saw_multipart = true;
             // S3's multipart checksum: SHA-256 over the parts' SHA-256s, "-<parts>".
             let parts: Vec<&[u8]> = data.chunks(5 * 1024 * 1024).collect();
@@ -211,7 +213,7 @@ async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
             for part in &parts {
                 concat.extend_from_slice(&hex::decode(Sha256Hex::of(part).as_str()).unwrap());
             }
-            let composite = Sha256Hex::of(&concat).to_base64();
+            let composite = b64(&Sha256Hex::of(&concat));
             // AWS appends "-<parts>" to a composite checksum; moto does not.
             assert_eq!(
                 stored.trim_end_matches("-3"),
@@ -219,7 +221,7 @@ async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
                 "composite checksum"
             );
         } else {
-            assert_eq!(stored, b.digest.to_base64(), "{key}: stored checksum");
+            assert_eq!(stored, b64(&digest), "{key}: stored checksum");
             let attrs = c
                 .get_object_attributes()
                 .bucket(BUCKET)
@@ -230,7 +232,7 @@ async fn multipart_uploads_carry_sha256_checksums_s3_stores() {
                 .unwrap();
             assert_eq!(
                 attrs.checksum().and_then(|c| c.checksum_sha256()),
-                Some(b.digest.to_base64().as_str())
+                Some(b64(&digest).as_str())
             );
         }
     }
@@ -258,7 +260,16 @@ async fn a_competing_writer_between_read_and_write_gets_merged() {
     let b = synth_cache(&dir.path().join("b"), "writer-b", &[300]);
     // Seed an index so A's write is an If-Match on an existing ETag.
     let seed = synth_cache(&dir.path().join("seed"), "seed", &[50]);
-    publish_buildcache(&quiet_runner(), &direct, &url, &seed.root, &unsigned_opts())
+    // The three publishers know each other's keys.
+    let race_opts = PublishOptions {
+        key_fingerprints: vec![
+            a.fingerprint.clone(),
+            b.fingerprint.clone(),
+            seed.fingerprint.clone(),
+        ],
+        ..unsigned_opts()
+    };
+    publish_buildcache(&quiet_runner(), &direct, &url, &seed.root, &race_opts)
         .await
         .unwrap();
 
@@ -282,18 +293,12 @@ async fn a_competing_writer_between_read_and_write_gets_merged() {
     let via_proxy = client(&proxy.endpoint).await;
     let url_a = url.clone();
     let a_root = a.root.clone();
+    let a_opts = race_opts.clone();
     let writer_a = tokio::spawn(async move {
-        publish_buildcache(
-            &quiet_runner(),
-            &via_proxy,
-            &url_a,
-            &a_root,
-            &unsigned_opts(),
-        )
-        .await
+        publish_buildcache(&quiet_runner(), &via_proxy, &url_a, &a_root, &a_opts).await
     });
     arrived_rx.recv().await.expect("A reached its index write");
-    let rb = publish_buildcache(&quiet_runner(), &direct, &url, &b.root, &unsigned_opts())
+    let rb = publish_buildcache(&quiet_runner(), &direct, &url, &b.root, &race_opts)
         .await
         .unwrap();
     assert!(rb.index_written);
@@ -346,7 +351,8 @@ async fn conditional_writes_are_enforced_by_the_server() {
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 412);
     put(None, first.e_tag()).await.unwrap();
     assert_eq!(
-        slurm_factory::s3::index::probe_write_mode(&c, &url("x"))
+        S3Store::new(c.clone(), url("x"))
+            .probe_write_mode()
             .await
             .unwrap(),
         WriteMode::Conditional
@@ -362,9 +368,7 @@ async fn conditional_writes_are_enforced_by_the_server() {
     .await;
     let pc = client(&proxy.endpoint).await;
     assert_eq!(
-        slurm_factory::s3::index::probe_write_mode(&pc, &url("x"))
-            .await
-            .unwrap(),
+        S3Store::new(pc, url("x")).probe_write_mode().await.unwrap(),
         WriteMode::Lock
     );
 }
@@ -737,10 +741,12 @@ async fn a_corrupt_local_blob_stops_the_run_before_anything_is_uploaded() {
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("is corrupt") && msg.contains("aaabfbfc"),
+        msg.contains("incomplete or corrupt")
+            && msg.contains("aaabfbfc")
+            && msg.contains("has sha256"),
         "{msg}"
     );
-    assert!(msg.contains("Nothing was uploaded"), "{msg}");
+    assert!(msg.contains("nothing was written"), "{msg}");
     assert_bucket_empty(&c).await;
 }
 
@@ -817,7 +823,7 @@ async fn an_incomplete_local_cache_is_refused() {
 async fn sixteen_simultaneous_index_merges_lose_nothing() {
     // Maximum contention on the compare-and-swap: 16 writers released by one barrier merge
     // distinct entries into one index.
-    use slurm_factory::s3::index::{Pointer, update_pointer};
+    use slurm_factory::buildcache::index::{Index, update_pointer};
     let Some(moto) = Moto::start().await else {
         return;
     };
@@ -832,10 +838,17 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
             let h = dag_hash(&format!("cas-{i}"));
             let spec = serde_json::json!({"name": format!("cas-{i}"), "version": "1.0", "hash": h});
             let ours = serde_json::json!({"database":{"version":"8","installs":{h.clone():{"spec":spec,"ref_count":0,"in_buildcache":true}}}});
+            let ours = Index::parse(&serde_json::to_vec(&ours).unwrap()).unwrap();
+            let store = S3Store::new(c, url).with_write_mode(WriteMode::Conditional);
             barrier.wait().await;
-            let u = update_pointer(&c, &url, Pointer::Index, &ours, WriteMode::Conditional, 100)
-                .await
-                .unwrap();
+            let u = update_pointer::<Index>(
+                &store,
+                |i| i.merge_index(&ours).map(|_| ()),
+                100,
+                false,
+            )
+            .await
+            .unwrap();
             (h, u.attempts)
         }));
     }
@@ -855,84 +868,97 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn object_store_conditions_streaming_and_digests() {
-    use slurm_factory::s3::store::{Condition, PutError, S3Store};
+    use slurm_factory::buildcache::storage::{
+        FileBody, LocalDir, Precondition, PreconditionFailed, PutOptions,
+    };
     let Some(moto) = Moto::start().await else {
         return;
     };
     let c = client(&moto.endpoint).await;
     create_bucket(&c).await;
     let store = S3Store::new(c.clone(), url("store"));
+    let cond = |precondition: Precondition| PutOptions {
+        content_type: Some("text/plain".into()),
+        cache_control: Some("no-cache".into()),
+        precondition,
+    };
     assert!(store.get("v3/x").await.unwrap().is_none());
     assert!(store.head("v3/x").await.unwrap().is_none());
     let m = store
-        .put(
-            "v3/x",
-            b"one".to_vec(),
-            "text/plain",
-            "no-cache",
-            Condition::IfAbsent,
-        )
+        .put("v3/x", b"one".to_vec(), cond(Precondition::IfAbsent))
         .await
         .unwrap();
     let e = store
-        .put(
-            "v3/x",
-            b"two".to_vec(),
-            "text/plain",
-            "no-cache",
-            Condition::IfAbsent,
-        )
+        .put("v3/x", b"two".to_vec(), cond(Precondition::IfAbsent))
         .await
         .unwrap_err();
-    assert!(matches!(e, PutError::PreconditionFailed { .. }), "{e}");
+    assert!(e.downcast_ref::<PreconditionFailed>().is_some(), "{e}");
     let e = store
         .put(
             "v3/x",
             b"two".to_vec(),
-            "text/plain",
-            "no-cache",
-            Condition::IfMatch("\"nope\"".into()),
+            cond(Precondition::IfMatch("\"nope\"".into())),
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, PutError::PreconditionFailed { .. }), "{e}");
+    assert!(e.downcast_ref::<PreconditionFailed>().is_some(), "{e}");
     store
         .put(
             "v3/x",
             b"two".to_vec(),
-            "text/plain",
-            "no-cache",
-            Condition::IfMatch(m.etag.unwrap()),
+            cond(Precondition::IfMatch(m.etag.unwrap())),
         )
         .await
         .unwrap();
-    assert_eq!(store.get("v3/x").await.unwrap().unwrap().0, b"two");
+    assert_eq!(store.get("v3/x").await.unwrap().unwrap().bytes, b"two");
 
     // A large file streams as a multipart upload; a small one as one PUT.
     let dir = tempfile::tempdir().unwrap();
     let big = bytes_for("store-big", 17 * 1024 * 1024 + 5);
     std::fs::write(dir.path().join("big"), &big).unwrap();
     std::fs::write(dir.path().join("small"), b"small").unwrap();
+    let body = |name: &str, bytes: &[u8]| FileBody {
+        source: LocalDir::new(dir.path()),
+        key: name.into(),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of(bytes),
+        parts: Vec::new(),
+        part_size: 0,
+    };
+    let store = store.with_tuning(16, 16 * 1024 * 1024, 16 * 1024 * 1024);
     store
-        .put_file(
-            "blobs/big",
-            &dir.path().join("big"),
-            "application/octet-stream",
-            "no-cache",
-        )
+        .put_file("blobs/big", &body("big", &big), PutOptions::default())
         .await
         .unwrap();
     store
         .put_file(
             "blobs/small",
-            &dir.path().join("small"),
-            "application/octet-stream",
-            "no-cache",
+            &body("small", b"small"),
+            PutOptions::default(),
         )
         .await
         .unwrap();
+    // A file that is not the bytes it claims to be (changed since it was checked) is refused:
+    // what goes up is read and hashed from one handle right before it is sent.
+    let e = store
+        .put_file(
+            "blobs/liar",
+            &FileBody {
+                sha256: Sha256Hex::of(b"other"),
+                ..body("small", b"small")
+            },
+            PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("blobs/liar")
+            && format!("{e:#}").contains("changed since it was checked"),
+        "{e:#}"
+    );
+    assert!(store.head("blobs/liar").await.unwrap().is_none());
     assert_eq!(
-        Sha256Hex::of(&store.get("blobs/big").await.unwrap().unwrap().0),
+        Sha256Hex::of(&store.get("blobs/big").await.unwrap().unwrap().bytes),
         Sha256Hex::of(&big)
     );
     let listed: Vec<String> = store
@@ -953,6 +979,37 @@ async fn object_store_conditions_streaming_and_digests() {
         Some((Sha256Hex::of(&big), big.len() as u64))
     );
     assert!(store.digest("blobs/none").await.unwrap().is_none());
+    // `holds` compares by digest: the composite checksum of the multipart object, the stored
+    // one of the single-part object, and a same-size object with other bytes is not it.
+    assert_eq!(
+        store.holds("blobs/big", &body("big", &big)).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .holds("blobs/small", &body("small", b"small"))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    std::fs::write(dir.path().join("other"), b"SMALL").unwrap();
+    assert_eq!(
+        store
+            .holds("blobs/small", &body("other", b"SMALL"))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .holds("blobs/none", &body("small", b"small"))
+            .await
+            .unwrap(),
+        None
+    );
+    store.delete("blobs/small").await.unwrap();
+    store.delete("blobs/small").await.unwrap();
+    assert!(store.head("blobs/small").await.unwrap().is_none());
     let mpu = c
         .list_multipart_uploads()
         .bucket(BUCKET)
@@ -981,16 +1038,19 @@ async fn outputs_and_summary_are_written_for_the_runner() {
     ])
     .with_sink(Box::new(std::io::sink()));
     let url = url("slurm/25.11/13.4.0/buildcache");
-    let r = publish_buildcache(&runner, &c, &url, &fixture("signed"), &opts())
+    let o = PublishOptions {
+        endpoint: Some(moto.endpoint.clone()),
+        ..opts()
+    };
+    let r = publish_buildcache(&runner, &c, &url, &fixture("signed"), &o)
         .await
         .unwrap();
-    let public =
-        slurm_factory::s3::upload::public_url(None, &url, Some(&moto.endpoint), "us-east-1");
+    let public = r.public_url.clone();
     assert_eq!(
         public,
         format!("{}/{BUCKET}/slurm/25.11/13.4.0/buildcache", moto.endpoint)
     );
-    slurm_factory::s3::upload::write_outputs(&runner, &r, &url, &public).unwrap();
+    slurm_factory::buildcache::publish::write_outputs(&runner, &r).unwrap();
     let o = std::fs::read_to_string(&out).unwrap();
     assert!(o.contains("buildcache-url<<") && o.contains(&public), "{o}");
     assert!(
@@ -1012,7 +1072,9 @@ async fn outputs_and_summary_are_written_for_the_runner() {
     )
     .unwrap();
     assert_eq!(
-        slurm_factory::s3::upload::public_url(Some(&catalog), &cat_url, None, "us-east-1"),
+        S3Store::new(c.clone(), cat_url)
+            .with_public_endpoint(None, "us-east-1".into())
+            .public_url(),
         catalog.cdn_url("slurm/25.11/13.4.0/buildcache")
     );
 }
@@ -1062,7 +1124,7 @@ async fn progress_lines_in_a_group_and_a_summary_with_skips_and_throughput() {
             .all(|l| l.contains(&format!("/{total} objects"))),
         "{ticks:?}"
     );
-    let md = r.summary_markdown(&url.to_string());
+    let md = r.summary_markdown();
     assert!(
         md.contains(&format!("| uploaded | {} |", r.objects_uploaded)),
         "{md}"
@@ -1075,7 +1137,7 @@ async fn progress_lines_in_a_group_and_a_summary_with_skips_and_throughput() {
         .await
         .unwrap();
     assert_eq!(r2.objects_uploaded, 0);
-    let md = r2.summary_markdown(&url.to_string());
+    let md = r2.summary_markdown();
     assert!(md.contains("| uploaded | 0 | 0 B |"), "{md}");
     assert!(
         md.contains(&format!(

@@ -5,9 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use slurm_factory::s3::index::WriteMode;
+use slurm_factory::buildcache::storage::{S3Store, WriteMode};
 use slurm_factory::s3::progress::ProgressMode;
-use slurm_factory::s3::{PublishOptions, publish_buildcache};
 
 use crate::harness::*;
 use crate::proxy::{FaultProxy, Plan};
@@ -51,6 +50,8 @@ async fn publish_concurrently(
         })
         .collect();
     let reader = Reader::start(reader_client.clone(), url.clone());
+    // Every publisher knows the others' keys (as matrix legs share one signing key).
+    let fprs: Vec<String> = caches.iter().map(|s| s.fingerprint.clone()).collect();
     let mut tasks = Vec::new();
     for s in &caches {
         let c = client(endpoint).await;
@@ -58,6 +59,7 @@ async fn publish_concurrently(
         let root = s.root.clone();
         let o = PublishOptions {
             write_mode,
+            key_fingerprints: fprs.clone(),
             ..opts()
         };
         tasks.push(tokio::spawn(async move {
@@ -116,10 +118,10 @@ async fn without_conditional_writes_the_lock_fallback_keeps_every_spec() {
         },
     )
     .await;
-    let probe =
-        slurm_factory::s3::index::probe_write_mode(&client(&proxy.endpoint).await, &url("lock"))
-            .await
-            .unwrap();
+    let probe = S3Store::new(client(&proxy.endpoint).await, url("lock"))
+        .probe_write_mode()
+        .await
+        .unwrap();
     assert_eq!(probe, WriteMode::Lock);
     let modes = publish_concurrently(&proxy.endpoint, 4, "lock", None).await;
     assert!(modes.iter().all(|m| m == "lock"), "{modes:?}");
@@ -138,7 +140,7 @@ async fn publish_through(
     moto: &Moto,
     proxy: &FaultProxy,
     tag: &str,
-) -> slurm_factory::s3::PublishReport {
+) -> slurm_factory::buildcache::publish::PublishReport {
     let direct = client(&moto.endpoint).await;
     let url = url(tag);
     let dir = tempfile::tempdir().unwrap();

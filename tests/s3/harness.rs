@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use slurm_factory::buildcache::layout::{self, BlobRecord as Record, Manifest, Sha256Hex};
+use slurm_factory::buildcache::publish::{self, PublishReport};
+use slurm_factory::buildcache::storage::{LocalDir, S3Store, Storage, WriteMode};
 use slurm_factory::gha::{Runner, Secret};
-use slurm_factory::s3::local::{Manifest, Record, Sha256Hex};
+use slurm_factory::pgp::TrustedKeys;
+use slurm_factory::s3::progress::ProgressMode;
 use slurm_factory::s3::{CredentialSource, S3Settings, S3Url};
 
 use crate::common;
@@ -196,6 +200,145 @@ pub fn fixture(which: &str) -> PathBuf {
         .join(which)
 }
 
+// ---------------------------------------------------------------------------------------
+// Publishing through the one engine (`buildcache::publish`) to an `S3Store`.
+
+/// The knobs the S3 tests turn: the store's tuning and the engine's policy.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Multipart from this size.
+    pub multipart_threshold: u64,
+    /// Part size.
+    pub part_size: u64,
+    /// Refuse unsigned spec manifests (no signing key is given in these tests).
+    pub require_signed: bool,
+    /// Pointer-manifest attempts.
+    pub index_attempts: u32,
+    /// Whole-object attempts.
+    pub object_attempts: u32,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Progress interval.
+    pub progress_interval: Duration,
+    /// Write nothing.
+    pub dry_run: bool,
+    /// Force the write mode instead of probing.
+    pub write_mode: Option<WriteMode>,
+    /// Further fingerprints to publish and accept (besides the source's own key manifests).
+    pub key_fingerprints: Vec<String>,
+    /// The endpoint consumers read from (for the public URL).
+    pub endpoint: Option<String>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        let d = publish::PublishOptions::default();
+        PublishOptions {
+            concurrency: 16,
+            multipart_threshold: 64 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            require_signed: true,
+            index_attempts: d.index_attempts,
+            object_attempts: 4,
+            progress: d.progress,
+            progress_interval: d.progress_interval,
+            dry_run: false,
+            write_mode: None,
+            key_fingerprints: Vec::new(),
+            endpoint: None,
+        }
+    }
+}
+
+/// The S3 store of `url` with the tuning of `o`.
+pub fn store(c: &Client, url: &S3Url, o: &PublishOptions) -> S3Store {
+    let s = S3Store::new(c.clone(), url.clone())
+        .with_tuning(o.concurrency, o.multipart_threshold, o.part_size)
+        .with_attempts(o.object_attempts);
+    let s = match &o.endpoint {
+        Some(e) => s.with_public_endpoint(
+            Some(e.clone()),
+            slurm_factory::s3::credentials::client_region(c),
+        ),
+        None => s,
+    };
+    match o.write_mode {
+        Some(m) => s.with_write_mode(m),
+        None => s,
+    }
+}
+
+/// Publishes the local buildcache at `src` to `url` with the engine, as `sign-and-upload`
+/// does after opening the store (bucket preflight first), without a signing key: signed
+/// manifests must verify against the fixture's key; the source's key manifests are published.
+pub async fn publish_buildcache(
+    runner: &Runner,
+    c: &Client,
+    url: &S3Url,
+    src: &Path,
+    o: &PublishOptions,
+) -> anyhow::Result<PublishReport> {
+    let dest = store(c, url, o);
+    dest.preflight().await?;
+    let mut trusted = TrustedKeys::new();
+    trusted
+        .add_armored(&std::fs::read(fixture("keys/demo-signer.pub.asc")).unwrap())
+        .unwrap();
+    let mut fprs = o.key_fingerprints.clone();
+    if let Ok(rd) = std::fs::read_dir(src.join("v3/manifests/key")) {
+        for e in rd {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(f) = name.strip_suffix(".key.manifest.json") {
+                fprs.push(f.to_owned());
+            }
+        }
+    }
+    let opts = publish::PublishOptions {
+        dry_run: o.dry_run,
+        trusted,
+        allow_unsigned: !o.require_signed,
+        publish_key_fingerprints: fprs,
+        index_attempts: o.index_attempts,
+        progress: o.progress,
+        progress_interval: o.progress_interval,
+        ..publish::PublishOptions::default()
+    };
+    publish::publish(
+        runner,
+        &LocalDir::new(src),
+        &dest as &dyn Storage,
+        None,
+        &opts,
+    )
+    .await
+}
+
+/// `x-amz-checksum-sha256` of a digest: base64 of its 32 bytes.
+pub fn b64(d: &Sha256Hex) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(hex::decode(d.as_str()).unwrap())
+}
+
+/// The `blobs/` files of a local tree, as (relative path, digest, path, size).
+pub fn local_blobs(root: &Path) -> Vec<(String, Sha256Hex, PathBuf, u64)> {
+    local_files(root)
+        .into_iter()
+        .filter(|r| r.starts_with("blobs/"))
+        .map(|r| {
+            let p = root.join(&r);
+            let d = Sha256Hex::parse(r.rsplit('/').next().unwrap()).unwrap();
+            let n = std::fs::metadata(&p).unwrap().len();
+            (r, d, p, n)
+        })
+        .collect()
+}
+
+fn parse_manifest(bytes: &[u8]) -> anyhow::Result<Manifest> {
+    Manifest::from_json(&layout::manifest_text(bytes)?)
+}
+
 /// Copies a directory tree.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -259,10 +402,11 @@ pub async fn index_specs(c: &Client, url: &S3Url) -> BTreeSet<String> {
     let m = get_bytes(c, &url.key("v3/manifests/index/index.manifest.json"))
         .await
         .expect("index manifest");
-    let m = Manifest::parse(&String::from_utf8(m).unwrap()).unwrap();
+    let m = parse_manifest(&m).unwrap();
     let d = Sha256Hex::parse(&m.data[0].checksum).unwrap();
     let db: Value =
-        serde_json::from_slice(&get_bytes(c, &url.key(&d.blob_path())).await.unwrap()).unwrap();
+        serde_json::from_slice(&get_bytes(c, &url.key(&layout::blob_key(&d))).await.unwrap())
+            .unwrap();
     db["database"]["installs"]
         .as_object()
         .unwrap()
@@ -276,10 +420,11 @@ pub async fn key_index(c: &Client, url: &S3Url) -> BTreeSet<String> {
     let m = get_bytes(c, &url.key("v3/manifests/key/keys.manifest.json"))
         .await
         .expect("keys manifest");
-    let m = Manifest::parse(&String::from_utf8(m).unwrap()).unwrap();
+    let m = parse_manifest(&m).unwrap();
     let d = Sha256Hex::parse(&m.data[0].checksum).unwrap();
     let doc: Value =
-        serde_json::from_slice(&get_bytes(c, &url.key(&d.blob_path())).await.unwrap()).unwrap();
+        serde_json::from_slice(&get_bytes(c, &url.key(&layout::blob_key(&d))).await.unwrap())
+            .unwrap();
     doc["keys"].as_object().unwrap().keys().cloned().collect()
 }
 
@@ -313,7 +458,7 @@ pub fn bytes_for(seed: &str, len: usize) -> Vec<u8> {
 
 fn write_blob(root: &Path, bytes: &[u8]) -> Sha256Hex {
     let d = Sha256Hex::of(bytes);
-    let p = root.join(d.blob_path());
+    let p = root.join(layout::blob_key(&d));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, bytes).unwrap();
     d
@@ -332,7 +477,7 @@ fn record(len: usize, media: &str, compression: &str, d: &Sha256Hex) -> Record {
 fn write_pointer(root: &Path, rel: &str, media: &str, doc: &Value) {
     let bytes = serde_json::to_vec(doc).unwrap();
     let d = write_blob(root, &bytes);
-    let m = Manifest::single(record(bytes.len(), media, "none", &d));
+    let m = Manifest::new(vec![record(bytes.len(), media, "none", &d)]);
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, m.to_spack_json()).unwrap();
@@ -349,7 +494,7 @@ pub struct Synth {
 /// Writes a Spack v3 buildcache with one spec per entry of `tarball_sizes` (unsigned spec
 /// manifests, a DB v8 index, one public key with its key manifest and key index).
 pub fn synth_cache(root: &Path, tag: &str, tarball_sizes: &[usize]) -> Synth {
-    let mut installs = serde_json::Map::new();
+    let mut nodes = Vec::new();
     let mut specs = BTreeSet::new();
     for (i, size) in tarball_sizes.iter().enumerate() {
         let name = format!("pkg-{tag}-{i}");
@@ -358,6 +503,7 @@ pub fn synth_cache(root: &Path, tag: &str, tarball_sizes: &[usize]) -> Synth {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&serde_json::to_vec(&spec).unwrap()).unwrap();
         let spec_gz = gz.finish().unwrap();
+        nodes.push(slurm_factory::buildcache::layout::parse_spec_blob(&spec_gz, "gzip").unwrap());
         let tarball = bytes_for(&format!("{tag}/{i}/tarball"), *size);
         let td = write_blob(root, &tarball);
         let sd = write_blob(root, &spec_gz);
@@ -382,25 +528,29 @@ pub fn synth_cache(root: &Path, tag: &str, tarball_sizes: &[usize]) -> Synth {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, m.to_spack_json()).unwrap();
-        installs.insert(
-            hash.clone(),
-            json!({"spec":{"name":name,"version":"1.0","hash":hash},"ref_count":0,"in_buildcache":true}),
-        );
         specs.insert(hash);
     }
-    let db = json!({"database":{"version":"8","installs":installs}});
-    write_pointer(
-        root,
-        "v3/manifests/index/index.manifest.json",
+    // The index as Spack writes it (`buildcache::index` reproduces Spack's bytes): installs in
+    // push order of (name, version, hash), compact JSON.
+    let mut index = slurm_factory::buildcache::Index::new();
+    index.merge_published(&nodes).unwrap();
+    let db = index.to_json();
+    let d = write_blob(root, &db);
+    let m = Manifest::new(vec![record(
+        db.len(),
         "application/vnd.spack.db.v8+json",
-        &db,
-    );
+        "none",
+        &d,
+    )]);
+    let p = root.join("v3/manifests/index/index.manifest.json");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, m.to_spack_json()).unwrap();
     let fingerprint = hex::encode_upper(&Sha256::digest(tag.as_bytes())[..20]);
     let key = format!(
         "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nfake key {tag}\n-----END PGP PUBLIC KEY BLOCK-----\n"
     );
     let kd = write_blob(root, key.as_bytes());
-    let km = Manifest::single(record(key.len(), "application/pgp-keys", "none", &kd));
+    let km = Manifest::new(vec![record(key.len(), "application/pgp-keys", "none", &kd)]);
     let p = root.join(format!("v3/manifests/key/{fingerprint}.key.manifest.json"));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, km.to_spack_json()).unwrap();
@@ -436,9 +586,9 @@ pub async fn check_consistent(c: &Client, url: &S3Url) -> Result<usize, String> 
     let mut specs = 0;
     // The index first: everything it names was published before it.
     if let Some(m) = get_bytes(c, &url.key("v3/manifests/index/index.manifest.json")).await {
-        let m = Manifest::parse(&String::from_utf8_lossy(&m)).map_err(|e| e.to_string())?;
+        let m = parse_manifest(&m).map_err(|e| e.to_string())?;
         let d = Sha256Hex::parse(&m.data[0].checksum).unwrap();
-        let Some(db) = get_bytes(c, &url.key(&d.blob_path())).await else {
+        let Some(db) = get_bytes(c, &url.key(&layout::blob_key(&d))).await else {
             return Err(format!("index points at missing blob {d}"));
         };
         let db: Value = serde_json::from_slice(&db).map_err(|e| e.to_string())?;
@@ -461,9 +611,9 @@ pub async fn check_consistent(c: &Client, url: &S3Url) -> Result<usize, String> 
     }
     for rel in ["v3/manifests/key/keys.manifest.json"] {
         if let Some(m) = get_bytes(c, &url.key(rel)).await {
-            let m = Manifest::parse(&String::from_utf8_lossy(&m)).map_err(|e| e.to_string())?;
+            let m = parse_manifest(&m).map_err(|e| e.to_string())?;
             let d = Sha256Hex::parse(&m.data[0].checksum).unwrap();
-            if !exists(url.key(&d.blob_path())).await {
+            if !exists(url.key(&layout::blob_key(&d))).await {
                 return Err(format!("{rel} points at missing blob {d}"));
             }
         }
@@ -477,11 +627,10 @@ pub async fn check_consistent(c: &Client, url: &S3Url) -> Result<usize, String> 
         let Some(text) = get_bytes(c, &k).await else {
             return Err(format!("listed manifest {k} vanished"));
         };
-        let m =
-            Manifest::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("{k}: {e}"))?;
+        let m = parse_manifest(&text).map_err(|e| format!("{k}: {e}"))?;
         for r in &m.data {
             let d = Sha256Hex::parse(&r.checksum).unwrap();
-            if !exists(url.key(&d.blob_path())).await {
+            if !exists(url.key(&layout::blob_key(&d))).await {
                 return Err(format!("{k} points at missing blob {d}"));
             }
         }
