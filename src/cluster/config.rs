@@ -100,6 +100,38 @@ impl Installation {
     }
 }
 
+/// The Slurm installation in or below `prefix`: `prefix` itself (an existing install, `/usr`),
+/// `prefix/view` (an unpacked tarball), or Spack's layout `prefix/<platform>-<target>/slurm-*`
+/// (a buildcache install): the first whose `sbin/slurmctld` exists.
+pub fn find_slurm_root(prefix: &Path) -> Result<PathBuf> {
+    let mut candidates = vec![prefix.to_owned(), prefix.join("view")];
+    let mut spack: Vec<PathBuf> = std::fs::read_dir(prefix)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|arch| arch.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|arch| {
+            std::fs::read_dir(arch.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|spec| spec.file_name().to_string_lossy().starts_with("slurm-"))
+        .map(|spec| spec.path())
+        .collect();
+    spack.sort();
+    candidates.extend(spack);
+    candidates
+        .into_iter()
+        .find(|c| c.join("sbin/slurmctld").is_file())
+        .with_context(|| {
+            format!(
+                "no Slurm installation in {}: no sbin/slurmctld there, in view/ or in a Spack slurm-* prefix below it. The cluster smoke test needs Slurm's daemons; pass the prefix Slurm was installed into",
+                prefix.display()
+            )
+        })
+}
+
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -539,6 +571,24 @@ mod tests {
         assert!(
             c.write(SlurmVersion::parse("slurm 24.11.1").unwrap())
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn slurm_root_is_found_in_a_prefix_a_view_or_spack_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_slurm_root(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("no Slurm installation"), "{err}");
+        let spack = dir.path().join("linux-x86_64_v3/slurm-25.11.0-abcdef");
+        std::fs::create_dir_all(spack.join("sbin")).unwrap();
+        std::fs::create_dir_all(dir.path().join("linux-x86_64_v3/munge-0.5.16-xyz/sbin")).unwrap();
+        std::fs::write(spack.join("sbin/slurmctld"), "").unwrap();
+        assert_eq!(find_slurm_root(dir.path()).unwrap(), spack);
+        std::fs::create_dir_all(dir.path().join("view/sbin")).unwrap();
+        std::fs::write(dir.path().join("view/sbin/slurmctld"), "").unwrap();
+        assert_eq!(
+            find_slurm_root(dir.path()).unwrap(),
+            dir.path().join("view")
         );
     }
 
