@@ -1128,13 +1128,15 @@ pub async fn publish(
     report.objects_uploaded += idx.objects_written;
     report.bytes_uploaded += idx.bytes_written;
     report.blobs_uploaded += u64::from(idx.objects_written > 1);
-    for (k, w) in [(layout::INDEX_MANIFEST, idx.written)] {
-        report.objects.push(ObjectChange {
-            key: k.into(),
-            change: if w { Change::Update } else { Change::Unchanged },
-            size: 0,
-        });
-    }
+    report.objects.push(ObjectChange {
+        key: layout::INDEX_MANIFEST.into(),
+        change: if idx.written {
+            Change::Update
+        } else {
+            Change::Unchanged
+        },
+        size: 0,
+    });
     report.elapsed = t0.elapsed();
     Ok(report)
 }

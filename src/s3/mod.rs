@@ -7,7 +7,7 @@
 //!   (path-style addressing) and `--region`. Every credential is masked in the log.
 //! - [`retry`]: backoff with jitter, and error classification.
 //! - [`progress`]: a `::group::` with periodic lines in Actions, an indicatif bar on a TTY.
-//! - [`S3Url`]: `s3://bucket/prefix`.
+//! - [`S3Url`], an `s3://bucket/prefix` URL.
 
 use std::fmt;
 use std::str::FromStr;
