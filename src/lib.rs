@@ -22,6 +22,8 @@
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
+//! - [`tarball`]: relocatable, reproducible Slurm tarballs with Lmod modules, and their
+//!   signed publication.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
@@ -35,4 +37,5 @@ pub mod matrix;
 pub mod pgp;
 pub mod s3;
 pub mod spack;
+pub mod tarball;
 pub mod workflows;
