@@ -459,3 +459,69 @@ fn bad_inputs_fail_with_clear_errors_and_write_nothing() {
 mod harness;
 #[path = "tarball/publish.rs"]
 mod publish;
+
+#[test]
+fn the_install_script_is_posix_sh_and_shellcheck_clean() {
+    let Some(shellcheck) = common::require_tool("shellcheck") else {
+        return;
+    };
+    let script = common::repo_root().join("src/tarball/templates/install.sh");
+    let out = Command::new(shellcheck)
+        .args(["--shell=sh", "--severity=style"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // dash is Debian's /bin/sh: a POSIX shell without bash extensions parses it.
+    if let Some(dash) = common::find_tool("dash") {
+        assert!(
+            Command::new(dash)
+                .arg("-n")
+                .arg(&script)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+/// A failing rewrite exits non-zero and says why.
+#[test]
+fn the_install_script_fails_loudly() {
+    let Some(b) = build(false) else { return };
+    let tarball = pack(&b, &b.tmp.path().join("dist"));
+    let root = b.tmp.path().join("u");
+    std::fs::create_dir_all(&root).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&root)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A listed file that went missing.
+    std::fs::remove_file(root.join("view/bin/seff")).unwrap();
+    let out = Command::new("sh")
+        .arg(root.join("data/install.sh"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listed in relocate-text.txt but missing")
+    );
+    // A list naming a path outside the tarball.
+    std::fs::write(root.join("data/relocate-text.txt"), "../../etc/passwd\n").unwrap();
+    let out = Command::new("sh")
+        .arg(root.join("data/install.sh"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the tarball"));
+}
