@@ -189,7 +189,40 @@ fn a_batch_job_that_fails_is_reported() {
 }
 
 #[test]
+fn the_deadline_stops_the_daemons() {
+    let Some(Ready) = debian_slurm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = library_options(dir.path());
+    // The deadline passes while the batch job runs: slurmd leaves running jobs alone when it
+    // stops, so the job's processes must be swept too.
+    opts.timeout = Duration::from_secs(6);
+    opts.batch_extra = Some("sleep 120".into());
+    let (r, summary) = run_library(dir.path(), &opts);
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(err.contains("did not finish within 6s"), "{err}");
+    assert!(summary.contains("| srun -N1 hostname | ✅ "), "{summary}");
+    assert!(summary.contains("| smoke test | ❌ "), "{summary}");
+    assert!(
+        summary.contains("leftover job process(es) killed"),
+        "{summary}"
+    );
+    assert!(summary.contains("Cluster smoke test failed"), "{summary}");
+    let pids = bundle_pids(&dir.path().join("bundle"));
+    assert!(pids.iter().any(|(n, _)| n == "munged"), "{pids:?}");
+    assert_all_gone(&pids, dir.path());
+}
+
+#[test]
+fn sigint_stops_the_daemons() {
+    signal_stops_the_daemons("INT");
+}
+
+#[test]
 fn sigterm_stops_the_daemons() {
+    signal_stops_the_daemons("TERM");
+}
+
+fn signal_stops_the_daemons(sig: &str) {
     let Some(Ready) = debian_slurm() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut child = smoke_cmd(dir.path(), Path::new("/usr"))
@@ -206,11 +239,14 @@ fn sigterm_stops_the_daemons() {
             panic!("{e}");
         }
     };
-    support::signal(child.id(), "TERM");
+    support::signal(child.id(), sig);
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cancelled by SIGTERM"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("cancelled by SIG{sig}")),
+        "{stdout}"
+    );
     assert_eq!(pids.len(), 3, "{pids:?}");
     assert_all_gone(&pids, dir.path());
     let bundle = bundle_pids(&dir.path().join("work").join(cluster::DEBUG_BUNDLE));
