@@ -252,3 +252,59 @@ fn signal_stops_the_daemons(sig: &str) {
     let bundle = bundle_pids(&dir.path().join("work").join(cluster::DEBUG_BUNDLE));
     assert_all_gone(&bundle, dir.path());
 }
+
+#[test]
+fn an_unprivileged_user_runs_the_cluster_as_itself() {
+    let Some(Ready) = debian_slurm() else { return };
+    if !rustix::process::getuid().is_root() {
+        // Already unprivileged: the other tests cover this user.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["work", "tmp"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("summary.md"), "").unwrap();
+    // munged refuses group- or world-writable directories: the tree is nobody's, 0755.
+    let st = std::process::Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "cd {d}/work && exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TMPDIR={d}/tmp GITHUB_ACTIONS=true GITHUB_STEP_SUMMARY={d}/summary.md {} --prefix /usr --cluster-smoke",
+        common::bin("test-install").display()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("| sbatch --wrap | ✅ job "), "{summary}");
+    let bundle = dir.path().join("work").join(cluster::DEBUG_BUNDLE);
+    let conf = std::fs::read_to_string(bundle.join("slurm.conf")).unwrap();
+    assert!(conf.contains("\nSlurmUser=65534\n"), "{conf}");
+    let pids = bundle_pids(&bundle);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_all_gone(&pids, dir.path());
+}
