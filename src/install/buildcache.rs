@@ -23,9 +23,7 @@ use serde::Deserialize;
 use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
 use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
 use crate::buildcache::layout::{self, BlobRecord, SpecId};
-use crate::buildcache::{
-    SpecEntry, Storage, check_blob, read_index, read_spec_entry, read_spec_nodes,
-};
+use crate::buildcache::{Storage, check_blob, read_index, spec_nodes};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 
 /// Which spec to install: `name`, `name@version`, `/hash`, `name/hash` or `name@version/hash`
@@ -233,10 +231,13 @@ async fn verify_spec(
     id: &SpecId,
 ) -> Result<VerifiedSpec> {
     let key = id.manifest_key();
-    let entry = read_spec_entry(storage, &key)
+    let stored = storage
+        .get(&key)
         .await
-        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?;
-    let verified = trusted.verify_cleartext(&entry.stored).map_err(|e| {
+        .and_then(|o| o.with_context(|| format!("{key} is missing")))
+        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?
+        .bytes;
+    let verified = trusted.verify_cleartext(&stored).map_err(|e| {
         anyhow::anyhow!("{id}: the spec manifest {key} failed signature verification: {e}")
     })?;
     // Only the signed text is parsed.
@@ -247,12 +248,7 @@ async fn verify_spec(
             bail!("{id}: {p}; the buildcache is damaged or was tampered with");
         }
     }
-    let entry = SpecEntry {
-        text: verified.text.clone(),
-        manifest: manifest.clone(),
-        ..entry
-    };
-    let nodes = read_spec_nodes(storage, &entry).await?;
+    let nodes = spec_nodes(storage, id, &key, &manifest, layout::SPEC_JSON_MAX_BYTES).await?;
     let dag: BTreeMap<String, Node> = nodes
         .iter()
         .map(|n| Node::parse(&n.raw).map(|p| (p.hash.clone(), p)))

@@ -196,7 +196,7 @@ pub fn install(
             ..Options::default()
         },
     )
-    .with_context(|| format!("{}", dl.file_name))?;
+    .with_context(|| dl.file_name.to_string())?;
     let finish = || -> Result<String> {
         for d in TOP_LEVEL {
             let m = std::fs::symlink_metadata(prefix.join(d));
