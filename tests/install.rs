@@ -9,6 +9,8 @@ mod common;
 mod elf;
 #[path = "install/extract.rs"]
 mod extract;
+#[path = "install/relocate.rs"]
+mod relocate;
 #[path = "install/smoke.rs"]
 mod smoke;
 #[path = "install/support.rs"]

@@ -136,16 +136,27 @@ impl PrefixMap {
             }
         }
         pairs.push((info.buildpath.clone(), new_root.display().to_string()));
+        if let Some((old, _)) = pairs.iter().find(|(o, _)| !o.starts_with('/')) {
+            bail!("the build info names the prefix {old:?}, which is not an absolute path");
+        }
+        Ok(PrefixMap::new(
+            pairs
+                .into_iter()
+                .map(|(o, n)| (o.into_bytes(), n.into_bytes()))
+                .collect(),
+        ))
+    }
+
+    /// A map from ordered `(old, new)` pairs; identity pairs and repeated old prefixes are
+    /// dropped (the first wins).
+    pub fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         let mut out = PrefixMap::default();
         for (old, new) in pairs {
-            if old != new && !out.0.iter().any(|(o, _)| o == old.as_bytes()) {
-                if old.is_empty() {
-                    bail!("the build info has an empty prefix");
-                }
-                out.0.push((old.into_bytes(), new.into_bytes()));
+            if old != new && !old.is_empty() && !out.0.iter().any(|(o, _)| *o == old) {
+                out.0.push((old, new));
             }
         }
-        Ok(out)
+        out
     }
 
     /// The pairs in order.

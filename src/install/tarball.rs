@@ -196,7 +196,7 @@ pub fn install(
             ..Options::default()
         },
     )
-    .with_context(|| dl.file_name.to_string())?;
+    .with_context(|| dl.file_name.clone())?;
     let finish = || -> Result<String> {
         for d in TOP_LEVEL {
             let m = std::fs::symlink_metadata(prefix.join(d));
