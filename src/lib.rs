@@ -22,11 +22,14 @@
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
+//! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
+//!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod docker;
 pub mod elf;
 pub mod gha;
