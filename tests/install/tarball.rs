@@ -249,7 +249,7 @@ impl Served {
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new("python3")
+        let mut child = std::process::Command::new("python3")
             .args([
                 "-m",
                 "http.server",
@@ -268,6 +268,8 @@ impl Served {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("http.server did not start");
     }
 }
