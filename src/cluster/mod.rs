@@ -8,13 +8,13 @@
 //!
 //! - [`config`]: the installation's commands and `PluginDir`, the Slurm version, this host,
 //!   free loopback ports and the generated `slurm.conf` and keys;
-//! - [`daemons`]: the daemons as child processes in their own process groups, stopped on
+//! - `daemons`: the daemons as child processes in their own process groups, stopped on
 //!   every path (the guard's `Drop` is the last resort);
 //! - [`jobs`]: the `sinfo`/`srun`/`sbatch`/`squeue`/`scontrol` checks;
 //! - [`report`]: the job-summary table, log tails inside `::group::`, the debug bundle.
 
 pub mod config;
-pub mod daemons;
+pub(crate) mod daemons;
 pub mod jobs;
 pub mod report;
 
