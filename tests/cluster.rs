@@ -189,7 +189,40 @@ fn a_batch_job_that_fails_is_reported() {
 }
 
 #[test]
+fn the_deadline_stops_the_daemons() {
+    let Some(Ready) = debian_slurm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = library_options(dir.path());
+    // The deadline passes while the batch job runs: slurmd leaves running jobs alone when it
+    // stops, so the job's processes must be swept too.
+    opts.timeout = Duration::from_secs(6);
+    opts.batch_extra = Some("sleep 120".into());
+    let (r, summary) = run_library(dir.path(), &opts);
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(err.contains("did not finish within 6s"), "{err}");
+    assert!(summary.contains("| srun -N1 hostname | ✅ "), "{summary}");
+    assert!(summary.contains("| smoke test | ❌ "), "{summary}");
+    assert!(
+        summary.contains("leftover job process(es) killed"),
+        "{summary}"
+    );
+    assert!(summary.contains("Cluster smoke test failed"), "{summary}");
+    let pids = bundle_pids(&dir.path().join("bundle"));
+    assert!(pids.iter().any(|(n, _)| n == "munged"), "{pids:?}");
+    assert_all_gone(&pids, dir.path());
+}
+
+#[test]
+fn sigint_stops_the_daemons() {
+    signal_stops_the_daemons("INT");
+}
+
+#[test]
 fn sigterm_stops_the_daemons() {
+    signal_stops_the_daemons("TERM");
+}
+
+fn signal_stops_the_daemons(sig: &str) {
     let Some(Ready) = debian_slurm() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut child = smoke_cmd(dir.path(), Path::new("/usr"))
@@ -206,13 +239,72 @@ fn sigterm_stops_the_daemons() {
             panic!("{e}");
         }
     };
-    support::signal(child.id(), "TERM");
+    support::signal(child.id(), sig);
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cancelled by SIGTERM"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("cancelled by SIG{sig}")),
+        "{stdout}"
+    );
     assert_eq!(pids.len(), 3, "{pids:?}");
     assert_all_gone(&pids, dir.path());
     let bundle = bundle_pids(&dir.path().join("work").join(cluster::DEBUG_BUNDLE));
     assert_all_gone(&bundle, dir.path());
+}
+
+#[test]
+fn an_unprivileged_user_runs_the_cluster_as_itself() {
+    let Some(Ready) = debian_slurm() else { return };
+    if !rustix::process::getuid().is_root() {
+        // Already unprivileged: the other tests cover this user.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["work", "tmp"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("summary.md"), "").unwrap();
+    // munged refuses group- or world-writable directories: the tree is nobody's, 0755.
+    let st = std::process::Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "cd {d}/work && exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TMPDIR={d}/tmp GITHUB_ACTIONS=true GITHUB_STEP_SUMMARY={d}/summary.md {} --prefix /usr --cluster-smoke",
+        common::bin("test-install").display()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("| sbatch --wrap | ✅ job "), "{summary}");
+    let bundle = dir.path().join("work").join(cluster::DEBUG_BUNDLE);
+    let conf = std::fs::read_to_string(bundle.join("slurm.conf")).unwrap();
+    assert!(conf.contains("\nSlurmUser=65534\n"), "{conf}");
+    let pids = bundle_pids(&bundle);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_all_gone(&pids, dir.path());
 }

@@ -461,9 +461,8 @@ pub async fn read_pointer<T: PointerDoc>(store: &dyn Storage) -> Result<Option<C
     let Some(obj) = store.get(T::MANIFEST).await? else {
         return Ok(None);
     };
-    let text = layout::manifest_text(&obj.bytes)?;
-    let m = Manifest::from_json(&text)
-        .with_context(|| format!("{} of {}", T::MANIFEST, store.url()))?;
+    let m = super::signed::read_unsigned_manifest(&obj.bytes, T::MANIFEST)
+        .with_context(|| format!("the {} of {}", T::WHAT, store.url()))?;
     let rec = m
         .blob(T::MEDIA_TYPE)
         .or_else(|| m.data.first())

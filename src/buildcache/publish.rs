@@ -448,29 +448,24 @@ async fn load_source(
             .await?
             .with_context(|| format!("{key} disappeared"))?
             .bytes;
-        let (text, signer) = if crate::pgp::is_clearsigned(&stored) {
-            match trusted.verify_cleartext(&stored) {
-                Ok(v) => (v.text, Some(v.signer)),
-                Err(e) => {
-                    problems.push(format!(
-                        "{id}: {key} is signed, but the signature is not accepted: {e}. Only manifests signed by a trusted key are re-published (pass that key's public key as a trusted key), or give the unsigned manifest"
-                    ));
-                    continue;
-                }
+        // Signed: verified against the trusted keys, and only the verified text is used.
+        let read = match super::signed::read_spec_manifest(&stored, key, trusted, true) {
+            Ok(r) => r,
+            Err(e) if e.verify_error().is_some() => {
+                problems.push(format!(
+                    "{id}: {key} is signed, but the signature is not accepted: {e}. Only manifests signed by a trusted key are re-published (pass that key's public key as a trusted key), or give the unsigned manifest"
+                ));
+                continue;
             }
-        } else {
-            if !signing && !allow_unsigned {
-                unsigned.push(key.to_owned());
-            }
-            (stored.clone(), None)
-        };
-        let manifest = match Manifest::from_json(&text) {
-            Ok(m) => m,
             Err(e) => {
-                problems.push(format!("{id}: {key}: {e:#}"));
+                problems.push(format!("{id}: {e}"));
                 continue;
             }
         };
+        if read.signer.is_none() && !signing && !allow_unsigned {
+            unsigned.push(key.to_owned());
+        }
+        let (text, signer, manifest) = (read.text, read.signer, read.manifest);
         specs.push((
             SpecEntry {
                 id,
@@ -748,7 +743,7 @@ pub async fn publish(
             .await?
             .context("key manifest vanished")?
             .bytes;
-        match Manifest::from_json(&layout::manifest_text(&text)?) {
+        match super::signed::read_unsigned_manifest(&text, &mkey) {
             Ok(m) => match m.blob(layout::KEY_MEDIA_TYPE).or_else(|| m.data.first()) {
                 Some(r) => key_records.push((fpr.clone(), r.clone(), None)),
                 None => problems.push(format!("{mkey} lists no key blob")),

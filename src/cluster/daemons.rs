@@ -172,6 +172,36 @@ async fn stop_one(d: &mut Daemon) -> String {
     how
 }
 
+/// SIGKILLs every process whose environment holds exactly `entry` (`SLURM_CONF=<our
+/// slurm.conf>`): job steps and `slurmstepd`s of the smoke cluster that outlived `slurmd`
+/// (Slurm keeps running jobs when `slurmd` stops, by design). Only this cluster's processes
+/// carry that entry. Returns the pids killed.
+pub fn sweep(entry: &[u8]) -> Vec<u32> {
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(p.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|e| e == entry)
+            && let Some(p) = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+            && rustix::process::kill_process(p, Signal::KILL).is_ok()
+        {
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
 impl Drop for Daemons {
     /// The last resort when [`Daemons::stop`] did not run (a panic, a cancelled future):
     /// SIGKILL every remaining process group. Tokio reaps the children in the background.

@@ -8,13 +8,13 @@
 //!
 //! - [`config`]: the installation's commands and `PluginDir`, the Slurm version, this host,
 //!   free loopback ports and the generated `slurm.conf` and keys;
-//! - [`daemons`]: the daemons as child processes in their own process groups, stopped on
+//! - `daemons`: the daemons as child processes in their own process groups, stopped on
 //!   every path (the guard's `Drop` is the last resort);
 //! - [`jobs`]: the `sinfo`/`srun`/`sbatch`/`squeue`/`scontrol` checks;
 //! - [`report`]: the job-summary table, log tails inside `::group::`, the debug bundle.
 
 pub mod config;
-pub mod daemons;
+pub(crate) mod daemons;
 pub mod jobs;
 pub mod report;
 
@@ -166,10 +166,16 @@ pub async fn run(prefix: &Path, opts: &Options, runner: &Runner) -> Result<Repor
 
     let pids = daemons.pids();
     let stopped = daemons.stop().await;
-    let stop_detail: Vec<String> = stopped
+    let mut stop_detail: Vec<String> = stopped
         .iter()
         .map(|s| format!("{} (pid {}) {}", s.name, s.pid, s.how))
         .collect();
+    let mut marker = b"SLURM_CONF=".to_vec();
+    marker.extend_from_slice(cfg.conf_path().as_os_str().as_encoded_bytes());
+    let swept = daemons::sweep(&marker);
+    if !swept.is_empty() {
+        stop_detail.push(format!("{} leftover job process(es) killed", swept.len()));
+    }
     if !stopped.is_empty() {
         checks.push(Check::pass("daemons stopped", stop_detail.join("; "), None));
     }

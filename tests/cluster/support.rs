@@ -145,7 +145,11 @@ pub fn assert_all_gone(pids: &[(String, u32)], scope: &Path) {
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            (alive(pid) && cmd.contains(&scope)).then(|| format!("{pid}: {cmd}"))
+            // Job steps carry the cluster's SLURM_CONF in their environment.
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let env = String::from_utf8_lossy(&env);
+            (alive(pid) && (cmd.contains(&scope) || env.contains(&scope)))
+                .then(|| format!("{pid}: {cmd}"))
         })
         .collect();
     assert!(

@@ -335,8 +335,14 @@ pub fn local_blobs(root: &Path) -> Vec<(String, Sha256Hex, PathBuf, u64)> {
         .collect()
 }
 
+/// A manifest as a consumer reads it: signed ones verified against the fixture's key.
 fn parse_manifest(bytes: &[u8]) -> anyhow::Result<Manifest> {
-    Manifest::from_json(&layout::manifest_text(bytes)?)
+    let mut trusted = TrustedKeys::new();
+    trusted.add_armored(&std::fs::read(fixture("keys/demo-signer.pub.asc"))?)?;
+    Ok(
+        slurm_factory::buildcache::signed::read_spec_manifest(bytes, "manifest", &trusted, true)?
+            .manifest,
+    )
 }
 
 /// Copies a directory tree.
