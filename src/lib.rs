@@ -19,6 +19,8 @@
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
+//! - [`preflight`]: the checks a build leg runs before building (key, role, bucket, writes).
+//! - [`report`]: one matrix table and one Slack message for a whole pipeline run (octocrab).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
@@ -28,6 +30,8 @@ pub mod docker;
 pub mod gha;
 pub mod matrix;
 pub mod pgp;
+pub mod preflight;
+pub mod report;
 pub mod s3;
 pub mod spack;
 pub mod workflows;
