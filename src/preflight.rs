@@ -59,7 +59,9 @@ pub async fn run(runner: &Runner, req: &Request) -> Result<Outcome> {
             req.destination
         )
     })?;
-    runner.info("preflight: the signing key loads and matches GPG_KEY_ID; the destination is reachable");
+    runner.info(
+        "preflight: the signing key loads and matches GPG_KEY_ID; the destination is reachable",
+    );
     publisher.probe_write(runner).await.with_context(|| {
         format!(
             "preflight: {} does not accept the writes publishing needs, so the build did not start",

@@ -83,7 +83,11 @@ fn declared(action: &str) -> Option<Declared> {
         yaml_serde::from_str(&std::fs::read_to_string(path).ok()?).unwrap();
     let keys = |v: &yaml_serde::Value| -> BTreeSet<String> {
         v.as_mapping()
-            .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Some(Declared {
@@ -105,10 +109,13 @@ fn cargo_major() -> String {
 /// `uses:` of one of our actions: the action's name and the ref (`None` for `./actions/x`).
 fn ours(uses: &str) -> Option<(String, Option<String>)> {
     if let Some(rest) = uses.strip_prefix("vantagecompute/slurm-factory/actions/") {
-        let (name, r) = rest.split_once('@').map_or((rest, None), |(n, r)| (n, Some(r)));
+        let (name, r) = rest
+            .split_once('@')
+            .map_or((rest, None), |(n, r)| (n, Some(r)));
         return Some((name.to_owned(), Some(r.unwrap_or("").to_owned())));
     }
-    uses.strip_prefix("./actions/").map(|n| (n.to_owned(), None))
+    uses.strip_prefix("./actions/")
+        .map(|n| (n.to_owned(), None))
 }
 
 /// Environment variables that hold secrets: a composite action hands a step's `env:` to every
@@ -271,7 +278,12 @@ steps:
       GPG_PRIVATE_KEY: ${{ secrets.GPG_PRIVATE_KEY }}
 "#;
     let p = check(old, "v1").join("\n");
-    assert!(p.contains("steps.build.outputs.buildcache: actions/build-slurm has no output `buildcache`"), "{p}");
+    assert!(
+        p.contains(
+            "steps.build.outputs.buildcache: actions/build-slurm has no output `buildcache`"
+        ),
+        "{p}"
+    );
     assert!(p.contains("has no input `flavour`"), "{p}");
     assert!(p.contains("@v0, but the release moves v1"), "{p}");
     assert!(p.contains("gets GPG_PRIVATE_KEY through `env:`"), "{p}");

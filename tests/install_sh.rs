@@ -334,7 +334,6 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Runner protocol: hostile values (issue 13)
 
@@ -392,7 +391,15 @@ fn a_newline_in_a_value_adds_no_output() {
     assert!(commands(&out).is_empty(), "{}", text(&out));
     // Two runs use two different delimiters.
     let (_, gh2) = l.run(&[("SLURM_FACTORY_BIN_DIR", dir.to_str().unwrap())]);
-    let delim = |g: &str| g.lines().next().unwrap().split_once("<<").unwrap().1.to_owned();
+    let delim = |g: &str| {
+        g.lines()
+            .next()
+            .unwrap()
+            .split_once("<<")
+            .unwrap()
+            .1
+            .to_owned()
+    };
     assert_ne!(delim(&gh), delim(&gh2));
     assert!(delim(&gh).starts_with("ghadelimiter_") && delim(&gh).len() == 45);
 }
@@ -427,7 +434,10 @@ fn binaries_from_the_artifact_are_verified_copied_and_made_executable() {
     assert_ne!(got, dir, "the verified copy lives in a private directory");
     assert!(got.starts_with(l.path().join("tmp")));
     let run = Command::new(got.join("prepare-matrix")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&run.stdout), "artifact prepare-matrix\n");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "artifact prepare-matrix\n"
+    );
     // SLURM_FACTORY_BIN_DIR still wins (local replay).
     let bin = common::bin("prepare-matrix");
     let explicit = bin.parent().unwrap().to_str().unwrap();
@@ -446,22 +456,36 @@ fn a_tampered_or_unlisted_artifact_binary_never_runs() {
     std::fs::write(dir.join("prepare-matrix"), "#!/bin/sh\necho evil\n").unwrap();
     let (out, gh) = l.run(&[("INPUT_BINARIES", dir.to_str().unwrap())]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("checksum mismatch for prepare-matrix"), "{}", text(&out));
+    assert!(
+        text(&out).contains("checksum mismatch for prepare-matrix"),
+        "{}",
+        text(&out)
+    );
     assert!(outputs(&gh).is_empty());
 
     for (sums, needle) in [
-        (format!("{}  build-slurm\n", "1".repeat(64)), "does not list prepare-matrix"),
+        (
+            format!("{}  build-slurm\n", "1".repeat(64)),
+            "does not list prepare-matrix",
+        ),
         (
             format!("{0}  prepare-matrix\n{0}  prepare-matrix\n", "1".repeat(64)),
             "more than once",
         ),
-        (format!("{}  prepare-matrix\n", "A".repeat(64)), "not lowercase hex"),
+        (
+            format!("{}  prepare-matrix\n", "A".repeat(64)),
+            "not lowercase hex",
+        ),
         ("abc  prepare-matrix\n".to_owned(), "not a SHA-256"),
     ] {
         let l = Layout::new("");
         let dir = artifact(&l, Some(&sums));
         let (out, gh) = l.run(&[("INPUT_BINARIES", dir.to_str().unwrap())]);
-        assert!(!out.status.success() && text(&out).contains(needle), "{needle}: {}", text(&out));
+        assert!(
+            !out.status.success() && text(&out).contains(needle),
+            "{needle}: {}",
+            text(&out)
+        );
         assert!(outputs(&gh).is_empty());
     }
 
@@ -476,7 +500,11 @@ fn a_tampered_or_unlisted_artifact_binary_never_runs() {
     std::fs::rename(dir.join("prepare-matrix"), l.path().join("real")).unwrap();
     std::os::unix::fs::symlink(l.path().join("real"), dir.join("prepare-matrix")).unwrap();
     let (out, _) = l.run(&[("INPUT_BINARIES", dir.to_str().unwrap())]);
-    assert!(!out.status.success() && text(&out).contains("no regular file"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("no regular file"),
+        "{}",
+        text(&out)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

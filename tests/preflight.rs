@@ -63,7 +63,11 @@ async fn a_good_key_and_a_writable_prefix_pass_and_leave_nothing_behind() {
     let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(summary.contains("### Preflight"), "{summary}");
     let listed = c.list_objects_v2().bucket(BUCKET).send().await.unwrap();
-    assert_eq!(listed.key_count(), Some(0), "the probe was removed: {listed:?}");
+    assert_eq!(
+        listed.key_count(),
+        Some(0),
+        "the probe was removed: {listed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,7 +90,10 @@ async fn bad_secrets_fail_in_seconds_with_what_to_fix() {
     let e = error_of(&out);
     assert!(e.starts_with("preflight: publishing to s3://"), "{e}");
     assert!(e.contains("so the build did not start"), "{e}");
-    assert!(!e.contains("127.0.0.1:9"), "no network before the key loads: {e}");
+    assert!(
+        !e.contains("127.0.0.1:9"),
+        "no network before the key loads: {e}"
+    );
 
     // GPG_KEY_ID names another key.
     let out = preflight(dir.path(), &moto.endpoint)
@@ -97,7 +104,11 @@ async fn bad_secrets_fail_in_seconds_with_what_to_fix() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(error_of(&out).contains("GPG_KEY_ID 0123456789ABCDEF does not match"), "{}", error_of(&out));
+    assert!(
+        error_of(&out).contains("GPG_KEY_ID 0123456789ABCDEF does not match"),
+        "{}",
+        error_of(&out)
+    );
 
     // A bucket that does not exist.
     let out = preflight(dir.path(), &moto.endpoint)
@@ -107,7 +118,11 @@ async fn bad_secrets_fail_in_seconds_with_what_to_fix() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(error_of(&out).contains("does not exist"), "{}", error_of(&out));
+    assert!(
+        error_of(&out).contains("does not exist"),
+        "{}",
+        error_of(&out)
+    );
 
     // None of it wrote anything.
     let listed = c.list_objects_v2().bucket(BUCKET).send().await.unwrap();
@@ -139,7 +154,11 @@ fn a_file_mirror_is_probed_too() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read_dir(&mirror).unwrap().count(), 0, "the probe was removed");
+    assert_eq!(
+        std::fs::read_dir(&mirror).unwrap().count(),
+        0,
+        "the probe was removed"
+    );
 
     // Inputs as the action passes them.
     let out = common::in_actions("slurm-factory", dir.path())

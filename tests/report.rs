@@ -101,16 +101,26 @@ fn github_api(fail_page_2: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
         let path = req.line.split(' ').nth(1).unwrap_or("");
         let jobs = format!("/repos/{REPO}/actions/runs/{RUN}/jobs");
         if path.starts_with(&jobs) && !path.contains("page=2") {
-            let next = format!("{base}/repositories/77/actions/runs/{RUN}/jobs?per_page=100&page=2");
+            let next =
+                format!("{base}/repositories/77/actions/runs/{RUN}/jobs?per_page=100&page=2");
             let link = format!("<{next}>; rel=\"next\", <{next}>; rel=\"last\"");
-            (200, vec![("link".into(), link)], fixture("jobs-page-1.json"))
+            (
+                200,
+                vec![("link".into(), link)],
+                fixture("jobs-page-1.json"),
+            )
         } else if path.starts_with(&format!("/repositories/77/actions/runs/{RUN}/jobs")) {
             if fail_page_2 {
                 (403, vec![], fixture("forbidden.json"))
             } else {
-                let prev = format!("{base}/repositories/77/actions/runs/{RUN}/jobs?per_page=100&page=1");
+                let prev =
+                    format!("{base}/repositories/77/actions/runs/{RUN}/jobs?per_page=100&page=1");
                 let link = format!("<{prev}>; rel=\"prev\", <{prev}>; rel=\"first\"");
-                (200, vec![("link".into(), link)], fixture("jobs-page-2.json"))
+                (
+                    200,
+                    vec![("link".into(), link)],
+                    fixture("jobs-page-2.json"),
+                )
             }
         } else {
             (404, vec![], r#"{"message":"Not Found"}"#.into())
@@ -161,13 +171,22 @@ fn the_report_renders_one_table_over_all_pages_and_sends_one_slack_message() {
     let out = report(dir.path(), &api, Some(&hook));
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(!t.contains(TOKEN), "the token is never printed: {t}");
     assert!(t.contains(&format!("::add-mask::{TOKEN}")), "{t}");
+    assert!(
+        t.lines()
+            .filter(|l| l.contains(TOKEN))
+            .all(|l| l.starts_with("::add-mask::")),
+        "the token is printed only to mask it: {t}"
+    );
 
     // Both pages were read, with the token, following the Link header.
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:#?}");
-    assert!(seen[0].line.starts_with(&format!("GET /repos/{REPO}/actions/runs/{RUN}/jobs")));
+    assert!(
+        seen[0]
+            .line
+            .starts_with(&format!("GET /repos/{REPO}/actions/runs/{RUN}/jobs"))
+    );
     assert!(seen[0].line.contains("per_page=100"), "{}", seen[0].line);
     assert!(seen[1].line.contains("page=2"), "{}", seen[1].line);
     for s in &seen {
@@ -200,19 +219,32 @@ fn the_report_renders_one_table_over_all_pages_and_sends_one_slack_message() {
         .unwrap_or_else(|| panic!("no table:\n{summary}"));
     assert_eq!(&lines[start..start + 4], expected_rows, "{summary}");
     assert!(
-        summary.starts_with("### Build and Publish Slurm Buildcache for All Compilers: 3 of 6 legs passed"),
+        summary.starts_with(
+            "### Build and Publish Slurm Buildcache for All Compilers: 3 of 6 legs passed"
+        ),
         "{summary}"
     );
-    assert!(summary.contains("Plan the Slurm × compiler matrix [✅]"), "{summary}");
-    assert!(!summary.contains("Run report"), "the report leaves itself out: {summary}");
+    assert!(
+        summary.contains("Plan the Slurm × compiler matrix [✅]"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("Run report"),
+        "the report leaves itself out: {summary}"
+    );
 
     // Exactly one Slack message, naming the failed legs and the run.
     let posts = posts.lock().unwrap().clone();
     assert_eq!(posts.len(), 1, "{posts:#?}");
     let body: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
     let msg = body["text"].as_str().unwrap();
-    assert!(msg.starts_with(":x: *Build and Publish Slurm Buildcache for All Compilers*: 3 of 6 legs passed; failed: `Slurm 25.11 · GCC 13.4.0 · amd64`, `Slurm 24.11 · GCC 13.4.0 · amd64`"), "{msg}");
-    assert!(msg.ends_with(&format!("(<https://github.com/{REPO}/actions/runs/{RUN}|run>)")), "{msg}");
+    assert!(msg.starts_with(":x: *Build and Publish Slurm Buildcache for All Compilers*: 3 of 6 legs passed; failed: `Slurm 24.11 · GCC 13.4.0 · amd64`, `Slurm 25.11 · GCC 13.4.0 · amd64`"), "{msg}");
+    assert!(
+        msg.ends_with(&format!(
+            "(<https://github.com/{REPO}/actions/runs/{RUN}|run>)"
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -229,16 +261,32 @@ fn a_failed_api_call_is_a_clear_error_and_reports_nothing() {
         .find(|c| c.command == "error")
         .unwrap_or_else(|| panic!("no ::error:: {t}"));
     assert!(
-        err.data.contains("cannot list the jobs of run 7123456789 of vantagecompute/slurm-factory")
+        err.data
+            .contains("cannot list the jobs of run 7123456789 of vantagecompute/slurm-factory")
             && err.data.contains("Resource not accessible by integration")
             && err.data.contains("permissions: actions: read"),
         "{}",
         err.data
     );
-    assert!(!t.contains(TOKEN));
-    assert_eq!(seen.lock().unwrap().len(), 2, "page 1, then the failing page 2");
-    assert!(std::fs::read_to_string(dir.path().join("summary.md")).unwrap().is_empty());
-    assert!(posts.lock().unwrap().is_empty(), "no message from a partial report");
+    assert!(
+        t.lines()
+            .filter(|l| l.contains(TOKEN))
+            .all(|l| l.starts_with("::add-mask::"))
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "page 1, then the failing page 2"
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("summary.md"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        posts.lock().unwrap().is_empty(),
+        "no message from a partial report"
+    );
 }
 
 #[test]
@@ -246,7 +294,11 @@ fn the_token_goes_only_to_https_or_loopback_and_must_be_set() {
     let dir = tempfile::tempdir().unwrap();
     let out = report(dir.path(), "http://api.example.com", None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("only https:// is accepted"), "{}", text(&out));
+    assert!(
+        text(&out).contains("only https:// is accepted"),
+        "{}",
+        text(&out)
+    );
 
     let mut c = common::in_actions("slurm-factory", dir.path());
     let out = c
@@ -256,7 +308,11 @@ fn the_token_goes_only_to_https_or_loopback_and_must_be_set() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("GITHUB_TOKEN is not set"), "{}", text(&out));
+    assert!(
+        text(&out).contains("GITHUB_TOKEN is not set"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -313,8 +369,14 @@ fn hostile_job_names_cannot_break_the_table() {
     ];
     let md = Report::from_jobs("p|q", None, jobs, &[]).markdown();
     assert!(md.contains("### p\\|q: 1 of 1 legs passed"), "{md}");
-    assert!(md.contains("[✅](https://github.com/x[evil]https://e)"), "{md}");
-    assert!(md.contains("plan \\| \\`x\\` \\<b\\> \\#\\#\\# y ❌"), "{md}");
+    assert!(
+        md.contains("[✅](https://github.com/x[evil]https://e)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("plan \\| \\`x\\` \\<b\\> \\#\\#\\# y ❌"),
+        "{md}"
+    );
     assert!(!md.contains("javascript:"), "{md}");
     let _ = PathBuf::new();
 }

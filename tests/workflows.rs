@@ -225,7 +225,7 @@ fn snapshots_of_every_generated_file() {
             .iter()
             .filter(|f| f.path.starts_with("actions"))
             .count(),
-        7
+        9
     );
     for f in files {
         let name = f.path.display().to_string().replace(['/', '.'], "_");
@@ -902,7 +902,11 @@ fn bash(script: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn the_release_job_moves_the_major_tag_of_the_version() {
-    let name_tag = step_script("release.yml", "release", "Name the major tag the release moves");
+    let name_tag = step_script(
+        "release.yml",
+        "release",
+        "Name the major tag the release moves",
+    );
     let major_of = |tag: &str| -> Result<String, String> {
         let dir = tempfile::tempdir().unwrap();
         let out_file = dir.path().join("output");
@@ -956,7 +960,10 @@ fn the_release_job_moves_the_major_tag_of_the_version() {
         std::fs::create_dir_all(p.join("dist")).unwrap();
         std::fs::write(
             p.join("dist/SHA256SUMS"),
-            format!("{}  slurm-factory-{tag}-x86_64-unknown-linux-musl.tar.gz\n", "a".repeat(64)),
+            format!(
+                "{}  slurm-factory-{tag}-x86_64-unknown-linux-musl.tar.gz\n",
+                "a".repeat(64)
+            ),
         )
         .unwrap();
         let fake = p.join("fakebin");
@@ -972,8 +979,7 @@ fn the_release_job_moves_the_major_tag_of_the_version() {
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(fake.join("gh"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(fake.join("gh"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let major = major_of(tag).unwrap();
         let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
         let out = bash(
@@ -983,29 +989,45 @@ fn the_release_job_moves_the_major_tag_of_the_version() {
                 ("PATH", &path),
                 ("GITHUB_REF_NAME", tag),
                 ("GITHUB_REPOSITORY", "vantagecompute/slurm-factory"),
-                ("MAJOR", &major),
+                ("MAJOR_TAG", &major),
             ],
         );
         assert!(out.status.success(), "{tag}: {}", text(&out));
         let calls = std::fs::read_to_string(&log).unwrap();
         let expected = if exists {
-            format!("api -X PATCH repos/vantagecompute/slurm-factory/git/refs/tags/{major} -f sha=commitsha -F force=true")
+            format!(
+                "api -X PATCH repos/vantagecompute/slurm-factory/git/refs/tags/{major} -f sha=commitsha -F force=true"
+            )
         } else {
-            format!("api repos/vantagecompute/slurm-factory/git/refs -f ref=refs/tags/{major} -f sha=commitsha")
+            format!(
+                "api repos/vantagecompute/slurm-factory/git/refs -f ref=refs/tags/{major} -f sha=commitsha"
+            )
         };
         assert!(calls.lines().any(|l| l == expected), "{tag}: {calls}");
-        assert!(
-            !calls.contains("refs/tags/v0"),
-            "{tag} touched v0: {calls}"
-        );
+        assert!(!calls.contains("refs/tags/v0"), "{tag} touched v0: {calls}");
         let sums = std::fs::read_to_string(p.join("checksums.txt")).unwrap();
-        assert!(sums.contains(&format!("slurm-factory-{tag}-x86_64")), "{sums}");
+        assert!(
+            sums.contains(&format!("slurm-factory-{tag}-x86_64")),
+            "{sums}"
+        );
     }
 
     // The tag must match Cargo.toml, which is 1.0.0: the first public release.
-    let check = step_script("release.yml", "build", "Check that the tag matches Cargo.toml");
-    assert!(bash(&check, &root(), &[("GITHUB_REF_NAME", "v1.0.0")]).status.success());
-    assert!(!bash(&check, &root(), &[("GITHUB_REF_NAME", "v0.1.0")]).status.success());
+    let check = step_script(
+        "release.yml",
+        "build",
+        "Check that the tag matches Cargo.toml",
+    );
+    assert!(
+        bash(&check, &root(), &[("GITHUB_REF_NAME", "v1.0.0")])
+            .status
+            .success()
+    );
+    assert!(
+        !bash(&check, &root(), &[("GITHUB_REF_NAME", "v0.1.0")])
+            .status
+            .success()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1194,15 +1216,27 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
         assert_eq!(ids, ["plan", "binaries", "build", "report"], "{wf}");
         // Legs: checkout, the binaries artifact, then preflight before any build step; no Rust.
         let steps = doc["jobs"]["build"]["steps"].as_sequence().unwrap();
-        let uses: Vec<&str> = steps.iter().map(|s| s["uses"].as_str().unwrap_or("run")).collect();
+        let uses: Vec<&str> = steps
+            .iter()
+            .map(|s| s["uses"].as_str().unwrap_or("run"))
+            .collect();
         assert!(uses[0].starts_with("actions/checkout@"), "{wf}: {uses:?}");
-        assert!(uses[1].starts_with("actions/download-artifact@"), "{wf}: {uses:?}");
+        assert!(
+            uses[1].starts_with("actions/download-artifact@"),
+            "{wf}: {uses:?}"
+        );
         assert_eq!(uses[2], "./actions/preflight", "{wf}: {uses:?}");
         assert!(uses[3].starts_with("./actions/build-"), "{wf}: {uses:?}");
         for s in steps {
             let all = format!("{s:?}");
-            assert!(!all.contains("cargo") && !all.contains("rustup"), "{wf}: {all}");
-            if s["uses"].as_str().is_some_and(|u| u.starts_with("./actions/")) {
+            assert!(
+                !all.contains("cargo") && !all.contains("rustup"),
+                "{wf}: {all}"
+            );
+            if s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("./actions/"))
+            {
                 assert_eq!(
                     s["with"]["binaries"].as_str(),
                     Some("${{ runner.temp }}/slurm-factory-bin"),
@@ -1217,7 +1251,10 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
         );
         // The binaries job builds static musl binaries and publishes SHA256SUMS.
         let b = format!("{:?}", doc["jobs"]["binaries"]);
-        assert!(b.contains("--target") && b.contains("SHA256SUMS") && b.contains("musl-tools"), "{b}");
+        assert!(
+            b.contains("--target") && b.contains("SHA256SUMS") && b.contains("musl-tools"),
+            "{b}"
+        );
         // The report job runs last, always, with actions: read.
         let r = &doc["jobs"]["report"];
         assert_eq!(r["if"].as_str(), Some("${{ always() }}"), "{wf}");
@@ -1229,7 +1266,10 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
         let last = r["steps"].as_sequence().unwrap().last().unwrap();
         assert_eq!(last["uses"].as_str(), Some("./actions/report"));
         // One Slack message per run: the legs no longer notify one by one.
-        assert!(!format!("{:?}", doc["jobs"]["build"]).contains("./actions/notify"), "{wf}");
+        assert!(
+            !format!("{:?}", doc["jobs"]["build"]).contains("./actions/notify"),
+            "{wf}"
+        );
     }
     // no_cache reaches build-slurm in both Slurm pipelines.
     for wf in [
@@ -1248,7 +1288,10 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
             .iter()
             .find(|s| s["uses"].as_str() == Some("./actions/build-slurm"))
             .unwrap();
-        assert_eq!(build["with"]["no_cache"].as_str(), Some("${{ inputs.no_cache }}"));
+        assert_eq!(
+            build["with"]["no_cache"].as_str(),
+            Some("${{ inputs.no_cache }}")
+        );
     }
 }
 
@@ -1290,7 +1333,10 @@ fn pinned(action: &str) -> String {
         &std::fs::read_to_string(root().join("workflows-src/pins.yaml")).unwrap(),
     )
     .unwrap();
-    format!("{action}@{}", pins["actions"][action]["sha"].as_str().unwrap())
+    format!(
+        "{action}@{}",
+        pins["actions"][action]["sha"].as_str().unwrap()
+    )
 }
 
 /// Replays the whole slurm-all pipeline with act (host mode). The binaries are the ones this
@@ -1346,9 +1392,17 @@ fn act_slurm_all(publish: &str, gpg_private_key: &str) -> Option<String> {
         .arg("--env")
         .arg(format!("SLURM_FACTORY_BIN_DIR={}", bins.display()))
         .arg("--local-repository")
-        .arg(format!("{}={}", pinned("actions/upload-artifact"), work.path().join("upload").display()))
+        .arg(format!(
+            "{}={}",
+            pinned("actions/upload-artifact"),
+            work.path().join("upload").display()
+        ))
         .arg("--local-repository")
-        .arg(format!("{}={}", pinned("actions/download-artifact"), work.path().join("download").display()))
+        .arg(format!(
+            "{}={}",
+            pinned("actions/download-artifact"),
+            work.path().join("download").display()
+        ))
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -116,8 +116,9 @@ if [ -n "${INPUT_BINARIES:-}" ]; then
     *[!0-9a-f]*) die "the checksum of $binary in $sums is not lowercase hex" ;;
   esac
   [ "${#expected}" -eq 64 ] || die "the checksum of $binary in $sums is not a SHA-256"
-  [ -f "$INPUT_BINARIES/$binary" ] && [ ! -L "$INPUT_BINARIES/$binary" ] \
-    || die "input binaries=$INPUT_BINARIES has no regular file $binary"
+  if [ ! -f "$INPUT_BINARIES/$binary" ] || [ -L "$INPUT_BINARIES/$binary" ]; then
+    die "input binaries=$INPUT_BINARIES has no regular file $binary"
+  fi
   dest=$(mktemp -d "${RUNNER_TEMP:?RUNNER_TEMP is not set}/slurm-factory-verified.XXXXXX")
   cp -- "$INPUT_BINARIES/$binary" "$dest/$binary"
   actual=$(sha256_of "$dest/$binary")

@@ -6,8 +6,8 @@ use clap::Parser;
 
 use super::flag_or_input;
 use crate::gha::{Runner, Secret};
-use crate::report::github::{self, RunRef};
 use crate::report::Report;
+use crate::report::github::{self, RunRef};
 
 /// The environment variable holding the API token.
 pub const TOKEN_VAR: &str = "GITHUB_TOKEN";

@@ -32,7 +32,9 @@ pub struct RunRef {
 /// is sent there, so never in clear text over a network.
 pub fn validate_api_url(url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
-        anyhow::anyhow!("GITHUB_API_URL {url:?} is not a URL ({e}): leave it unset for https://api.github.com")
+        anyhow::anyhow!(
+            "GITHUB_API_URL {url:?} is not a URL ({e}): leave it unset for https://api.github.com"
+        )
     })?;
     let host = parsed.host_str().unwrap_or("").trim_matches(['[', ']']);
     let loopback = host == "localhost"
@@ -78,17 +80,33 @@ fn run_job(j: Job) -> RunJob {
 }
 
 fn explain(e: octocrab::Error, what: &str) -> anyhow::Error {
-    let hint = match &e {
-        octocrab::Error::GitHub { source, .. } => match source.status_code.as_u16() {
-            401 => " The token was refused: pass github.token (the GITHUB_TOKEN secret).",
-            403 | 404 => {
-                " Give the job `permissions: actions: read` (and check GITHUB_REPOSITORY and GITHUB_RUN_ID)."
+    let (detail, hint) = match &e {
+        octocrab::Error::GitHub { source, .. } => (
+            format!(
+                "the API answered HTTP {}: {}",
+                source.status_code.as_u16(),
+                source.message
+            ),
+            match source.status_code.as_u16() {
+                401 => " The token was refused: pass github.token (the GITHUB_TOKEN secret).",
+                403 | 404 => {
+                    " Give the job `permissions: actions: read` (and check GITHUB_REPOSITORY and GITHUB_RUN_ID)."
+                }
+                _ => "",
+            },
+        ),
+        other => {
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
             }
-            _ => "",
-        },
-        _ => "",
+            (msg, "")
+        }
     };
-    anyhow::anyhow!("cannot list the jobs of {what}: {e}.{hint}")
+    anyhow::anyhow!("cannot list the jobs of {what}: {detail}.{hint}")
 }
 
 /// Every job of the run's latest attempt, in API order.
@@ -98,12 +116,7 @@ pub async fn run_jobs(run: &RunRef, token: &Secret) -> Result<Vec<RunJob>> {
         .repository
         .split_once('/')
         .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
-        .with_context(|| {
-            format!(
-                "GITHUB_REPOSITORY {:?} is not owner/repo",
-                run.repository
-            )
-        })?;
+        .with_context(|| format!("GITHUB_REPOSITORY {:?} is not owner/repo", run.repository))?;
     let client = Octocrab::builder()
         .base_uri(run.api_url.as_str())
         .context("invalid GITHUB_API_URL")?
@@ -129,9 +142,7 @@ pub async fn run_jobs(run: &RunRef, token: &Secret) -> Result<Vec<RunJob>> {
     {
         pages += 1;
         if pages > MAX_PAGES {
-            bail!(
-                "the jobs of {what} span more than {MAX_PAGES} pages; refusing to read further"
-            );
+            bail!("the jobs of {what} span more than {MAX_PAGES} pages; refusing to read further");
         }
         jobs.extend(next.take_items().into_iter().map(run_job));
         page = next;

@@ -76,7 +76,9 @@ impl Leg {
     pub fn parse(name: &str) -> Option<Leg> {
         let parts: Vec<&str> = name.split(" · ").collect();
         let version_ok = |v: &str| {
-            !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         };
         let arch_ok = |a: &str| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric());
         match parts.as_slice() {
@@ -321,7 +323,9 @@ mod tests {
             })
         );
         assert_eq!(
-            Leg::parse("Slurm 24.11 tarball · GCC 7.5.0 · arm64").unwrap().row,
+            Leg::parse("Slurm 24.11 tarball · GCC 7.5.0 · arm64")
+                .unwrap()
+                .row,
             "Slurm 24.11 tarball"
         );
         assert_eq!(

@@ -181,7 +181,10 @@ fn bin_names(root: &Path) -> Result<Vec<String>> {
         {
             let name = v.trim().trim_matches('"').to_owned();
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
-                bail!("{}: [[bin]] name {name:?} is not a binary name", path.display());
+                bail!(
+                    "{}: [[bin]] name {name:?} is not a binary name",
+                    path.display()
+                );
             }
             out.push(name);
         }
@@ -1061,25 +1064,43 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
     emit::document(&head, &Node::Map(top))
 }
 
-/// Every `matrix.<field>` a generated workflow reads, by workflow file (for the contract test
-/// against `prepare-matrix`'s output).
+/// Every `matrix.<field>` the jobs of a generated workflow read whose matrix is the plan job's
+/// (`fromJson(needs.plan.outputs.matrix)`), by workflow file (for the contract test against
+/// `prepare-matrix`'s output). Jobs with another matrix (the binaries job's) are left out.
 pub fn matrix_fields(files: &[GeneratedFile]) -> BTreeMap<PathBuf, Vec<String>> {
     let mut out = BTreeMap::new();
     for f in files {
+        let Ok(doc) = yaml_serde::from_str::<yaml_serde::Value>(&f.contents) else {
+            continue;
+        };
+        let Some(jobs) = doc.get("jobs").and_then(|j| j.as_mapping()) else {
+            continue;
+        };
         let mut fields: Vec<String> = Vec::new();
-        let mut rest = f.contents.as_str();
-        while let Some(i) = rest.find("matrix.") {
-            let before = rest[..i].chars().last();
-            rest = &rest[i + "matrix.".len()..];
-            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        for (_, job) in jobs {
+            let planned = job
+                .get("strategy")
+                .and_then(|s| s.get("matrix"))
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m.contains("needs.plan.outputs.matrix"));
+            if !planned {
                 continue;
             }
-            let field: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !field.is_empty() && !fields.contains(&field) {
-                fields.push(field);
+            let text = yaml_serde::to_string(job).unwrap_or_default();
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("matrix.") {
+                let before = rest[..i].chars().last();
+                rest = &rest[i + "matrix.".len()..];
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let field: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !field.is_empty() && !fields.contains(&field) {
+                    fields.push(field);
+                }
             }
         }
         if !fields.is_empty() {

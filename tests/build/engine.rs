@@ -693,19 +693,31 @@ fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
         .into_iter()
         .map(|(p, _)| bundle.join(p))
         .collect();
-    for must in ["spack-build-out.txt", "spack-build-env.txt", "spack.yaml", "spack.lock", "build.log"] {
+    for must in [
+        "spack-build-out.txt",
+        "spack-build-env.txt",
+        "spack.yaml",
+        "spack.lock",
+        "build.log",
+    ] {
         assert!(
             bundle_files.iter().any(|p| p.ends_with(must)),
             "the bundle has no {must}: {bundle_files:?}"
         );
     }
     let logs = bundle.parent().unwrap().join(Area::Logs.dir());
-    let log_files: Vec<PathBuf> = files_under(&logs).into_iter().map(|(p, _)| logs.join(p)).collect();
+    let log_files: Vec<PathBuf> = files_under(&logs)
+        .into_iter()
+        .map(|(p, _)| logs.join(p))
+        .collect();
     assert!(!log_files.is_empty());
 
     let generated = slurm_factory::workflows::render_all(&repo_root()).unwrap();
     let mut pipelines = 0;
-    for f in generated.iter().filter(|f| f.path.starts_with(".github/workflows")) {
+    for f in generated
+        .iter()
+        .filter(|f| f.path.starts_with(".github/workflows"))
+    {
         let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
         let Some(steps) = doc["jobs"]["build"]["steps"].as_sequence() else {
             continue;
@@ -731,7 +743,12 @@ fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
         }
         let set = set.build().unwrap();
         for p in bundle_files.iter().chain(&log_files) {
-            assert!(set.is_match(p), "{}: the upload globs miss {}", f.path.display(), p.display());
+            assert!(
+                set.is_match(p),
+                "{}: the upload globs miss {}",
+                f.path.display(),
+                p.display()
+            );
         }
         // The old glob matched none of it.
         let old = globset::GlobBuilder::new(&format!("{}/**/debug-bundle*", out_dir.display()))
