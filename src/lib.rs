@@ -24,11 +24,14 @@
 //!   race-free index merge.
 //! - [`preflight`]: the checks a build leg runs before building (key, role, bucket, writes).
 //! - [`report`]: one matrix table and one Slack message for a whole pipeline run (octocrab).
+//! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
+//!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod docker;
 pub mod elf;
 pub mod gha;
