@@ -24,6 +24,8 @@
 //!   race-free index merge.
 //! - [`preflight`]: the checks a build leg runs before building (key, role, bucket, writes).
 //! - [`report`]: one matrix table and one Slack message for a whole pipeline run (octocrab).
+//! - [`tarball`]: relocatable, reproducible Slurm tarballs with Lmod modules, and their
+//!   signed publication.
 //! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
 //!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
@@ -42,4 +44,5 @@ pub mod preflight;
 pub mod report;
 pub mod s3;
 pub mod spack;
+pub mod tarball;
 pub mod workflows;
