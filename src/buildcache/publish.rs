@@ -1295,6 +1295,36 @@ impl Publisher {
         })
     }
 
+    /// Proves the destination accepts the writes publishing makes, leaving nothing behind: the
+    /// store's write-mode probe (on S3 a probe object created with `If-None-Match: *`, created
+    /// again to see it refused, deleted), then one object created only if absent and deleted.
+    /// Used by preflight.
+    pub async fn probe_write(&self, runner: &Runner) -> Result<()> {
+        let Some((_, dest)) = &self.target else {
+            return Ok(());
+        };
+        if dest.write_mode().await? != super::storage::WriteMode::Conditional {
+            runner.warning(&format!(
+                "{} does not honour conditional writes (If-None-Match); publishing will fall back to a lease lock, which is best-effort when legs publish to one prefix at the same time",
+                dest.url()
+            ));
+        }
+        let key = format!(".slurm-factory-probe-{}", uuid::Uuid::new_v4().simple());
+        dest.put(
+            &key,
+            b"preflight".to_vec(),
+            PutOptions {
+                precondition: super::storage::Precondition::IfAbsent,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot write to {}", dest.url()))?;
+        dest.delete(&key)
+            .await
+            .with_context(|| format!("cannot remove the probe {key} from {}", dest.url()))
+    }
+
     /// Sets the trust and key policy: keys accepted on clearsigned source manifests,
     /// fingerprints to publish and accept, and whether unknown destination keys are kept.
     pub fn with_policy(
