@@ -592,7 +592,14 @@ pub enum Area {
     SpackRepo,
 }
 
+/// The directory under an output directory that holds one namespace per build.
+pub const BUILDS_DIR: &str = "builds";
+
 impl Area {
+    /// The areas a pipeline keeps as the leg's artifact: the logs and (on failure) the debug
+    /// bundle. See [`Layout::artifact_globs`].
+    pub const ARTIFACTS: [Area; 2] = [Area::Logs, Area::Debug];
+
     /// Every area, in creation order.
     pub const ALL: [Area; 11] = [
         Area::Env,
@@ -680,7 +687,17 @@ impl Layout {
 
     /// The namespace directory on the host.
     pub fn build_dir(&self) -> PathBuf {
-        self.output.join("builds").join(self.namespace.as_str())
+        self.output.join(BUILDS_DIR).join(self.namespace.as_str())
+    }
+
+    /// Glob patterns, relative to an output directory, matching every file of the
+    /// [`Area::ARTIFACTS`] of any build under it. The pipelines upload exactly these (the
+    /// generator reads them), so what a failed build writes is what the run keeps.
+    pub fn artifact_globs() -> Vec<String> {
+        Area::ARTIFACTS
+            .iter()
+            .map(|a| format!("{BUILDS_DIR}/*/{}/**", a.dir()))
+            .collect()
     }
 
     /// The shared cache directory on the host.
