@@ -113,6 +113,13 @@ pub struct SlurmArgs {
     /// URL of the signed compiler buildcache to take the toolchain from [input: compiler_buildcache]
     #[arg(long)]
     pub compiler_buildcache: Option<String>,
+    /// Pinned fingerprint of the compiler cache's signing key (repeatable; default: the
+    /// catalog's publish.signing_fingerprints) [input: trusted_fingerprints, one per line]
+    #[arg(long = "trusted-fingerprint")]
+    pub trusted_fingerprints: Vec<String>,
+    /// Public key file to trust for the compiler cache (repeatable) [input: trusted_keys]
+    #[arg(long = "trusted-key")]
+    pub trusted_keys: Vec<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonBuildArgs,
@@ -183,6 +190,15 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     std::fs::write(&env_file, render_environment(job, &layout)?)
         .with_context(|| format!("cannot write {}", env_file.display()))?;
     repo::write_to(&layout.host(Area::SpackRepo))?;
+    if let Job::Slurm(s) = job {
+        if s.trusted_keyring.is_empty() {
+            bail!(
+                "no pinned signing key was resolved for {job}: pass --trusted-fingerprint or --trusted-key"
+            );
+        }
+        std::fs::write(layout.host_trusted_keys(), &s.trusted_keyring)
+            .with_context(|| format!("cannot write {}", layout.host_trusted_keys().display()))?;
+    }
     let user = match opts.user {
         Some(u) => u,
         None => UserSpec::current()?,
@@ -338,6 +354,8 @@ struct Resolved {
     publish: Option<(String, String)>,
     key_file: Option<PathBuf>,
     s3: S3Flags,
+    /// The pinned keys a Slurm build trusts.
+    trust: Option<crate::spack::keys::PinnedTrust>,
 }
 
 fn publish_options(common: &CommonBuildArgs, runner: &Runner) -> (Option<PathBuf>, S3Flags) {
@@ -427,6 +445,7 @@ fn resolve_compiler(args: &CompilerArgs, runner: &Runner) -> Result<Resolved> {
         publish,
         key_file,
         s3,
+        trust: None,
     })
 }
 
@@ -475,6 +494,19 @@ fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
         }
         other => bail!("--publish {other:?} is not one of: all, slurm-only, none"),
     };
+    let mut fprs = args.trusted_fingerprints.clone();
+    if fprs.is_empty() {
+        fprs = runner.input_list("trusted_fingerprints");
+    }
+    let mut key_files = args.trusted_keys.clone();
+    if key_files.is_empty() {
+        key_files = runner
+            .input_list("trusted_keys")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+    }
+    let trust = crate::spack::keys::PinnedTrust::resolve(key_files, &fprs, &catalog)?;
     let (key_file, s3) = publish_options(&args.common, runner);
     Ok(Resolved {
         job,
@@ -483,6 +515,7 @@ fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
         publish,
         key_file,
         s3,
+        trust: Some(trust),
     })
 }
 
@@ -496,12 +529,13 @@ fn host_arch() -> &'static str {
 
 async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
     let Resolved {
-        job,
+        mut job,
         opts,
         dry_run,
         publish,
         key_file,
         s3,
+        trust,
     } = resolved;
     if dry_run {
         let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
@@ -540,6 +574,16 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
         None => None,
     };
 
+    // The pinned keys are resolved before the build, like the publish key: a wrong pin fails
+    // in seconds, and the build trusts nothing the mirror chose.
+    if let (Some(trust), Job::Slurm(s)) = (&trust, &mut job) {
+        s.trusted_keyring = trust.keyring(&s.compiler_mirror).await.with_context(|| {
+            format!(
+                "cannot resolve the pinned signing key(s) of the compiler buildcache {}, so nothing was built",
+                s.compiler_mirror
+            )
+        })?;
+    }
     let outcome = execute(&job, &opts, &runner).await?;
     report(&job, &outcome, &runner)?;
     if let Some(err) = outcome.error() {

@@ -212,6 +212,8 @@ fn stub_build_streams_contained_logs_and_extracts_artifacts() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -302,6 +304,8 @@ fn stub_build_with_publish_ends_with_a_verified_signed_cache() {
     let keys = repo_root().join("tests/fixtures/spack-v3/keys");
     let mirror = work.path().join("mirror");
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -421,6 +425,8 @@ fn failing_step_writes_a_debug_bundle() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -539,6 +545,8 @@ fn sigterm_cancels_and_leaves_no_container() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let mut child = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
