@@ -43,10 +43,18 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                 );
                 assert!(t.contains(&root), "missing {root:?} in:\n{t}");
                 assert!(t.contains(&format!("/compilers/{gcc}/buildcache")), "{t}");
+                // The toolchain is installed apart and declared as an external compiler.
+                assert!(t.contains("==> toolchain spack.yaml"), "{t}");
+                assert!(
+                    t.contains(&format!("- spec: gcc@{gcc} languages=c,c++,fortran")),
+                    "{t}"
+                );
                 assert!(t.contains("==> Dockerfile") && t.contains("FROM ubuntu:24.04@sha256:"));
                 assert!(t.contains("spack -e /slurm-factory/builds/"));
                 for step in [
                     "trust-keys",
+                    "trust-compiler-keys",
+                    "toolchain",
                     "concretize",
                     "install",
                     "push",
