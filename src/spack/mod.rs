@@ -17,6 +17,7 @@ use crate::catalog::{Arch, Catalog, GccVersion, SlurmRelease};
 use crate::gha::Runner;
 
 pub mod env;
+pub mod pins;
 pub mod repo;
 pub mod stats;
 
