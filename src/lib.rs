@@ -16,6 +16,9 @@
 //! - [`workflows`]: the generator of `.github/workflows` and `actions/` from `workflows-src/`.
 //! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
 //!   verification.
+//! - [`elf`]: reading and in-place rewriting of ELF RPATH/RUNPATH/interpreter strings.
+//! - [`install`]: the Spack-free verifying installer behind `test-install` (hardened
+//!   extraction, Spack-style relocation, smoke checks).
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
@@ -25,7 +28,9 @@ pub mod buildcache;
 pub mod catalog;
 pub mod cli;
 pub mod docker;
+pub mod elf;
 pub mod gha;
+pub mod install;
 pub mod matrix;
 pub mod pgp;
 pub mod s3;

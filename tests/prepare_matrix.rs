@@ -533,8 +533,7 @@ fn outside_actions_it_prints_key_value() {
 /// runner's files. No fake success.
 #[test]
 fn unimplemented_commands_fail_honestly_and_write_nothing() {
-    let cases: [(&str, &[&str]); 3] = [
-        ("test-install", &["--tarball", "x.tar.gz"]),
+    let cases: [(&str, &[&str]); 2] = [
         ("tarball-publish", &["--build-dir", "out", "--dry-run"]),
         (
             "slurm-factory",

@@ -1,35 +1,159 @@
-//! `test-install`: install from a published buildcache or tarball and smoke-test it.
+//! `test-install`: the Spack-free verifying installer (see [`crate::install`]).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::storage;
 use crate::gha::Runner;
+use crate::install::{self, Request, Source, buildcache::SpecQuery, extract::Limits};
+use crate::pgp::TrustedKeys;
 
-/// Install from a published buildcache (or tarball) in a clean container and smoke-test it.
+/// Install from a signed buildcache or a signed relocatable tarball without Spack, verifying
+/// every signature and checksum first, then smoke-test the result. Exits non-zero when
+/// anything is refused or any check fails.
 #[derive(Debug, Parser)]
 #[command(
     name = "test-install",
     version,
-    after_help = "Examples:\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --trusted-key signer.asc\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz"
+    after_help = "Examples:\n  test-install --buildcache file:///srv/mirror --spec demo-app@2.0 --prefix /opt/spack --trusted-key signer.pub.asc\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --prefix /opt/gcc --trusted-key signer.asc\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-key signer.asc\n  test-install --check-only --compiler --prefix /usr\n\nBuildcache specs go to <prefix>/<platform>-<target>/<name>-<version>-<hash> (Spack's default layout)."
 )]
 pub struct Args {
-    /// Buildcache URL to install from [input: buildcache]
-    #[arg(long)]
+    /// Buildcache URL to install from: file://, s3:// or https:// [input: buildcache]
+    #[arg(long, conflicts_with = "tarball")]
     pub buildcache: Option<String>,
-    /// Spec to install with `spack install --cache-only` [input: spec]
+    /// Spec to install: name, name@version, /hash or name@version/hash [input: spec]
     #[arg(long)]
     pub spec: Option<String>,
-    /// Armored public key(s) to trust (repeatable) [input: trusted_keys]
+    /// Relocatable tarball (path, file:// or https:// URL); SHA256SUMS and <tarball>.asc must be beside it [input: tarball]
+    #[arg(long)]
+    pub tarball: Option<String>,
+    /// Install prefix (absolute; must be new or empty for a tarball) [input: prefix]
+    #[arg(long)]
+    pub prefix: Option<PathBuf>,
+    /// Armored public key file to trust (repeatable; one per line) [input: trusted_keys]
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<PathBuf>,
-    /// A relocatable tarball to unpack and test with `module load slurm` [input: tarball]
+    /// Fingerprint to trust among the keys the buildcache publishes (repeatable; one per line) [input: trusted_fingerprints]
+    #[arg(long = "trusted-fingerprint")]
+    pub trusted_fingerprints: Vec<String>,
+    /// Install nothing; run the smoke checks on --prefix [input: check_only]
+    #[arg(long, conflicts_with_all = ["buildcache", "tarball"])]
+    pub check_only: bool,
+    /// Also compile and run hello world in C, C++ and Fortran with <prefix>/bin/{gcc,g++,gfortran} [input: compiler]
     #[arg(long)]
-    pub tarball: Option<PathBuf>,
+    pub compiler: bool,
+    /// Accept plain http:// URLs (private mirrors; signatures are checked either way) [input: allow_insecure_http]
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+}
+
+fn list(flag: Vec<String>, runner: &Runner, name: &str) -> Vec<String> {
+    if flag.is_empty() {
+        runner.input_list(name)
+    } else {
+        flag
+    }
 }
 
 /// Runs `test-install`.
-pub async fn run(_args: Args, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("test-install"))
+pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    let buildcache = flag_or_input(args.buildcache, &runner, "buildcache");
+    let tarball = flag_or_input(args.tarball, &runner, "tarball");
+    let check_only = bool_flag_or_input(
+        args.check_only.then_some(true),
+        &runner,
+        "check_only",
+        false,
+    )?;
+    let compiler = bool_flag_or_input(args.compiler.then_some(true), &runner, "compiler", false)?;
+    let allow_http = bool_flag_or_input(
+        args.allow_insecure_http.then_some(true),
+        &runner,
+        "allow_insecure_http",
+        false,
+    )?;
+    let prefix = args
+        .prefix
+        .or_else(|| runner.input("prefix").map(PathBuf::from))
+        .context("no install prefix: pass --prefix /absolute/dir")?;
+    let key_files: Vec<PathBuf> = list(
+        args.trusted_keys
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        &runner,
+        "trusted_keys",
+    )
+    .into_iter()
+    .map(PathBuf::from)
+    .collect();
+    let fingerprints = list(args.trusted_fingerprints, &runner, "trusted_fingerprints");
+    let mut trusted = TrustedKeys::new();
+    for f in &key_files {
+        let bytes = std::fs::read(f)
+            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
+        for fpr in trusted
+            .add_armored(&bytes)
+            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?
+        {
+            runner.info(&format!("trusting {fpr} (from {})", f.display()));
+        }
+    }
+    let source = match (buildcache, tarball, check_only) {
+        (Some(url), None, false) => {
+            let spec = flag_or_input(args.spec, &runner, "spec")
+                .context("--buildcache needs --spec <name|name@version|/hash>")?;
+            let storage = storage::open_local_or_explain(&url).map(|s| Box::new(s) as Box<_>)?;
+            if !fingerprints.is_empty() {
+                bail!(
+                    "--trusted-fingerprint is not supported yet; pass the key file with --trusted-key"
+                );
+            }
+            Source::Buildcache {
+                storage,
+                spec: SpecQuery::parse(&spec)?,
+            }
+        }
+        (None, Some(t), false) => Source::Tarball(t),
+        (None, None, true) => Source::Nothing,
+        (None, None, false) => bail!(
+            "nothing to install: pass --buildcache <url> --spec <spec>, --tarball <file|url>, or --check-only"
+        ),
+        _ => bail!("give exactly one of --buildcache, --tarball and --check-only"),
+    };
+    if !matches!(source, Source::Nothing) && trusted.is_empty() {
+        bail!(
+            "no trusted keys: pass --trusted-key <public key file> (or --trusted-fingerprint for a buildcache); nothing is installed unverified"
+        );
+    }
+    let report = install::run(
+        Request {
+            source,
+            prefix,
+            trusted,
+            compiler,
+            allow_insecure_http: allow_http,
+            limits: Limits::default(),
+        },
+        &runner,
+    )
+    .await?;
+    for c in &report.checks {
+        if c.ok {
+            runner.info(&format!("ok      {}: {}", c.name, c.detail));
+        } else {
+            runner.error(&format!("FAILED  {}: {}", c.name, c.detail));
+        }
+    }
+    runner.append_summary(&report.markdown())?;
+    if !report.ok() {
+        let n = report.failures().count();
+        bail!(
+            "{n} smoke check(s) failed (see above and the job summary); the install does not work as published"
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,482 @@
+//! Installing a spec and its link/run dependencies from a Spack v3 buildcache, without Spack:
+//! pick the spec from the index, verify every manifest's signature and every blob's sha256
+//! (before anything is extracted), then extract each tarball with the hardened extractor and
+//! relocate it into the new install tree, dependencies first.
+//!
+//! **Layout.** Each spec goes to `<root>/<platform>-<target>/<name>-<version>-<hash>`, Spack's
+//! default projection (`{architecture.platform}-{architecture.target}/{name}-{version}-{hash}`),
+//! so `<root>` is a Spack-style install tree and the build's store root maps onto it. Dependents'
+//! RPATHs, scripts and links are rewritten to the dependencies' new prefixes.
+//!
+//! **Trust.** The index is unsigned, so it is only used to find the requested spec's hash. The
+//! dependency closure comes from the root's spec blob, whose digest is in the signed manifest;
+//! every dependency's own manifest is verified as well. Only bytes whose sha256 matches a
+//! signed record are extracted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
+use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
+use crate::buildcache::layout::{self, BlobRecord, SpecId};
+use crate::buildcache::{
+    SpecEntry, Storage, check_blob, read_index, read_spec_entry, read_spec_nodes,
+};
+use crate::pgp::{KeyFingerprint, TrustedKeys};
+
+/// Which spec to install: `name`, `name@version`, `/hash`, `name/hash` or `name@version/hash`
+/// (a hash may be abbreviated to a unique prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecQuery {
+    /// Package name.
+    pub name: Option<String>,
+    /// Exact version.
+    pub version: Option<String>,
+    /// DAG hash or a prefix of it.
+    pub hash: Option<String>,
+}
+
+impl SpecQuery {
+    /// Parses the `--spec` argument.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let (head, hash) = match s.split_once('/') {
+            Some((h, hash)) => (h, Some(hash)),
+            None => (s, None),
+        };
+        let (name, version) = match head.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (head, None),
+        };
+        let ok = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+        };
+        let q = SpecQuery {
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            version: version.map(str::to_owned),
+            hash: hash.map(str::to_owned),
+        };
+        if q.name.as_deref().is_some_and(|n| !ok(n))
+            || q.version.as_deref().is_some_and(|v| !ok(v))
+            || q.hash.as_deref().is_some_and(|h| !ok(h))
+            || (q.name.is_none() && q.hash.is_none())
+        {
+            bail!(
+                "--spec {s:?} is not understood: give name, name@version, /hash or name@version/hash (e.g. demo-app@2.0 or /resh3sd)"
+            );
+        }
+        Ok(q)
+    }
+
+    fn matches(&self, n: &Node) -> bool {
+        self.name.as_deref().is_none_or(|x| x == n.name)
+            && self.version.as_deref().is_none_or(|x| x == n.version)
+            && self.hash.as_deref().is_none_or(|x| n.hash.starts_with(x))
+    }
+}
+
+impl fmt::Display for SpecQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = &self.name {
+            f.write_str(n)?;
+        }
+        if let Some(v) = &self.version {
+            write!(f, "@{v}")?;
+        }
+        if let Some(h) = &self.hash {
+            write!(f, "/{h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The parts of a spec node the installer needs (read from Spack's node JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    name: String,
+    version: String,
+    hash: String,
+    platform: String,
+    target: String,
+    /// Dependency hashes with link or run type.
+    runtime_deps: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawNode {
+    name: String,
+    #[serde(default)]
+    version: serde_json::Value,
+    hash: String,
+    #[serde(default)]
+    arch: Option<RawArch>,
+    #[serde(default)]
+    dependencies: Vec<RawDep>,
+}
+
+#[derive(Deserialize)]
+struct RawArch {
+    platform: String,
+    target: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawDep {
+    hash: String,
+    #[serde(default)]
+    parameters: Option<RawDepParams>,
+}
+
+#[derive(Deserialize)]
+struct RawDepParams {
+    #[serde(default)]
+    deptypes: Vec<String>,
+}
+
+fn safe_component(what: &str, s: &str) -> Result<()> {
+    if s.is_empty()
+        || s == "."
+        || s == ".."
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'='))
+    {
+        bail!("the spec's {what} {s:?} cannot be part of an install path");
+    }
+    Ok(())
+}
+
+impl Node {
+    fn parse(raw: &serde_json::value::RawValue) -> Result<Self> {
+        let r: RawNode = serde_json::from_str(raw.get()).context("malformed spec node")?;
+        let version = match r.version {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            other => bail!("spec {}: unsupported version {other}", r.name),
+        };
+        let arch = r
+            .arch
+            .with_context(|| format!("spec {}: no arch (not a concrete spec)", r.name))?;
+        let target = match arch.target {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Object(o) => o
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .with_context(|| format!("spec {}: arch target without a name", r.name))?,
+            other => bail!("spec {}: unsupported target {other}", r.name),
+        };
+        let n = Node {
+            runtime_deps: r
+                .dependencies
+                .iter()
+                .filter(|d| {
+                    d.parameters.as_ref().is_none_or(|p| {
+                        p.deptypes.is_empty()
+                            || p.deptypes.iter().any(|t| t == "link" || t == "run")
+                    })
+                })
+                .map(|d| d.hash.clone())
+                .collect(),
+            name: r.name,
+            version,
+            hash: r.hash,
+            platform: arch.platform,
+            target,
+        };
+        safe_component("name", &n.name)?;
+        safe_component("version", &n.version)?;
+        safe_component("platform", &n.platform)?;
+        safe_component("target", &n.target)?;
+        if n.hash.len() != 32 || !n.hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            bail!("spec {}: {:?} is not a DAG hash", n.name, n.hash);
+        }
+        Ok(n)
+    }
+
+    fn id(&self) -> SpecId {
+        SpecId {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+
+    /// Spack's default projection below the install root.
+    fn rel_prefix(&self) -> PathBuf {
+        PathBuf::from(format!("{}-{}", self.platform, self.target))
+            .join(format!("{}-{}-{}", self.name, self.version, self.hash))
+    }
+}
+
+/// A spec whose manifest signature and blobs verified.
+#[derive(Debug, Clone)]
+struct VerifiedSpec {
+    node: Node,
+    tarball: BlobRecord,
+    signer: KeyFingerprint,
+    /// The DAG from the signed spec blob, by hash.
+    dag: BTreeMap<String, Node>,
+}
+
+/// Verifies the manifest of `id` (signature against `trusted`, every blob's size and sha256,
+/// the spec blob describing `id`) and returns what it signs.
+async fn verify_spec(
+    storage: &dyn Storage,
+    trusted: &TrustedKeys,
+    id: &SpecId,
+) -> Result<VerifiedSpec> {
+    let key = id.manifest_key();
+    let entry = read_spec_entry(storage, &key)
+        .await
+        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?;
+    let verified = trusted.verify_cleartext(&entry.stored).map_err(|e| {
+        anyhow::anyhow!("{id}: the spec manifest {key} failed signature verification: {e}")
+    })?;
+    // Only the signed text is parsed.
+    let manifest = layout::Manifest::from_json(&verified.text)
+        .with_context(|| format!("{id}: the signed manifest {key} is malformed"))?;
+    for rec in &manifest.data {
+        if let Err(p) = check_blob(storage, rec).await? {
+            bail!("{id}: {p}; the buildcache is damaged or was tampered with");
+        }
+    }
+    let entry = SpecEntry {
+        text: verified.text.clone(),
+        manifest: manifest.clone(),
+        ..entry
+    };
+    let nodes = read_spec_nodes(storage, &entry).await?;
+    let dag: BTreeMap<String, Node> = nodes
+        .iter()
+        .map(|n| Node::parse(&n.raw).map(|p| (p.hash.clone(), p)))
+        .collect::<Result<_>>()
+        .with_context(|| format!("{id}: spec blob"))?;
+    let node = dag
+        .get(&id.hash)
+        .cloned()
+        .with_context(|| format!("{id}: the spec blob does not describe it"))?;
+    let tarball = manifest
+        .blob(layout::TARBALL_MEDIA_TYPE)
+        .cloned()
+        .with_context(|| format!("{id}: the manifest lists no install tarball"))?;
+    Ok(VerifiedSpec {
+        node,
+        tarball,
+        signer: verified.signer,
+        dag,
+    })
+}
+
+/// One installed spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The spec.
+    pub id: SpecId,
+    /// Its new prefix.
+    pub prefix: PathBuf,
+    /// Who signed its manifest.
+    pub signer: KeyFingerprint,
+    /// What relocation changed (`None` when it was already installed).
+    pub relocated: Option<Relocated>,
+}
+
+/// Finds the one spec matching `query` in the buildcache's index.
+async fn find(storage: &dyn Storage, query: &SpecQuery) -> Result<SpecId> {
+    let (index, _) = read_index(storage).await?.with_context(|| {
+        format!(
+            "{} has no index (v3/manifests/index/index.manifest.json); publish it with sign-and-upload or `spack buildcache update-index`",
+            storage.url()
+        )
+    })?;
+    let mut all = Vec::new();
+    for (hash, rec) in index.records() {
+        if !rec.in_buildcache {
+            continue;
+        }
+        let node = Node::parse(&rec.spec).with_context(|| format!("index record {hash}"))?;
+        all.push(node);
+    }
+    all.sort_by(|a, b| (&a.name, &a.version, &a.hash).cmp(&(&b.name, &b.version, &b.hash)));
+    let hits: Vec<&Node> = all.iter().filter(|n| query.matches(n)).collect();
+    let list = |ns: &[&Node]| {
+        ns.iter()
+            .map(|n| format!("{}@{}/{}", n.name, n.version, &n.hash[..7]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match hits.as_slice() {
+        [one] => Ok(one.id()),
+        [] => bail!(
+            "no spec matching {query} in {} (it has: {}); check --spec",
+            storage.url(),
+            list(&all.iter().collect::<Vec<_>>())
+        ),
+        many => bail!(
+            "{query} is ambiguous in {}: {}; add @version or /hash to --spec",
+            storage.url(),
+            list(many)
+        ),
+    }
+}
+
+/// Installs the spec matching `query` and its link/run dependencies from `storage` into the
+/// install tree `root`, after verifying everything against `trusted`. On any failure, the
+/// prefixes this call created are removed again.
+pub async fn install(
+    storage: &dyn Storage,
+    trusted: &TrustedKeys,
+    query: &SpecQuery,
+    root: &Path,
+    limits: Limits,
+) -> Result<Vec<Installed>> {
+    if trusted.is_empty() {
+        bail!("no trusted keys: pass --trusted-key <file> or --trusted-fingerprint <fpr>");
+    }
+    if !root.is_absolute() {
+        bail!("--prefix {} must be an absolute path", root.display());
+    }
+    let root_id = find(storage, query).await?;
+    let root_spec = verify_spec(storage, trusted, &root_id).await?;
+
+    // The closure of link/run dependencies from the signed DAG, dependencies first.
+    let mut order: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(
+        h: &str,
+        dag: &BTreeMap<String, Node>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        if !seen.insert(h.to_owned()) {
+            return Ok(());
+        }
+        let n = dag
+            .get(h)
+            .with_context(|| format!("dependency {h} is not in the signed spec DAG"))?;
+        for d in &n.runtime_deps {
+            visit(d, dag, seen, order)?;
+        }
+        order.push(h.to_owned());
+        Ok(())
+    }
+    visit(&root_id.hash, &root_spec.dag, &mut seen, &mut order)?;
+
+    let mut specs: Vec<VerifiedSpec> = Vec::new();
+    for h in &order {
+        if *h == root_id.hash {
+            specs.push(root_spec.clone());
+        } else {
+            let id = root_spec.dag[h].id();
+            specs.push(verify_spec(storage, trusted, &id).await?);
+        }
+    }
+    let new_prefix_of: BTreeMap<String, PathBuf> = root_spec
+        .dag
+        .values()
+        .map(|n| (n.hash.clone(), root.join(n.rel_prefix())))
+        .collect();
+
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut done = Vec::new();
+    for spec in &specs {
+        match install_one(storage, spec, root, &new_prefix_of, limits).await {
+            Ok((prefix, relocated)) => {
+                if relocated.is_some() {
+                    created.push(prefix.clone());
+                }
+                done.push(Installed {
+                    id: spec.node.id(),
+                    prefix,
+                    signer: spec.signer.clone(),
+                    relocated,
+                });
+            }
+            Err(e) => {
+                for p in &created {
+                    remove_tree(p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn install_one(
+    storage: &dyn Storage,
+    spec: &VerifiedSpec,
+    root: &Path,
+    new_prefix_of: &BTreeMap<String, PathBuf>,
+    limits: Limits,
+) -> Result<(PathBuf, Option<Relocated>)> {
+    let id = spec.node.id();
+    let rel = spec.node.rel_prefix();
+    let prefix = root.join(&rel);
+    if std::fs::symlink_metadata(&prefix).is_ok() {
+        let marker = extract::no_follow_path(root, &rel.join(".spack/spec.json"))?;
+        if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
+            return Ok((prefix, None));
+        }
+        bail!(
+            "{id}: {} exists but is not an installed Spack prefix; remove it or choose another --prefix",
+            prefix.display()
+        );
+    }
+    let rec = &spec.tarball;
+    let key = rec.key()?;
+    let bytes = storage
+        .get(&key)
+        .await?
+        .with_context(|| format!("{id}: install tarball {key} disappeared"))?
+        .bytes;
+    // Hash the bytes we extract, not just what was checked before.
+    if bytes.len() as u64 != rec.content_length
+        || layout::Sha256Hex::of(&bytes).as_str() != rec.checksum
+    {
+        bail!(
+            "{id}: install tarball {key} does not match the sha256 in its signed manifest; the buildcache is damaged or was tampered with"
+        );
+    }
+    if rec.compression != "gzip" {
+        bail!(
+            "{id}: unsupported install tarball compression {:?}",
+            rec.compression
+        );
+    }
+    let gz = || flate2::read::GzDecoder::new(bytes.as_slice());
+    let found = extract::inspect_spack_tarball(gz(), limits)
+        .with_context(|| format!("{id}: install tarball {key}"))?;
+    let info = BuildInfo::parse(&found.buildinfo)
+        .with_context(|| format!("{id}: .spack/binary_distribution"))?;
+    let mut absolute = vec![info.buildpath.clone()];
+    absolute.extend(info.old_prefixes()?.into_values());
+    absolute.extend(info.sbang_install_path.clone());
+    let opts = Options {
+        limits,
+        strip: Some(found.prefix.clone()),
+        absolute_link_prefixes: absolute,
+    };
+    let x = extract::extract_fresh(gz(), &prefix, &opts)
+        .with_context(|| format!("{id}: install tarball {key}"))?;
+    let finish = || -> Result<Relocated> {
+        let map = PrefixMap::for_spec(&info, new_prefix_of, root, &root.join("bin/sbang"))?;
+        let r = relocate_package(&prefix, &info, &map)?;
+        let links: Vec<PathBuf> = x.symlinks.iter().map(|l| rel.join(l)).collect();
+        check_links_confined(root, &links)?;
+        Ok(r)
+    };
+    match finish() {
+        Ok(r) => Ok((prefix, Some(r))),
+        Err(e) => {
+            remove_tree(&prefix);
+            Err(e.context(format!("{id}: cannot relocate into {}", prefix.display())))
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The Spack-free verifying installer (`test-install`): ELF reading and in-place rewriting,
+//! hardened extraction, Spack-style relocation against the real Spack 1.0 fixture buildcache,
+//! tarball installs and smoke checks. Binaries are compiled by the tests with the host's gcc.
+
+#[path = "install/buildcache.rs"]
+mod buildcache;
+mod common;
+#[path = "install/elf.rs"]
+mod elf;
+#[path = "install/extract.rs"]
+mod extract;
+#[path = "install/relocate.rs"]
+mod relocate;
+#[path = "install/smoke.rs"]
+mod smoke;
+#[path = "install/support.rs"]
+mod support;
+#[path = "install/tarball.rs"]
+mod tarball;

@@ -1,0 +1,240 @@
+//! Installing a relocatable tarball built here by the agreed contract (view/, modules/, data/,
+//! data/install.sh resolving @SLURM_FACTORY_PREFIX@, SHA256SUMS and a detached .asc): verified,
+//! unpacked, install script run, then smoke-checked with Debian's Lmod.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::buildcache::{fixtures, signer_key, test_install};
+use crate::support::{build_app, gcc, write};
+
+const NAME: &str = "slurm-25.11-gcc13.4.0-software.tar.gz";
+
+const INSTALL_SH: &str = r#"#!/bin/sh
+# Resolves the placeholder in the files data/relocate-text.txt lists, from this script's location.
+set -eu
+prefix=$(cd "$(dirname "$0")/.." && pwd -P)
+while IFS= read -r f; do
+  [ -n "$f" ] || continue
+  sed -i "s|@SLURM_FACTORY_PREFIX@|$prefix|g" "$prefix/$f"
+done < "$prefix/data/relocate-text.txt"
+"#;
+
+const MODULEFILE: &str = r#"local prefix = myFileName():match("(.*)/modules/") or error("cannot find the prefix")
+conflict("slurm")
+family("workloadmanager")
+setenv("SLURM_ROOT", pathJoin(prefix, "view"))
+prepend_path("PATH", pathJoin(prefix, "view/bin"))
+"#;
+
+/// Builds a view with real ELF files ($ORIGIN RUNPATH) into `stage`, packs it as the contract
+/// says into `out/NAME`, and writes SHA256SUMS and NAME.asc signed by the fixture key.
+/// `tweak` may edit the stage before packing.
+fn build_tarball(dir: &Path, tweak: impl FnOnce(&Path)) -> PathBuf {
+    let stage = dir.join("stage");
+    let view = stage.join("view");
+    let app = build_app(&view.join("lib"), &view.join("bin"), "$ORIGIN/../lib", &[]);
+    // A `sinfo` that reports a version and needs the view's library.
+    let src = write(
+        dir,
+        "sinfo.c",
+        "#include <stdio.h>\nconst char* greet(void);\nint main(){ printf(\"slurm 25.11.0 (%s)\\n\", greet()); return 0; }\n",
+    );
+    let sinfo = view.join("bin/sinfo");
+    let l = format!("-L{}", view.join("lib").display());
+    gcc(&[
+        "-o",
+        sinfo.to_str().unwrap(),
+        src.to_str().unwrap(),
+        &l,
+        "-lgreet",
+        "-Wl,-rpath,$ORIGIN/../lib",
+    ]);
+    assert!(app.is_file());
+    write(
+        &view,
+        "etc/slurm-env.sh",
+        "SLURM_ROOT=@SLURM_FACTORY_PREFIX@/view\n",
+    );
+    write(&stage, "modules/slurm/25.11.lua", MODULEFILE);
+    write(&stage, "data/install.sh", INSTALL_SH);
+    write(&stage, "data/relocate-text.txt", "view/etc/slurm-env.sh\n");
+    tweak(&stage);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let tarball = out.join(NAME);
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tarball).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    b.follow_symlinks(false);
+    for top in ["view", "modules", "data"] {
+        if stage.join(top).exists() {
+            b.append_dir_all(top, stage.join(top)).unwrap();
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap();
+    let bytes = std::fs::read(&tarball).unwrap();
+    std::fs::write(
+        out.join("SHA256SUMS"),
+        format!("{}  {NAME}\n", hex::encode(sha2::Sha256::digest(&bytes))),
+    )
+    .unwrap();
+    let key = slurm_factory::pgp::SigningKey::load(
+        &std::fs::read(fixtures().join("keys/demo-signer.sec.asc")).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    std::fs::write(
+        out.join(format!("{NAME}.asc")),
+        key.detached_sign(bytes.as_slice()).unwrap(),
+    )
+    .unwrap();
+    tarball
+}
+
+fn args<'a>(tarball: &'a str, prefix: &'a str, key: &'a str) -> Vec<&'a str> {
+    vec![
+        "--tarball",
+        tarball,
+        "--prefix",
+        prefix,
+        "--trusted-key",
+        key,
+    ]
+}
+
+#[test]
+fn a_signed_tarball_installs_runs_from_two_places_and_module_loads() {
+    if !Path::new(slurm_factory::install::smoke::LMOD_INIT).exists() {
+        assert!(
+            !crate::common::under_ci(),
+            "Debian's lmod must be installed under CI"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let key = signer_key();
+    for place in ["first/prefix", "second/somewhere/much/deeper"] {
+        let prefix = t.path().join(place);
+        let work = tempfile::tempdir().unwrap();
+        let (code, stdout, summary) = test_install(
+            work.path(),
+            &args(
+                tarball.to_str().unwrap(),
+                prefix.to_str().unwrap(),
+                key.to_str().unwrap(),
+            ),
+        );
+        assert_eq!(code, 0, "{stdout}");
+        assert!(summary.contains("### test-install: passed"), "{summary}");
+        assert!(
+            summary.contains("| `sinfo --version` | ✅ ok | slurm 25.11.0 (hello from greet) |"),
+            "{summary}"
+        );
+        // Loaded through Lmod, `sinfo` on PATH is the unpacked one and runs.
+        assert!(
+            summary.contains(
+                "| `module load slurm` (Lmod) | ✅ ok | slurm 25.11.0 (hello from greet) |"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("libraries resolve (`ldd`, 2 ELF files) | ✅ ok"),
+            "{summary}"
+        );
+        let env = std::fs::read_to_string(prefix.join("view/etc/slurm-env.sh")).unwrap();
+        assert_eq!(env, format!("SLURM_ROOT={}/view\n", prefix.display()));
+        let (ok, out, err) = crate::support::run(&prefix.join("view/bin/app"));
+        assert!(ok, "{err}");
+        assert_eq!(out, "hello from greet\n");
+    }
+}
+
+fn refused(tarball: &Path, key: &Path, want: &str) -> PathBuf {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    let (code, stdout, _) = test_install(
+        t.path(),
+        &args(
+            tarball.to_str().unwrap(),
+            prefix.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ),
+    );
+    assert_eq!(code, 1, "{stdout}");
+    let err = stdout
+        .lines()
+        .find(|l| l.starts_with("::error::"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(err.contains(want), "{err}");
+    assert!(!prefix.exists(), "nothing installed");
+    prefix
+}
+
+#[test]
+fn a_tampered_tarball_fails_its_signature() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let mut b = std::fs::read(&tarball).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 1;
+    std::fs::write(&tarball, b).unwrap();
+    refused(
+        &tarball,
+        &signer_key(),
+        &format!("{NAME}.asc does not verify {NAME}: bad signature"),
+    );
+}
+
+#[test]
+fn a_sha256sums_that_disagrees_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let sums = tarball.parent().unwrap().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  {NAME}\n", "0".repeat(64))).unwrap();
+    refused(&tarball, &signer_key(), "but SHA256SUMS lists 0000");
+    std::fs::write(&sums, format!("{}  other.tar.gz\n", "0".repeat(64))).unwrap();
+    refused(
+        &tarball,
+        &signer_key(),
+        &format!("SHA256SUMS does not list {NAME}"),
+    );
+    std::fs::write(&sums, "garbage\n").unwrap();
+    refused(&tarball, &signer_key(), "SHA256SUMS line 1 is not");
+}
+
+#[test]
+fn a_failing_install_script_is_reported_and_the_prefix_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |stage| {
+        std::fs::write(
+            stage.join("data/install.sh"),
+            "echo cannot relocate >&2\nexit 3\n",
+        )
+        .unwrap();
+    });
+    refused(
+        &tarball,
+        &signer_key(),
+        "data/install.sh failed (exit status: 3): cannot relocate",
+    );
+}
+
+#[test]
+fn a_tarball_with_an_escaping_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |stage| {
+        std::os::unix::fs::symlink("../../../../etc/shadow", stage.join("view/etc/shadow"))
+            .unwrap();
+    });
+    refused(
+        &tarball,
+        &signer_key(),
+        "\"view/etc/shadow\" is a symlink to \"../../../../etc/shadow\", which escapes",
+    );
+}
