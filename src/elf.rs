@@ -292,7 +292,33 @@ pub fn apply(path: &Path, edits: &[Edit]) -> Result<bool, ElfError> {
         source,
     };
     let bytes = fs::read(path).map_err(io)?;
-    let elf = parse(path, &bytes)?.ok_or_else(|| malformed(path, "not an ELF file"))?;
+    let writes = plan_writes(path, &bytes, edits)?;
+    if writes.is_empty() {
+        return Ok(false);
+    }
+    write_at(path, &writes).map_err(io)?;
+    Ok(true)
+}
+
+/// Applies `edits` to the ELF image `bytes` in memory, as [`apply`] does to a file (`path`
+/// names it in errors), all or nothing. Returns whether anything changed.
+pub fn apply_in_memory(path: &Path, bytes: &mut [u8], edits: &[Edit]) -> Result<bool, ElfError> {
+    let writes = plan_writes(path, bytes, edits)?;
+    for (off, data) in &writes {
+        let start =
+            usize::try_from(*off).map_err(|_| malformed(path, "string offset out of range"))?;
+        bytes
+            .get_mut(start..start + data.len())
+            .ok_or_else(|| malformed(path, "string offset out of range"))?
+            .copy_from_slice(data);
+    }
+    Ok(!writes.is_empty())
+}
+
+/// The `(offset, bytes)` writes that apply `edits` to the ELF image `bytes`; checks every edit
+/// before returning any.
+fn plan_writes(path: &Path, bytes: &[u8], edits: &[Edit]) -> Result<Vec<(u64, Vec<u8>)>, ElfError> {
+    let elf = parse(path, bytes)?.ok_or_else(|| malformed(path, "not an ELF file"))?;
     let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
     for e in edits {
         let old = elf.field(e.field).ok_or(ElfError::Missing {
@@ -324,11 +350,7 @@ pub fn apply(path: &Path, edits: &[Edit]) -> Result<bool, ElfError> {
         data.resize(old.capacity(), 0);
         writes.push((old.offset, data));
     }
-    if writes.is_empty() {
-        return Ok(false);
-    }
-    write_at(path, &writes).map_err(io)?;
-    Ok(true)
+    Ok(writes)
 }
 
 /// Writes each `(offset, bytes)` into the existing file, making it writable for the duration

@@ -22,11 +22,16 @@
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
+//! - [`tarball`]: relocatable, reproducible Slurm tarballs with Lmod modules, and their
+//!   signed publication.
+//! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
+//!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod docker;
 pub mod elf;
 pub mod gha;
@@ -35,4 +40,5 @@ pub mod matrix;
 pub mod pgp;
 pub mod s3;
 pub mod spack;
+pub mod tarball;
 pub mod workflows;

@@ -56,6 +56,34 @@ impl KeyFingerprint {
     }
 }
 
+impl std::str::FromStr for KeyFingerprint {
+    type Err = anyhow::Error;
+    /// Parses a full fingerprint (40 hex digits for v4 keys, 64 for v6), upper or lower case,
+    /// spaces allowed (as `gpg --fingerprint` prints it). Key ids are refused: only a full
+    /// fingerprint pins a key.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let clean: String = s
+            .trim()
+            .trim_start_matches("0x")
+            .chars()
+            .filter(|c| *c != ' ')
+            .collect();
+        if !matches!(clean.len(), 40 | 64) || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!(
+                "{s:?} is not an OpenPGP fingerprint: give all 40 hex digits (gpg --fingerprint --with-colons <key>), not a key id or a name"
+            );
+        }
+        Ok(KeyFingerprint(clean.to_ascii_uppercase()))
+    }
+}
+
+impl KeyFingerprint {
+    /// The fingerprint of a sequoia certificate.
+    pub fn of_cert(cert: &Cert) -> Self {
+        Self::of(&cert.fingerprint())
+    }
+}
+
 impl std::fmt::Display for KeyFingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -453,17 +481,54 @@ pub enum VerifyError {
     /// The document carries no signature.
     #[error("not signed: the manifest is plain text, not an OpenPGP cleartext-signed message")]
     Unsigned,
+    /// The file is not exactly one well-formed cleartext-signed message (data outside it, CR
+    /// line ends, whitespace-only armor lines, missing or extra `Hash:` headers, ...).
+    #[error(
+        "malformed cleartext-signed message: {0}. GnuPG, Spack and this tool could read such a file differently, so it is refused; re-sign the manifest"
+    )]
+    Armor(String),
+    /// The `Hash:` armor header names another algorithm than the signature uses.
+    #[error(
+        "the armor header says 'Hash: {header}' but the signature was made with {actual}; GnuPG and Spack refuse such a message"
+    )]
+    HashMismatch {
+        /// What the header says.
+        header: String,
+        /// The signature's digest algorithm.
+        actual: String,
+    },
+    /// Not exactly one signature.
+    #[error("the message carries {0} signatures; a Spack manifest carries exactly one")]
+    SignatureCount(usize),
     /// The signature was made by a key that is not trusted.
     #[error(
-        "signed by an untrusted or unknown key {0}; add its public key with --trusted-key if you trust it"
+        "signed by an untrusted or unknown key {0}; trust it only if you obtained its fingerprint out of band (--trusted-key <file> or --trusted-fingerprint <FPR>)"
     )]
     UnknownSigner(String),
-    /// The signing key is expired at the signature's time or now.
-    #[error("the signing key {0} is expired: {1}")]
-    KeyExpired(KeyFingerprint, String),
-    /// The signing key is revoked.
-    #[error("the signing key {0} is revoked")]
-    KeyRevoked(KeyFingerprint),
+    /// The signing key (or subkey) is expired, at the signature's time or now.
+    #[error("the signing key {key} is expired {detail}")]
+    KeyExpired {
+        /// The expired (sub)key.
+        key: KeyFingerprint,
+        /// When and since when.
+        detail: String,
+    },
+    /// The signing key (or subkey) is revoked, for any reason.
+    #[error("the signing key {key} is revoked {detail}")]
+    KeyRevoked {
+        /// The revoked (sub)key.
+        key: KeyFingerprint,
+        /// When, and the reason given.
+        detail: String,
+    },
+    /// The signing key (or subkey) was created after the time it is checked at.
+    #[error("the signing key {key} is not valid yet {detail}")]
+    KeyNotYetValid {
+        /// The (sub)key.
+        key: KeyFingerprint,
+        /// Its creation time against the check time.
+        detail: String,
+    },
     /// Another problem with the signing key (not signing-capable, not bound).
     #[error("the signing key {0} cannot be used: {1}")]
     BadKey(String, String),
@@ -482,7 +547,8 @@ pub struct Verified {
     pub signer: KeyFingerprint,
     /// The fingerprint of the (sub)key that made the signature.
     pub signing_key: KeyFingerprint,
-    /// The signed text (for cleartext signatures), exactly as signed.
+    /// The signed text (for cleartext signatures), exactly as signed: the only bytes a caller
+    /// may parse.
     pub text: Vec<u8>,
 }
 
@@ -502,16 +568,9 @@ impl TrustedKeys {
     pub fn add_armored(&mut self, bytes: &[u8]) -> anyhow::Result<Vec<KeyFingerprint>> {
         let mut added = Vec::new();
         for cert in CertParser::from_bytes(bytes)? {
-            let cert = cert?.strip_secret_key_material();
+            let cert = cert?;
             added.push(KeyFingerprint::of(&cert.fingerprint()));
-            match self
-                .certs
-                .iter_mut()
-                .find(|c| c.fingerprint() == cert.fingerprint())
-            {
-                Some(existing) => *existing = existing.clone().merge_public(cert)?,
-                None => self.certs.push(cert),
-            }
+            self.add_cert(cert);
         }
         if added.is_empty() {
             anyhow::bail!("no OpenPGP certificate found");
@@ -519,9 +578,21 @@ impl TrustedKeys {
         Ok(added)
     }
 
-    /// Adds a certificate.
+    /// Adds a certificate (merged with one of the same fingerprint already present).
     pub fn add_cert(&mut self, cert: Cert) {
-        self.certs.push(cert.strip_secret_key_material());
+        let cert = cert.strip_secret_key_material();
+        match self
+            .certs
+            .iter_mut()
+            .find(|c| c.fingerprint() == cert.fingerprint())
+        {
+            Some(existing) => {
+                if let Ok(merged) = existing.clone().merge_public(cert.clone()) {
+                    *existing = merged;
+                }
+            }
+            None => self.certs.push(cert),
+        }
     }
 
     /// The trusted fingerprints.
@@ -532,35 +603,60 @@ impl TrustedKeys {
             .collect()
     }
 
+    /// Whether a certificate with this primary fingerprint is trusted.
+    pub fn contains(&self, fpr: &KeyFingerprint) -> bool {
+        self.certs
+            .iter()
+            .any(|c| KeyFingerprint::of(&c.fingerprint()) == *fpr)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.certs.is_empty()
     }
 
+    /// Every certificate, public parts only, ASCII-armored one after another (a keyring file
+    /// `gpg --import` and `spack gpg trust` read).
+    pub fn armored(&self) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for c in &self.certs {
+            out.extend(c.armored().to_vec()?);
+        }
+        Ok(out)
+    }
+
     /// Verifies a cleartext-signed document and returns the signer and the signed text.
+    ///
+    /// The file must be exactly one cleartext-signed message as GnuPG writes it (see
+    /// [`VerifyError::Armor`]), with exactly one signature whose digest algorithm is the one
+    /// the single `Hash:` header names, made by a trusted key that was valid when it signed
+    /// and is still valid now (not expired, not revoked for any reason, not created later).
     pub fn verify_cleartext(&self, signed: &[u8]) -> Result<Verified, VerifyError> {
         self.verify_cleartext_at(signed, None)
     }
 
-    /// [`TrustedKeys::verify_cleartext`] with key validity evaluated at `at` (default: now).
+    /// [`TrustedKeys::verify_cleartext`] with "now" being `at` (default: the system time).
     pub fn verify_cleartext_at(
         &self,
         signed: &[u8],
         at: Option<SystemTime>,
     ) -> Result<Verified, VerifyError> {
-        if !is_clearsigned(signed) {
-            return Err(VerifyError::Unsigned);
-        }
-        check_hash_headers(signed)?;
+        let header_hash = check_armor(signed)?;
+        let now = at.unwrap_or_else(SystemTime::now);
         let policy = StandardPolicy::new();
-        let helper = Helper::new(&self.certs);
+        let helper = Helper::new(&self.certs, now, Some(header_hash));
         let mut v = VerifierBuilder::from_bytes(signed)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?
-            .with_policy(&policy, at, helper)
-            .map_err(|e| classify_early(e, &self.certs))?;
+            .with_policy(&policy, Some(now), helper)
+            .map_err(classify_early)?;
         let mut text = Vec::new();
         v.read_to_end(&mut text)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if !v.message_processed() {
+            return Err(VerifyError::Malformed(
+                "the message was not read to its end".into(),
+            ));
+        }
         let helper = v.into_helper();
         let (signer, signing_key) = helper.result()?;
         Ok(Verified {
@@ -570,75 +666,237 @@ impl TrustedKeys {
         })
     }
 
-    /// Verifies a detached (armored or binary) signature over `data`.
+    /// Verifies a detached (armored or binary) signature over `data`, with the same key
+    /// validity rules as [`TrustedKeys::verify_cleartext`].
     pub fn verify_detached(&self, signature: &[u8], data: &[u8]) -> Result<Verified, VerifyError> {
+        let now = SystemTime::now();
         let policy = StandardPolicy::new();
-        let helper = Helper::new(&self.certs);
+        let helper = Helper::new(&self.certs, now, None);
         let mut v = DetachedVerifierBuilder::from_bytes(signature)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?
-            .with_policy(&policy, None, helper)
+            .with_policy(&policy, Some(now), helper)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let r = v.verify_bytes(data);
         let helper = v.into_helper();
-        match helper.result() {
-            Ok((signer, signing_key)) => Ok(Verified {
-                signer,
-                signing_key,
-                text: Vec::new(),
-            }),
-            Err(e) => Err(e),
-        }
-        .and_then(|ok| {
-            r.map_err(|e| VerifyError::BadSignature(e.to_string()))?;
-            Ok(ok)
+        let (signer, signing_key) = helper.result()?;
+        r.map_err(|e| VerifyError::BadSignature(e.to_string()))?;
+        Ok(Verified {
+            signer,
+            signing_key,
+            text: Vec::new(),
         })
     }
 }
 
-/// Whether `bytes` looks like an OpenPGP cleartext-signed message.
+/// Whether `bytes` looks like an OpenPGP cleartext-signed message (leading whitespace
+/// tolerated: use this to route a file, never to accept one).
 pub fn is_clearsigned(bytes: &[u8]) -> bool {
     bytes
         .trim_ascii_start()
         .starts_with(CLEARSIGN_HEADER.as_bytes())
 }
 
-/// Extracts the signed text of a cleartext-signed message without verifying it (to compare
-/// documents). Returns `None` when `bytes` is not cleartext-signed.
-pub fn cleartext_body(bytes: &[u8]) -> Option<Vec<u8>> {
-    if !is_clearsigned(bytes) {
-        return None;
-    }
-    let s = std::str::from_utf8(bytes).ok()?;
-    let after_header = s.find("\n\n").map(|i| &s[i + 2..])?;
-    let end = after_header.find("\n-----BEGIN PGP SIGNATURE-----")?;
-    let body = &after_header[..end];
-    let mut out = String::with_capacity(body.len());
-    for (i, line) in body.split('\n').enumerate() {
-        if i > 0 {
-            out.push('\n');
+/// Whether `bytes` hold OpenPGP armor anywhere (a signed message, a signature, a key).
+pub fn contains_armor(bytes: &[u8]) -> bool {
+    bytes.windows(14).any(|w| w == b"-----BEGIN PGP")
+}
+
+const SIG_BEGIN: &str = "-----BEGIN PGP SIGNATURE-----";
+const SIG_END: &str = "-----END PGP SIGNATURE-----";
+
+/// Checks that `signed` is exactly one cleartext-signed message in the form GnuPG writes and
+/// reads without ambiguity, and returns the algorithm its single `Hash:` header names.
+///
+/// Refused: anything before the first line or after the signature block, CR characters,
+/// whitespace-only or unknown armor header lines, zero or several `Hash:` headers (or a list),
+/// body lines starting with `-` that are not dash-escaped, body lines ending with whitespace
+/// (the signature does not cover it) or longer than GnuPG reads, and any malformed line in the
+/// signature armor.
+fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
+    let armor = |m: String| Err(VerifyError::Armor(m));
+    if !signed.starts_with(CLEARSIGN_HEADER.as_bytes()) {
+        if contains_armor(signed) {
+            return armor(format!(
+                "the file has data before its '{CLEARSIGN_HEADER}' line (or holds another kind of OpenPGP message)"
+            ));
         }
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        out.push_str(line.strip_prefix("- ").unwrap_or(line));
+        return Err(VerifyError::Unsigned);
     }
-    Some(out.into_bytes())
+    let Ok(text) = std::str::from_utf8(signed) else {
+        return armor("the file is not UTF-8 text".into());
+    };
+    if let Some(at) = text.find('\r') {
+        let line = text[..at].matches('\n').count() + 1;
+        return armor(format!(
+            "line {line} has a carriage return (CRLF line ends); Spack and GnuPG write LF-only manifests"
+        ));
+    }
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines[0] != CLEARSIGN_HEADER {
+        return armor(format!(
+            "the first line is not exactly '{CLEARSIGN_HEADER}'"
+        ));
+    }
+    // Armor headers, up to the first empty line.
+    let mut i = 1;
+    let mut hashes = Vec::new();
+    loop {
+        let Some(line) = lines.get(i) else {
+            return armor("no empty line ends the armor headers".into());
+        };
+        if line.is_empty() {
+            break;
+        }
+        if line.trim().is_empty() {
+            return armor(format!(
+                "armor header line {} holds only whitespace (readers disagree on whether it ends the headers)",
+                i + 1
+            ));
+        }
+        match line.strip_prefix("Hash: ") {
+            Some(v) => hashes.push(v),
+            None => {
+                return armor(format!(
+                    "line {} is not a 'Hash:' armor header ({line:?}); a cleartext signature allows only 'Hash:'",
+                    i + 1
+                ));
+            }
+        }
+        i += 1;
+    }
+    let hash = match hashes.as_slice() {
+        [one] => *one,
+        _ => {
+            return armor(format!(
+                "{} 'Hash:' armor headers; Spack and GnuPG expect exactly one",
+                hashes.len()
+            ));
+        }
+    };
+    if hash.is_empty()
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return armor(format!(
+            "'Hash: {hash}' does not name exactly one digest algorithm"
+        ));
+    }
+    // The dash-escaped text, up to the signature.
+    i += 1;
+    loop {
+        let Some(line) = lines.get(i) else {
+            return armor(format!("no '{SIG_BEGIN}' line"));
+        };
+        if *line == SIG_BEGIN {
+            break;
+        }
+        if line.starts_with('-') && !line.starts_with("- ") {
+            return armor(format!(
+                "line {} starts with '-' but is not dash-escaped ('- ')",
+                i + 1
+            ));
+        }
+        if let Some(rest) = line.strip_prefix("- ")
+            && !rest.starts_with('-')
+            && !rest.starts_with("From ")
+        {
+            return armor(format!(
+                "line {} is dash-escaped but does not start with '-' (GnuPG escapes only lines starting with '-' or 'From ')",
+                i + 1
+            ));
+        }
+        if line.ends_with([' ', '\t']) {
+            return armor(format!(
+                "line {} ends with whitespace, which the signature does not cover",
+                i + 1
+            ));
+        }
+        if line.len() > GNUPG_MAX_LINE {
+            return armor(format!(
+                "line {} is {} bytes long; GnuPG truncates lines over {GNUPG_MAX_LINE} bytes",
+                i + 1,
+                line.len()
+            ));
+        }
+        i += 1;
+    }
+    // The signature armor: optional Version/Comment headers, an empty line, base64, an
+    // optional checksum, the end line, and nothing after it.
+    i += 1;
+    loop {
+        let Some(line) = lines.get(i) else {
+            return armor(format!("the signature block has no '{SIG_END}' line"));
+        };
+        if line.is_empty() {
+            break;
+        }
+        if !(line.starts_with("Version: ") || line.starts_with("Comment: ")) || line.trim() != *line
+        {
+            return armor(format!(
+                "line {} is not an empty line or a Version/Comment header in the signature armor ({line:?})",
+                i + 1
+            ));
+        }
+        i += 1;
+    }
+    i += 1;
+    let mut base64_lines = 0;
+    let mut checksum = false;
+    loop {
+        let Some(line) = lines.get(i) else {
+            return armor(format!("the signature block has no '{SIG_END}' line"));
+        };
+        if *line == SIG_END {
+            break;
+        }
+        let is_b64 = !line.is_empty()
+            && line
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+        if checksum || !is_b64 {
+            return armor(format!(
+                "line {} of the signature armor is not base64 ({line:?})",
+                i + 1
+            ));
+        }
+        if line.starts_with('=') {
+            checksum = true;
+        } else {
+            base64_lines += 1;
+        }
+        i += 1;
+    }
+    if base64_lines == 0 {
+        return armor("the signature block is empty".into());
+    }
+    if i + 1 != lines.len() {
+        return armor(format!(
+            "the file continues after '{SIG_END}' (line {}): trailing data or a second message",
+            i + 2
+        ));
+    }
+    Ok(hash.to_owned())
 }
 
-/// Spack and GnuPG want exactly one `Hash:` armor header (and gpg rejects unknown ones).
-fn check_hash_headers(signed: &[u8]) -> Result<(), VerifyError> {
-    let text = String::from_utf8_lossy(signed);
-    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
-    lines.next(); // BEGIN PGP SIGNED MESSAGE
-    let headers: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).collect();
-    let hashes = headers.iter().filter(|h| h.starts_with("Hash:")).count();
-    if hashes > 1 {
-        return Err(VerifyError::Malformed(format!(
-            "{hashes} 'Hash:' armor headers; Spack and GnuPG expect exactly one"
-        )));
+/// The name GnuPG writes in a `Hash:` header for `algo`.
+fn hash_header_name(algo: HashAlgorithm) -> String {
+    match algo {
+        HashAlgorithm::MD5 => "MD5".into(),
+        HashAlgorithm::SHA1 => "SHA1".into(),
+        HashAlgorithm::RipeMD => "RIPEMD160".into(),
+        HashAlgorithm::SHA224 => "SHA224".into(),
+        HashAlgorithm::SHA256 => "SHA256".into(),
+        HashAlgorithm::SHA384 => "SHA384".into(),
+        HashAlgorithm::SHA512 => "SHA512".into(),
+        HashAlgorithm::SHA3_256 => "SHA3-256".into(),
+        HashAlgorithm::SHA3_512 => "SHA3-512".into(),
+        other => other.to_string(),
     }
-    Ok(())
 }
 
-fn classify_early(e: anyhow::Error, _certs: &[Cert]) -> VerifyError {
+fn classify_early(e: anyhow::Error) -> VerifyError {
     // The verifier checks the signatures while building when the message is small; errors
     // from `check` surface here, already classified.
     match e.downcast::<VerifyError>() {
@@ -647,15 +905,127 @@ fn classify_early(e: anyhow::Error, _certs: &[Cert]) -> VerifyError {
     }
 }
 
+fn reason_of(revs: &[&openpgp::packet::Signature]) -> String {
+    revs.iter()
+        .map(|r| match r.reason_for_revocation() {
+            Some((code, b"")) => format!("reason: {code}"),
+            Some((code, msg)) => {
+                format!("reason: {code}, {:?}", String::from_utf8_lossy(msg))
+            }
+            None => "no reason given".into(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Whether the (sub)key `key` of `cert` may have made a signature at time `t`: the
+/// certificate and the key exist, are bound, alive and not revoked (for any reason) at `t`.
+/// `when` says what `t` is, for the message.
+fn key_problem(cert: &Cert, key: &Fingerprint, t: SystemTime, when: &str) -> Option<VerifyError> {
+    let policy = StandardPolicy::new();
+    let cfpr = KeyFingerprint::of(&cert.fingerprint());
+    let primary = cert.primary_key().key();
+    if primary.creation_time() > t {
+        return Some(VerifyError::KeyNotYetValid {
+            key: cfpr,
+            detail: format!(
+                "{when}: the certificate was created on {}",
+                format_time(primary.creation_time())
+            ),
+        });
+    }
+    if let RevocationStatus::Revoked(revs) = cert.revocation_status(&policy, t) {
+        return Some(VerifyError::KeyRevoked {
+            key: cfpr,
+            detail: format!("{when} ({})", reason_of(&revs)),
+        });
+    }
+    let vc = match cert.with_policy(&policy, t) {
+        Ok(vc) => vc,
+        Err(e) => {
+            return Some(VerifyError::BadKey(
+                cfpr.to_string(),
+                format!("{when}: {e}"),
+            ));
+        }
+    };
+    if vc.alive().is_err() {
+        let until = vc
+            .primary_key()
+            .key_expiration_time()
+            .map(format_time)
+            .unwrap_or_else(|| "an unknown date".into());
+        return Some(VerifyError::KeyExpired {
+            key: cfpr,
+            detail: format!("{when}: it expired on {until}"),
+        });
+    }
+    if *key == cert.fingerprint() {
+        return None;
+    }
+    let kfpr = KeyFingerprint::of(key);
+    let Some(ka) = vc.keys().key_handle(key.clone()).next() else {
+        let created = cert
+            .keys()
+            .subkeys()
+            .find(|k| k.key().fingerprint() == *key)
+            .map(|k| k.key().creation_time());
+        return Some(match created {
+            Some(c) if c > t => VerifyError::KeyNotYetValid {
+                key: kfpr,
+                detail: format!("{when}: the subkey was created on {}", format_time(c)),
+            },
+            _ => VerifyError::BadKey(
+                kfpr.to_string(),
+                format!("{when}: the subkey is not validly bound to its certificate"),
+            ),
+        });
+    };
+    if let RevocationStatus::Revoked(revs) = ka.revocation_status() {
+        return Some(VerifyError::KeyRevoked {
+            key: kfpr,
+            detail: format!("{when} (subkey; {})", reason_of(&revs)),
+        });
+    }
+    if ka.alive().is_err() {
+        let until = ka
+            .key_expiration_time()
+            .map(format_time)
+            .unwrap_or_else(|| "an unknown date".into());
+        return Some(VerifyError::KeyExpired {
+            key: kfpr,
+            detail: format!("{when}: the subkey expired on {until}"),
+        });
+    }
+    if !ka.for_signing() {
+        return Some(VerifyError::BadKey(
+            kfpr.to_string(),
+            format!("{when}: the subkey is not signing-capable"),
+        ));
+    }
+    None
+}
+
+fn signing_time(sig: &openpgp::packet::Signature) -> (SystemTime, String) {
+    let t = sig
+        .signature_creation_time()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    (t, format!("when it signed ({})", format_time(t)))
+}
+
 struct Helper<'a> {
     certs: &'a [Cert],
+    now: SystemTime,
+    header_hash: Option<String>,
     outcome: Option<Result<(KeyFingerprint, KeyFingerprint), VerifyError>>,
 }
 
 impl<'a> Helper<'a> {
-    fn new(certs: &'a [Cert]) -> Self {
+    fn new(certs: &'a [Cert], now: SystemTime, header_hash: Option<String>) -> Self {
         Helper {
             certs,
+            now,
+            header_hash,
             outcome: None,
         }
     }
@@ -664,22 +1034,85 @@ impl<'a> Helper<'a> {
             .clone()
             .unwrap_or_else(|| Err(VerifyError::Malformed("no signature was checked".into())))
     }
-}
 
-fn key_error(ka_fpr: KeyFingerprint, cert: &Cert, error: &anyhow::Error) -> VerifyError {
-    let msg = format!("{error:#}");
-    let lower = msg.to_lowercase();
-    let policy = StandardPolicy::new();
-    if let RevocationStatus::Revoked(_) = cert.revocation_status(&policy, None) {
-        return VerifyError::KeyRevoked(KeyFingerprint::of(&cert.fingerprint()));
+    /// The verdict on one signature result.
+    fn judge(
+        &self,
+        r: Result<openpgp::parse::stream::GoodChecksum<'_>, VerificationError<'_>>,
+    ) -> Result<(KeyFingerprint, KeyFingerprint), VerifyError> {
+        match r {
+            Ok(good) => {
+                let actual = hash_header_name(good.sig.hash_algo());
+                if let Some(header) = &self.header_hash
+                    && *header != actual
+                {
+                    return Err(VerifyError::HashMismatch {
+                        header: header.clone(),
+                        actual,
+                    });
+                }
+                let cert = good.ka.cert();
+                let key = good.ka.key().fingerprint();
+                // Sequoia checked the key at the signature's time; it must be valid now too
+                // (an expiry or a revocation, even "superseded", published since counts).
+                let (t, when) = signing_time(good.sig);
+                if let Some(p) = key_problem(cert, &key, t, &when) {
+                    return Err(p);
+                }
+                if let Some(p) = key_problem(cert, &key, self.now, "now") {
+                    return Err(p);
+                }
+                Ok((
+                    KeyFingerprint::of(&cert.fingerprint()),
+                    KeyFingerprint::of(&key),
+                ))
+            }
+            Err(VerificationError::MissingKey { sig }) => {
+                let issuers: Vec<String> = sig.get_issuers().iter().map(|h| h.to_hex()).collect();
+                Err(VerifyError::UnknownSigner(if issuers.is_empty() {
+                    "(no issuer recorded)".into()
+                } else {
+                    issuers.join("/")
+                }))
+            }
+            Err(VerificationError::BadKey { sig, ka, error, .. }) => {
+                let (t, when) = signing_time(sig);
+                Err(
+                    key_problem(ka.cert(), &ka.key().fingerprint(), t, &when).unwrap_or_else(
+                        || {
+                            VerifyError::BadKey(
+                                ka.key().fingerprint().to_hex(),
+                                format!("{error:#}"),
+                            )
+                        },
+                    ),
+                )
+            }
+            Err(VerificationError::UnboundKey {
+                sig, cert, error, ..
+            }) => {
+                let (t, when) = signing_time(sig);
+                let key = sig
+                    .issuer_fingerprints()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| cert.fingerprint());
+                Err(key_problem(cert, &key, t, &when).unwrap_or_else(|| {
+                    VerifyError::BadKey(cert.fingerprint().to_hex(), format!("{error:#}"))
+                }))
+            }
+            Err(VerificationError::BadSignature { ka, error, .. }) => {
+                // A signature from the future is "not alive": say why when it is the key.
+                let key = ka.key().fingerprint();
+                Err(key_problem(ka.cert(), &key, self.now, "now")
+                    .unwrap_or_else(|| VerifyError::BadSignature(format!("{error}"))))
+            }
+            Err(VerificationError::MalformedSignature { error, .. }) => {
+                Err(VerifyError::Malformed(format!("{error}")))
+            }
+            Err(other) => Err(VerifyError::Malformed(other.to_string())),
+        }
     }
-    if lower.contains("revoked") {
-        return VerifyError::KeyRevoked(ka_fpr);
-    }
-    if lower.contains("expired") || lower.contains("not alive") || lower.contains("expir") {
-        return VerifyError::KeyExpired(ka_fpr, msg);
-    }
-    VerifyError::BadKey(ka_fpr.to_string(), msg)
 }
 
 impl VerificationHelper for Helper<'_> {
@@ -696,82 +1129,30 @@ impl VerificationHelper for Helper<'_> {
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        let mut first_err: Option<VerifyError> = None;
-        let mut saw_sig = false;
+        let mut results = Vec::new();
+        let mut other_layers = false;
         for layer in structure.into_iter() {
             match layer {
-                MessageLayer::SignatureGroup { results } => {
-                    for r in results {
-                        saw_sig = true;
-                        match r {
-                            Ok(good) => {
-                                // The cert must be valid now too (revocations published
-                                // after signing count).
-                                let cert = good.ka.cert();
-                                let policy = StandardPolicy::new();
-                                if let RevocationStatus::Revoked(_) =
-                                    cert.revocation_status(&policy, None)
-                                {
-                                    first_err.get_or_insert(VerifyError::KeyRevoked(
-                                        KeyFingerprint::of(&cert.fingerprint()),
-                                    ));
-                                    continue;
-                                }
-                                self.outcome = Some(Ok((
-                                    KeyFingerprint::of(&cert.fingerprint()),
-                                    KeyFingerprint::of(&good.ka.key().fingerprint()),
-                                )));
-                                return Ok(());
-                            }
-                            Err(e) => {
-                                let ve = match e {
-                                    VerificationError::MissingKey { sig } => {
-                                        let issuers: Vec<String> =
-                                            sig.get_issuers().iter().map(|h| h.to_hex()).collect();
-                                        VerifyError::UnknownSigner(if issuers.is_empty() {
-                                            "(no issuer recorded)".into()
-                                        } else {
-                                            issuers.join("/")
-                                        })
-                                    }
-                                    VerificationError::BadKey { ka, error, .. } => key_error(
-                                        KeyFingerprint::of(&ka.key().fingerprint()),
-                                        ka.cert(),
-                                        &error,
-                                    ),
-                                    VerificationError::UnboundKey { cert, error, .. } => key_error(
-                                        KeyFingerprint::of(&cert.fingerprint()),
-                                        cert,
-                                        &error,
-                                    ),
-                                    VerificationError::BadSignature { error, .. } => {
-                                        VerifyError::BadSignature(format!("{error}"))
-                                    }
-                                    VerificationError::MalformedSignature { error, .. } => {
-                                        VerifyError::Malformed(format!("{error}"))
-                                    }
-                                    other => VerifyError::Malformed(other.to_string()),
-                                };
-                                first_err.get_or_insert(ve);
-                            }
-                        }
-                    }
-                }
-                MessageLayer::Compression { .. } => {}
-                MessageLayer::Encryption { .. } => {
-                    first_err.get_or_insert(VerifyError::Malformed(
-                        "encrypted message where a signed one was expected".into(),
-                    ));
+                MessageLayer::SignatureGroup { results: r } => results.extend(r),
+                MessageLayer::Compression { .. } | MessageLayer::Encryption { .. } => {
+                    other_layers = true
                 }
             }
         }
-        let err = first_err.unwrap_or(if saw_sig {
-            VerifyError::Malformed("no valid signature".into())
+        let outcome = if other_layers {
+            Err(VerifyError::Malformed(
+                "compressed or encrypted data where only a signed text was expected".into(),
+            ))
+        } else if results.is_empty() {
+            Err(VerifyError::Unsigned)
+        } else if results.len() > 1 {
+            Err(VerifyError::SignatureCount(results.len()))
         } else {
-            VerifyError::Unsigned
-        });
-        self.outcome = Some(Err(err.clone()));
-        Err(anyhow::Error::new(err))
+            let r = results.pop().expect("one result");
+            self.judge(r)
+        };
+        self.outcome = Some(outcome.clone());
+        outcome.map(|_| ()).map_err(anyhow::Error::new)
     }
 }
 
@@ -812,7 +1193,6 @@ mod tests {
             .unwrap();
         let v = trusted.verify_cleartext(&signed).unwrap();
         assert_eq!(v.text, text);
-        assert_eq!(cleartext_body(&signed).unwrap(), text);
         assert_eq!(v.signer, key.fingerprint());
     }
 

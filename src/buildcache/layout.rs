@@ -16,6 +16,10 @@ use sha2::{Digest, Sha256};
 
 use crate::pgp;
 
+/// The default cap on the decompressed size of a spec blob (64 MiB). A real spec file is a
+/// few KiB to a few MiB; anything larger is refused before it is fully inflated.
+pub const SPEC_JSON_MAX_BYTES: u64 = 64 << 20;
+
 /// The layout version this module reads and writes.
 pub const LAYOUT_VERSION: u32 = 3;
 /// Key of `layout.json`.
@@ -294,15 +298,6 @@ impl fmt::Display for SpecId {
     }
 }
 
-/// The manifest text of a possibly clearsigned manifest (the signed body, unverified).
-pub fn manifest_text(bytes: &[u8]) -> Result<Vec<u8>> {
-    if pgp::is_clearsigned(bytes) {
-        pgp::cleartext_body(bytes).context("malformed cleartext-signed manifest")
-    } else {
-        Ok(bytes.to_vec())
-    }
-}
-
 /// One node of a spec file (`spec.nodes[]`), kept verbatim plus the fields we need.
 #[derive(Debug, Clone)]
 pub struct SpecNode {
@@ -363,12 +358,35 @@ struct SpecFileSpec {
     nodes: Vec<Box<RawValue>>,
 }
 
-/// Parses a spec blob (gzip-compressed or plain spec JSON) into its nodes, root first.
+/// Parses a spec blob (gzip-compressed or plain spec JSON) into its nodes, root first, with
+/// the default decompression cap ([`SPEC_JSON_MAX_BYTES`]).
 pub fn parse_spec_blob(bytes: &[u8], compression: &str) -> Result<Vec<SpecNode>> {
+    parse_spec_blob_capped(bytes, compression, SPEC_JSON_MAX_BYTES)
+}
+
+/// Parses a spec blob into its nodes, root first. The spec JSON (after decompression) may be
+/// at most `max_json` bytes: a gzip bomb is refused after inflating at most `max_json + 1`
+/// bytes, never allocating more.
+pub fn parse_spec_blob_capped(
+    bytes: &[u8],
+    compression: &str,
+    max_json: u64,
+) -> Result<Vec<SpecNode>> {
+    let too_big = || {
+        anyhow::anyhow!(
+            "the spec JSON is larger than {max_json} bytes{}; a real spec is far smaller (a decompression bomb?). Raise the limit (--max-spec-bytes) only if you trust the cache",
+            if compression == "gzip" {
+                " once decompressed"
+            } else {
+                ""
+            }
+        )
+    };
     let json = match compression {
         "gzip" => {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(bytes)
+                .take(max_json.saturating_add(1))
                 .read_to_end(&mut out)
                 .context("the spec blob is not valid gzip")?;
             out
@@ -376,6 +394,9 @@ pub fn parse_spec_blob(bytes: &[u8], compression: &str) -> Result<Vec<SpecNode>>
         "none" => bytes.to_vec(),
         other => bail!("unsupported spec blob compression {other:?}"),
     };
+    if json.len() as u64 > max_json {
+        return Err(too_big());
+    }
     let f: SpecFile = serde_json::from_slice(&json).context("the spec blob is not spec JSON")?;
     if f.spec.nodes.is_empty() {
         bail!("the spec blob has no nodes");
@@ -410,6 +431,30 @@ mod tests {
             String::from_utf8(Manifest::new(vec![]).to_spack_json()).unwrap(),
             "{\n\"version\":3,\n\"data\":[]\n}"
         );
+    }
+
+    #[test]
+    fn spec_blob_decompression_is_capped() {
+        use std::io::Write;
+        let blob = std::fs::read(format!(
+            "{FIX}/signed/blobs/sha256/b2/b21f87a953e1e24a549e3b7dfe885b14afafbd689a87ccd704e6bb633488f518"
+        ))
+        .unwrap();
+        let nodes = parse_spec_blob(&blob, "gzip").unwrap();
+        assert_eq!(nodes[0].name, "demo-lib");
+        // The real blob inflates to a few hundred bytes: a cap below that refuses it.
+        let err = parse_spec_blob_capped(&blob, "gzip", 100).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("larger than 100 bytes"),
+            "{err:#}"
+        );
+        // 8 MiB of zeros compress to ~8 KiB; a 1 MiB cap stops inflating at 1 MiB + 1 byte.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&vec![0u8; 8 << 20]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let err = parse_spec_blob_capped(&bomb, "gzip", 1 << 20).unwrap_err();
+        assert!(format!("{err:#}").contains("decompression bomb"), "{err:#}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 pub mod index;
 pub mod layout;
 pub mod sign;
+pub mod signed;
 pub mod storage;
+pub mod trust;
 pub mod verify;
 
 pub use index::{Index, KeyIndex, MergeStats};
@@ -26,7 +28,7 @@ pub struct SpecEntry {
     pub key: String,
     /// The manifest bytes as stored (clearsigned or plain).
     pub stored: Vec<u8>,
-    /// The manifest JSON text (the signed body for clearsigned manifests, unverified).
+    /// The manifest JSON text (an unsigned manifest: the stored bytes).
     pub text: Vec<u8>,
     /// The parsed manifest.
     pub manifest: Manifest,
@@ -51,7 +53,8 @@ pub async fn spec_manifest_keys(storage: &dyn Storage) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Reads and parses the spec manifest at `key` (without verifying a signature).
+/// Reads and parses the unsigned spec manifest at `key`. A clearsigned manifest is refused
+/// here: read it with [`signed::read_manifest`] against trusted keys.
 pub async fn read_spec_entry(storage: &dyn Storage, key: &str) -> Result<SpecEntry> {
     let id = SpecId::from_manifest_key(key)?;
     let stored = storage
@@ -59,8 +62,8 @@ pub async fn read_spec_entry(storage: &dyn Storage, key: &str) -> Result<SpecEnt
         .await?
         .with_context(|| format!("{id}: manifest {key} disappeared"))?
         .bytes;
-    let text = layout::manifest_text(&stored).with_context(|| format!("{id}: {key}"))?;
-    let manifest = Manifest::from_json(&text).with_context(|| format!("{id}: {key}"))?;
+    let manifest = signed::read_unsigned_manifest(&stored, key).with_context(|| format!("{id}"))?;
+    let text = stored.clone();
     Ok(SpecEntry {
         id,
         key: key.to_owned(),
@@ -139,33 +142,66 @@ pub async fn check_blob(
 
 /// Reads the spec blob of `entry` (checking its digest) and parses its nodes, root first, and
 /// checks that the root is the spec the manifest's key names (a manifest moved to another
-/// spec's key is caught here).
+/// spec's key is caught here). The spec JSON is capped at [`layout::SPEC_JSON_MAX_BYTES`].
 pub async fn read_spec_nodes(storage: &dyn Storage, entry: &SpecEntry) -> Result<Vec<SpecNode>> {
-    let id = &entry.id;
-    let rec = entry
-        .manifest
+    spec_nodes(
+        storage,
+        &entry.id,
+        &entry.key,
+        &entry.manifest,
+        layout::SPEC_JSON_MAX_BYTES,
+    )
+    .await
+}
+
+/// Reads the spec blob `manifest` names for spec `id` (manifest at `key`): its size is checked
+/// before it is read, its sha256 after, its decompressed JSON is capped at `max_json` bytes,
+/// and its root node must be `id`.
+pub async fn spec_nodes(
+    storage: &dyn Storage,
+    id: &SpecId,
+    key: &str,
+    manifest: &Manifest,
+    max_json: u64,
+) -> Result<Vec<SpecNode>> {
+    let rec = manifest
         .spec_blob()
-        .with_context(|| format!("{id}: the manifest lists no spec JSON blob"))?;
-    let key = rec.key().with_context(|| format!("{id}"))?;
-    let bytes = storage
-        .get(&key)
+        .with_context(|| format!("{id}: manifest {key} lists no spec JSON blob"))?;
+    let bkey = rec.key().with_context(|| format!("{id}: manifest {key}"))?;
+    let size = storage
+        .head(&bkey)
         .await?
-        .with_context(|| format!("{id}: spec blob {key} is missing"))?
+        .with_context(|| format!("{id}: spec blob {bkey} is missing"))?
+        .size;
+    if size != rec.content_length {
+        anyhow::bail!(
+            "{id}: spec blob {bkey} is {size} bytes, manifest {key} says {}",
+            rec.content_length
+        );
+    }
+    if size > max_json {
+        anyhow::bail!(
+            "{id}: spec blob {bkey} is {size} bytes, over the {max_json}-byte limit for spec JSON"
+        );
+    }
+    let bytes = storage
+        .get(&bkey)
+        .await?
+        .with_context(|| format!("{id}: spec blob {bkey} is missing"))?
         .bytes;
     let sha = Sha256Hex::of(&bytes);
     if sha.as_str() != rec.checksum || bytes.len() as u64 != rec.content_length {
-        anyhow::bail!("{id}: spec blob {key} does not match its manifest record");
+        anyhow::bail!("{id}: spec blob {bkey} does not match its record in manifest {key}");
     }
-    let nodes =
-        layout::parse_spec_blob(&bytes, &rec.compression).with_context(|| format!("{id}"))?;
+    let nodes = layout::parse_spec_blob_capped(&bytes, &rec.compression, max_json)
+        .with_context(|| format!("{id}: spec blob {bkey} of manifest {key}"))?;
     let root = &nodes[0];
     if root.hash != id.hash || root.name != id.name || root.version != id.version {
         anyhow::bail!(
-            "{id}: the manifest describes {}@{}/{} but is stored under {} (a swapped or misplaced manifest)",
+            "{id}: the manifest describes {}@{}/{} but is stored under {key} (a swapped or misplaced manifest)",
             root.name,
             root.version,
             root.hash.get(..7).unwrap_or(&root.hash),
-            entry.key
         );
     }
     Ok(nodes)
@@ -177,9 +213,8 @@ pub async fn read_index(storage: &dyn Storage) -> Result<Option<(Index, Option<S
     let Some(obj) = storage.get(layout::INDEX_MANIFEST).await? else {
         return Ok(None);
     };
-    let text = layout::manifest_text(&obj.bytes)?;
-    let m = Manifest::from_json(&text)
-        .with_context(|| format!("{} of {}", layout::INDEX_MANIFEST, storage.url()))?;
+    let m = signed::read_unsigned_manifest(&obj.bytes, layout::INDEX_MANIFEST)
+        .with_context(|| format!("the index of {}", storage.url()))?;
     let rec = m
         .blob(layout::INDEX_MEDIA_TYPE)
         .or_else(|| m.data.first())

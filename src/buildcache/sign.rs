@@ -366,7 +366,7 @@ async fn execute(dest: &dyn Storage, p: &Pending) -> Result<()> {
 async fn merged_key_index(dest: &dyn Storage, ours: &KeyFingerprint) -> Result<KeyIndex> {
     let mut idx = KeyIndex::default();
     if let Some(obj) = dest.get(layout::KEY_INDEX_MANIFEST).await? {
-        let m = Manifest::from_json(&layout::manifest_text(&obj.bytes)?)
+        let m = super::signed::read_unsigned_manifest(&obj.bytes, layout::KEY_INDEX_MANIFEST)
             .context("the destination's key index manifest is malformed")?;
         if let Some(rec) = m.data.first()
             && let Some(blob) = dest.get(&rec.key()?).await?

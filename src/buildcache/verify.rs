@@ -1,22 +1,132 @@
-//! Verifying a published buildcache: every spec manifest's signature against trusted keys,
-//! every blob's size and sha256, that each manifest describes the spec its key names, and that
-//! the index is consistent. Used by `slurm-factory verify` and by `test-install`.
+//! Verifying a published buildcache by walking it from its index, the way a consumer reads it:
+//! index manifest → index blob → each spec's signed manifest → its blobs; key index → key
+//! manifests → key blobs. It needs no listing, so it works on read-only HTTP mirrors; a store
+//! that can list is also searched for spec manifests the index does not name.
+//!
+//! [`verify_spec`] is the per-spec check (signature against trusted keys, every blob's size and
+//! sha256, the spec blob's root is the spec the manifest's key names) that `test-install`
+//! reuses before installing anything.
 
 use std::collections::BTreeSet;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::layout::SpecId;
-use super::{
-    Storage, check_blob, read_index, read_spec_entry, read_spec_nodes, spec_manifest_keys,
-};
-use crate::pgp::{KeyFingerprint, TrustedKeys, VerifyError};
+use super::index::KeyIndex;
+use super::layout::{self, Manifest, SPEC_JSON_MAX_BYTES, Sha256Hex, SpecId, SpecNode};
+use super::signed::{read_spec_manifest, read_unsigned_manifest};
+use super::{Storage, check_blob, read_index, spec_nodes};
+use crate::pgp::{KeyFingerprint, TrustedKeys};
 
-/// Options of [`verify_buildcache`].
-#[derive(Debug, Clone, Default)]
+/// Options of [`verify_buildcache`] and [`verify_spec`].
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// Accept unsigned spec manifests (blobs are still checked).
+    /// Accept unsigned spec manifests (blobs are still checked; signed ones still verified).
     pub allow_unsigned: bool,
+    /// Cap on a spec blob's decompressed JSON, in bytes.
+    pub max_spec_json: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            allow_unsigned: false,
+            max_spec_json: SPEC_JSON_MAX_BYTES,
+        }
+    }
+}
+
+/// A spec that verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedSpec {
+    /// The spec.
+    pub id: SpecId,
+    /// Its manifest's key.
+    pub key: String,
+    /// Who signed its manifest (`None` only when unsigned manifests were allowed).
+    pub signer: Option<KeyFingerprint>,
+    /// The manifest, parsed from the verified text.
+    pub manifest: Manifest,
+    /// The spec's nodes, root first, from its verified spec blob.
+    pub nodes: Vec<SpecNode>,
+}
+
+/// A spec that did not verify, with every reason found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{id} (manifest {key}): {}", problems.join("; "))]
+pub struct SpecRejected {
+    /// The spec.
+    pub id: SpecId,
+    /// Its manifest's key.
+    pub key: String,
+    /// The signer, when the signature verified and something else failed.
+    pub signer: Option<KeyFingerprint>,
+    /// Blobs that matched their records.
+    pub blobs_ok: usize,
+    /// What is wrong; never empty.
+    pub problems: Vec<String>,
+}
+
+/// Verifies one spec of the buildcache in `storage`: its manifest's signature against
+/// `trusted` (the manifest is parsed from the signed text only), every blob's size and sha256,
+/// and that the spec blob's root is `id`. Nothing is trusted on failure.
+pub async fn verify_spec(
+    storage: &dyn Storage,
+    trusted: &TrustedKeys,
+    id: &SpecId,
+    opts: &VerifyOptions,
+) -> Result<VerifiedSpec, SpecRejected> {
+    let key = id.manifest_key();
+    let mut rejected = SpecRejected {
+        id: id.clone(),
+        key: key.clone(),
+        signer: None,
+        blobs_ok: 0,
+        problems: Vec::new(),
+    };
+    let stored = match storage.get(&key).await {
+        Ok(Some(o)) => o.bytes,
+        Ok(None) => {
+            rejected.problems.push(format!(
+                "manifest {key} is missing (the index lists the spec as in the buildcache)"
+            ));
+            return Err(rejected);
+        }
+        Err(e) => {
+            rejected.problems.push(format!("{e:#}"));
+            return Err(rejected);
+        }
+    };
+    let read = match read_spec_manifest(&stored, &key, trusted, opts.allow_unsigned) {
+        Ok(r) => r,
+        Err(e) => {
+            rejected.problems.push(e.to_string());
+            return Err(rejected);
+        }
+    };
+    rejected.signer = read.signer.clone();
+    for rec in &read.manifest.data {
+        match check_blob(storage, rec).await {
+            Ok(Ok(())) => rejected.blobs_ok += 1,
+            Ok(Err(p)) => rejected.problems.push(p.to_string()),
+            Err(e) => rejected.problems.push(format!("{e:#}")),
+        }
+    }
+    if !rejected.problems.is_empty() {
+        return Err(rejected);
+    }
+    match spec_nodes(storage, id, &key, &read.manifest, opts.max_spec_json).await {
+        Ok(nodes) => Ok(VerifiedSpec {
+            id: id.clone(),
+            key,
+            signer: read.signer,
+            manifest: read.manifest,
+            nodes,
+        }),
+        Err(e) => {
+            rejected.problems.push(format!("{e:#}"));
+            Err(rejected)
+        }
+    }
 }
 
 /// The result for one spec.
@@ -46,6 +156,36 @@ impl SpecVerdict {
             .map(|i| i.to_string())
             .unwrap_or_else(|| self.key.clone())
     }
+
+    fn of(r: Result<VerifiedSpec, SpecRejected>) -> Self {
+        match r {
+            Ok(v) => SpecVerdict {
+                blobs_ok: v.manifest.data.len(),
+                id: Some(v.id),
+                key: v.key,
+                signer: v.signer,
+                problems: Vec::new(),
+            },
+            Err(r) => SpecVerdict {
+                id: Some(r.id),
+                key: r.key,
+                signer: r.signer,
+                blobs_ok: r.blobs_ok,
+                problems: r.problems,
+            },
+        }
+    }
+}
+
+/// A key the buildcache publishes (from its key index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVerdict {
+    /// The fingerprint the key index names.
+    pub fingerprint: String,
+    /// Whether it is one of the trusted keys (publishing a key never makes it trusted).
+    pub trusted: bool,
+    /// What is wrong with its key manifest or blob, if anything.
+    pub problem: Option<String>,
 }
 
 /// The result of [`verify_buildcache`].
@@ -53,10 +193,14 @@ impl SpecVerdict {
 pub struct VerifyReport {
     /// The buildcache URL.
     pub url: String,
-    /// Per spec manifest, sorted by key.
+    /// Per spec, in index order, then manifests found by listing that the index does not name.
     pub specs: Vec<SpecVerdict>,
-    /// Problems with the index (missing, corrupt, or naming specs without manifests).
+    /// Problems with the index (missing, corrupt, naming a spec without a manifest, ...).
     pub index_problems: Vec<String>,
+    /// The keys the key index names.
+    pub keys: Vec<KeyVerdict>,
+    /// Remarks that are not failures (no key index, could not list).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -65,6 +209,7 @@ impl VerifyReport {
         self.index_problems.is_empty()
             && self.specs.iter().all(SpecVerdict::ok)
             && !self.specs.is_empty()
+            && self.keys.iter().all(|k| k.problem.is_none())
     }
 
     /// Failed specs.
@@ -74,15 +219,16 @@ impl VerifyReport {
 
     /// A Markdown table of the results.
     pub fn markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
         let mut s = format!(
             "### Buildcache verification: {}\n\n`{}`\n\n| Spec | Signer | Blobs | Result |\n|---|---|---:|---|\n",
             if self.ok() { "passed" } else { "FAILED" },
-            self.url
+            cell(&self.url)
         );
         for v in &self.specs {
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
-                v.name(),
+                cell(&v.name()),
                 v.signer
                     .as_ref()
                     .map(|f| format!("`{f}`"))
@@ -91,93 +237,238 @@ impl VerifyReport {
                 if v.ok() {
                     "ok".to_string()
                 } else {
-                    v.problems.join("; ").replace('|', "\\|")
+                    cell(&v.problems.join("; "))
                 }
             ));
         }
         if self.specs.is_empty() {
             s.push_str("| (none) | - | 0 | no spec manifests found |\n");
         }
+        for k in &self.keys {
+            s.push_str(&format!(
+                "\nPublished key `{}`: {}{}\n",
+                cell(&k.fingerprint),
+                if k.trusted { "trusted" } else { "not trusted" },
+                k.problem
+                    .as_ref()
+                    .map(|p| format!(", {}", cell(p)))
+                    .unwrap_or_default()
+            ));
+        }
         for p in &self.index_problems {
-            s.push_str(&format!("\nIndex: {p}\n"));
+            s.push_str(&format!("\nIndex: {}\n", cell(p)));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("\nNote: {}\n", cell(n)));
         }
         s
     }
 }
 
-/// Verifies every spec manifest and blob of the buildcache in `storage` against `trusted`.
-/// Failures are reported per spec, not returned as errors; an `Err` means the buildcache
-/// could not be read at all.
+/// The spec ids the index marks as in the buildcache, in index order.
+fn indexed_specs(index: &super::Index, problems: &mut Vec<String>) -> Vec<SpecId> {
+    let mut ids = Vec::new();
+    for (hash, rec) in index.records() {
+        if !rec.in_buildcache {
+            continue;
+        }
+        match SpecNode::from_raw(rec.spec.clone()) {
+            Ok(node) if node.hash == hash => {
+                let id = SpecId {
+                    name: node.name,
+                    version: node.version,
+                    hash: node.hash,
+                };
+                // The id becomes an object key: refuse names that would escape the layout.
+                match SpecId::from_manifest_key(&id.manifest_key()) {
+                    Ok(back) if back == id => ids.push(id),
+                    _ => problems.push(format!(
+                        "the index names a spec {:?}@{:?} whose manifest key would be malformed",
+                        id.name, id.version
+                    )),
+                }
+            }
+            Ok(node) => problems.push(format!(
+                "the index record {hash} describes a spec with hash {}",
+                node.hash
+            )),
+            Err(e) => problems.push(format!("the index record {hash} is malformed: {e:#}")),
+        }
+    }
+    ids
+}
+
+/// Checks the key index and each key manifest and blob it names.
+async fn verify_keys(
+    storage: &dyn Storage,
+    trusted: &TrustedKeys,
+    notes: &mut Vec<String>,
+) -> Result<Vec<KeyVerdict>> {
+    let Some(obj) = storage.get(layout::KEY_INDEX_MANIFEST).await? else {
+        notes.push(format!(
+            "no key index ({}); keys are trusted from --trusted-key/--trusted-fingerprint only anyway",
+            layout::KEY_INDEX_MANIFEST
+        ));
+        return Ok(Vec::new());
+    };
+    let fail = |p: String| {
+        Ok(vec![KeyVerdict {
+            fingerprint: "(key index)".into(),
+            trusted: false,
+            problem: Some(p),
+        }])
+    };
+    let m = match read_unsigned_manifest(&obj.bytes, layout::KEY_INDEX_MANIFEST) {
+        Ok(m) => m,
+        Err(e) => return fail(e.to_string()),
+    };
+    let Some(rec) = m.data.first() else {
+        return fail(format!("{} lists no blob", layout::KEY_INDEX_MANIFEST));
+    };
+    let blob = match blob_bytes(storage, rec, layout::KEY_INDEX_MANIFEST).await? {
+        Ok(b) => b,
+        Err(p) => return fail(p),
+    };
+    let index = match KeyIndex::parse(&blob) {
+        Ok(i) => i,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let trusted_fprs: BTreeSet<String> = trusted
+        .fingerprints()
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    let mut out = Vec::new();
+    for fpr in index.keys {
+        let mut v = KeyVerdict {
+            trusted: trusted_fprs.contains(&fpr),
+            fingerprint: fpr.clone(),
+            problem: None,
+        };
+        match fpr.parse::<KeyFingerprint>() {
+            Ok(parsed) if parsed.as_str() == fpr => {
+                let mkey = layout::key_manifest_key(&parsed);
+                v.problem = match storage.get(&mkey).await? {
+                    None => Some(format!("the key index names it but {mkey} is missing")),
+                    Some(o) => match read_unsigned_manifest(&o.bytes, &mkey) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(km) => match km.blob(layout::KEY_MEDIA_TYPE) {
+                            None => Some(format!("{mkey} lists no public key blob")),
+                            Some(rec) => blob_bytes(storage, rec, &mkey).await?.err(),
+                        },
+                    },
+                };
+            }
+            _ => v.problem = Some(format!("{fpr:?} is not an upper-case OpenPGP fingerprint")),
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// The bytes of the blob `rec` names (from manifest `mkey`), size-checked before reading and
+/// digest-checked after; `Ok(Err(..))` says what is wrong with it.
+async fn blob_bytes(
+    storage: &dyn Storage,
+    rec: &super::BlobRecord,
+    mkey: &str,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    const MAX: u64 = 256 << 20;
+    let sha = match rec.sha256() {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("manifest {mkey}: {e:#}"))),
+    };
+    let key = layout::blob_key(&sha);
+    let Some(meta) = storage.head(&key).await? else {
+        return Ok(Err(format!("blob {key} (named by {mkey}) is missing")));
+    };
+    if meta.size != rec.content_length || meta.size > MAX {
+        return Ok(Err(format!(
+            "blob {key} is {} bytes, manifest {mkey} says {}",
+            meta.size, rec.content_length
+        )));
+    }
+    let Some(obj) = storage.get(&key).await? else {
+        return Ok(Err(format!("blob {key} (named by {mkey}) is missing")));
+    };
+    if obj.bytes.len() as u64 != rec.content_length || Sha256Hex::of(&obj.bytes) != sha {
+        return Ok(Err(format!(
+            "blob {key} does not match its record in manifest {mkey}"
+        )));
+    }
+    Ok(Ok(obj.bytes))
+}
+
+/// Verifies the buildcache in `storage` against `trusted`, walking from its index (see the
+/// module documentation). Failures are reported per spec, not returned as errors; an `Err`
+/// means the buildcache could not be read at all.
 pub async fn verify_buildcache(
     storage: &dyn Storage,
     trusted: &TrustedKeys,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
+    let url = storage.url();
+    let mut index_problems = Vec::new();
+    let mut notes = Vec::new();
+    let ids = match read_index(storage).await {
+        Ok(Some((index, _))) => indexed_specs(&index, &mut index_problems),
+        Ok(None) => {
+            index_problems.push(format!(
+                "no index ({}); `spack install --cache-only` will not find the specs",
+                layout::INDEX_MANIFEST
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            index_problems.push(format!("{e:#}"));
+            Vec::new()
+        }
+    };
     let mut specs = Vec::new();
-    let mut present = BTreeSet::new();
-    for key in spec_manifest_keys(storage).await? {
-        let mut v = SpecVerdict {
-            id: SpecId::from_manifest_key(&key).ok(),
-            key: key.clone(),
-            signer: None,
-            blobs_ok: 0,
-            problems: Vec::new(),
-        };
-        let entry = match read_spec_entry(storage, &key).await {
-            Ok(e) => e,
-            Err(e) => {
-                v.problems.push(format!("{e:#}"));
-                specs.push(v);
-                continue;
-            }
-        };
-        present.insert(entry.id.hash.clone());
-        match trusted.verify_cleartext(&entry.stored) {
-            Ok(ok) => v.signer = Some(ok.signer),
-            Err(VerifyError::Unsigned) if opts.allow_unsigned => {}
-            Err(e) => v.problems.push(format!("signature: {e}")),
-        }
-        for rec in &entry.manifest.data {
-            match check_blob(storage, rec).await? {
-                Ok(()) => v.blobs_ok += 1,
-                Err(p) => v.problems.push(p.to_string()),
-            }
-        }
-        if v.problems.is_empty()
-            && let Err(e) = read_spec_nodes(storage, &entry).await
-        {
-            v.problems.push(format!("{e:#}"));
-        }
+    let mut named = BTreeSet::new();
+    for id in &ids {
+        named.insert(id.manifest_key());
+        let v = SpecVerdict::of(verify_spec(storage, trusted, id, opts).await);
         specs.push(v);
     }
-    let mut index_problems = Vec::new();
-    match read_index(storage).await {
-        Ok(Some((index, _))) => {
-            for h in index.in_buildcache() {
-                if !present.contains(&h) {
-                    index_problems.push(format!(
-                        "the index lists {h} as in the buildcache, but it has no spec manifest"
-                    ));
-                }
-            }
-            let listed = index.in_buildcache();
-            for h in &present {
-                if !listed.contains(h) {
-                    index_problems.push(format!(
-                        "spec {h} has a manifest but the index does not list it (run sign-and-upload again or `spack buildcache update-index`)"
-                    ));
-                }
+    // Stores that can list: also check the manifests the index does not name.
+    match storage.list(layout::SPEC_PREFIX).await {
+        Ok(listed) => {
+            for key in listed
+                .into_iter()
+                .map(|m| m.key)
+                .filter(|k| k.ends_with(layout::SPEC_SUFFIX) && !named.contains(k))
+            {
+                let v = match SpecId::from_manifest_key(&key) {
+                    Ok(id) => SpecVerdict::of(verify_spec(storage, trusted, &id, opts).await),
+                    Err(e) => SpecVerdict {
+                        id: None,
+                        key: key.clone(),
+                        signer: None,
+                        blobs_ok: 0,
+                        problems: vec![format!("{e:#}")],
+                    },
+                };
+                index_problems.push(format!(
+                    "spec {} has a manifest but the index does not list it (run sign-and-upload again or `spack buildcache update-index`)",
+                    v.name()
+                ));
+                specs.push(v);
             }
         }
-        Ok(None) => index_problems.push(
-            "no index (v3/manifests/index/index.manifest.json); `spack install --cache-only` will not find the specs"
-                .into(),
-        ),
-        Err(e) => index_problems.push(format!("{e:#}")),
+        Err(e) => notes.push(format!(
+            "only the specs the index names were checked ({:#})",
+            e
+        )),
     }
+    let keys = verify_keys(storage, trusted, &mut notes)
+        .await
+        .with_context(|| format!("cannot read the key index of {url}"))?;
     Ok(VerifyReport {
-        url: storage.url(),
+        url,
         specs,
         index_problems,
+        keys,
+        notes,
     })
 }

@@ -2,37 +2,123 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
+use super::sign_and_upload::S3Flags;
+use super::{bool_flag_or_input, flag_or_input};
 use crate::gha::Runner;
+use crate::tarball::publish::{self, Request, Source};
 
-/// Package a Slurm view and its modules as a relocatable tarball, sign it and publish it to S3.
+/// Package a Slurm view as a relocatable, reproducible tarball with Lmod modules, write
+/// SHA256SUMS and a detached OpenPGP signature, and publish all three to S3.
+///
+/// The archive holds view/ (RPATHs rewritten to $ORIGIN, text paths as @SLURM_FACTORY_PREFIX@),
+/// modules/ (slurm, and openmpi when built) and data/ (install.sh, slurm.conf/cgroup.conf
+/// templates, MANIFEST, spack.lock). After unpacking: `sh <prefix>/data/install.sh`, then
+/// `module use <prefix>/modules; module load slurm`. The signing key comes from GPG_PRIVATE_KEY
+/// (with GPG_PASSPHRASE, GPG_KEY_ID) or --key-file; SOURCE_DATE_EPOCH sets every timestamp.
 #[derive(Debug, Parser)]
 #[command(
     name = "tarball-publish",
     version,
-    after_help = "Examples:\n  tarball-publish --build-dir ./out --slurm-version 25.11 --compiler-version 13.4.0\n  tarball-publish --build-dir ./out --destination s3://vantage-public-assets/slurm-factory/ --dry-run"
+    after_help = "Examples:\n  tarball-publish --build-dir ./slurm-factory-build --slurm-version 25.11 --compiler-version 13.4.0\n  tarball-publish --view ./ns/view --modules ./ns/modules --slurm-version 25.11 --compiler-version 13.4.0 --output ./out\n  GPG_PRIVATE_KEY=\"$(cat key.asc)\" tarball-publish --build-dir ./out --slurm-version 25.11 --compiler-version 13.4.0 --destination s3://vantage-public-assets/slurm-factory/25.11/13.4.0/"
 )]
 pub struct Args {
-    /// Output directory of `build-slurm` (holds view/ and modules/) [input: build_dir]
-    #[arg(long)]
+    /// Output directory of `build-slurm` (holds the build's view/, modules/ and env/) [input: build_dir]
+    #[arg(long, conflicts_with = "view")]
     pub build_dir: Option<PathBuf>,
+    /// The view to pack, instead of --build-dir (env/ and modules/ beside it are used when present)
+    #[arg(long)]
+    pub view: Option<PathBuf>,
+    /// Spack's generated Lmod modules (read for package versions; the tarball ships its own)
+    #[arg(long, requires = "view")]
+    pub modules: Option<PathBuf>,
+    /// The build's spack.lock (default: env/spack.lock beside the view)
+    #[arg(long)]
+    pub spack_lock: Option<PathBuf>,
+    /// Spack's install tree root of the build (default: from env/spack.yaml beside the view)
+    #[arg(long)]
+    pub build_prefix: Option<String>,
     /// Slurm release of the build [input: slurm_version]
     #[arg(long)]
     pub slurm_version: Option<String>,
     /// GCC toolchain of the build [input: compiler_version]
     #[arg(long)]
     pub compiler_version: Option<String>,
-    /// Destination (s3://bucket/key or file:///path); default from the catalog [input: destination]
+    /// Where the tarball, SHA256SUMS and .asc are written (default: <build-dir>/tarball)
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Upload to s3://bucket/dir/ or file:///dir, or to the full key of the tarball (…/name.tar.gz); the catalog's publish.tarball_* with --publish [input: destination]
     #[arg(long)]
     pub destination: Option<String>,
-    /// Report what would be uploaded without uploading [input: dry_run]
+    /// Upload to the catalog's default location (s3://<tarball_bucket>/<tarball_key>)
+    #[arg(long, conflicts_with = "destination")]
+    pub publish: bool,
+    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Build and sign, but upload nothing [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
+    /// S3-compatible endpoint (path-style addressing) [env: AWS_ENDPOINT_URL]
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// AWS region
+    #[arg(long)]
+    pub region: Option<String>,
+    /// IAM role to assume with the job's OIDC token (AWS_ROLE_ARN)
+    #[arg(long)]
+    pub role_arn: Option<String>,
 }
 
 /// Runs `tarball-publish`.
-pub async fn run(_args: Args, _runner: Runner) -> Result<()> {
-    Err(super::not_implemented("tarball-publish"))
+pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    let slurm = flag_or_input(args.slurm_version, &runner, "slurm_version")
+        .context("no Slurm version: pass --slurm-version (e.g. 25.11)")?
+        .parse()?;
+    let gcc = flag_or_input(args.compiler_version, &runner, "compiler_version")
+        .context("no compiler version: pass --compiler-version (e.g. 13.4.0)")?
+        .parse()?;
+    let source = match (
+        args.view,
+        args.build_dir
+            .or_else(|| runner.input("build_dir").map(PathBuf::from)),
+    ) {
+        (Some(view), _) => Source::View {
+            view,
+            modules: args.modules,
+        },
+        (None, Some(dir)) => Source::BuildDir(dir),
+        (None, None) => {
+            anyhow::bail!("nothing to pack: pass --build-dir (build-slurm's output_dir) or --view")
+        }
+    };
+    let mut destination =
+        flag_or_input(args.destination, &runner, "destination").filter(|d| !d.trim().is_empty());
+    if args.publish {
+        let catalog = crate::catalog::Catalog::embedded();
+        destination = Some(format!(
+            "s3://{}/{}",
+            catalog.publish.tarball_bucket,
+            catalog.tarball_key(&slurm, &gcc)
+        ));
+    }
+    let request = Request {
+        source,
+        spack_lock: args.spack_lock,
+        build_prefix: args.build_prefix,
+        slurm,
+        gcc,
+        output: args.output,
+        destination,
+        key_file: args.key_file,
+        dry_run: bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?,
+        s3: S3Flags {
+            endpoint_url: args.endpoint_url,
+            region: args.region,
+            role_arn: args.role_arn,
+        },
+    };
+    publish::run(&runner, request).await
 }

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use super::{bool_flag_or_input, flag_or_input};
 use crate::buildcache::storage;
+use crate::cluster;
 use crate::gha::Runner;
 use crate::install::{self, Request, Source, buildcache::SpecQuery, extract::Limits};
 use crate::pgp::TrustedKeys;
@@ -18,7 +19,7 @@ use crate::pgp::TrustedKeys;
 #[command(
     name = "test-install",
     version,
-    after_help = "Examples:\n  test-install --buildcache file:///srv/mirror --spec demo-app@2.0 --prefix /opt/spack --trusted-key signer.pub.asc\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --prefix /opt/gcc --trusted-key signer.asc\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-key signer.asc\n  test-install --check-only --compiler --prefix /usr\n\nBuildcache specs go to <prefix>/<platform>-<target>/<name>-<version>-<hash> (Spack's default layout)."
+    after_help = "Examples:\n  test-install --buildcache file:///srv/mirror --spec demo-app@2.0 --prefix /opt/spack --trusted-key signer.pub.asc\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --prefix /opt/gcc --trusted-key signer.asc\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-key signer.asc\n  test-install --check-only --compiler --prefix /usr\n  test-install --prefix /usr --cluster-smoke   # throwaway cluster from an existing install: srun, sbatch\n\nBuildcache specs go to <prefix>/<platform>-<target>/<name>-<version>-<hash> (Spack's default layout)."
 )]
 pub struct Args {
     /// Buildcache URL to install from: file://, s3:// or https:// [input: buildcache]
@@ -48,6 +49,11 @@ pub struct Args {
     /// Accept plain http:// URLs (private mirrors; signatures are checked either way) [input: allow_insecure_http]
     #[arg(long)]
     pub allow_insecure_http: bool,
+    /// Start a throwaway single-host Slurm cluster from the installation (slurmctld, slurmd,
+    /// MUNGE or auth/slurm) and run `srun` and `sbatch` jobs on it; alone (no --buildcache,
+    /// --tarball or --check-only) it tests the existing installation in --prefix [input: cluster_smoke]
+    #[arg(long)]
+    pub cluster_smoke: bool,
 }
 
 fn list(flag: Vec<String>, runner: &Runner, name: &str) -> Vec<String> {
@@ -79,6 +85,15 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .prefix
         .or_else(|| runner.input("prefix").map(PathBuf::from))
         .context("no install prefix: pass --prefix /absolute/dir")?;
+    let cluster_smoke = bool_flag_or_input(
+        args.cluster_smoke.then_some(true),
+        &runner,
+        "cluster_smoke",
+        false,
+    )?;
+    if cluster_smoke && buildcache.is_none() && tarball.is_none() && !check_only {
+        return smoke_cluster(&prefix, &runner).await;
+    }
     let key_files: Vec<PathBuf> = list(
         args.trusted_keys
             .iter()
@@ -132,7 +147,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let report = install::run(
         Request {
             source,
-            prefix,
+            prefix: prefix.clone(),
             trusted,
             compiler,
             allow_insecure_http: allow_http,
@@ -155,5 +170,17 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             "{n} smoke check(s) failed (see above and the job summary); the install does not work as published"
         );
     }
+    if cluster_smoke {
+        smoke_cluster(&prefix, &runner).await?;
+    }
+    Ok(())
+}
+
+/// `--cluster-smoke`: the cluster smoke test of the Slurm in `prefix` (or installed below it),
+/// with its debug bundle in the current directory.
+async fn smoke_cluster(prefix: &std::path::Path, runner: &Runner) -> Result<()> {
+    let root = cluster::config::find_slurm_root(prefix)?;
+    let opts = cluster::Options::new(PathBuf::from(cluster::DEBUG_BUNDLE));
+    cluster::run(&root, &opts, runner).await?;
     Ok(())
 }

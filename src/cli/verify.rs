@@ -6,16 +6,17 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::trust::pinned_keys;
 use crate::buildcache::verify::{VerifyOptions, verify_buildcache};
-use crate::buildcache::{Storage, storage};
+use crate::buildcache::{Storage, layout, storage};
 use crate::gha::Runner;
-use crate::pgp::TrustedKeys;
+use crate::pgp::KeyFingerprint;
 
 /// Verify every signed manifest and every blob of a buildcache against trusted keys.
 #[derive(Debug, Parser)]
 #[command(
     name = "verify",
-    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc"
+    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-fingerprint 1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"
 )]
 pub struct Args {
     /// Buildcache URL or directory [input: buildcache]
@@ -24,6 +25,13 @@ pub struct Args {
     /// Armored public key(s) to trust (repeatable) [input: trusted_keys, one per line]
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<PathBuf>,
+    /// Fingerprint(s) to trust (repeatable): the key the buildcache publishes is used only if
+    /// its fingerprint is exactly this one [input: trusted_fingerprints, one per line]
+    #[arg(long = "trusted-fingerprint")]
+    pub trusted_fingerprints: Vec<String>,
+    /// Cap on a spec blob's decompressed JSON, in bytes [input: max_spec_bytes]
+    #[arg(long)]
+    pub max_spec_bytes: Option<u64>,
     /// Accept unsigned spec manifests (still checks blobs) [input: allow_unsigned]
     #[arg(long)]
     pub allow_unsigned: bool,
@@ -47,28 +55,34 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             .map(PathBuf::from)
             .collect();
     }
+    let mut fingerprints = args.trusted_fingerprints;
+    if fingerprints.is_empty() {
+        fingerprints = runner.input_list("trusted_fingerprints");
+    }
+    let fingerprints = fingerprints
+        .iter()
+        .map(|f| f.parse::<KeyFingerprint>())
+        .collect::<Result<Vec<_>>>()?;
     let allow_unsigned = bool_flag_or_input(
         args.allow_unsigned.then_some(true),
         &runner,
         "allow_unsigned",
         false,
     )?;
-    if key_files.is_empty() && !allow_unsigned {
+    if key_files.is_empty() && fingerprints.is_empty() && !allow_unsigned {
         bail!(
-            "no trusted keys: pass --trusted-key <public key file> (repeatable), or --allow-unsigned to check blobs only"
+            "no trusted keys: pass --trusted-key <public key file> or --trusted-fingerprint <FPR> (repeatable), or --allow-unsigned to check blobs only"
         );
     }
-    let mut trusted = TrustedKeys::new();
-    for f in &key_files {
-        let bytes = std::fs::read(f)
-            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
-        let fprs = trusted
-            .add_armored(&bytes)
-            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?;
-        for fpr in fprs {
-            runner.info(&format!("trusting {fpr} (from {})", f.display()));
-        }
-    }
+    let max_spec_json = match args.max_spec_bytes {
+        Some(n) => n,
+        None => match flag_or_input(None, &runner, "max_spec_bytes") {
+            Some(s) => s
+                .parse()
+                .with_context(|| format!("max_spec_bytes {s:?} is not a number of bytes"))?,
+            None => layout::SPEC_JSON_MAX_BYTES,
+        },
+    };
     let storage: Box<dyn Storage> = match storage::Location::parse(&location)? {
         storage::Location::S3 { bucket, prefix } => {
             let url = crate::s3::S3Url::new(bucket, prefix)?;
@@ -83,12 +97,15 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         }
         _ => Box::new(storage::open_local_or_explain(&location)?),
     };
-    let report = verify_buildcache(
-        storage.as_ref(),
-        &trusted,
-        &VerifyOptions { allow_unsigned },
-    )
-    .await?;
+    let trusted = pinned_keys(storage.as_ref(), &key_files, &fingerprints).await?;
+    for fpr in trusted.fingerprints() {
+        runner.info(&format!("trusting {fpr}"));
+    }
+    let opts = VerifyOptions {
+        allow_unsigned,
+        max_spec_json,
+    };
+    let report = verify_buildcache(storage.as_ref(), &trusted, &opts).await?;
     for v in &report.specs {
         if v.ok() {
             runner.info(&format!(
@@ -107,6 +124,19 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     for p in &report.index_problems {
         runner.error(&format!("index: {p}"));
     }
+    for k in &report.keys {
+        match &k.problem {
+            Some(p) => runner.error(&format!("published key {}: {p}", k.fingerprint)),
+            None if !k.trusted => runner.info(&format!(
+                "the cache publishes key {}, which is not trusted (pin it to trust it)",
+                k.fingerprint
+            )),
+            None => {}
+        }
+    }
+    for n in &report.notes {
+        runner.info(n);
+    }
     runner.append_summary(&report.markdown())?;
     if report.ok() {
         runner.info(&format!(
@@ -120,6 +150,11 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .failures()
         .map(|v| format!("{}: {}", v.name(), v.problems.join("; ")))
         .chain(report.index_problems.iter().map(|p| format!("index: {p}")))
+        .chain(report.keys.iter().filter_map(|k| {
+            k.problem
+                .as_ref()
+                .map(|p| format!("published key {}: {p}", k.fingerprint))
+        }))
         .collect();
     if report.specs.is_empty() {
         bail!("{} holds no spec manifests to verify", report.url);

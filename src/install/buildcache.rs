@@ -23,9 +23,7 @@ use serde::Deserialize;
 use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
 use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
 use crate::buildcache::layout::{self, BlobRecord, SpecId};
-use crate::buildcache::{
-    SpecEntry, Storage, check_blob, read_index, read_spec_entry, read_spec_nodes,
-};
+use crate::buildcache::{Storage, check_blob, read_index, spec_nodes};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 
 /// Which spec to install: `name`, `name@version`, `/hash`, `name/hash` or `name@version/hash`
@@ -106,6 +104,8 @@ struct Node {
     target: String,
     /// Dependency hashes with link or run type.
     runtime_deps: Vec<String>,
+    /// An external (not built by Spack, e.g. the system glibc): never fetched nor relocated.
+    external: bool,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +118,8 @@ struct RawNode {
     arch: Option<RawArch>,
     #[serde(default)]
     dependencies: Vec<RawDep>,
+    #[serde(default)]
+    external: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +186,7 @@ impl Node {
                 })
                 .map(|d| d.hash.clone())
                 .collect(),
+            external: r.external.is_some_and(|e| !e.is_null()),
             name: r.name,
             version,
             hash: r.hash,
@@ -233,10 +236,13 @@ async fn verify_spec(
     id: &SpecId,
 ) -> Result<VerifiedSpec> {
     let key = id.manifest_key();
-    let entry = read_spec_entry(storage, &key)
+    let stored = storage
+        .get(&key)
         .await
-        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?;
-    let verified = trusted.verify_cleartext(&entry.stored).map_err(|e| {
+        .and_then(|o| o.with_context(|| format!("{key} is missing")))
+        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?
+        .bytes;
+    let verified = trusted.verify_cleartext(&stored).map_err(|e| {
         anyhow::anyhow!("{id}: the spec manifest {key} failed signature verification: {e}")
     })?;
     // Only the signed text is parsed.
@@ -247,12 +253,7 @@ async fn verify_spec(
             bail!("{id}: {p}; the buildcache is damaged or was tampered with");
         }
     }
-    let entry = SpecEntry {
-        text: verified.text.clone(),
-        manifest: manifest.clone(),
-        ..entry
-    };
-    let nodes = read_spec_nodes(storage, &entry).await?;
+    let nodes = spec_nodes(storage, id, &key, &manifest, layout::SPEC_JSON_MAX_BYTES).await?;
     let dag: BTreeMap<String, Node> = nodes
         .iter()
         .map(|n| Node::parse(&n.raw).map(|p| (p.hash.clone(), p)))
@@ -272,6 +273,35 @@ async fn verify_spec(
         signer: verified.signer,
         dag,
     })
+}
+
+/// The link/run closure of `root` in `dag`, dependencies first; externals (system packages
+/// Spack does not build) are left out, as `spack install` leaves them out.
+fn runtime_closure(root: &str, dag: &BTreeMap<String, Node>) -> Result<Vec<String>> {
+    fn visit(
+        h: &str,
+        dag: &BTreeMap<String, Node>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<()> {
+        if !seen.insert(h.to_owned()) {
+            return Ok(());
+        }
+        let n = dag
+            .get(h)
+            .with_context(|| format!("dependency {h} is not in the signed spec DAG"))?;
+        if n.external {
+            return Ok(());
+        }
+        for d in &n.runtime_deps {
+            visit(d, dag, seen, order)?;
+        }
+        order.push(h.to_owned());
+        Ok(())
+    }
+    let mut order = Vec::new();
+    visit(root, dag, &mut BTreeSet::new(), &mut order)?;
+    Ok(order)
 }
 
 /// One installed spec.
@@ -345,28 +375,7 @@ pub async fn install(
     let root_id = find(storage, query).await?;
     let root_spec = verify_spec(storage, trusted, &root_id).await?;
 
-    // The closure of link/run dependencies from the signed DAG, dependencies first.
-    let mut order: Vec<String> = Vec::new();
-    let mut seen = BTreeSet::new();
-    fn visit(
-        h: &str,
-        dag: &BTreeMap<String, Node>,
-        seen: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-    ) -> Result<()> {
-        if !seen.insert(h.to_owned()) {
-            return Ok(());
-        }
-        let n = dag
-            .get(h)
-            .with_context(|| format!("dependency {h} is not in the signed spec DAG"))?;
-        for d in &n.runtime_deps {
-            visit(d, dag, seen, order)?;
-        }
-        order.push(h.to_owned());
-        Ok(())
-    }
-    visit(&root_id.hash, &root_spec.dag, &mut seen, &mut order)?;
+    let order = runtime_closure(&root_id.hash, &root_spec.dag)?;
 
     let mut specs: Vec<VerifiedSpec> = Vec::new();
     for h in &order {
@@ -380,6 +389,7 @@ pub async fn install(
     let new_prefix_of: BTreeMap<String, PathBuf> = root_spec
         .dag
         .values()
+        .filter(|n| !n.external)
         .map(|n| (n.hash.clone(), root.join(n.rel_prefix())))
         .collect();
 
@@ -477,6 +487,99 @@ async fn install_one(
         Err(e) => {
             remove_tree(&prefix);
             Err(e.context(format!("{id}: cannot relocate into {}", prefix.display())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(json: &str) -> (String, Node) {
+        let raw = serde_json::value::RawValue::from_string(json.to_owned()).unwrap();
+        let n = Node::parse(&raw).unwrap();
+        (n.hash.clone(), n)
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccc";
+    const G: &str = "gggggggggggggggggggggggggggggggg";
+    const L: &str = "llllllllllllllllllllllllllllllll";
+
+    fn dep(h: &str, types: &str) -> String {
+        format!(
+            r#"{{"name":"x","hash":"{h}","parameters":{{"deptypes":[{types}],"virtuals":[]}}}}"#
+        )
+    }
+
+    fn spec(name: &str, h: &str, deps: &[String], extra: &str) -> String {
+        format!(
+            r#"{{"name":"{name}","version":"1.0","arch":{{"platform":"linux","platform_os":"debian12","target":{{"name":"x86_64_v3","vendor":"GenuineIntel"}}}},"hash":"{h}","dependencies":[{}]{extra}}}"#,
+            deps.join(",")
+        )
+    }
+
+    #[test]
+    fn closure_takes_link_and_run_deps_first_and_skips_build_deps_and_externals() {
+        let dag: BTreeMap<String, Node> = [
+            node(&spec(
+                "app",
+                A,
+                &[
+                    dep(B, r#""build","link""#),
+                    dep(G, r#""build""#),
+                    dep(L, r#""link""#),
+                ],
+                "",
+            )),
+            node(&spec("lib", B, &[dep(C, r#""run""#)], "")),
+            node(&spec("tool", C, &[], "")),
+            node(&spec("gcc", G, &[], "")),
+            node(&spec(
+                "glibc",
+                L,
+                &[],
+                r#","external":{"path":"/usr","module":null}"#,
+            )),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(runtime_closure(A, &dag).unwrap(), vec![C, B, A]);
+        assert_eq!(
+            dag[A].rel_prefix(),
+            PathBuf::from(format!("linux-x86_64_v3/app-1.0-{A}"))
+        );
+        let mut broken = dag.clone();
+        broken.remove(B);
+        assert!(
+            runtime_closure(A, &broken)
+                .unwrap_err()
+                .to_string()
+                .contains("not in the signed spec DAG")
+        );
+    }
+
+    #[test]
+    fn nodes_that_would_make_unsafe_paths_are_refused() {
+        for bad in [
+            spec("../evil", A, &[], ""),
+            spec("app", A, &[], "").replace(r#""version":"1.0""#, r#""version":"..""#),
+            spec("app", A, &[], "").replace("x86_64_v3", "x/../../y"),
+            spec("app", "short", &[], ""),
+        ] {
+            let raw = serde_json::value::RawValue::from_string(bad.clone()).unwrap();
+            assert!(Node::parse(&raw).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spec_queries() {
+        let q = SpecQuery::parse("demo-app@2.0/resh3sd").unwrap();
+        assert_eq!(q.to_string(), "demo-app@2.0/resh3sd");
+        assert_eq!(SpecQuery::parse("/abc").unwrap().name, None);
+        for bad in ["", "@1", "a/b/c", "a b", "/"] {
+            assert!(SpecQuery::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -115,8 +115,8 @@ fn tampered_buildcaches_are_rejected_naming_spec_and_reason() {
         let key = slurm_factory::pgp::SigningKey::load(&gpg.export_secret(&other, ""), None, None)
             .unwrap();
         let out = case("untrusted", &|d| {
-            let text =
-                slurm_factory::pgp::cleartext_body(&std::fs::read(d.join(LIB)).unwrap()).unwrap();
+            // The signed text is the unsigned fixture's manifest, byte for byte.
+            let text = std::fs::read(fixtures().join("unsigned").join(LIB)).unwrap();
             std::fs::write(d.join(LIB), key.clearsign(&text).unwrap()).unwrap();
         });
         assert!(out.contains("FAILED  demo-lib@1.0/or7dti4"), "{out}");
@@ -129,7 +129,8 @@ fn tampered_buildcaches_are_rejected_naming_spec_and_reason() {
             slurm_factory::pgp::SigningKey::load(&gpg.export_secret(&rk, ""), None, None).unwrap();
         copy_tree(&good, &dir);
         for m in spec_manifests(&dir) {
-            let text = slurm_factory::pgp::cleartext_body(&std::fs::read(&m).unwrap()).unwrap();
+            let rel = m.strip_prefix(&dir).unwrap();
+            let text = std::fs::read(fixtures().join("unsigned").join(rel)).unwrap();
             std::fs::write(&m, key.clearsign(&text).unwrap()).unwrap();
         }
         let before = dir.join("before.asc");

@@ -1,0 +1,173 @@
+//! Pinned key trust: a consumer trusts only keys it was given out of band, never what a mirror
+//! publishes.
+//!
+//! Trust comes from two places: public key files (`--trusted-key`), trusted as given, and
+//! fingerprints (`--trusted-fingerprint`, a catalog entry). A pinned fingerprint may be
+//! resolved against the key a buildcache publishes (`v3/manifests/key/<FPR>.key.manifest.json`
+//! and its blob), but only the certificate whose primary fingerprint is exactly the pinned one
+//! is taken from it: any other key in the blob, and any key the cache publishes that was not
+//! pinned, is never trusted.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sequoia_openpgp::cert::CertParser;
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::serialize::SerializeInto;
+
+use super::layout::{self, Sha256Hex};
+use super::signed::read_unsigned_manifest;
+use super::storage::Storage;
+use crate::pgp::{KeyFingerprint, TrustedKeys};
+
+/// A published public key blob larger than this is refused (real keys are a few KiB).
+pub const MAX_KEY_BLOB_BYTES: u64 = 1 << 20;
+
+/// A key a buildcache publishes, checked against a pinned fingerprint.
+#[derive(Debug, Clone)]
+pub struct PublishedKey {
+    /// The pinned fingerprint (equal to the certificate's).
+    pub fingerprint: KeyFingerprint,
+    /// The certificate alone, ASCII-armored, public parts only (what `spack gpg trust` reads).
+    pub armored: Vec<u8>,
+    /// Where it was read from (the key manifest's key).
+    pub source: String,
+}
+
+/// Reads the public key files in `paths` into a trust set (every certificate in each file).
+pub fn load_key_files(trusted: &mut TrustedKeys, paths: &[PathBuf]) -> Result<Vec<KeyFingerprint>> {
+    let mut all = Vec::new();
+    for p in paths {
+        all.extend(load_key_file(trusted, p)?);
+    }
+    Ok(all)
+}
+
+fn load_key_file(trusted: &mut TrustedKeys, path: &Path) -> Result<Vec<KeyFingerprint>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read trusted key file {}", path.display()))?;
+    trusted.add_armored(&bytes).with_context(|| {
+        format!(
+            "the trusted key file {} is not an OpenPGP public key (export one with gpg --armor --export <FPR>)",
+            path.display()
+        )
+    })
+}
+
+/// Fetches the key `storage` publishes for the pinned `fpr` and returns that certificate
+/// only. Fails when the cache publishes no such key, when its blob does not match its
+/// manifest, or when the published blob does not hold a certificate with exactly this
+/// fingerprint.
+pub async fn published_key(storage: &dyn Storage, fpr: &KeyFingerprint) -> Result<PublishedKey> {
+    let url = storage.url();
+    let mkey = layout::key_manifest_key(fpr);
+    let Some(obj) = storage
+        .get(&mkey)
+        .await
+        .with_context(|| format!("cannot read {mkey} from {url}"))?
+    else {
+        bail!(
+            "{url} publishes no key {fpr} ({mkey} is missing); get the public key out of band and pass it with --trusted-key <file>"
+        );
+    };
+    let manifest = read_unsigned_manifest(&obj.bytes, &mkey)?;
+    let rec = manifest.blob(layout::KEY_MEDIA_TYPE).with_context(|| {
+        format!(
+            "manifest {mkey} of {url} lists no {} blob",
+            layout::KEY_MEDIA_TYPE
+        )
+    })?;
+    if rec.content_length > MAX_KEY_BLOB_BYTES {
+        bail!(
+            "manifest {mkey} of {url} names a {}-byte key blob; a public key is a few KiB, so it is refused",
+            rec.content_length
+        );
+    }
+    let sha = rec.sha256().with_context(|| format!("manifest {mkey}"))?;
+    let bkey = layout::blob_key(&sha);
+    let blob = storage
+        .get(&bkey)
+        .await?
+        .with_context(|| format!("{url}: key blob {bkey} (named by {mkey}) is missing"))?
+        .bytes;
+    if blob.len() as u64 != rec.content_length || Sha256Hex::of(&blob) != sha {
+        bail!("{url}: key blob {bkey} does not match its manifest {mkey} (size or sha256)");
+    }
+    let mut found = Vec::new();
+    for cert in CertParser::from_bytes(&blob)
+        .with_context(|| format!("{url}: {bkey} is not an OpenPGP key"))?
+    {
+        let cert = cert.with_context(|| format!("{url}: {bkey} holds a malformed key"))?;
+        let got = KeyFingerprint::of_cert(&cert);
+        if got == *fpr {
+            let armored = cert
+                .strip_secret_key_material()
+                .armored()
+                .to_vec()
+                .context("cannot armor the published key")?;
+            return Ok(PublishedKey {
+                fingerprint: got,
+                armored,
+                source: mkey,
+            });
+        }
+        found.push(got.to_string());
+    }
+    bail!(
+        "the key {url} publishes under {mkey} is {}, not the pinned {fpr}; it is not trusted (a mirror cannot choose which key you trust)",
+        if found.is_empty() {
+            "empty".to_owned()
+        } else {
+            found.join(", ")
+        }
+    )
+}
+
+/// The keys a consumer trusts: every certificate in `key_files`, plus, for each pinned
+/// fingerprint not already given by a file, the certificate `storage` publishes under exactly
+/// that fingerprint ([`published_key`]). Nothing else the cache publishes is trusted.
+pub async fn pinned_keys(
+    storage: &dyn Storage,
+    key_files: &[PathBuf],
+    fingerprints: &[KeyFingerprint],
+) -> Result<TrustedKeys> {
+    let mut trusted = TrustedKeys::new();
+    load_key_files(&mut trusted, key_files)?;
+    for fpr in fingerprints {
+        if trusted.contains(fpr) {
+            continue;
+        }
+        let key = published_key(storage, fpr).await?;
+        trusted.add_armored(&key.armored)?;
+    }
+    Ok(trusted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buildcache::LocalDir;
+
+    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spack-v3");
+    const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+
+    #[tokio::test]
+    async fn pinned_fingerprint_resolves_only_the_pinned_key() {
+        let cache = LocalDir::new(format!("{FIX}/signed"));
+        let fpr: KeyFingerprint = FPR.to_lowercase().parse().unwrap();
+        let t = pinned_keys(&cache, &[], std::slice::from_ref(&fpr))
+            .await
+            .unwrap();
+        assert_eq!(t.fingerprints(), vec![fpr]);
+        // A fingerprint the cache does not publish is an error, not an empty trust set.
+        let other: KeyFingerprint = "0123456789ABCDEF0123456789ABCDEF01234567".parse().unwrap();
+        let e = pinned_keys(&cache, &[], &[other]).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("publishes no key 0123456789ABCDEF"),
+            "{e:#}"
+        );
+        // Nothing pinned, nothing trusted, whatever the cache publishes.
+        assert!(pinned_keys(&cache, &[], &[]).await.unwrap().is_empty());
+        assert!("E145321FBC9F04BD".parse::<KeyFingerprint>().is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! Publishing a tarball: `SHA256SUMS` (`<sha256>  <file name>` lines), the armored detached
+//! signature `<tarball>.asc` over the tarball's bytes, and the upload of all three through the
+//! buildcache [`Storage`] trait: the tarball first, its signature next, the sums last (merged
+//! with the lines other legs published under the same prefix, with a conditional write), so a
+//! reader that finds a sums line always finds the file and its signature.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::buildcache::storage::{Precondition, PreconditionFailed, PutOptions, Storage};
+use crate::pgp::SigningKey;
+
+/// The name of the checksum file beside the tarball.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Where a tarball goes: a directory-like location and the object name of the tarball in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The location of the directory (`s3://bucket/prefix` or `file:///dir`).
+    pub dir_url: String,
+    /// The object name of the tarball there.
+    pub name: String,
+}
+
+impl Destination {
+    /// `s3://bucket/dir/` or `file:///dir` (the tarball keeps `default_name`), or the full URL
+    /// of the tarball object, ending in `.tar.gz` (as the pipelines pass the catalog's key).
+    pub fn parse(url: &str, default_name: &str) -> Result<Destination> {
+        let url = url.trim();
+        if !(url.starts_with("s3://") || url.starts_with("file:///")) {
+            bail!(
+                "destination {url:?} is not s3://bucket/prefix/ or file:///dir: the tarball goes to an S3 bucket (or a local directory for tests)"
+            );
+        }
+        let (dir, name) = match url.rsplit_once('/') {
+            Some((dir, last)) if last.ends_with(".tar.gz") => (dir.to_owned(), last.to_owned()),
+            _ => (
+                url.trim_end_matches('/').to_owned(),
+                default_name.to_owned(),
+            ),
+        };
+        if name.len() <= ".tar.gz".len() || name.contains(['\\', ' ']) {
+            bail!("destination {url:?} names no usable tarball file");
+        }
+        Ok(Destination { dir_url: dir, name })
+    }
+}
+
+/// The line of `SHA256SUMS` for `name`.
+pub fn sums_line(sha256: &str, name: &str) -> String {
+    format!("{sha256}  {name}\n")
+}
+
+/// `existing` (another publication's `SHA256SUMS`) with the line of `name` replaced by
+/// `sha256`, lines sorted by name. Refuses a file that is not `<64 hex>  <name>` lines, rather
+/// than publishing something a verifier would read differently.
+pub fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<String> {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (i, line) in existing.split('\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = line.split_once("  ").filter(|(h, n)| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && !n.is_empty()
+                && !n.contains(['\r', '/', ' ', '\t'])
+        });
+        let Some((h, n)) = parsed else {
+            bail!(
+                "the published {SUMS} has a malformed line {} ({line:?}); expected `<sha256>  <file name>`. Fix or delete that object, then publish again",
+                i + 1
+            );
+        };
+        if lines.iter().any(|(_, m)| m == n) {
+            bail!("the published {SUMS} lists {n} twice; fix or delete it, then publish again");
+        }
+        if n != name {
+            lines.push((h.to_owned(), n.to_owned()));
+        }
+    }
+    lines.push((sha256.to_owned(), name.to_owned()));
+    lines.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(lines.iter().map(|(h, n)| sums_line(h, n)).collect())
+}
+
+/// Writes `SHA256SUMS` and, with a key, `<name>.asc` beside the tarball. Returns the signature
+/// path when one was written.
+pub fn write_local(
+    tarball: &Path,
+    name: &str,
+    sha256: &str,
+    key: Option<&SigningKey>,
+) -> Result<Option<PathBuf>> {
+    let dir = tarball.parent().unwrap_or(Path::new("."));
+    write_atomic(&dir.join(SUMS), sums_line(sha256, name).as_bytes())?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let f = std::fs::File::open(tarball)
+        .with_context(|| format!("cannot read {}", tarball.display()))?;
+    let sig = key.detached_sign(std::io::BufReader::new(f))?;
+    let path = dir.join(format!("{name}.asc"));
+    write_atomic(&path, &sig)?;
+    Ok(Some(path))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Uploads the tarball, its signature and the merged `SHA256SUMS` to `storage` (rooted at the
+/// destination directory). Returns the bytes uploaded.
+pub async fn upload(
+    storage: &dyn Storage,
+    tarball: &Path,
+    name: &str,
+    sha256: &str,
+    signature: &Path,
+) -> Result<u64> {
+    let tar_meta = storage
+        .put_file(name, tarball, PutOptions::typed("application/gzip"))
+        .await
+        .with_context(|| format!("cannot upload {name} to {}", storage.url()))?;
+    let sig =
+        std::fs::read(signature).with_context(|| format!("cannot read {}", signature.display()))?;
+    let sig_len = sig.len() as u64;
+    storage
+        .put(
+            &format!("{name}.asc"),
+            sig,
+            PutOptions::typed("application/pgp-signature"),
+        )
+        .await
+        .with_context(|| format!("cannot upload {name}.asc to {}", storage.url()))?;
+    for _ in 0..8 {
+        let (text, precondition) = match storage.get(SUMS).await? {
+            Some(o) => (
+                String::from_utf8(o.bytes)
+                    .with_context(|| format!("the published {SUMS} is not UTF-8"))?,
+                o.etag.map_or(Precondition::None, Precondition::IfMatch),
+            ),
+            None => (String::new(), Precondition::IfAbsent),
+        };
+        let merged = merge_sums(&text, name, sha256)?;
+        let n = merged.len() as u64;
+        let opts = PutOptions {
+            content_type: Some("text/plain; charset=utf-8".into()),
+            cache_control: Some("no-cache".into()),
+            precondition,
+        };
+        match storage.put(SUMS, merged.into_bytes(), opts).await {
+            Ok(_) => return Ok(tar_meta.size + sig_len + n),
+            Err(e) if e.downcast_ref::<PreconditionFailed>().is_some() => continue,
+            Err(e) => return Err(e.context(format!("cannot upload {SUMS}"))),
+        }
+    }
+    bail!("{SUMS} kept changing while we merged our line into it (8 attempts); run the step again")
+}
+
+/// Where the view comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// build-slurm's output directory (one build namespace inside, or the namespace itself).
+    BuildDir(PathBuf),
+    /// A view directory, with Spack's modules directory optionally.
+    View {
+        /// The view.
+        view: PathBuf,
+        /// Spack's generated modules.
+        modules: Option<PathBuf>,
+    },
+}
+
+/// One `tarball-publish` run, its inputs checked by the caller's parser.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The build to pack.
+    pub source: Source,
+    /// The build's spack.lock (found next to the view when not given).
+    pub spack_lock: Option<PathBuf>,
+    /// The install tree root the build used (read from env/spack.yaml when not given).
+    pub build_prefix: Option<String>,
+    /// Slurm release.
+    pub slurm: crate::catalog::SlurmVersion,
+    /// GCC toolchain.
+    pub gcc: crate::catalog::GccVersion,
+    /// Output directory (default: `<build dir>/tarball`).
+    pub output: Option<PathBuf>,
+    /// Upload destination, if any.
+    pub destination: Option<String>,
+    /// Secret key file instead of `GPG_PRIVATE_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// Build, sign and report, but upload nothing.
+    pub dry_run: bool,
+    /// S3 endpoint, region and role.
+    pub s3: crate::cli::sign_and_upload::S3Flags,
+}
+
+/// Runs a request: checks the destination, key and bucket first, packs, writes `SHA256SUMS`
+/// and the signature, uploads, and writes the outputs `url` and `sha256` and the job summary.
+pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
+    use super::spack_build::{self, BuildDir};
+    let (build, modules_override) = match &req.source {
+        Source::BuildDir(d) => (BuildDir::find(d)?, None),
+        Source::View { view, modules } => (BuildDir::of_view(view), modules.clone()),
+    };
+    let (install_root, view_root) = match (&req.build_prefix, &build.spack_yaml) {
+        (Some(p), y) => (
+            p.clone(),
+            y.as_deref()
+                .map(spack_build::roots)
+                .transpose()?
+                .and_then(|r| r.1),
+        ),
+        (None, Some(y)) => spack_build::roots(y)?,
+        (None, None) => bail!(
+            "cannot tell which install tree the view was built from: no env/spack.yaml next to {}; pass --build-prefix (Spack's install_tree root)",
+            build.view.display()
+        ),
+    };
+    let output = match (&req.output, &req.source) {
+        (Some(o), _) => o.clone(),
+        (None, Source::BuildDir(d)) => d.join("tarball"),
+        (None, Source::View { .. }) => bail!("no output directory: pass --output <dir>"),
+    };
+    let name = super::file_name(&req.slurm, &req.gcc);
+    let dest = req
+        .destination
+        .as_deref()
+        .map(|d| Destination::parse(d, &name))
+        .transpose()?;
+    // The key and the bucket are checked before hours of packing could be wasted.
+    let key = match (&dest, &req.key_file, runner.var("GPG_PRIVATE_KEY")) {
+        (None, None, None) => None,
+        _ => {
+            let k = crate::cli::sign_and_upload::load_signing_key(req.key_file.as_deref(), runner)?;
+            runner.info(&format!("signing key: {}", k.fingerprint()));
+            Some(k)
+        }
+    };
+    let store = match &dest {
+        Some(d) => Some(open(runner, &d.dir_url, &req.s3).await?),
+        None => None,
+    };
+    let opts = super::PackOptions {
+        view: build.view.clone(),
+        modules: modules_override.or(build.modules.clone()),
+        spack_lock: req.spack_lock.clone().or(build.spack_lock.clone()),
+        install_root,
+        view_root,
+        slurm: req.slurm.clone(),
+        gcc: req.gcc.clone(),
+        output,
+        source_date_epoch: source_date_epoch(runner)?,
+        level: 6,
+        threads: None,
+    };
+    let packed = {
+        let _g = runner.group(&format!("Pack {}", build.view.display()));
+        let opts = opts.clone();
+        tokio::task::spawn_blocking(move || super::pack(&opts)).await??
+    };
+    runner.info(&format!(
+        "{}: {} bytes ({} uncompressed), sha256 {}; {} view files, {} ELF and {} text files relocated",
+        packed.path.display(), packed.size, packed.uncompressed, packed.sha256,
+        packed.view_files, packed.elf_relocated, packed.text_relocated
+    ));
+    for f in &packed.binary_with_build_path {
+        runner.warning(&format!(
+            "{f} is a binary that still names the build tree; it may not work when moved"
+        ));
+    }
+    if packed.text_unmapped > 0 {
+        runner.warning(&format!(
+            "{} build-tree path(s) in text files name no package and were left as they were",
+            packed.text_unmapped
+        ));
+    }
+    let dest_name = dest.as_ref().map_or(name.as_str(), |d| d.name.as_str());
+    let sig = write_local(&packed.path, dest_name, &packed.sha256, key.as_ref())?;
+    let url = match (&dest, &store, &sig) {
+        (Some(d), Some((store, base)), Some(sig)) => {
+            let url = format!("{base}/{}", d.name);
+            if req.dry_run {
+                runner.notice(&format!(
+                    "dry run: would upload {} and its signature to {url}",
+                    d.name
+                ));
+            } else {
+                let n = upload(store.as_ref(), &packed.path, &d.name, &packed.sha256, sig).await?;
+                runner.notice(&format!("published {url} ({n} bytes uploaded)"));
+            }
+            url
+        }
+        _ => format!("file://{}", packed.path.display()),
+    };
+    println!("{url}");
+    runner.set_outputs(&[("url", &url), ("sha256", &packed.sha256)])?;
+    runner.append_summary(&summary(&packed, &url, key.as_ref(), req.dry_run))?;
+    Ok(())
+}
+
+fn summary(p: &super::Packed, url: &str, key: Option<&SigningKey>, dry_run: bool) -> String {
+    let mut s = format!(
+        "### Slurm tarball\n\n| | |\n|---|---|\n| Download | <{url}>{} |\n| SHA-256 | `{}` |\n| Size | {} bytes |\n| Signed by | {} |\n| Relocated | {} ELF, {} text files |\n| Modules | {} |\n",
+        if dry_run {
+            " (dry run: not uploaded)"
+        } else {
+            ""
+        },
+        p.sha256,
+        p.size,
+        key.map_or("not signed".to_owned(), |k| format!(
+            "`{}`",
+            k.fingerprint()
+        )),
+        p.elf_relocated,
+        p.text_relocated,
+        p.modulefiles.join(", ")
+    );
+    s.push_str(&format!(
+        "\n~~~sh\ncurl -fLO {url}\ncurl -fLO {url}.asc\ngpg --verify {0}.asc {0}\n~~~\n",
+        p.file_name
+    ));
+    s
+}
+
+/// `SOURCE_DATE_EPOCH` (seconds), or 0 when unset.
+fn source_date_epoch(runner: &crate::gha::Runner) -> Result<u64> {
+    match runner.var("SOURCE_DATE_EPOCH").map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        }),
+    }
+}
+
+/// The storage at `dir_url` and the public base URL of its objects.
+async fn open(
+    runner: &crate::gha::Runner,
+    dir_url: &str,
+    s3: &crate::cli::sign_and_upload::S3Flags,
+) -> Result<(Box<dyn Storage>, String)> {
+    use crate::buildcache::storage::Location;
+    match Location::parse(dir_url)? {
+        Location::Local(p) => Ok((
+            Box::new(crate::buildcache::LocalDir::new(&p)),
+            format!("file://{}", p.display()),
+        )),
+        Location::S3 { bucket, prefix } => {
+            let url = crate::s3::S3Url::new(bucket, prefix)?;
+            let settings = crate::s3::S3Settings::resolve(
+                runner,
+                s3.endpoint_url.clone(),
+                s3.region.clone(),
+                s3.role_arn.clone(),
+            )?;
+            let conn = crate::s3::credentials::connection(runner, &settings).await?;
+            crate::s3::preflight(&conn.client, &url).await?;
+            let catalog = crate::catalog::Catalog::embedded();
+            let base = if catalog.publish.tarball_bucket == url.bucket()
+                && settings.endpoint_url.is_none()
+            {
+                format!(
+                    "{}/{}",
+                    catalog.publish.tarball_url.trim_end_matches('/'),
+                    url.prefix()
+                )
+            } else {
+                url.http_url(settings.endpoint_url.as_deref(), &conn.region)
+            };
+            Ok((
+                Box::new(crate::s3::store::S3Store::new(conn.client, url)),
+                base,
+            ))
+        }
+        Location::Http(u) => bail!("{u}: HTTP(S) is read-only; publish to s3://"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn destinations() {
+        let d = Destination::parse("s3://b/slurm-factory/25.11/13.4.0/", "x.tar.gz").unwrap();
+        assert_eq!(d.dir_url, "s3://b/slurm-factory/25.11/13.4.0");
+        assert_eq!(d.name, "x.tar.gz");
+        let d = Destination::parse(
+            "s3://b/p/slurm-25.11-gcc13.4.0-software-arm64.tar.gz",
+            "x.tar.gz",
+        )
+        .unwrap();
+        assert_eq!(
+            (d.dir_url.as_str(), d.name.as_str()),
+            ("s3://b/p", "slurm-25.11-gcc13.4.0-software-arm64.tar.gz")
+        );
+        assert!(Destination::parse("https://x/y", "x.tar.gz").is_err());
+        assert!(Destination::parse("s3://b/p/.tar.gz", "x.tar.gz").is_err());
+    }
+
+    #[test]
+    fn sums_merge_keeps_other_legs_and_refuses_garbage() {
+        let merged = merge_sums(&sums_line(B, "z.tar.gz"), "a.tar.gz", A).unwrap();
+        assert_eq!(merged, format!("{A}  a.tar.gz\n{B}  z.tar.gz\n"));
+        // Re-publishing replaces our own line.
+        assert_eq!(
+            merge_sums(&merged, "a.tar.gz", B).unwrap(),
+            format!("{B}  a.tar.gz\n{B}  z.tar.gz\n")
+        );
+        for bad in [
+            format!("{A} a.tar.gz\n"),
+            format!("{A}  a.tar.gz\r\n"),
+            format!("{}  a.tar.gz\n", &A[1..]),
+            format!("{A}  ../a.tar.gz\n"),
+            format!("{A}  a.tar.gz\n{B}  a.tar.gz\n"),
+            "   \n".to_owned(),
+        ] {
+            assert!(merge_sums(&bad, "n.tar.gz", A).is_err(), "{bad:?} accepted");
+        }
+    }
+}
