@@ -239,7 +239,10 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
         .map(|d| Destination::parse(d, &name))
         .transpose()?;
     // The key and the bucket are checked before hours of packing could be wasted.
-    let key = match (&dest, &req.key_file, runner.var("GPG_PRIVATE_KEY")) {
+    let env_key = runner
+        .var("GPG_PRIVATE_KEY")
+        .filter(|k| !k.trim().is_empty());
+    let key = match (&dest, &req.key_file, env_key) {
         (None, None, None) => None,
         _ => {
             let k = crate::cli::sign_and_upload::load_signing_key(req.key_file.as_deref(), runner)?;
