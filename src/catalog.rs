@@ -107,6 +107,14 @@ fn is_arch_name(s: &str) -> Result<(), &'static str> {
         .ok_or("an architecture name is 1 to 16 lower-case letters, digits or '_', starting with a letter (amd64, arm64)")
 }
 
+fn is_fingerprint(s: &str) -> Result<(), &'static str> {
+    let ok = matches!(s.len(), 40 | 64)
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    ok.then_some(())
+        .ok_or("a pinned key is its full fingerprint: 40 upper-case hex digits, no spaces")
+}
+
 fn is_spack_target(s: &str) -> Result<(), &'static str> {
     let ok = (1..=32).contains(&s.len())
         && s.bytes()
@@ -344,6 +352,11 @@ pub struct Publish {
     pub tarball_key: String,
     /// Public base URL of the tarball bucket.
     pub tarball_url: String,
+    /// Pinned fingerprints of the keys that sign the published buildcaches. A Slurm build
+    /// trusts the compiler cache's key only if its fingerprint is listed here (or given with
+    /// `--trusted-fingerprint` / `--trusted-key`); empty means nothing is trusted by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_fingerprints: Vec<String>,
 }
 
 /// The whole catalog.
@@ -484,6 +497,9 @@ impl Catalog {
             &["{slurm}", "{gcc}"],
         )?;
         check_template("publish.tarball_key", &p.tarball_key, &["{slurm}", "{gcc}"])?;
+        for f in &p.signing_fingerprints {
+            check_field("publish.signing_fingerprints[]", f, is_fingerprint)?;
+        }
         Ok(())
     }
 
@@ -589,6 +605,15 @@ impl Catalog {
             self.publish.tarball_url.trim_end_matches('/'),
             self.tarball_key_for(slurm, gcc, arch)
         )
+    }
+
+    /// The pinned signing-key fingerprints (validated when the catalog was loaded).
+    pub fn signing_fingerprints(&self) -> Vec<crate::pgp::KeyFingerprint> {
+        self.publish
+            .signing_fingerprints
+            .iter()
+            .filter_map(|f| f.parse().ok())
+            .collect()
     }
 
     /// Public URL of a buildcache prefix through the CDN.

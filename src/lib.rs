@@ -22,6 +22,8 @@
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
+//! - [`preflight`]: the checks a build leg runs before building (key, role, bucket, writes).
+//! - [`report`]: one matrix table and one Slack message for a whole pipeline run (octocrab).
 //! - [`tarball`]: relocatable, reproducible Slurm tarballs with Lmod modules, and their
 //!   signed publication.
 //! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
@@ -38,6 +40,8 @@ pub mod gha;
 pub mod install;
 pub mod matrix;
 pub mod pgp;
+pub mod preflight;
+pub mod report;
 pub mod s3;
 pub mod spack;
 pub mod tarball;

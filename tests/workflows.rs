@@ -225,7 +225,7 @@ fn snapshots_of_every_generated_file() {
             .iter()
             .filter(|f| f.path.starts_with("actions"))
             .count(),
-        7
+        9
     );
     for f in files {
         let name = f.path.display().to_string().replace(['/', '.'], "_");
@@ -596,298 +596,6 @@ fn act_replays_the_compiler_plan_job_with_custom_inputs() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// actions/_shared/install.sh
-
-struct Layout {
-    dir: tempfile::TempDir,
-}
-
-impl Layout {
-    /// A copy of the action layout: Cargo.toml, actions/_shared/install.sh, actions/checksums.txt
-    /// and actions/prepare-matrix/.
-    fn new(checksums: &str) -> Layout {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::copy(root().join("Cargo.toml"), p.join("Cargo.toml")).unwrap();
-        std::fs::create_dir_all(p.join("actions/_shared")).unwrap();
-        std::fs::create_dir_all(p.join("actions/prepare-matrix")).unwrap();
-        std::fs::create_dir_all(p.join("fakebin")).unwrap();
-        std::fs::create_dir_all(p.join("tmp")).unwrap();
-        std::fs::copy(
-            root().join("actions/_shared/install.sh"),
-            p.join("actions/_shared/install.sh"),
-        )
-        .unwrap();
-        std::fs::write(p.join("actions/checksums.txt"), checksums).unwrap();
-        Layout { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A stand-in executable in `fakebin/` (the real one needs the network or a full build).
-    fn fake(&self, name: &str, script: &str) {
-        let p = self.path().join("fakebin").join(name);
-        std::fs::write(&p, format!("#!/usr/bin/env bash\n{script}")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn run(&self, env: &[(&str, &str)]) -> (Output, String) {
-        let out_file = self.path().join("github_output");
-        std::fs::write(&out_file, "").unwrap();
-        let path = format!(
-            "{}:{}",
-            self.path().join("fakebin").display(),
-            std::env::var("PATH").unwrap()
-        );
-        let mut c = Command::new("bash");
-        c.arg(self.path().join("actions/_shared/install.sh"))
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", self.path())
-            .env(
-                "GITHUB_ACTION_PATH",
-                self.path().join("actions/prepare-matrix"),
-            )
-            .env("GITHUB_OUTPUT", &out_file)
-            .env("RUNNER_TEMP", self.path().join("tmp"))
-            .env("RUNNER_OS", "Linux")
-            .env("RUNNER_ARCH", "X64")
-            .env("SF_BINARY", "prepare-matrix")
-            .env("SF_ACTION_REPOSITORY", "vantagecompute/slurm-factory");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
-        (out, std::fs::read_to_string(out_file).unwrap())
-    }
-
-    fn version(&self) -> String {
-        let t = std::fs::read_to_string(self.path().join("Cargo.toml")).unwrap();
-        t.lines()
-            .find_map(|l| l.strip_prefix("version = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned()
-    }
-
-    fn asset(&self) -> String {
-        format!(
-            "slurm-factory-v{}-x86_64-unknown-linux-musl.tar.gz",
-            self.version()
-        )
-    }
-
-    /// A release tarball holding a stand-in prepare-matrix; returns its path and SHA-256.
-    fn release_tarball(&self) -> (PathBuf, String) {
-        use sha2::Digest;
-        let stage = self.path().join("stage");
-        std::fs::create_dir_all(&stage).unwrap();
-        std::fs::write(stage.join("prepare-matrix"), "#!/bin/sh\necho stand-in\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            stage.join("prepare-matrix"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        let tarball = self.path().join("release.tar.gz");
-        let st = Command::new("tar")
-            .arg("-czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&stage)
-            .arg("prepare-matrix")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&tarball).unwrap()));
-        (tarball, sha)
-    }
-
-    /// A stand-in `curl` (no network here) that serves `file` and records its arguments.
-    fn fake_curl(&self, file: &Path) {
-        self.fake(
-            "curl",
-            &format!(
-                "printf '%s\\n' \"$@\" > \"{args}\"\nout=\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then out=$2; fi; shift; done\ncp \"{file}\" \"$out\"\n",
-                args = self.path().join("curl-args").display(),
-                file = file.display()
-            ),
-        );
-    }
-}
-
-#[test]
-fn install_uses_an_explicit_bin_dir() {
-    let l = Layout::new("");
-    let bin = common::bin("prepare-matrix");
-    let dir = bin.parent().unwrap().to_str().unwrap();
-    let (out, gh) = l.run(&[("SLURM_FACTORY_BIN_DIR", dir)]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(gh.trim(), format!("bin_dir={dir}"));
-
-    let (out, gh) = l.run(&[("SLURM_FACTORY_BIN_DIR", l.path().to_str().unwrap())]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("has no executable prepare-matrix"));
-    assert!(gh.is_empty());
-}
-
-#[test]
-fn install_builds_from_source_when_no_prebuilt_binary_is_listed() {
-    // Stand-in cargo: a real release build of the whole crate takes minutes; the script's part
-    // (choosing the fallback, running cargo in the action's checkout, reporting the bin dir) is real.
-    let l = Layout::new("# no entries\n");
-    let target = l.path().join("target-dir");
-    l.fake(
-        "cargo",
-        &format!(
-            "printf '%s\\n' \"$PWD\" \"$@\" > \"{log}\"\nmkdir -p \"$CARGO_TARGET_DIR/release\"\nprintf '#!/bin/sh\\n' > \"$CARGO_TARGET_DIR/release/prepare-matrix\"\nchmod +x \"$CARGO_TARGET_DIR/release/prepare-matrix\"\n",
-            log = l.path().join("cargo-log").display()
-        ),
-    );
-    let (out, gh) = l.run(&[("CARGO_TARGET_DIR", target.to_str().unwrap())]);
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    assert!(t.contains("no prebuilt"), "{t}");
-    let log = std::fs::read_to_string(l.path().join("cargo-log")).unwrap();
-    let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(
-        Path::new(lines[0]).canonicalize().unwrap(),
-        l.path().canonicalize().unwrap(),
-        "cargo runs at the action's repository root"
-    );
-    assert_eq!(&lines[1..], ["build", "--locked", "--release", "--bins"]);
-    assert_eq!(gh.trim(), format!("bin_dir={}/release", target.display()));
-
-    // build_from_source=true builds even when an entry exists.
-    let l2 = Layout::new(&format!("{}  {}\n", "a".repeat(64), l.asset()));
-    l2.fake("cargo", "mkdir -p \"$CARGO_TARGET_DIR/release\"; printf '#!/bin/sh\\n' > \"$CARGO_TARGET_DIR/release/prepare-matrix\"; chmod +x \"$CARGO_TARGET_DIR/release/prepare-matrix\"\n");
-    let (out, _) = l2.run(&[
-        ("CARGO_TARGET_DIR", target.to_str().unwrap()),
-        ("INPUT_BUILD_FROM_SOURCE", "true"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-#[test]
-fn install_downloads_and_verifies_a_listed_release_asset() {
-    let probe = Layout::new("");
-    let (tarball, sha) = probe.release_tarball();
-    let l = Layout::new(&format!("# header\n{sha}  {}\n", probe.asset()));
-    l.fake_curl(&tarball);
-    let (out, gh) = l.run(&[]);
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    let args = std::fs::read_to_string(l.path().join("curl-args")).unwrap();
-    let args: Vec<&str> = args.lines().collect();
-    for flag in ["--proto", "=https", "--tlsv1.2", "-fsSL", "--retry"] {
-        assert!(args.contains(&flag), "curl called without {flag}: {args:?}");
-    }
-    let url = format!(
-        "https://github.com/vantagecompute/slurm-factory/releases/download/v{}/{}",
-        l.version(),
-        l.asset()
-    );
-    assert!(args.contains(&url.as_str()), "{args:?}");
-    let dir = gh.trim().strip_prefix("bin_dir=").unwrap();
-    assert!(Path::new(dir).join("prepare-matrix").is_file());
-}
-
-#[test]
-fn install_fails_closed() {
-    let probe = Layout::new("");
-    let (tarball, sha) = probe.release_tarball();
-    let asset = probe.asset();
-
-    // Checksum mismatch.
-    let l = Layout::new(&format!("{}  {asset}\n", "0".repeat(64)));
-    l.fake_curl(&tarball);
-    let (out, gh) = l.run(&[]);
-    let t = text(&out);
-    assert!(
-        !out.status.success() && t.contains("checksum mismatch"),
-        "{t}"
-    );
-    assert!(t.contains(&sha), "the actual digest is reported: {t}");
-    assert!(gh.is_empty());
-
-    // Duplicate and malformed entries.
-    let l = Layout::new(&format!("{sha}  {asset}\n{sha}  {asset}\n"));
-    let (out, _) = l.run(&[]);
-    assert!(!out.status.success() && text(&out).contains("more than once"));
-    let l = Layout::new(&format!("{}  {asset}\n", "Z".repeat(64)));
-    let (out, _) = l.run(&[]);
-    assert!(!out.status.success() && text(&out).contains("not lowercase hex"));
-
-    // Missing checksum file.
-    let l = Layout::new("");
-    std::fs::remove_file(l.path().join("actions/checksums.txt")).unwrap();
-    let (out, _) = l.run(&[]);
-    assert!(!out.status.success() && text(&out).contains("checksums.txt is missing"));
-
-    // Unsupported runner.
-    let l = Layout::new("");
-    let (out, _) = l.run(&[("RUNNER_OS", "Windows")]);
-    assert!(!out.status.success() && text(&out).contains("only Linux"));
-
-    // An entry exists but curl is missing: refuse instead of falling back.
-    let l = Layout::new(&format!("{sha}  {asset}\n"));
-    let tools = l.path().join("tools");
-    std::fs::create_dir_all(&tools).unwrap();
-    for t in [
-        "sed",
-        "awk",
-        "head",
-        "wc",
-        "cat",
-        "mktemp",
-        "rm",
-        "mkdir",
-        "tar",
-        "sha256sum",
-        "cut",
-        "gzip",
-        "bash",
-    ] {
-        if let Some(p) = which(t) {
-            std::os::unix::fs::symlink(p, tools.join(t)).unwrap();
-        }
-    }
-    let out = Command::new(tools.join("bash"))
-        .arg(l.path().join("actions/_shared/install.sh"))
-        .env_clear()
-        .env("PATH", &tools)
-        .env(
-            "GITHUB_ACTION_PATH",
-            l.path().join("actions/prepare-matrix"),
-        )
-        .env("RUNNER_TEMP", l.path().join("tmp"))
-        .env("RUNNER_OS", "Linux")
-        .env("RUNNER_ARCH", "X64")
-        .env("SF_BINARY", "prepare-matrix")
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(
-        !out.status.success() && t.contains("curl is required"),
-        "{t}"
-    );
-
-    // Not a binary name.
-    let l = Layout::new("");
-    let (out, _) = l.run(&[("SF_BINARY", "../../bin/sh")]);
-    assert!(!out.status.success());
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-// ---------------------------------------------------------------------------------------------
 // slurm-factory notify
 
 /// A loopback HTTP server standing in for Slack's webhook endpoint (GitHub and Slack are not
@@ -1161,4 +869,577 @@ fn action_outputs_are_written_by_their_binaries() {
             "sign-and-upload does not write `{o}`: {keys:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release: the major tag (issue 13)
+
+/// The `run:` script of the step named `name` in job `job` of a generated workflow.
+fn step_script(workflow: &str, job: &str, name: &str) -> String {
+    let f = rendered()
+        .into_iter()
+        .find(|f| f.path == Path::new(".github/workflows").join(workflow))
+        .unwrap();
+    let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+    doc["jobs"][job]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some(name))
+        .and_then(|s| s["run"].as_str())
+        .unwrap_or_else(|| panic!("{workflow}: job {job} has no run step {name:?}"))
+        .to_owned()
+}
+
+fn bash(script: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("bash");
+    c.arg("-e").arg("-c").arg(script).current_dir(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn the_release_job_moves_the_major_tag_of_the_version() {
+    let name_tag = step_script(
+        "release.yml",
+        "release",
+        "Name the major tag the release moves",
+    );
+    let major_of = |tag: &str| -> Result<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out_file = dir.path().join("output");
+        std::fs::write(&out_file, "").unwrap();
+        let out = bash(
+            &name_tag,
+            dir.path(),
+            &[
+                ("GITHUB_REF_NAME", tag),
+                ("GITHUB_OUTPUT", out_file.to_str().unwrap()),
+            ],
+        );
+        if out.status.success() {
+            Ok(common::runner_file_map(&out_file)["tag"].clone())
+        } else {
+            Err(text(&out))
+        }
+    };
+    assert_eq!(major_of("v1.0.0").unwrap(), "v1");
+    assert_eq!(major_of("v1.2.3").unwrap(), "v1");
+    assert_eq!(major_of("v2.0.0").unwrap(), "v2");
+    assert_eq!(major_of("v10.4.1").unwrap(), "v10");
+    assert!(major_of("v0.1.0").unwrap_err().contains("0.x release"));
+    for bad in ["v1.2", "1.0.0", "v1.0.0-rc1", "v01.0.0", "v1.0.0\nv2"] {
+        assert!(major_of(bad).is_err(), "{bad:?}");
+    }
+
+    // The step that moves it: run against a stand-in `gh` (GitHub's API cannot be reached here)
+    // that records every call; the script's own logic (which ref, create or update) is real.
+    let move_tag = step_script(
+        "release.yml",
+        "release",
+        "Commit the checksums and move the major tag",
+    );
+    for (tag, exists) in [("v1.0.0", false), ("v1.2.3", true), ("v2.0.0", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let git = |args: &[&str]| {
+            let o = Command::new("git")
+                .current_dir(p)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "git {args:?}: {}", text(&o));
+        };
+        git(&["init", "-q"]);
+        std::fs::write(p.join("README.md"), "x\n").unwrap();
+        git(&["add", "README.md"]);
+        git(&["commit", "-q", "-m", "init"]);
+        std::fs::create_dir_all(p.join("dist")).unwrap();
+        std::fs::write(
+            p.join("dist/SHA256SUMS"),
+            format!(
+                "{}  slurm-factory-{tag}-x86_64-unknown-linux-musl.tar.gz\n",
+                "a".repeat(64)
+            ),
+        )
+        .unwrap();
+        let fake = p.join("fakebin");
+        std::fs::create_dir_all(&fake).unwrap();
+        let log = p.join("gh-calls");
+        std::fs::write(
+            fake.join("gh"),
+            format!(
+                "#!/usr/bin/env bash\nprintf '%s\\n' \"$*\" >> '{log}'\ncase \"$*\" in\n  *git/ref/tags/*) exit {missing} ;;\n  *git/blobs*) echo blobsha ;;\n  *git/trees*) echo treesha ;;\n  *git/commits*) echo commitsha ;;\nesac\n",
+                log = log.display(),
+                missing = if exists { 0 } else { 1 }
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(fake.join("gh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let major = major_of(tag).unwrap();
+        let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+        let out = bash(
+            &move_tag,
+            p,
+            &[
+                ("PATH", &path),
+                ("GITHUB_REF_NAME", tag),
+                ("GITHUB_REPOSITORY", "vantagecompute/slurm-factory"),
+                ("MAJOR_TAG", &major),
+            ],
+        );
+        assert!(out.status.success(), "{tag}: {}", text(&out));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let expected = if exists {
+            format!(
+                "api -X PATCH repos/vantagecompute/slurm-factory/git/refs/tags/{major} -f sha=commitsha -F force=true"
+            )
+        } else {
+            format!(
+                "api repos/vantagecompute/slurm-factory/git/refs -f ref=refs/tags/{major} -f sha=commitsha"
+            )
+        };
+        assert!(calls.lines().any(|l| l == expected), "{tag}: {calls}");
+        assert!(!calls.contains("refs/tags/v0"), "{tag} touched v0: {calls}");
+        let sums = std::fs::read_to_string(p.join("checksums.txt")).unwrap();
+        assert!(
+            sums.contains(&format!("slurm-factory-{tag}-x86_64")),
+            "{sums}"
+        );
+    }
+
+    // The tag must match Cargo.toml, which is 1.0.0: the first public release.
+    let check = step_script(
+        "release.yml",
+        "build",
+        "Check that the tag matches Cargo.toml",
+    );
+    assert!(
+        bash(&check, &root(), &[("GITHUB_REF_NAME", "v1.0.0")])
+            .status
+            .success()
+    );
+    assert!(
+        !bash(&check, &root(), &[("GITHUB_REF_NAME", "v0.1.0")])
+            .status
+            .success()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets reach only the step that runs our binary (issue 13)
+
+fn holds_secret(v: &str) -> bool {
+    v.contains("secrets.") || v.contains("github.token")
+}
+
+fn strings(v: &yaml_serde::Value, out: &mut Vec<String>) {
+    match v {
+        yaml_serde::Value::String(s) => out.push(s.clone()),
+        yaml_serde::Value::Mapping(m) => m.iter().for_each(|(_, x)| strings(x, out)),
+        yaml_serde::Value::Sequence(s) => s.iter().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// For one action: the inputs that only its `run` step (the one that execs our binary) reads.
+fn binary_only_inputs(action: &str) -> BTreeSet<String> {
+    let path = root().join("actions").join(action).join("action.yml");
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let inputs: Vec<String> = doc["inputs"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let mut ok = BTreeSet::new();
+    for input in inputs {
+        let needle = format!("inputs.{input} ");
+        let mut readers = Vec::new();
+        for st in doc["runs"]["steps"].as_sequence().unwrap() {
+            let mut all = Vec::new();
+            strings(st, &mut all);
+            if all.iter().any(|s| s.contains(&needle)) {
+                readers.push(st);
+            }
+        }
+        let only_binary = readers.len() == 1
+            && readers[0]["id"].as_str() == Some("run")
+            && readers[0]["run"]
+                .as_str()
+                .is_some_and(|r| r.trim_start().starts_with("exec \"$SF_BIN_DIR/"));
+        if only_binary {
+            ok.insert(input);
+        }
+    }
+    ok
+}
+
+#[test]
+fn no_secret_reaches_a_step_other_than_our_binary() {
+    let mut problems = Vec::new();
+    let mut secret_uses = 0;
+    for f in rendered() {
+        let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+        let file = f.path.display().to_string();
+        if f.path.starts_with(".github") {
+            let release = f.path.ends_with("release.yml");
+            let mut top = Vec::new();
+            strings(&doc["env"], &mut top);
+            if top.iter().any(|s| holds_secret(s)) {
+                problems.push(format!("{file}: workflow env holds a secret"));
+            }
+            for (id, job) in doc["jobs"].as_mapping().unwrap() {
+                let id = id.as_str().unwrap();
+                let mut env = Vec::new();
+                strings(&job["env"], &mut env);
+                if env.iter().any(|s| holds_secret(s)) {
+                    problems.push(format!("{file}: job {id}: job env holds a secret"));
+                }
+                for st in job["steps"].as_sequence().unwrap() {
+                    let name = st["name"].as_str().unwrap_or("?");
+                    let uses = st["uses"].as_str().unwrap_or("");
+                    let mut env = Vec::new();
+                    strings(&st["env"], &mut env);
+                    // The release job's own `gh` steps need the job token; nothing else does.
+                    let token_for_gh = release
+                        && st["run"].as_str().is_some_and(|r| r.contains("gh "))
+                        && env.iter().all(|s| !s.contains("secrets."));
+                    if env.iter().any(|s| holds_secret(s)) && !token_for_gh {
+                        problems.push(format!("{file}: {id}/{name}: a secret in `env:`"));
+                    }
+                    let with = st["with"].as_mapping();
+                    for (k, v) in with.into_iter().flatten() {
+                        let k = k.as_str().unwrap();
+                        let Some(v) = v.as_str().filter(|v| holds_secret(v)) else {
+                            continue;
+                        };
+                        secret_uses += 1;
+                        match uses.strip_prefix("./actions/") {
+                            None => problems.push(format!(
+                                "{file}: {id}/{name}: third-party {uses} receives {v}"
+                            )),
+                            Some(action) => {
+                                if !binary_only_inputs(action).contains(k) {
+                                    problems.push(format!(
+                                        "{file}: {id}/{name}: input {k} of {action} (given {v}) reaches a step other than the binary's"
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            // An action: no step but the binary's reads a secret-looking variable.
+            for st in doc["runs"]["steps"].as_sequence().unwrap() {
+                if st["id"].as_str() == Some("run") {
+                    continue;
+                }
+                let mut all = Vec::new();
+                strings(st, &mut all);
+                for s in all {
+                    if holds_secret(&s)
+                        || ["GPG_", "AWS_ROLE_ARN", "SLACK_WEBHOOK", "GITHUB_TOKEN"]
+                            .iter()
+                            .any(|v| s.contains(v))
+                    {
+                        problems.push(format!("{file}: step {:?} sees {s}", st["name"]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(secret_uses >= 20, "only {secret_uses} secret inputs found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_generator_refuses_secrets_outside_secret_inputs() {
+    let cases = [
+        (
+            "      - name: Sign and upload the buildcache\n        id: upload\n",
+            "      - name: Sign and upload the buildcache\n        id: upload\n        env:\n          GPG_PRIVATE_KEY: ${{ secrets.GPG_PRIVATE_KEY }}\n",
+            "step env holds a secret",
+        ),
+        (
+            "          source: ${{ steps.build.outputs.buildcache_path }}\n",
+            "          source: ${{ secrets.GPG_PRIVATE_KEY }}\n",
+            "receives a secret but is not one of the action's `secrets:`",
+        ),
+        (
+            "          source: ${{ steps.build.outputs.buildcache_path }}\n",
+            "          source: ${{ steps.build.outputs.buildcache_path }}\n          sauce: x\n",
+            "has no input \"sauce\"",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        let dir = temp_tree();
+        let p = dir
+            .path()
+            .join("workflows-src/workflows/build-and-publish-compiler-buildcache.yaml");
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains(from), "{from}");
+        std::fs::write(&p, s.replacen(from, to, 1)).unwrap();
+        let out = workflows_cmd(dir.path(), "check");
+        assert!(!out.status.success());
+        assert!(text(&out).contains(needle), "{needle}: {}", text(&out));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipeline shape (issue 13)
+
+fn workflow_doc(name: &str) -> yaml_serde::Value {
+    let f = rendered()
+        .into_iter()
+        .find(|f| f.path == Path::new(".github/workflows").join(name))
+        .unwrap();
+    yaml_serde::from_str(&f.contents).unwrap()
+}
+
+#[test]
+fn build_pipelines_build_binaries_once_check_first_and_report_last() {
+    for wf in [
+        "build-and-publish-compiler-buildcache.yml",
+        "build-and-publish-slurm-all.yml",
+        "build-and-publish-slurm-tarball.yml",
+    ] {
+        let doc = workflow_doc(wf);
+        let jobs = doc["jobs"].as_mapping().unwrap();
+        let ids: Vec<&str> = jobs.keys().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(ids, ["plan", "binaries", "build", "report"], "{wf}");
+        // Legs: checkout, the binaries artifact, then preflight before any build step; no Rust.
+        let steps = doc["jobs"]["build"]["steps"].as_sequence().unwrap();
+        let uses: Vec<&str> = steps
+            .iter()
+            .map(|s| s["uses"].as_str().unwrap_or("run"))
+            .collect();
+        assert!(uses[0].starts_with("actions/checkout@"), "{wf}: {uses:?}");
+        assert!(
+            uses[1].starts_with("actions/download-artifact@"),
+            "{wf}: {uses:?}"
+        );
+        assert_eq!(uses[2], "./actions/preflight", "{wf}: {uses:?}");
+        assert!(uses[3].starts_with("./actions/build-"), "{wf}: {uses:?}");
+        for s in steps {
+            let all = format!("{s:?}");
+            assert!(
+                !all.contains("cargo") && !all.contains("rustup"),
+                "{wf}: {all}"
+            );
+            if s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("./actions/"))
+            {
+                assert_eq!(
+                    s["with"]["binaries"].as_str(),
+                    Some("${{ runner.temp }}/slurm-factory-bin"),
+                    "{wf}: {all}"
+                );
+                assert!(s["with"]["build_from_source"].is_null(), "{wf}: {all}");
+            }
+        }
+        assert_eq!(
+            doc["jobs"]["build"]["needs"],
+            yaml_serde::from_str::<yaml_serde::Value>("[plan, binaries]").unwrap()
+        );
+        // The binaries job builds static musl binaries and publishes SHA256SUMS.
+        let b = format!("{:?}", doc["jobs"]["binaries"]);
+        assert!(
+            b.contains("--target") && b.contains("SHA256SUMS") && b.contains("musl-tools"),
+            "{b}"
+        );
+        // The report job runs last, always, with actions: read.
+        let r = &doc["jobs"]["report"];
+        assert_eq!(r["if"].as_str(), Some("${{ always() }}"), "{wf}");
+        assert_eq!(r["permissions"]["actions"].as_str(), Some("read"), "{wf}");
+        assert_eq!(
+            r["needs"],
+            yaml_serde::from_str::<yaml_serde::Value>("[plan, binaries, build]").unwrap()
+        );
+        let last = r["steps"].as_sequence().unwrap().last().unwrap();
+        assert_eq!(last["uses"].as_str(), Some("./actions/report"));
+        // One Slack message per run: the legs no longer notify one by one.
+        assert!(
+            !format!("{:?}", doc["jobs"]["build"]).contains("./actions/notify"),
+            "{wf}"
+        );
+    }
+    // no_cache reaches build-slurm in both Slurm pipelines.
+    for wf in [
+        "build-and-publish-slurm-all.yml",
+        "build-and-publish-slurm-tarball.yml",
+    ] {
+        let doc = workflow_doc(wf);
+        assert_eq!(
+            doc["on"]["workflow_dispatch"]["inputs"]["no_cache"]["type"].as_str(),
+            Some("boolean"),
+            "{wf}"
+        );
+        let build = doc["jobs"]["build"]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| s["uses"].as_str() == Some("./actions/build-slurm"))
+            .unwrap();
+        assert_eq!(
+            build["with"]["no_cache"].as_str(),
+            Some("${{ inputs.no_cache }}")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preflight under act (issue 13)
+
+/// A stand-in for a third-party action under act: `--local-repository` replaces it with a
+/// local composite action. GitHub cannot be reached here, so actions/upload-artifact and
+/// actions/download-artifact are replaced by copies into and out of a local directory.
+fn artifact_stub(dir: &Path, store: &Path, upload: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = if upload {
+        format!(
+            "mkdir -p '{store}/'\"$NAME\" && cp -R \"$SRC\"/. '{store}/'\"$NAME\"/ 2>/dev/null || cp -R \"$SRC\" '{store}/'\"$NAME\"/ || true",
+            store = store.display()
+        )
+    } else {
+        format!(
+            "mkdir -p \"$DEST\" && cp -R '{store}/'\"$NAME\"/. \"$DEST\"/",
+            store = store.display()
+        )
+    };
+    let env = if upload {
+        "        NAME: ${{ inputs.name }}\n        SRC: ${{ inputs.path }}\n"
+    } else {
+        "        NAME: ${{ inputs.name }}\n        DEST: ${{ inputs.path }}\n"
+    };
+    std::fs::write(
+        dir.join("action.yml"),
+        format!(
+            "name: stub\ndescription: local stand-in under act\ninputs:\n  name: {{ required: false }}\n  path: {{ required: false }}\n  retention-days: {{ required: false }}\n  if-no-files-found: {{ required: false }}\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      env:\n{env}      run: |\n        {script}\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn pinned(action: &str) -> String {
+    let pins: yaml_serde::Value = yaml_serde::from_str(
+        &std::fs::read_to_string(root().join("workflows-src/pins.yaml")).unwrap(),
+    )
+    .unwrap();
+    format!(
+        "{action}@{}",
+        pins["actions"][action]["sha"].as_str().unwrap()
+    )
+}
+
+/// Replays the whole slurm-all pipeline with act (host mode). The binaries are the ones this
+/// test suite built, except `build-slurm`, a stand-in that only says it ran: the Spack build is
+/// not what this test is about, the order of the steps is.
+fn act_slurm_all(publish: &str, gpg_private_key: &str) -> Option<String> {
+    let act = common::require_tool("act")?;
+    let work = tempfile::tempdir().unwrap();
+    let bins = work.path().join("bins");
+    std::fs::create_dir_all(&bins).unwrap();
+    for b in [
+        "slurm-factory",
+        "prepare-matrix",
+        "build-compiler",
+        "sign-and-upload",
+        "test-install",
+        "tarball-publish",
+    ] {
+        std::os::unix::fs::symlink(common::bin(b), bins.join(b)).unwrap();
+    }
+    let stub = bins.join("build-slurm");
+    std::fs::write(&stub, "#!/bin/sh\necho 'STAND-IN BUILD-SLURM RAN'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = work.path().join("artifacts");
+    artifact_stub(&work.path().join("upload"), &store, true);
+    artifact_stub(&work.path().join("download"), &store, false);
+    let out = Command::new(act)
+        .current_dir(root())
+        .env("HOME", work.path())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/build-and-publish-slurm-all.yml",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "-P",
+            "ubuntu-24.04=-self-hosted",
+            "-P",
+            "self-hosted=-self-hosted",
+            "--input",
+            "slurm_versions=25.11",
+            "--input",
+            "compiler_versions=13.4.0",
+            "--input",
+            "gpu=false",
+            "--input",
+        ])
+        .arg(format!("publish={publish}"))
+        .arg("--secret")
+        .arg(format!("GPG_PRIVATE_KEY={gpg_private_key}"))
+        .args(["--secret", "GPG_KEY_ID=E145321FBC9F04BD"])
+        .arg("--env")
+        .arg(format!("SLURM_FACTORY_BIN_DIR={}", bins.display()))
+        .arg("--local-repository")
+        .arg(format!(
+            "{}={}",
+            pinned("actions/upload-artifact"),
+            work.path().join("upload").display()
+        ))
+        .arg("--local-repository")
+        .arg(format!(
+            "{}={}",
+            pinned("actions/download-artifact"),
+            work.path().join("download").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Some(text(&out))
+}
+
+#[test]
+fn act_a_malformed_signing_key_fails_in_preflight_before_any_build_step() {
+    let Some(log) = act_slurm_all("all", "this is not an OpenPGP key") else {
+        return;
+    };
+    let failed = log
+        .lines()
+        .find(|l| l.contains("Failure - Main Preflight"))
+        .unwrap_or_else(|| panic!("the preflight step did not fail:\n{log}"));
+    assert!(failed.contains("Slurm 25.11"), "{failed}");
+    assert!(
+        log.contains("preflight: publishing to s3://"),
+        "no preflight error in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("Run Main Build Slurm") && !log.contains("STAND-IN BUILD-SLURM RAN"),
+        "a build step ran after a failed preflight:\n{log}"
+    );
+    // The report job still runs, last.
+    assert!(log.contains("Run report"), "{log}");
+}
+
+#[test]
+fn act_publish_none_skips_preflight_and_builds() {
+    let Some(log) = act_slurm_all("none", "this is not an OpenPGP key") else {
+        return;
+    };
+    assert!(
+        log.contains("STAND-IN BUILD-SLURM RAN"),
+        "the build step did not run:\n{log}"
+    );
+    assert!(!log.contains("Failure - Main Preflight"), "{log}");
+    assert!(!log.contains("preflight: publishing to"), "{log}");
 }

@@ -1,36 +1,87 @@
 #!/usr/bin/env bash
-# Installs the slurm-factory binaries for a composite action of this repository and prints
+# Installs the slurm-factory binary a composite action of this repository runs and writes
 # `bin_dir=<dir>` to $GITHUB_OUTPUT. Shared by every actions/<name>/action.yml.
 #
 # Resolution order, first match wins:
 #  1. SLURM_FACTORY_BIN_DIR is set: use the binaries there as they are (local replay with act,
 #     development). $SLURM_FACTORY_BIN_DIR/$SF_BINARY must be executable.
-#  2. INPUT_BUILD_FROM_SOURCE=true (this repository's own workflows): build from source.
-#  3. actions/checksums.txt at this action's ref has an entry for
+#  2. INPUT_BINARIES names a directory (the artifact of a pipeline's binaries job): its SHA256SUMS
+#     must list $SF_BINARY exactly once; the binary is copied to a private directory, its copy's
+#     SHA-256 verified, and only then made executable.
+#  3. INPUT_BUILD_FROM_SOURCE=true (this repository's plan jobs): build from source.
+#  4. actions/checksums.txt at this action's ref has an entry for
 #     slurm-factory-v<version>-<target>.tar.gz, where <version> is package.version of the
 #     Cargo.toml at this ref and <target> comes from RUNNER_OS/RUNNER_ARCH: download that asset
-#     from the v<version> GitHub release over HTTPS only, verify its SHA-256, unpack it.
-#  4. No entry for that version and target (no prebuilt binary exists for this ref): build from
+#     from the v<version> GitHub release over HTTPS only, verify its SHA-256, unpack it. The
+#     verified asset is kept next to the unpacked binaries; a later step reuses them only after
+#     the asset's SHA-256 matches checksums.txt again and the binary's own SHA-256 matches the
+#     copy inside the asset.
+#  5. No entry for that version and target (no prebuilt binary exists for this ref): build from
 #     source with `cargo build --locked --release` in the action's checkout.
 # Everything else fails closed: an unsupported runner, a missing checksums.txt, a malformed or
 # duplicated entry, a missing curl/sha256sum/tar/cargo, a failed download, a checksum mismatch.
+#
+# Runner protocol: every message goes through `log` or `die`, which escape %, CR and LF (as the
+# runner's ActionCommand does), so no value can start a workflow command; outputs are written as
+# heredoc records with a random delimiter, so no value can add an output.
 set -euo pipefail
 
+# Escapes a message for the runner: %, CR and LF (in that order, as gha.rs escape_data does).
+escape() {
+  local s=$1
+  s=${s//'%'/%25}
+  s=${s//$'\r'/%0D}
+  s=${s//$'\n'/%0A}
+  printf '%s' "$s"
+}
+
+# A plain log line. Escaped like a command's message, so it stays one line; a line that could
+# still read as a command (`::` at its start, or the legacy `##[` anywhere) is printed inside a
+# stop-commands window with a random token, as gha.rs does.
+log() {
+  local message token
+  message=$(escape "$*")
+  case "$message" in
+    *'##['* | *'::'*)
+      token=$(random_delimiter)
+      printf '::stop-commands::%s\n%s\n::%s::\n' "$token" "$message" "$token"
+      ;;
+    *) printf '%s\n' "$message" ;;
+  esac
+}
+
 die() {
-  echo "::error title=slurm-factory install::$*"
+  printf '::error title=slurm-factory install::%s\n' "$(escape "$*")"
   exit 1
 }
 
+random_delimiter() {
+  local hex
+  hex=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  [ "${#hex}" -eq 32 ] || die "cannot read /dev/urandom for an output delimiter"
+  printf 'ghadelimiter_%s' "$hex"
+}
+
+# Writes one output as `key<<DELIM`, value, `DELIM` (the runner's multi-line form).
 set_output() {
+  local key=$1 value=$2 delimiter
+  delimiter=$(random_delimiter)
+  case "$value" in
+    *"$delimiter"*) die "the value of output $key contains its delimiter" ;;
+  esac
   if [ -n "${GITHUB_OUTPUT:-}" ]; then
-    printf '%s=%s\n' "$1" "$2" >> "$GITHUB_OUTPUT"
+    printf '%s<<%s\n%s\n%s\n' "$key" "$delimiter" "$value" "$delimiter" >> "$GITHUB_OUTPUT"
   else
-    printf '%s=%s\n' "$1" "$2"
+    log "$key=$value"
   fi
 }
 
 need() {
   command -v "$1" > /dev/null 2>&1 || die "$1 is required to $2 but is not installed on this runner"
+}
+
+sha256_of() {
+  sha256sum -- "$1" | cut -d ' ' -f 1
 }
 
 action_path=${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH is not set: run this script from a composite action}
@@ -45,15 +96,47 @@ esac
 if [ -n "${SLURM_FACTORY_BIN_DIR:-}" ]; then
   [ -x "$SLURM_FACTORY_BIN_DIR/$binary" ] \
     || die "SLURM_FACTORY_BIN_DIR=$SLURM_FACTORY_BIN_DIR has no executable $binary: build it (cargo build --bins) or unset the variable"
-  echo "using $binary from SLURM_FACTORY_BIN_DIR=$SLURM_FACTORY_BIN_DIR"
+  log "using $binary from SLURM_FACTORY_BIN_DIR=$SLURM_FACTORY_BIN_DIR"
   set_output bin_dir "$SLURM_FACTORY_BIN_DIR"
+  exit 0
+fi
+
+# 2. The binaries job's artifact, verified against its SHA256SUMS.
+if [ -n "${INPUT_BINARIES:-}" ]; then
+  need sha256sum "verify $binary"
+  sums="$INPUT_BINARIES/SHA256SUMS"
+  [ -f "$sums" ] || die "input binaries=$INPUT_BINARIES has no SHA256SUMS: pass the directory the binaries job's artifact was downloaded to"
+  expected=$(awk -v b="$binary" '$2 == b || $2 == "*" b { print $1 }' "$sums")
+  case "$(printf '%s' "$expected" | grep -c '^' || true)" in
+    1) ;;
+    0) die "$sums does not list $binary" ;;
+    *) die "$sums lists $binary more than once" ;;
+  esac
+  case "$expected" in
+    *[!0-9a-f]*) die "the checksum of $binary in $sums is not lowercase hex" ;;
+  esac
+  [ "${#expected}" -eq 64 ] || die "the checksum of $binary in $sums is not a SHA-256"
+  if [ ! -f "$INPUT_BINARIES/$binary" ] || [ -L "$INPUT_BINARIES/$binary" ]; then
+    die "input binaries=$INPUT_BINARIES has no regular file $binary"
+  fi
+  dest=$(mktemp -d "${RUNNER_TEMP:?RUNNER_TEMP is not set}/slurm-factory-verified.XXXXXX")
+  cp -- "$INPUT_BINARIES/$binary" "$dest/$binary"
+  actual=$(sha256_of "$dest/$binary")
+  if [ "$actual" != "$expected" ]; then
+    rm -rf "$dest"
+    die "checksum mismatch for $binary: expected $expected ($sums), got $actual; refusing to run it"
+  fi
+  chmod 0755 "$dest/$binary"
+  log "verified $binary from $INPUT_BINARIES against SHA256SUMS"
+  set_output bin_dir "$dest"
   exit 0
 fi
 
 build_from_source() {
   need cargo "build slurm-factory from source ($1)"
   local target_dir="${CARGO_TARGET_DIR:-$root/target}"
-  echo "::group::cargo build --locked --release ($1)"
+  echo "::group::cargo build --locked --release"
+  log "reason: $1"
   (cd "$root" && cargo build --locked --release --bins)
   echo "::endgroup::"
   [ -x "$target_dir/release/$binary" ] || die "cargo build finished but $target_dir/release/$binary does not exist"
@@ -61,7 +144,7 @@ build_from_source() {
   exit 0
 }
 
-# 2. This repository's own workflows.
+# 3. This repository's plan jobs.
 case "${INPUT_BUILD_FROM_SOURCE:-false}" in
   true | True | TRUE) build_from_source "build_from_source is true" ;;
   false | False | FALSE | "") ;;
@@ -97,37 +180,43 @@ case "$expected" in
 esac
 [ "${#expected}" -eq 64 ] || die "the checksum of $asset in actions/checksums.txt is not a SHA-256"
 
-# 3. Prebuilt, verified release asset.
-dest="${RUNNER_TEMP:?RUNNER_TEMP is not set}/slurm-factory-v${version}-${target}"
-if [ -f "$dest/.sha256" ] && [ "$(cat "$dest/.sha256")" = "$expected" ] && [ -x "$dest/$binary" ]; then
-  echo "reusing verified $asset in $dest"
-  set_output bin_dir "$dest"
-  exit 0
-fi
-need curl "download $asset"
+# 4. Prebuilt, verified release asset.
 need sha256sum "verify $asset"
 need tar "unpack $asset"
+dest="${RUNNER_TEMP:?RUNNER_TEMP is not set}/slurm-factory-v${version}-${target}"
+kept="$dest.tar.gz"
+if [ -f "$kept" ] && [ -f "$dest/$binary" ] && [ "$(sha256_of "$kept")" = "$expected" ]; then
+  # Re-verify the cached binary's own bytes against the copy inside the verified asset.
+  inside=$(tar -xzOf "$kept" -- "$binary" 2> /dev/null | sha256sum | cut -d ' ' -f 1)
+  if [ "$(sha256_of "$dest/$binary")" = "$inside" ] && [ -x "$dest/$binary" ]; then
+    log "reusing $binary from $asset in $dest (SHA-256 re-verified)"
+    set_output bin_dir "$dest"
+    exit 0
+  fi
+  log "the cached $dest/$binary does not match $asset: installing it again"
+fi
+need curl "download $asset"
 repository="${SF_ACTION_REPOSITORY:-}"
 [ -n "$repository" ] || repository="${GITHUB_ACTION_REPOSITORY:-vantagecompute/slurm-factory}"
 case "$repository" in
-  */* ) ;;
+  */*) ;;
   *) die "cannot tell which repository to download $asset from (got '$repository')" ;;
 esac
 server="${GITHUB_SERVER_URL:-https://github.com}"
 url="$server/$repository/releases/download/v${version}/$asset"
 tmp=$(mktemp -d "${RUNNER_TEMP}/slurm-factory-download.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-echo "downloading $url"
+log "downloading $url"
 curl --proto '=https' --tlsv1.2 -fsSL --retry 3 -o "$tmp/$asset" "$url" \
   || die "cannot download $url"
-actual=$(sha256sum "$tmp/$asset" | cut -d ' ' -f 1)
+actual=$(sha256_of "$tmp/$asset")
 if [ "$actual" != "$expected" ]; then
   die "checksum mismatch for $asset: expected $expected (actions/checksums.txt), got $actual; refusing to run it"
 fi
-rm -rf "$dest"
+rm -rf "$dest" "$kept"
 mkdir -p "$dest"
 tar -xzf "$tmp/$asset" -C "$dest"
 [ -x "$dest/$binary" ] || die "$asset does not contain $binary"
-printf '%s\n' "$expected" > "$dest/.sha256"
-echo "installed verified $asset"
+mv -- "$tmp/$asset" "$kept"
+log "installed verified $asset"
 set_output bin_dir "$dest"

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use slurm_factory::cli::{
-    build, fingerprint, main_with, notify, prepare_matrix, sign_and_upload, tarball_publish,
-    test_install, verify, workflows,
+    build, fingerprint, main_with, notify, preflight, prepare_matrix, report, sign_and_upload,
+    tarball_publish, test_install, verify, workflows,
 };
 
 /// Build relocatable Slurm and GCC toolchains with Spack in Docker, sign and publish buildcaches.
@@ -14,7 +14,7 @@ use slurm_factory::cli::{
 #[command(
     name = "slurm-factory",
     version,
-    after_help = "Examples:\n  slurm-factory build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  slurm-factory prepare-matrix --kind slurm\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.asc\n  slurm-factory workflows check"
+    after_help = "Examples:\n  slurm-factory build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  slurm-factory prepare-matrix --kind slurm\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.asc\n  slurm-factory workflows check\n  slurm-factory preflight --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  slurm-factory report"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +43,10 @@ enum Command {
     Fingerprint(fingerprint::Args),
     /// Post a Slack message about a failed run (SLACK_WEBHOOK_URL; no-op when unset)
     Notify(notify::Args),
+    /// Check the signing key, the AWS role and the destination before building
+    Preflight(preflight::Args),
+    /// One Slurm × GCC table and one Slack message for a whole pipeline run
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
             Command::Workflows(a) => workflows::run(a, runner).await,
             Command::Fingerprint(a) => fingerprint::run(a, runner).await,
             Command::Notify(a) => notify::run(a, runner).await,
+            Command::Preflight(a) => preflight::run(a, runner).await,
+            Command::Report(a) => report::run(a, runner).await,
         }
     })
 }

@@ -6,7 +6,7 @@
 //! image, run the steps, and report the outputs (`$GITHUB_OUTPUT` and the job summary).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -113,6 +113,13 @@ pub struct SlurmArgs {
     /// URL of the signed compiler buildcache to take the toolchain from [input: compiler_buildcache]
     #[arg(long)]
     pub compiler_buildcache: Option<String>,
+    /// Pinned fingerprint of the compiler cache's signing key (repeatable; default: the
+    /// catalog's publish.signing_fingerprints) [input: trusted_fingerprints, one per line]
+    #[arg(long = "trusted-fingerprint")]
+    pub trusted_fingerprints: Vec<String>,
+    /// Public key file to trust for the compiler cache (repeatable) [input: trusted_keys]
+    #[arg(long = "trusted-key")]
+    pub trusted_keys: Vec<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonBuildArgs,
@@ -183,6 +190,15 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     std::fs::write(&env_file, render_environment(job, &layout)?)
         .with_context(|| format!("cannot write {}", env_file.display()))?;
     repo::write_to(&layout.host(Area::SpackRepo))?;
+    if let Job::Slurm(s) = job {
+        if s.trusted_keyring.is_empty() {
+            bail!(
+                "no pinned signing key was resolved for {job}: pass --trusted-fingerprint or --trusted-key"
+            );
+        }
+        std::fs::write(layout.host_trusted_keys(), &s.trusted_keyring)
+            .with_context(|| format!("cannot write {}", layout.host_trusted_keys().display()))?;
+    }
     let user = match opts.user {
         Some(u) => u,
         None => UserSpec::current()?,
@@ -338,6 +354,8 @@ struct Resolved {
     publish: Option<(String, String)>,
     key_file: Option<PathBuf>,
     s3: S3Flags,
+    /// The pinned keys a Slurm build trusts.
+    trust: Option<crate::spack::keys::PinnedTrust>,
 }
 
 fn publish_options(common: &CommonBuildArgs, runner: &Runner) -> (Option<PathBuf>, S3Flags) {
@@ -427,6 +445,7 @@ fn resolve_compiler(args: &CompilerArgs, runner: &Runner) -> Result<Resolved> {
         publish,
         key_file,
         s3,
+        trust: None,
     })
 }
 
@@ -475,6 +494,19 @@ fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
         }
         other => bail!("--publish {other:?} is not one of: all, slurm-only, none"),
     };
+    let mut fprs = args.trusted_fingerprints.clone();
+    if fprs.is_empty() {
+        fprs = runner.input_list("trusted_fingerprints");
+    }
+    let mut key_files = args.trusted_keys.clone();
+    if key_files.is_empty() {
+        key_files = runner
+            .input_list("trusted_keys")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+    }
+    let trust = crate::spack::keys::PinnedTrust::resolve(key_files, &fprs, &catalog)?;
     let (key_file, s3) = publish_options(&args.common, runner);
     Ok(Resolved {
         job,
@@ -483,6 +515,7 @@ fn resolve_slurm(args: &SlurmArgs, runner: &Runner) -> Result<Resolved> {
         publish,
         key_file,
         s3,
+        trust: Some(trust),
     })
 }
 
@@ -496,12 +529,13 @@ fn host_arch() -> &'static str {
 
 async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
     let Resolved {
-        job,
+        mut job,
         opts,
         dry_run,
         publish,
         key_file,
         s3,
+        trust,
     } = resolved;
     if dry_run {
         let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
@@ -516,6 +550,9 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
             job.arch(),
             job.arch()
         );
+    }
+    for w in resource_warnings(memory_total(), disk_free(&opts.output_dir)) {
+        runner.warning(&w);
     }
     // The key, the destination, the credentials and the bucket are checked before the
     // (hours-long) build, so a bad secret fails in seconds and nothing is built.
@@ -537,6 +574,16 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
         None => None,
     };
 
+    // The pinned keys are resolved before the build, like the publish key: a wrong pin fails
+    // in seconds, and the build trusts nothing the mirror chose.
+    if let (Some(trust), Job::Slurm(s)) = (&trust, &mut job) {
+        s.trusted_keyring = trust.keyring(&s.compiler_mirror).await.with_context(|| {
+            format!(
+                "cannot resolve the pinned signing key(s) of the compiler buildcache {}, so nothing was built",
+                s.compiler_mirror
+            )
+        })?;
+    }
     let outcome = execute(&job, &opts, &runner).await?;
     report(&job, &outcome, &runner)?;
     if let Some(err) = outcome.error() {
@@ -548,6 +595,50 @@ async fn run(resolved: Resolved, runner: Runner) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Memory a leg needs: the runner requirement is 32 GB; the kernel reports a little less.
+pub const LEG_MEMORY_BYTES: u64 = 30 * 1024 * 1024 * 1024;
+/// Free disk a leg needs under its output directory (stages, install tree, view, buildcache and
+/// caches of a GPU Slurm build, with headroom; the runner requirement is a 500 GB disk).
+pub const LEG_DISK_BYTES: u64 = 200 * 1000 * 1000 * 1000;
+
+/// Warnings for a runner below what a leg needs (`None`: could not be measured).
+pub fn resource_warnings(memory: Option<u64>, disk_free: Option<u64>) -> Vec<String> {
+    let gb = |b: u64| b as f64 / 1e9;
+    let mut out = Vec::new();
+    if let Some(m) = memory.filter(|m| *m < LEG_MEMORY_BYTES) {
+        out.push(format!(
+            "this runner has {:.1} GB of memory; a leg needs about {:.0} GB (runner requirement: 32 GB). Expect the build to fail or swap",
+            gb(m),
+            gb(LEG_MEMORY_BYTES)
+        ));
+    }
+    if let Some(d) = disk_free.filter(|d| *d < LEG_DISK_BYTES) {
+        out.push(format!(
+            "only {:.1} GB are free under the output directory; a leg needs about {:.0} GB (runner requirement: a 500 GB disk). Free space or pass --output-dir on a larger disk",
+            gb(d),
+            gb(LEG_DISK_BYTES)
+        ));
+    }
+    out
+}
+
+/// `MemTotal` of /proc/meminfo in bytes.
+fn memory_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Bytes available to unprivileged users on the file system of `dir` (or of its nearest
+/// existing ancestor: the output directory is created later).
+fn disk_free(dir: &Path) -> Option<u64> {
+    let abs = std::path::absolute(dir).ok()?;
+    let existing = abs.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(existing).ok()?;
+    st.f_bavail.checked_mul(st.f_frsize)
 }
 
 /// Writes a finished build's outputs to `$GITHUB_OUTPUT` and its summary to the job summary.
@@ -634,4 +725,21 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
 pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
     let resolved = resolve_slurm(&args, &runner)?;
     run(resolved, runner).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runners_below_a_legs_needs_get_a_warning_each() {
+        assert!(resource_warnings(Some(LEG_MEMORY_BYTES), Some(LEG_DISK_BYTES)).is_empty());
+        assert!(resource_warnings(None, None).is_empty());
+        let w = resource_warnings(Some(8 << 30), Some(50_000_000_000));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("8.6 GB of memory"), "{}", w[0]);
+        assert!(w[1].contains("only 50.0 GB are free"), "{}", w[1]);
+        assert!(disk_free(Path::new("/definitely/not/here")).is_some());
+        assert!(memory_total().is_some_and(|m| m > 0));
+    }
 }

@@ -52,6 +52,35 @@ pub struct Message {
     pub run_url: Option<String>,
 }
 
+/// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
+/// GITHUB_RUN_ID; `None` outside Actions.
+pub fn run_url(runner: &Runner) -> Option<String> {
+    let server = runner
+        .var("GITHUB_SERVER_URL")
+        .unwrap_or("https://github.com");
+    let repo = runner.var("GITHUB_REPOSITORY")?;
+    let id = runner.var("GITHUB_RUN_ID")?;
+    let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));
+    if let Some(attempt) = runner.var("GITHUB_RUN_ATTEMPT").filter(|a| *a != "1") {
+        url.push_str(&format!("/attempts/{attempt}"));
+    }
+    Some(url)
+}
+
+/// The webhook from SLACK_WEBHOOK_URL, masked and validated; `None` when it is unset or empty.
+pub fn webhook(runner: &Runner) -> Result<Option<reqwest::Url>> {
+    let Some(url) = runner
+        .var(WEBHOOK_VAR)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+    else {
+        return Ok(None);
+    };
+    runner.add_mask(url.expose());
+    validate_webhook(&url).map(Some)
+}
+
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
 pub fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -67,18 +96,8 @@ impl Message {
                 .or_else(|| runner.var(var).filter(|v| !v.is_empty()).map(str::to_owned))
                 .unwrap_or_else(|| default.to_owned())
         };
-        let run_url = super::flag_or_input(args.run_url.clone(), runner, "run_url").or_else(|| {
-            let server = runner
-                .var("GITHUB_SERVER_URL")
-                .unwrap_or("https://github.com");
-            let repo = runner.var("GITHUB_REPOSITORY")?;
-            let id = runner.var("GITHUB_RUN_ID")?;
-            let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));
-            if let Some(attempt) = runner.var("GITHUB_RUN_ATTEMPT").filter(|a| *a != "1") {
-                url.push_str(&format!("/attempts/{attempt}"));
-            }
-            Some(url)
-        });
+        let run_url = super::flag_or_input(args.run_url.clone(), runner, "run_url")
+            .or_else(|| run_url(runner));
         Message {
             pipeline: pick(
                 &args.pipeline,
@@ -135,11 +154,17 @@ pub fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
 
 /// Posts `msg` to the webhook, retrying once on a 5xx, 429 or transport error.
 pub async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
+    post_text(url, &msg.text()).await
+}
+
+/// Posts one message with mrkdwn `text` to the webhook, retrying once on a 5xx, 429 or
+/// transport error. Errors never contain the URL.
+pub async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
         .context("cannot build the HTTP client")?;
-    let body = msg.payload();
+    let body = serde_json::json!({ "text": text });
     let mut last = String::new();
     for attempt in 0..2 {
         if attempt > 0 {
@@ -168,20 +193,13 @@ pub async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
 /// Runs `notify`.
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let msg = Message::resolve(&args, &runner);
-    let Some(url) = runner
-        .var(WEBHOOK_VAR)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(Secret::new)
-    else {
+    let Some(url) = webhook(&runner)? else {
         runner.notice(&format!(
             "{WEBHOOK_VAR} is not set: no Slack message sent for {} ({}). Add it as a repository secret to be notified of failed runs.",
             msg.pipeline, msg.leg
         ));
         return Ok(());
     };
-    runner.add_mask(url.expose());
-    let url = validate_webhook(&url)?;
     post(url, &msg).await?;
     runner.info(&format!(
         "posted a Slack message: {} {} ({})",

@@ -211,6 +211,43 @@ impl Publisher {
         })
     }
 
+    /// Proves the destination accepts the writes publishing makes, leaving nothing behind: on
+    /// S3 the index's conditional-write probe ([`crate::s3::index::probe_write_mode`]: a probe
+    /// object created with `If-None-Match: *`, created again to see it refused, deleted); on a
+    /// `file://` mirror a probe file created only if absent, then removed. Used by preflight.
+    pub async fn probe_write(&self, runner: &Runner) -> Result<()> {
+        match &self.target {
+            Target::Nothing => Ok(()),
+            Target::S3(t) => {
+                let mode = crate::s3::index::probe_write_mode(&t.conn.client, &t.url).await?;
+                if mode != crate::s3::index::WriteMode::Conditional {
+                    runner.warning(&format!(
+                        "{} does not honour conditional writes (If-None-Match); publishing will fall back to a lease lock, which is best-effort when legs publish to one prefix at the same time",
+                        t.url
+                    ));
+                }
+                Ok(())
+            }
+            Target::Local { dest, .. } => {
+                let key = format!(".slurm-factory-probe-{}", uuid::Uuid::new_v4().simple());
+                dest.put(
+                    &key,
+                    b"preflight".to_vec(),
+                    storage::PutOptions {
+                        precondition: storage::Precondition::IfAbsent,
+                        ..storage::PutOptions::default()
+                    },
+                )
+                .await
+                .with_context(|| format!("cannot write to {}", dest.url()))?;
+                let path = dest.path(&key)?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove the probe {}", path.display()))?;
+                Ok(())
+            }
+        }
+    }
+
     /// Signs the unsigned buildcache at `source`, publishes it, and writes the step outputs
     /// (`buildcache-url`, `specs-published`, `bytes-uploaded`) and the job summary.
     pub async fn publish(self, runner: &Runner, source: &std::path::Path) -> Result<()> {

@@ -6,11 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use super::{bool_flag_or_input, flag_or_input};
-use crate::buildcache::storage;
 use crate::cluster;
 use crate::gha::Runner;
-use crate::install::{self, Request, Source, buildcache::SpecQuery, extract::Limits};
-use crate::pgp::TrustedKeys;
+use crate::install::{self, Request, What, extract::Limits};
 
 /// Install from a signed buildcache or a signed relocatable tarball without Spack, verifying
 /// every signature and checksum first, then smoke-test the result. Exits non-zero when
@@ -106,44 +104,21 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     .map(PathBuf::from)
     .collect();
     let fingerprints = list(args.trusted_fingerprints, &runner, "trusted_fingerprints");
-    let mut trusted = TrustedKeys::new();
-    for f in &key_files {
-        let bytes = std::fs::read(f)
-            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
-        for fpr in trusted
-            .add_armored(&bytes)
-            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?
-        {
-            runner.info(&format!("trusting {fpr} (from {})", f.display()));
-        }
-    }
-    let source = match (buildcache, tarball, check_only) {
-        (Some(url), None, false) => {
-            let spec = flag_or_input(args.spec, &runner, "spec")
-                .context("--buildcache needs --spec <name|name@version|/hash>")?;
-            let storage = storage::open_local_or_explain(&url).map(|s| Box::new(s) as Box<_>)?;
-            if !fingerprints.is_empty() {
-                bail!(
-                    "--trusted-fingerprint is not supported yet; pass the key file with --trusted-key"
-                );
-            }
-            Source::Buildcache {
-                storage,
-                spec: SpecQuery::parse(&spec)?,
-            }
-        }
-        (None, Some(t), false) => Source::Tarball(t),
-        (None, None, true) => Source::Nothing,
+    let what = match (buildcache, tarball, check_only) {
+        (Some(url), None, false) => What::Buildcache {
+            url,
+            spec: flag_or_input(args.spec, &runner, "spec")
+                .context("--buildcache needs --spec <name|name@version|/hash>")?,
+        },
+        (None, Some(t), false) => What::Tarball(t),
+        (None, None, true) => What::Nothing,
         (None, None, false) => bail!(
             "nothing to install: pass --buildcache <url> --spec <spec>, --tarball <file|url>, or --check-only"
         ),
         _ => bail!("give exactly one of --buildcache, --tarball and --check-only"),
     };
-    if !matches!(source, Source::Nothing) && trusted.is_empty() {
-        bail!(
-            "no trusted keys: pass --trusted-key <public key file> (or --trusted-fingerprint for a buildcache); nothing is installed unverified"
-        );
-    }
+    let (source, trusted) =
+        install::prepare(what, &key_files, &fingerprints, allow_http, &runner).await?;
     let report = install::run(
         Request {
             source,

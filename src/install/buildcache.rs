@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
 use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
 use crate::buildcache::layout::{self, BlobRecord, SpecId};
-use crate::buildcache::{Storage, check_blob, read_index, spec_nodes};
+use crate::buildcache::{Storage, read_index, verify};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 
 /// Which spec to install: `name`, `name@version`, `/hash`, `name/hash` or `name@version/hash`
@@ -218,7 +218,7 @@ impl Node {
     }
 }
 
-/// A spec whose manifest signature and blobs verified.
+/// A spec that the core verified ([`verify::verify_spec`]), with what the installer needs.
 #[derive(Debug, Clone)]
 struct VerifiedSpec {
     node: Node,
@@ -228,33 +228,26 @@ struct VerifiedSpec {
     dag: BTreeMap<String, Node>,
 }
 
-/// Verifies the manifest of `id` (signature against `trusted`, every blob's size and sha256,
-/// the spec blob describing `id`) and returns what it signs.
-async fn verify_spec(
+/// Verifies `id` with the buildcache core (signature against `trusted`, the manifest parsed
+/// from the signed text only, every blob's size and sha256, the spec blob describing `id`) and
+/// reads the installer's view of it. Unsigned manifests are never accepted here.
+async fn verified(
     storage: &dyn Storage,
     trusted: &TrustedKeys,
     id: &SpecId,
 ) -> Result<VerifiedSpec> {
-    let key = id.manifest_key();
-    let stored = storage
-        .get(&key)
+    let v = verify::verify_spec(storage, trusted, id, &verify::VerifyOptions::default())
         .await
-        .and_then(|o| o.with_context(|| format!("{key} is missing")))
-        .with_context(|| format!("{id}: cannot read its spec manifest {key}"))?
-        .bytes;
-    let verified = trusted.verify_cleartext(&stored).map_err(|e| {
-        anyhow::anyhow!("{id}: the spec manifest {key} failed signature verification: {e}")
-    })?;
-    // Only the signed text is parsed.
-    let manifest = layout::Manifest::from_json(&verified.text)
-        .with_context(|| format!("{id}: the signed manifest {key} is malformed"))?;
-    for rec in &manifest.data {
-        if let Err(p) = check_blob(storage, rec).await? {
-            bail!("{id}: {p}; the buildcache is damaged or was tampered with");
-        }
-    }
-    let nodes = spec_nodes(storage, id, &key, &manifest, layout::SPEC_JSON_MAX_BYTES).await?;
-    let dag: BTreeMap<String, Node> = nodes
+        .map_err(|r| {
+            anyhow::anyhow!(
+                "{r}; the buildcache is damaged, was tampered with, or is not signed by a trusted key"
+            )
+        })?;
+    let signer = v
+        .signer
+        .with_context(|| format!("{id}: the manifest is not signed"))?;
+    let dag: BTreeMap<String, Node> = v
+        .nodes
         .iter()
         .map(|n| Node::parse(&n.raw).map(|p| (p.hash.clone(), p)))
         .collect::<Result<_>>()
@@ -263,14 +256,15 @@ async fn verify_spec(
         .get(&id.hash)
         .cloned()
         .with_context(|| format!("{id}: the spec blob does not describe it"))?;
-    let tarball = manifest
+    let tarball = v
+        .manifest
         .blob(layout::TARBALL_MEDIA_TYPE)
         .cloned()
         .with_context(|| format!("{id}: the manifest lists no install tarball"))?;
     Ok(VerifiedSpec {
         node,
         tarball,
-        signer: verified.signer,
+        signer,
         dag,
     })
 }
@@ -373,7 +367,7 @@ pub async fn install(
         bail!("--prefix {} must be an absolute path", root.display());
     }
     let root_id = find(storage, query).await?;
-    let root_spec = verify_spec(storage, trusted, &root_id).await?;
+    let root_spec = verified(storage, trusted, &root_id).await?;
 
     let order = runtime_closure(&root_id.hash, &root_spec.dag)?;
 
@@ -383,7 +377,7 @@ pub async fn install(
             specs.push(root_spec.clone());
         } else {
             let id = root_spec.dag[h].id();
-            specs.push(verify_spec(storage, trusted, &id).await?);
+            specs.push(verified(storage, trusted, &id).await?);
         }
     }
     let new_prefix_of: BTreeMap<String, PathBuf> = root_spec

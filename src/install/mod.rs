@@ -20,11 +20,12 @@ pub mod tarball;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::buildcache::Storage;
+use crate::buildcache::trust::{load_key_files, pinned_keys};
 use crate::gha::Runner;
-use crate::pgp::TrustedKeys;
+use crate::pgp::{KeyFingerprint, TrustedKeys};
 use summary::{Check, Report};
 
 /// What to install.
@@ -41,6 +42,78 @@ pub enum Source {
     Tarball(String),
     /// Nothing: only run the smoke checks on an existing prefix.
     Nothing,
+}
+
+/// What the user asked to install, before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// `--buildcache <url> --spec <spec>`.
+    Buildcache {
+        /// The buildcache URL.
+        url: String,
+        /// The `--spec` text.
+        spec: String,
+    },
+    /// `--tarball <file|url>`.
+    Tarball(String),
+    /// `--check-only`.
+    Nothing,
+}
+
+/// Opens what `what` names and resolves the trusted keys: every key file, plus, for a
+/// buildcache, the key it publishes under exactly each pinned fingerprint
+/// ([`crate::buildcache::trust::pinned_keys`]; a published key that was not pinned is never
+/// trusted). Refuses to go on without a trusted key unless nothing is installed.
+pub async fn prepare(
+    what: What,
+    key_files: &[PathBuf],
+    fingerprints: &[String],
+    allow_insecure_http: bool,
+    runner: &Runner,
+) -> Result<(Source, TrustedKeys)> {
+    let fprs: Vec<KeyFingerprint> = fingerprints
+        .iter()
+        .map(|f| {
+            f.parse().with_context(|| {
+                format!(
+                    "--trusted-fingerprint {f:?} is not a full 40-hex-digit OpenPGP v4 fingerprint"
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (source, trusted) = match what {
+        What::Buildcache { url, spec } => {
+            let spec = buildcache::SpecQuery::parse(&spec)?;
+            let storage: Box<dyn Storage> =
+                Box::new(crate::buildcache::storage::open_local_or_explain(&url)?);
+            let trusted = pinned_keys(storage.as_ref(), key_files, &fprs).await?;
+            (Source::Buildcache { storage, spec }, trusted)
+        }
+        other => {
+            if !fprs.is_empty() {
+                bail!(
+                    "--trusted-fingerprint resolves keys a buildcache publishes; for a tarball pass the key file with --trusted-key"
+                );
+            }
+            let mut trusted = TrustedKeys::new();
+            load_key_files(&mut trusted, key_files)?;
+            let source = match other {
+                What::Tarball(t) => Source::Tarball(t),
+                _ => Source::Nothing,
+            };
+            (source, trusted)
+        }
+    };
+    for f in trusted.fingerprints() {
+        runner.info(&format!("trusting {f}"));
+    }
+    let _ = allow_insecure_http;
+    if !matches!(source, Source::Nothing) && trusted.is_empty() {
+        bail!(
+            "no trusted keys: pass --trusted-key <public key file> (or --trusted-fingerprint <fpr> for a buildcache); nothing is installed unverified"
+        );
+    }
+    Ok((source, trusted))
 }
 
 /// A `test-install` run.

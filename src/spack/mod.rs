@@ -17,6 +17,7 @@ use crate::catalog::{Arch, Catalog, GccVersion, SlurmRelease};
 use crate::gha::Runner;
 
 pub mod env;
+pub mod keys;
 pub mod repo;
 pub mod stats;
 
@@ -27,6 +28,10 @@ use env::{
 
 /// Install-tree padding that lets binaries relocate (without it: "CannotGrowString").
 pub const PADDED_LENGTH: u32 = 128;
+
+/// File name (in the environment directory) of the armored public keys a Slurm build trusts:
+/// the keys pinned by fingerprint or given as files, checked by the host before the build.
+pub const TRUSTED_KEYS_FILE: &str = "trusted-keys.asc";
 
 /// Where the build directory tree is mounted inside the build container.
 pub const CONTAINER_ROOT: &str = "/slurm-factory";
@@ -94,6 +99,9 @@ pub struct SlurmJob {
     pub compiler_mirror: String,
     /// URL of an existing signed Slurm buildcache to reuse dependencies from, if any.
     pub slurm_mirror: Option<String>,
+    /// The pinned public keys the build trusts (armored), checked by the host against the
+    /// pinned fingerprints before the build; placed at [`Layout::host_trusted_keys`].
+    pub trusted_keyring: Vec<u8>,
 }
 
 impl Job {
@@ -326,10 +334,13 @@ impl Job {
         let cache = layout.container(Area::Buildcache);
         let mut steps = Vec::new();
         if matches!(self, Job::Slurm(_)) {
+            // Only the pinned keys the host checked and placed in the environment directory;
+            // never what a mirror publishes (`spack buildcache keys --install --trust`).
+            let keys = layout.container_trusted_keys();
             steps.push(Step::new(
                 "trust-keys",
-                "Trust the signing keys of the compiler and Slurm buildcaches",
-                spack(&["buildcache", "keys", "--install", "--trust"]),
+                "Trust the pinned signing keys of the compiler and Slurm buildcaches",
+                spack(&["gpg", "trust", &keys]),
             ));
         }
         steps.push(Step::new(
@@ -426,6 +437,7 @@ impl SlurmJobRequest {
             spack_target,
             compiler_mirror,
             slurm_mirror,
+            trusted_keyring: Vec::new(),
         }))
     }
 }
@@ -592,7 +604,14 @@ pub enum Area {
     SpackRepo,
 }
 
+/// The directory under an output directory that holds one namespace per build.
+pub const BUILDS_DIR: &str = "builds";
+
 impl Area {
+    /// The areas a pipeline keeps as the leg's artifact: the logs and (on failure) the debug
+    /// bundle. See [`Layout::artifact_globs`].
+    pub const ARTIFACTS: [Area; 2] = [Area::Logs, Area::Debug];
+
     /// Every area, in creation order.
     pub const ALL: [Area; 11] = [
         Area::Env,
@@ -680,7 +699,17 @@ impl Layout {
 
     /// The namespace directory on the host.
     pub fn build_dir(&self) -> PathBuf {
-        self.output.join("builds").join(self.namespace.as_str())
+        self.output.join(BUILDS_DIR).join(self.namespace.as_str())
+    }
+
+    /// Glob patterns, relative to an output directory, matching every file of the
+    /// [`Area::ARTIFACTS`] of any build under it. The pipelines upload exactly these (the
+    /// generator reads them), so what a failed build writes is what the run keeps.
+    pub fn artifact_globs() -> Vec<String> {
+        Area::ARTIFACTS
+            .iter()
+            .map(|a| format!("{BUILDS_DIR}/*/{}/**", a.dir()))
+            .collect()
     }
 
     /// The shared cache directory on the host.
@@ -701,6 +730,16 @@ impl Layout {
     /// The shared cache directory in the container.
     pub fn container_cache_dir(&self) -> String {
         format!("{CONTAINER_ROOT}/cache")
+    }
+
+    /// The pinned public keys a Slurm build trusts, on the host (written before the build).
+    pub fn host_trusted_keys(&self) -> PathBuf {
+        self.host(Area::Env).join(TRUSTED_KEYS_FILE)
+    }
+
+    /// The pinned public keys a Slurm build trusts, in the container.
+    pub fn container_trusted_keys(&self) -> String {
+        format!("{}/{TRUSTED_KEYS_FILE}", self.container(Area::Env))
     }
 
     /// An area in the container.

@@ -18,7 +18,9 @@
 //! is SHA-pinned, with a `# vX.Y.Z` comment); no `${{ … }}` inside `run:` (values go through
 //! `env:`); every permission carries a reason (written as a comment); the workflow's top-level
 //! permissions are `{}`; `actions/checkout` always gets `persist-credentials: false`; secrets are
-//! passed by name, never `secrets: inherit`; publishing jobs (`environment: release`) use no cache.
+//! passed by name, never `secrets: inherit`; publishing jobs (`environment: release`) use no cache;
+//! a secret reaches only a declared secret input of one of our actions (`with:`), never a step's
+//! `env:`, a job's env or a third-party action, so only the step that runs our binary sees it.
 //!
 //! [`check`] re-renders in memory and reports drift as unified diffs; [`generate`] writes the
 //! files. The CLI is `slurm-factory workflows generate|check`.
@@ -39,6 +41,8 @@ use source::{
 
 /// Directory of the sources, relative to the repository root.
 pub const SOURCE_DIR: &str = "workflows-src";
+/// Template macros shared by every source, under [`SOURCE_DIR`].
+pub const MACROS_FILE: &str = "macros.jinja";
 /// Directory of the generated workflows.
 pub const WORKFLOWS_DIR: &str = ".github/workflows";
 /// Directory of the composite actions.
@@ -134,6 +138,63 @@ fn rust_version(root: &Path) -> Result<String> {
         .with_context(|| format!("{} has no rust-version", path.display()))
 }
 
+/// One architecture the release (and a pipeline's binaries job) builds static binaries for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseTarget {
+    /// The catalog's architecture name (`matrix.arch`).
+    pub arch: &'static str,
+    /// The Rust target triple.
+    pub target: &'static str,
+    /// The GitHub-hosted runner that builds it natively.
+    pub runner: &'static str,
+}
+
+/// The static musl targets of the release and of the pipelines' binaries jobs.
+pub const RELEASE_TARGETS: &[ReleaseTarget] = &[
+    ReleaseTarget {
+        arch: "amd64",
+        target: "x86_64-unknown-linux-musl",
+        runner: "ubuntu-24.04",
+    },
+    ReleaseTarget {
+        arch: "arm64",
+        target: "aarch64-unknown-linux-musl",
+        runner: "ubuntu-24.04-arm",
+    },
+];
+
+/// The `[[bin]]` names of the crate's `Cargo.toml`, in file order.
+fn bin_names(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+            continue;
+        }
+        if in_bin
+            && let Some(rest) = line.strip_prefix("name")
+            && let Some(v) = rest.trim_start().strip_prefix('=')
+        {
+            let name = v.trim().trim_matches('"').to_owned();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+                bail!(
+                    "{}: [[bin]] name {name:?} is not a binary name",
+                    path.display()
+                );
+            }
+            out.push(name);
+        }
+    }
+    if out.is_empty() {
+        bail!("{} declares no [[bin]]", path.display());
+    }
+    Ok(out)
+}
+
 fn template_env() -> Result<minijinja::Environment<'static>> {
     let mut env = minijinja::Environment::new();
     env.set_syntax(
@@ -188,10 +249,27 @@ impl Sources {
             slurm_compiler_list => join(slurm_compilers.clone()),
             slurm_compiler_count => slurm_compilers.len(),
             slurm_legs => slurm_compilers.len() * catalog.slurm_versions().len(),
+            artifact_globs => crate::spack::Layout::artifact_globs(),
+            binaries => bin_names(root)?.join(" "),
+            release_targets => RELEASE_TARGETS
+                .iter()
+                .map(|t| minijinja::context! { arch => t.arch, target => t.target, runner => t.runner })
+                .collect::<Vec<_>>(),
+            release_targets_json => serde_json::to_string(
+                &RELEASE_TARGETS
+                    .iter()
+                    .map(|t| serde_json::json!({ "arch": t.arch, "target": t.target, "runner": t.runner }))
+                    .collect::<Vec<_>>(),
+            )?,
         };
+        // Macros shared by every source (the build pipelines' common jobs and steps).
+        let macros_path = src.join(MACROS_FILE);
+        let macros = std::fs::read_to_string(&macros_path)
+            .with_context(|| format!("cannot read {}", macros_path.display()))?;
         let expand = |path: &Path| -> Result<String> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = format!("{macros}{text}");
             env.render_named_str(&rel(root, path), &text, ctx.clone())
                 .map_err(|e| anyhow::anyhow!("{}: template error: {e:#}", rel(root, path)))
         };
@@ -471,6 +549,11 @@ fn render_workflow(s: &Sources, stem: &str, w: &WorkflowSource) -> Result<String
     emit::document(&head, &Node::Map(top))
 }
 
+/// Whether an expression passes a secret or the job's token.
+fn holds_secret(value: &str) -> bool {
+    value.contains("secrets.") || value.contains("github.token")
+}
+
 fn check_env(env: &Ordered<String>, what: &str) -> Result<()> {
     for (k, v) in env.iter() {
         if !k
@@ -648,14 +731,45 @@ fn render_step(s: &Sources, st: &Step) -> Result<Node> {
         for (k, v) in st.with.iter() {
             with.push(Entry::new(k.clone(), Node::from_yaml(v)?));
         }
-        if uses.starts_with("./actions/") {
+        if let Some(local) = uses.strip_prefix("./actions/") {
             if st.with.get(BUILD_FROM_SOURCE_INPUT).is_some() {
                 bail!(
                     "{BUILD_FROM_SOURCE_INPUT} is set by the generator for local actions; remove it"
                 );
             }
-            // This repository's own workflows run the actions from the checked-out source.
-            with.push(Entry::new(BUILD_FROM_SOURCE_INPUT, Node::bool(true)));
+            let action = s
+                .actions
+                .iter()
+                .find(|(stem, _)| stem == local)
+                .map(|(_, a)| a)
+                .with_context(|| format!("{uses}: no {SOURCE_DIR}/actions/{local}.yaml"))?;
+            for (k, v) in st.with.iter() {
+                let declared = k == BINARIES_INPUT
+                    || action.inputs.get(k).is_some()
+                    || action.secrets.get(k).is_some();
+                if !declared {
+                    bail!("{uses} has no input {k:?}");
+                }
+                let holds_secret = matches!(v, yaml_serde::Value::String(x) if holds_secret(x));
+                if holds_secret && action.secrets.get(k).is_none() {
+                    bail!(
+                        "{uses}: input {k} receives a secret but is not one of the action's `secrets:` (only those stay in the step that runs the binary)"
+                    );
+                }
+            }
+            // Without prebuilt binaries (the plan job), this repository's own workflows build
+            // the actions from the checked-out source.
+            if st.with.get(BINARIES_INPUT).is_none() {
+                with.push(Entry::new(BUILD_FROM_SOURCE_INPUT, Node::bool(true)));
+            }
+        }
+        if !uses.starts_with("./actions/")
+            && st
+                .with
+                .iter()
+                .any(|(_, v)| matches!(v, yaml_serde::Value::String(x) if holds_secret(x)))
+        {
+            bail!("{uses} is third-party code: it must not receive a secret");
         }
         if uses == "actions/checkout" {
             match st.with.get("persist-credentials") {
@@ -675,6 +789,11 @@ fn render_step(s: &Sources, st: &Step) -> Result<Node> {
     }
     if !st.env.is_empty() {
         check_env(&st.env, "step env")?;
+        if st.env.iter().any(|(_, v)| v.contains("secrets.")) {
+            bail!(
+                "step env holds a secret: pass it to one of our actions as a secret input (`with:`), so only the step that runs our binary sees it"
+            );
+        }
         e.push(Entry::new("env", str_map(&st.env)));
     }
     if let Some(run) = &st.run {
@@ -711,6 +830,8 @@ fn render_step(s: &Sources, st: &Step) -> Result<Node> {
 
 /// The input of every action that makes the install script build from source.
 pub const BUILD_FROM_SOURCE_INPUT: &str = "build_from_source";
+/// The input of every action that names a directory of prebuilt, checksummed binaries.
+pub const BINARIES_INPUT: &str = "binaries";
 
 fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
     let mut head = Vec::new();
@@ -726,10 +847,13 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    if !a.environment.is_empty() {
-        about.push_str("\nEnvironment variables read (set them on the step with `env:`):\n");
-        for (k, v) in a.environment.iter() {
-            about.push_str(&format!("  {k}: {v}\n"));
+    if !a.secrets.is_empty() {
+        about.push_str(
+            "\nSecret inputs: pass them with `with:` (never `env:`, which a composite action hands to\n\
+             every inner step). Only the step that runs the binary sees them, as these variables:\n",
+        );
+        for (k, v) in a.secrets.iter() {
+            about.push_str(&format!("  {k} -> {}\n", v.env));
         }
     }
     header(
@@ -737,13 +861,33 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         &[format!("{SOURCE_DIR}/actions/{stem}.yaml")],
         &about,
     );
-    if a.inputs.get(BUILD_FROM_SOURCE_INPUT).is_some() {
-        bail!("{BUILD_FROM_SOURCE_INPUT} is added to every action by the generator; remove it");
+    for reserved in [BUILD_FROM_SOURCE_INPUT, BINARIES_INPUT] {
+        if a.inputs.get(reserved).is_some() || a.secrets.get(reserved).is_some() {
+            bail!("{reserved} is added to every action by the generator; remove it");
+        }
+    }
+    for (name, secret) in a.secrets.iter() {
+        if a.inputs.get(name).is_some() {
+            bail!("{name} is both an input and a secret input");
+        }
+        if secret.env.is_empty()
+            || !secret
+                .env
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            || secret.env.starts_with("INPUT_")
+        {
+            bail!(
+                "secret {name}: env {:?} must be an UPPER_SNAKE_CASE variable (not INPUT_*)",
+                secret.env
+            );
+        }
     }
     for name in a
         .inputs
         .iter()
         .map(|(k, _)| k)
+        .chain(a.secrets.iter().map(|(k, _)| k))
         .chain(a.outputs.iter().map(|(k, _)| k))
     {
         if !name
@@ -778,6 +922,35 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         }
         inputs.push(Entry::new(name.clone(), Node::Map(e)));
     }
+    for (name, secret) in a.secrets.iter() {
+        inputs.push(Entry::new(
+            name.clone(),
+            Node::Map(vec![
+                Entry::new(
+                    "description",
+                    Node::str(format!(
+                        "{} A secret: pass it with `with:`; only the step that runs {} sees it (as {}).",
+                        secret.description.trim(),
+                        a.binary,
+                        secret.env
+                    )),
+                ),
+                Entry::new("required", Node::bool(false)),
+            ]),
+        ));
+    }
+    inputs.push(Entry::new(
+        BINARIES_INPUT,
+        Node::Map(vec![
+            Entry::new(
+                "description",
+                Node::str(
+                    "Directory of slurm-factory binaries with a SHA256SUMS file (the artifact of a pipeline's binaries job): each binary is verified against it before it runs.",
+                ),
+            ),
+            Entry::new("required", Node::bool(false)),
+        ]),
+    ));
     inputs.push(Entry::new(
         BUILD_FROM_SOURCE_INPUT,
         Node::Map(vec![
@@ -816,6 +989,10 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
                     "INPUT_BUILD_FROM_SOURCE",
                     Node::str(format!("${{{{ inputs.{BUILD_FROM_SOURCE_INPUT} }}}}")),
                 ),
+                Entry::new(
+                    "INPUT_BINARIES",
+                    Node::str(format!("${{{{ inputs.{BINARIES_INPUT} }}}}")),
+                ),
                 Entry::new("SF_BINARY", Node::str(a.binary.clone())),
                 Entry::new(
                     "SF_ACTION_REPOSITORY",
@@ -835,6 +1012,12 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
     for (name, _) in a.inputs.iter() {
         env.push(Entry::new(
             crate::gha::Runner::input_var(name),
+            Node::str(format!("${{{{ inputs.{name} }}}}")),
+        ));
+    }
+    for (name, secret) in a.secrets.iter() {
+        env.push(Entry::new(
+            secret.env.clone(),
             Node::str(format!("${{{{ inputs.{name} }}}}")),
         ));
     }
@@ -881,25 +1064,43 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
     emit::document(&head, &Node::Map(top))
 }
 
-/// Every `matrix.<field>` a generated workflow reads, by workflow file (for the contract test
-/// against `prepare-matrix`'s output).
+/// Every `matrix.<field>` the jobs of a generated workflow read whose matrix is the plan job's
+/// (`fromJson(needs.plan.outputs.matrix)`), by workflow file (for the contract test against
+/// `prepare-matrix`'s output). Jobs with another matrix (the binaries job's) are left out.
 pub fn matrix_fields(files: &[GeneratedFile]) -> BTreeMap<PathBuf, Vec<String>> {
     let mut out = BTreeMap::new();
     for f in files {
+        let Ok(doc) = yaml_serde::from_str::<yaml_serde::Value>(&f.contents) else {
+            continue;
+        };
+        let Some(jobs) = doc.get("jobs").and_then(|j| j.as_mapping()) else {
+            continue;
+        };
         let mut fields: Vec<String> = Vec::new();
-        let mut rest = f.contents.as_str();
-        while let Some(i) = rest.find("matrix.") {
-            let before = rest[..i].chars().last();
-            rest = &rest[i + "matrix.".len()..];
-            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        for (_, job) in jobs {
+            let planned = job
+                .get("strategy")
+                .and_then(|s| s.get("matrix"))
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m.contains("needs.plan.outputs.matrix"));
+            if !planned {
                 continue;
             }
-            let field: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !field.is_empty() && !fields.contains(&field) {
-                fields.push(field);
+            let text = yaml_serde::to_string(job).unwrap_or_default();
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("matrix.") {
+                let before = rest[..i].chars().last();
+                rest = &rest[i + "matrix.".len()..];
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let field: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !field.is_empty() && !fields.contains(&field) {
+                    fields.push(field);
+                }
             }
         }
         if !fields.is_empty() {

@@ -271,9 +271,10 @@ pub struct ActionSource {
     pub args: Vec<String>,
     /// Marketplace branding.
     pub branding: Branding,
-    /// Environment variables the binary reads besides its inputs (secrets), documented in the header.
+    /// Secret inputs: each reaches only the step that runs the binary, as the environment
+    /// variable the binary reads (never `INPUT_<NAME>`, never the install step).
     #[serde(default)]
-    pub environment: Ordered<String>,
+    pub secrets: Ordered<SecretInput>,
     /// Inputs; each reaches the binary as `INPUT_<NAME>`.
     #[serde(default)]
     pub inputs: Ordered<Input>,
@@ -310,6 +311,16 @@ pub struct Input {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputDoc {
+    /// What it holds.
+    pub description: String,
+}
+
+/// One secret input of an action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInput {
+    /// The environment variable the binary reads it from.
+    pub env: String,
     /// What it holds.
     pub description: String,
 }

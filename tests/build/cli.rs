@@ -7,6 +7,9 @@ use slurm_factory::catalog::Catalog;
 
 use crate::common::scrubbed;
 
+/// The fixture signing key, pinned for the Slurm builds below.
+const FIXTURE_FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -25,6 +28,7 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
             for gpu in [false, true] {
                 let mut cmd = scrubbed("build-slurm");
                 cmd.args(["--dry-run", "--slurm-version", rel.version.as_str()])
+                    .args(["--trusted-fingerprint", FIXTURE_FPR])
                     .args(["--compiler-version", gcc.as_str()])
                     .arg("--output-dir")
                     .arg(&out_dir)
@@ -45,6 +49,10 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                 assert!(t.contains(&format!("/compilers/{gcc}/buildcache")), "{t}");
                 assert!(t.contains("==> Dockerfile") && t.contains("FROM ubuntu:24.04@sha256:"));
                 assert!(t.contains("spack -e /slurm-factory/builds/"));
+                // The pinned keys the host placed, never what the mirror publishes.
+                assert!(t.contains("/env/trusted-keys.asc"), "{t}");
+                assert!(t.contains(" gpg trust /slurm-factory/builds/"), "{t}");
+                assert!(!t.contains("buildcache keys"), "{t}");
                 for step in [
                     "trust-keys",
                     "concretize",
@@ -94,6 +102,7 @@ fn dry_run_reads_inputs_like_an_action() {
         .env("INPUT_COMPILER_VERSION", "11.5.0")
         .env("INPUT_GPU", "true")
         .env("INPUT_COMPILER_BUILDCACHE", "file:///srv/compilers/11.5.0")
+        .env("INPUT_TRUSTED_FINGERPRINTS", FIXTURE_FPR)
         .output()
         .unwrap();
     let t = text(&out);
@@ -113,6 +122,8 @@ fn without_docker_it_fails_fast_and_touches_nothing() {
     let out = scrubbed("build-slurm")
         .arg("--output-dir")
         .arg(&out_dir)
+        .arg("--trusted-key")
+        .arg(crate::common::repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .output()
         .unwrap();
@@ -131,6 +142,27 @@ fn without_docker_it_fails_fast_and_touches_nothing() {
         !out_dir.exists(),
         "a failed connection must not create {}",
         out_dir.display()
+    );
+}
+
+#[test]
+fn a_slurm_build_without_a_pinned_key_is_refused() {
+    let out = scrubbed("build-slurm").arg("--dry-run").output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("no signing key is pinned for the compiler buildcache")
+            && t.contains("--trusted-fingerprint"),
+        "{t}"
+    );
+    let out = scrubbed("build-slurm")
+        .args(["--dry-run", "--trusted-fingerprint", "E145321FBC9F04BD"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("not an OpenPGP fingerprint"),
+        "{}",
+        text(&out)
     );
 }
 
@@ -190,6 +222,7 @@ fn bad_input_is_refused_before_anything_runs() {
 fn publish_without_a_key_fails_before_building() {
     let dir = tempfile::tempdir().unwrap();
     let out = scrubbed("build-slurm")
+        .args(["--trusted-fingerprint", FIXTURE_FPR])
         .args(["--publish", "all", "--destination"])
         .arg(format!("file://{}", dir.path().join("mirror").display()))
         .arg("--output-dir")

@@ -212,6 +212,8 @@ fn stub_build_streams_contained_logs_and_extracts_artifacts() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -302,6 +304,8 @@ fn stub_build_with_publish_ends_with_a_verified_signed_cache() {
     let keys = repo_root().join("tests/fixtures/spack-v3/keys");
     let mirror = work.path().join("mirror");
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -421,6 +425,8 @@ fn failing_step_writes_a_debug_bundle() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let out = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -539,6 +545,8 @@ fn sigterm_cancels_and_leaves_no_container() {
     let label = attempt_label(&run);
     let _cleanup = Cleanup(label.clone());
     let mut child = in_actions("build-slurm", work.path())
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
         .arg("--docker-context")
@@ -653,4 +661,116 @@ async fn no_cache_bypasses_the_layer_cache() {
         labels.contains("\"io.slurm-factory.test\":\"stub\""),
         "{labels}"
     );
+}
+
+/// The artifact globs of every generated build pipeline match everything a failed build wrote
+/// to its logs and debug bundle (issue 13: `**/debug-bundle*` matched nothing). The globs and
+/// the paths come from one place (`Layout::artifact_globs`, `Area::ARTIFACTS`); this runs the
+/// real failure path and the real generated workflows.
+#[test]
+fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
+    if !docker_or_skip() {
+        return;
+    }
+    let ctx = stub_context("fail");
+    let work = tempfile::tempdir().unwrap();
+    let run = run_id("artifacts");
+    let label = attempt_label(&run);
+    let _cleanup = Cleanup(label.clone());
+    let out_dir = work.path().join("out");
+    let out = in_actions("build-slurm", work.path())
+        .env("GITHUB_RUN_ID", &run)
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .arg("--docker-context")
+        .arg(ctx.path())
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let bundle = out_dir
+        .join("builds")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join(Area::Debug.dir());
+    let bundle_files: Vec<PathBuf> = files_under(&bundle)
+        .into_iter()
+        .map(|(p, _)| bundle.join(p))
+        .collect();
+    for must in [
+        "spack-build-out.txt",
+        "spack-build-env.txt",
+        "spack.yaml",
+        "spack.lock",
+        "build.log",
+    ] {
+        assert!(
+            bundle_files.iter().any(|p| p.ends_with(must)),
+            "the bundle has no {must}: {bundle_files:?}"
+        );
+    }
+    let logs = bundle.parent().unwrap().join(Area::Logs.dir());
+    let log_files: Vec<PathBuf> = files_under(&logs)
+        .into_iter()
+        .map(|(p, _)| logs.join(p))
+        .collect();
+    assert!(!log_files.is_empty());
+
+    let generated = slurm_factory::workflows::render_all(&repo_root()).unwrap();
+    let mut pipelines = 0;
+    for f in generated
+        .iter()
+        .filter(|f| f.path.starts_with(".github/workflows"))
+        .filter(|f| {
+            f.path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("build-and-publish-"))
+        })
+    {
+        let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+        let Some(steps) = doc["jobs"]["build"]["steps"].as_sequence() else {
+            continue;
+        };
+        let upload = steps
+            .iter()
+            .find(|s| s["name"].as_str() == Some("Upload the build logs and the debug bundle"))
+            .unwrap_or_else(|| panic!("{}: no upload step", f.path.display()));
+        pipelines += 1;
+        // `path:` lines are `build/${{ matrix.artifact_name }}/<glob>`, the leg's output_dir.
+        let mut set = globset::GlobSetBuilder::new();
+        for line in upload["with"]["path"].as_str().unwrap().lines() {
+            let rel = line
+                .trim()
+                .strip_prefix("build/${{ matrix.artifact_name }}/")
+                .unwrap_or_else(|| panic!("{}: {line}", f.path.display()));
+            set.add(
+                globset::GlobBuilder::new(&format!("{}/{rel}", out_dir.display()))
+                    .literal_separator(true)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        let set = set.build().unwrap();
+        for p in bundle_files.iter().chain(&log_files) {
+            assert!(
+                set.is_match(p),
+                "{}: the upload globs miss {}",
+                f.path.display(),
+                p.display()
+            );
+        }
+        // The old glob matched none of it.
+        let old = globset::GlobBuilder::new(&format!("{}/**/debug-bundle*", out_dir.display()))
+            .literal_separator(true)
+            .build()
+            .unwrap()
+            .compile_matcher();
+        assert!(bundle_files.iter().all(|p| !old.is_match(p)));
+    }
+    assert_eq!(pipelines, 3);
+    assert!(containers_of(&label).is_empty());
 }

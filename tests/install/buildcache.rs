@@ -209,7 +209,7 @@ fn a_blob_whose_sha256_differs_from_the_manifest_is_refused() {
         &cache,
         &signer_key(),
         "demo-app",
-        "demo-lib@1.0/or7dti4: blob blobs/sha256/aa/aaabfbfc",
+        "demo-lib@1.0/or7dti4 (manifest v3/manifests/spec/demo-lib/demo-lib-1.0-or7dti47ajgrd2y5bgs2dujuath2dz3p.spec.manifest.json): blob blobs/sha256/aa/aaabfbfcf309a896016154087cab77adb725da675df94849d32b2a0ee0bd7bec (application/vnd.spack.install.v2.tar+gzip) has sha256",
     );
 }
 
@@ -231,7 +231,7 @@ fn a_manifest_whose_record_was_edited_is_refused_by_its_signature() {
         &cache,
         &signer_key(),
         "demo-app",
-        "failed signature verification: bad signature",
+        "demo-app-2.0-resh3sdm7oulbae23jllsxfemfp24cba.spec.manifest.json: bad signature",
     );
 }
 
@@ -251,7 +251,7 @@ fn a_damaged_signature_is_refused() {
         &cache,
         &signer_key(),
         "demo-app",
-        "demo-app@2.0/resh3sd: the spec manifest",
+        "demo-app@2.0/resh3sd (manifest v3/manifests/spec/demo-app/",
     );
 }
 
@@ -321,4 +321,94 @@ fn a_prefix_too_long_for_the_padded_build_path_is_refused_and_cleaned_up() {
         "{stdout}"
     );
     assert!(!deep.join(LIB).exists());
+}
+
+const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+
+#[test]
+fn a_pinned_fingerprint_trusts_only_the_key_the_cache_publishes_under_it() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    let url = format!("file://{}", fixtures().join("signed").display());
+    let (code, stdout, summary) = test_install(
+        t.path(),
+        &[
+            "--buildcache",
+            &url,
+            "--spec",
+            "demo-lib",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-fingerprint",
+            FPR,
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        summary.contains(&format!("verified (signer {FPR})")),
+        "{summary}"
+    );
+    assert!(prefix.join(LIB).join("lib/libdemo.so").is_file());
+
+    // A fingerprint the cache does not publish: refused, nothing installed.
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    let (code, stdout, _) = test_install(
+        t.path(),
+        &[
+            "--buildcache",
+            &url,
+            "--spec",
+            "demo-lib",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-fingerprint",
+            "0123456789ABCDEF0123456789ABCDEF01234567",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("publishes no key 0123456789ABCDEF"),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
+
+    // A short key id is not a pin.
+    let (code, stdout, _) = test_install(
+        t.path(),
+        &[
+            "--buildcache",
+            &url,
+            "--spec",
+            "demo-lib",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-fingerprint",
+            "E145321FBC9F04BD",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("is not a full 40-hex-digit"), "{stdout}");
+}
+
+#[test]
+fn a_cache_publishing_its_own_key_is_not_trusted_without_a_pin() {
+    // The fixture publishes the signer's key; with no key file and no pin nothing is trusted.
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    let url = format!("file://{}", fixtures().join("signed").display());
+    let (code, stdout, _) = test_install(
+        t.path(),
+        &[
+            "--buildcache",
+            &url,
+            "--spec",
+            "demo-lib",
+            "--prefix",
+            prefix.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("no trusted keys"), "{stdout}");
+    assert!(!prefix.exists());
 }

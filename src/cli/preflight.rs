@@ -1,0 +1,76 @@
+//! `slurm-factory preflight`: check the signing key, the AWS role and the destination before a
+//! build (see [`crate::preflight`]).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use super::flag_or_input;
+use super::sign_and_upload::S3Flags;
+use crate::buildcache::sign::PublishMode;
+use crate::gha::Runner;
+use crate::preflight::{self, Request};
+
+/// Check, in seconds and before building, everything publishing will need.
+///
+/// The signing key (GPG_PRIVATE_KEY or --key-file, unlocked with GPG_PASSPHRASE) must parse, be
+/// neither expired nor revoked and match GPG_KEY_ID; for s3:// the role (AWS_ROLE_ARN or
+/// --role-arn) must be assumable with the job's OIDC token, the bucket must exist and the prefix
+/// must accept a conditional write (a probe object, written once, refused when written again,
+/// then deleted). `--publish none` checks nothing.
+#[derive(Debug, Parser)]
+#[command(
+    name = "preflight",
+    after_help = "Examples:\n  GPG_PRIVATE_KEY=\"$(cat key.asc)\" GPG_KEY_ID=E145321FBC9F04BD slurm-factory preflight --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  slurm-factory preflight --destination file:///srv/mirror --key-file key.asc\n  slurm-factory preflight --destination s3://bucket/p --endpoint-url http://127.0.0.1:9000 --publish slurm-only"
+)]
+pub struct Args {
+    /// Where the build will publish: s3://bucket/prefix or file:///path [input: destination]
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// What will be published: all, slurm-only or none (none checks nothing) [input: publish]
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY [input: key_file]
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// S3-compatible endpoint (path-style addressing) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// AWS region [input: region]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// IAM role to assume with the job's OIDC token (default AWS_ROLE_ARN) [input: role_arn]
+    #[arg(long)]
+    pub role_arn: Option<String>,
+}
+
+/// Runs `preflight`.
+pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    let mode: PublishMode = flag_or_input(args.publish, &runner, "publish")
+        .as_deref()
+        .unwrap_or("all")
+        .parse()?;
+    let destination = match flag_or_input(args.destination, &runner, "destination") {
+        Some(d) => d,
+        None if mode == PublishMode::None => String::new(),
+        None => {
+            return Err(anyhow::anyhow!("no destination")).context(
+                "pass --destination s3://bucket/prefix or file:///path (the action input `destination`)",
+            );
+        }
+    };
+    let req = Request {
+        destination,
+        mode,
+        key_file: args
+            .key_file
+            .or_else(|| runner.input("key_file").map(PathBuf::from)),
+        s3: S3Flags {
+            endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
+            region: flag_or_input(args.region, &runner, "region"),
+            role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
+        },
+    };
+    preflight::run(&runner, &req).await.map(|_| ())
+}
