@@ -725,6 +725,11 @@ fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
     for f in generated
         .iter()
         .filter(|f| f.path.starts_with(".github/workflows"))
+        .filter(|f| {
+            f.path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("build-and-publish-"))
+        })
     {
         let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
         let Some(steps) = doc["jobs"]["build"]["steps"].as_sequence() else {
