@@ -99,8 +99,13 @@ pub struct Config {
 pub struct InstallTree {
     /// The install root.
     pub root: String,
-    /// Pad the root to this length so binaries can be relocated to longer prefixes.
-    pub padded_length: u32,
+    /// Pad the root to this length so binaries can be relocated to longer prefixes (none: no
+    /// padding, so install prefixes are exactly `root` + projection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padded_length: Option<u32>,
+    /// Install prefixes by spec, relative to `root` (none: Spack's default layout).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub projections: BTreeMap<String, String>,
 }
 
 /// One entry of `packages:`.
@@ -112,6 +117,31 @@ pub struct PackageSettings {
     /// Soft preferences.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prefer: Vec<String>,
+    /// Installations Spack uses as they are, never building them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<External>,
+    /// `false`: never build this package (only externals or reused specs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buildable: Option<bool>,
+}
+
+/// One entry of `packages: <name>: externals:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct External {
+    /// The spec the installation satisfies, e.g. `gcc@7.5.0 languages=c,c++,fortran`.
+    pub spec: String,
+    /// Its prefix.
+    pub prefix: String,
+    /// Compiler executables, for a compiler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_attributes: Option<ExtraAttributes>,
+}
+
+/// `extra_attributes:` of an external.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtraAttributes {
+    /// Compiler executables by language (`c`, `cxx`, `fortran`).
+    pub compilers: BTreeMap<String, String>,
 }
 
 /// One entry of `mirrors:`.

@@ -18,12 +18,13 @@ use crate::gha::Runner;
 
 pub mod env;
 pub mod keys;
+pub mod pins;
 pub mod repo;
 pub mod stats;
 
 use env::{
-    Concretizer, Config, Environment, InstallTree, Lmod, Mirror, ModuleSet, Modules,
-    PackageSettings, Reuse, ReuseSource, SpackYaml, View, ViewDescriptor,
+    Concretizer, Config, Environment, External, ExtraAttributes, InstallTree, Lmod, Mirror,
+    ModuleSet, Modules, PackageSettings, Reuse, ReuseSource, SpackYaml, View, ViewDescriptor,
 };
 
 /// Install-tree padding that lets binaries relocate (without it: "CannotGrowString").
@@ -179,10 +180,7 @@ impl Job {
     /// The root specs of the environment.
     pub fn specs(&self) -> Vec<String> {
         match self {
-            Job::Compiler(c) => vec![format!(
-                "gcc@{} +binutils +piclibs languages=c,c++,fortran",
-                c.gcc
-            )],
+            Job::Compiler(c) => vec![toolchain_spec(&c.gcc)],
             Job::Slurm(s) => {
                 let gpu = if s.gpu { "+nvml +rsmi" } else { "~nvml ~rsmi" };
                 let compiler = format!("%gcc@{}", s.gcc);
@@ -196,50 +194,119 @@ impl Job {
         }
     }
 
+    fn spack_target(&self) -> &str {
+        match self {
+            Job::Compiler(j) => &j.spack_target,
+            Job::Slurm(j) => &j.spack_target,
+        }
+    }
+
+    /// Where a Slurm job installs its GCC toolchain (in the container): a fixed prefix, so the
+    /// Slurm environment can name it as an external compiler before it exists.
+    pub fn toolchain_prefix(&self, layout: &Layout) -> String {
+        format!("{}/gcc-{}", layout.container(Area::Toolchain), self.gcc())
+    }
+
+    /// The environment a Slurm job installs its toolchain with, from the compiler buildcache
+    /// only (`install --cache-only`); `None` for a compiler job.
+    ///
+    /// The toolchain is installed apart and then declared as an *external* compiler of the
+    /// Slurm environment ([`Job::environment`]), never reused into it as a concrete spec: a
+    /// reused toolchain drags along its own dependencies (gmp, mpfr, zlib, ...) built by the
+    /// image's GCC 13, and Spack 1.0's solver then bounds every `gcc-runtime` node from below
+    /// by that runtime (`compatible_runtime`), which no toolchain older than GCC 13 can meet.
+    pub fn toolchain_environment(&self, layout: &Layout) -> Option<SpackYaml> {
+        let Job::Slurm(s) = self else { return None };
+        let c = |area: Area| layout.container(area);
+        let mirrors = BTreeMap::from([(
+            "slurm-factory-compiler".to_owned(),
+            Mirror {
+                url: s.compiler_mirror.clone(),
+                binary: true,
+                source: false,
+                signed: true,
+            },
+        )]);
+        Some(SpackYaml {
+            spack: Environment {
+                specs: vec![toolchain_spec(&s.gcc)],
+                repos: slurm_factory_repo(layout),
+                concretizer: reuse_all(),
+                config: Config {
+                    // Unpadded, with a fixed projection for gcc: the prefix is known in advance.
+                    // Relocating from the compiler job's padded prefix to a shorter one is fine.
+                    install_tree: InstallTree {
+                        root: c(Area::Toolchain),
+                        padded_length: None,
+                        projections: BTreeMap::from([
+                            ("gcc".to_owned(), "gcc-{version}".to_owned()),
+                            ("all".to_owned(), "deps/{name}-{version}-{hash}".to_owned()),
+                        ]),
+                    },
+                    build_stage: vec![c(Area::Stage)],
+                    source_cache: layout.container_cache(CacheArea::Source),
+                    misc_cache: layout.container_cache(CacheArea::Misc),
+                },
+                packages: BTreeMap::from([(
+                    "all".to_owned(),
+                    PackageSettings {
+                        require: vec![format!("target={}", s.spack_target)],
+                        ..PackageSettings::default()
+                    },
+                )]),
+                mirrors,
+                view: View::Disabled(false),
+                modules: None,
+            },
+        })
+    }
+
     /// The Spack environment this job runs, with container paths from `layout`.
     pub fn environment(&self, layout: &Layout) -> SpackYaml {
         let c = |area: Area| layout.container(area);
         let mut packages = BTreeMap::new();
-        let target = match self {
-            Job::Compiler(j) => &j.spack_target,
-            Job::Slurm(j) => &j.spack_target,
-        };
         packages.insert(
             "all".to_owned(),
             PackageSettings {
-                require: vec![format!("target={target}")],
-                prefer: Vec::new(),
+                require: vec![format!("target={}", self.spack_target())],
+                ..PackageSettings::default()
             },
         );
-        let mut repos = BTreeMap::new();
         let mut mirrors = BTreeMap::new();
         let mut view = View::Disabled(false);
         let mut modules = None;
         if let Job::Slurm(s) = self {
-            // Roots carry `%gcc@V` (hard); transitive dependencies prefer it (soft), so the
-            // toolchain's own dependencies, built by the system compiler, stay reusable.
+            // The toolchain, installed by the `toolchain` step, is an external compiler that
+            // Spack may not build (see `toolchain_environment` for why it is not reused).
+            let prefix = self.toolchain_prefix(layout);
+            packages.insert(
+                "gcc".to_owned(),
+                PackageSettings {
+                    externals: vec![External {
+                        spec: format!("gcc@{} languages=c,c++,fortran", s.gcc),
+                        prefix: prefix.clone(),
+                        extra_attributes: Some(ExtraAttributes {
+                            compilers: BTreeMap::from([
+                                ("c".to_owned(), format!("{prefix}/bin/gcc")),
+                                ("cxx".to_owned(), format!("{prefix}/bin/g++")),
+                                ("fortran".to_owned(), format!("{prefix}/bin/gfortran")),
+                            ]),
+                        }),
+                    }],
+                    buildable: Some(false),
+                    ..PackageSettings::default()
+                },
+            );
+            // Roots carry `%gcc@V` (hard); transitive dependencies prefer it (soft).
             for lang in ["c", "cxx", "fortran"] {
                 packages.insert(
                     lang.to_owned(),
                     PackageSettings {
-                        require: Vec::new(),
                         prefer: vec![format!("gcc@{}", s.gcc)],
+                        ..PackageSettings::default()
                     },
                 );
             }
-            repos.insert(
-                "slurm_factory".to_owned(),
-                format!("{}/{}", c(Area::SpackRepo), repo::REPO_SUBDIR),
-            );
-            mirrors.insert(
-                "slurm-factory-compiler".to_owned(),
-                Mirror {
-                    url: s.compiler_mirror.clone(),
-                    binary: true,
-                    source: false,
-                    signed: true,
-                },
-            );
             if let Some(url) = &s.slurm_mirror {
                 mirrors.insert(
                     "slurm-factory-slurm".to_owned(),
@@ -291,25 +358,15 @@ impl Job {
         SpackYaml {
             spack: Environment {
                 specs: self.specs(),
-                repos,
-                concretizer: Concretizer {
-                    unify: true,
-                    reuse: Reuse {
-                        roots: true,
-                        from: vec![
-                            ReuseSource {
-                                kind: "local".to_owned(),
-                            },
-                            ReuseSource {
-                                kind: "buildcache".to_owned(),
-                            },
-                        ],
-                    },
-                },
+                // Every job lists the embedded repository first, so `gcc` is always
+                // `slurm_factory.gcc` (the builtin recipe plus the releases the pin lacks).
+                repos: slurm_factory_repo(layout),
+                concretizer: reuse_all(),
                 config: Config {
                     install_tree: InstallTree {
                         root: c(Area::Install),
-                        padded_length: PADDED_LENGTH,
+                        padded_length: Some(PADDED_LENGTH),
+                        projections: BTreeMap::new(),
                     },
                     build_stage: vec![c(Area::Stage)],
                     source_cache: layout.container_cache(CacheArea::Source),
@@ -335,12 +392,26 @@ impl Job {
         let mut steps = Vec::new();
         if matches!(self, Job::Slurm(_)) {
             // Only the pinned keys the host checked and placed in the environment directory;
-            // never what a mirror publishes (`spack buildcache keys --install --trust`).
+            // never what a mirror publishes (`spack buildcache keys --install --trust`). The
+            // keyring (SPACK_GNUPGHOME) is shared by the toolchain and Slurm environments.
             let keys = layout.container_trusted_keys();
+            let toolchain_env = layout.container(Area::ToolchainEnv);
             steps.push(Step::new(
                 "trust-keys",
                 "Trust the pinned signing keys of the compiler and Slurm buildcaches",
                 spack(&["gpg", "trust", &keys]),
+            ));
+            steps.push(Step::new(
+                "toolchain",
+                "Install the GCC toolchain from the compiler buildcache (binaries only)",
+                vec![
+                    "spack".to_owned(),
+                    "-e".to_owned(),
+                    toolchain_env,
+                    "install".to_owned(),
+                    "--cache-only".to_owned(),
+                    "--fail-fast".to_owned(),
+                ],
             ));
         }
         steps.push(Step::new(
@@ -439,6 +510,37 @@ impl SlurmJobRequest {
             slurm_mirror,
             trusted_keyring: Vec::new(),
         }))
+    }
+}
+
+/// The root spec of a GCC toolchain build (and of a Slurm job's toolchain install).
+pub fn toolchain_spec(gcc: &GccVersion) -> String {
+    format!("gcc@{gcc} +binutils +piclibs languages=c,c++,fortran")
+}
+
+fn slurm_factory_repo(layout: &Layout) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "slurm_factory".to_owned(),
+        format!(
+            "{}/{}",
+            layout.container(Area::SpackRepo),
+            repo::REPO_SUBDIR
+        ),
+    )])
+}
+
+fn reuse_all() -> Concretizer {
+    Concretizer {
+        unify: true,
+        reuse: Reuse {
+            roots: true,
+            from: ["local", "buildcache"]
+                .into_iter()
+                .map(|kind| ReuseSource {
+                    kind: kind.to_owned(),
+                })
+                .collect(),
+        },
     }
 }
 
@@ -602,6 +704,10 @@ pub enum Area {
     Gpg,
     /// The embedded `slurm_factory` package repository.
     SpackRepo,
+    /// The environment that installs a Slurm job's toolchain from the compiler buildcache.
+    ToolchainEnv,
+    /// The toolchain's install tree (`gcc-<version>` and its dependencies).
+    Toolchain,
 }
 
 /// The directory under an output directory that holds one namespace per build.
@@ -613,7 +719,7 @@ impl Area {
     pub const ARTIFACTS: [Area; 2] = [Area::Logs, Area::Debug];
 
     /// Every area, in creation order.
-    pub const ALL: [Area; 11] = [
+    pub const ALL: [Area; 13] = [
         Area::Env,
         Area::Install,
         Area::View,
@@ -625,6 +731,8 @@ impl Area {
         Area::Home,
         Area::Gpg,
         Area::SpackRepo,
+        Area::ToolchainEnv,
+        Area::Toolchain,
     ];
 
     /// The directory name.
@@ -641,6 +749,8 @@ impl Area {
             Area::Home => "home",
             Area::Gpg => "gpg",
             Area::SpackRepo => "spack-repo",
+            Area::ToolchainEnv => "toolchain-env",
+            Area::Toolchain => "toolchain",
         }
     }
 }

@@ -23,6 +23,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../spack-repo/spack_repo/slurm_factory/packages/slurm/package.py"),
     ),
     (
+        "spack_repo/slurm_factory/packages/gcc/package.py",
+        include_str!("../../spack-repo/spack_repo/slurm_factory/packages/gcc/package.py"),
+    ),
+    (
         "spack_repo/slurm_factory/packages/s2n_tls/package.py",
         include_str!("../../spack-repo/spack_repo/slurm_factory/packages/s2n_tls/package.py"),
     ),

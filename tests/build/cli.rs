@@ -47,6 +47,12 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                 );
                 assert!(t.contains(&root), "missing {root:?} in:\n{t}");
                 assert!(t.contains(&format!("/compilers/{gcc}/buildcache")), "{t}");
+                // The toolchain is installed apart and declared as an external compiler.
+                assert!(t.contains("==> toolchain spack.yaml"), "{t}");
+                assert!(
+                    t.contains(&format!("- spec: gcc@{gcc} languages=c,c++,fortran")),
+                    "{t}"
+                );
                 assert!(t.contains("==> Dockerfile") && t.contains("FROM ubuntu:24.04@sha256:"));
                 assert!(t.contains("spack -e /slurm-factory/builds/"));
                 // The pinned keys the host placed, never what the mirror publishes.
@@ -55,6 +61,7 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                 assert!(!t.contains("buildcache keys"), "{t}");
                 for step in [
                     "trust-keys",
+                    "toolchain",
                     "concretize",
                     "install",
                     "push",

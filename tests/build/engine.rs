@@ -158,7 +158,7 @@ fn actions_runner() -> (Runner, Captured) {
 }
 
 fn slurm_job() -> Job {
-    SlurmJobRequest {
+    let mut job = SlurmJobRequest {
         slurm: "25.11".parse().unwrap(),
         gcc: "13.4.0".parse().unwrap(),
         gpu: false,
@@ -167,7 +167,16 @@ fn slurm_job() -> Job {
         slurm_mirror: None,
     }
     .resolve(&Catalog::embedded())
-    .unwrap()
+    .unwrap();
+    // A Slurm build trusts only a pinned key: pin the fixture signer, as `--trusted-key` would.
+    if let Job::Slurm(s) = &mut job {
+        s.trusted_keyring = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/spack-v3/keys/demo-signer.pub.asc"
+        ))
+        .unwrap();
+    }
+    job
 }
 
 /// Checks that every line containing `needle` is printed while workflow commands are stopped

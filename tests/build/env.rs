@@ -200,3 +200,58 @@ fn unknown_versions_are_refused_with_the_known_ones() {
         .to_string();
     assert!(err.contains("riscv") && err.contains("amd64"), "{err}");
 }
+
+/// A Slurm job installs its toolchain in a separate environment (compiler buildcache only) at a
+/// fixed prefix, and its Slurm environment declares exactly that prefix as an external compiler
+/// it may not build; the compiler mirror is not reused into the Slurm environment. (Why: a
+/// reused toolchain brings its dependencies built by the image's GCC 13 and Spack 1.0 then
+/// bounds every gcc-runtime by 13; see docs/matrix.md.)
+#[test]
+fn slurm_toolchain_is_an_external_installed_by_the_toolchain_step() {
+    let cat = Catalog::embedded();
+    let job = slurm(&cat, "23.11", "7.5.0", false);
+    let l = layout(&job);
+    let toolchain = job.toolchain_environment(&l).expect("a Slurm job has one");
+    assert_eq!(
+        toolchain.spack.specs,
+        ["gcc@7.5.0 +binutils +piclibs languages=c,c++,fortran"]
+    );
+    assert!(
+        toolchain
+            .spack
+            .mirrors
+            .contains_key("slurm-factory-compiler")
+    );
+    let tree = &toolchain.spack.config.install_tree;
+    assert_eq!(tree.padded_length, None);
+    assert_eq!(tree.projections["gcc"], "gcc-{version}");
+    let prefix = format!("{}/gcc-7.5.0", tree.root);
+    assert_eq!(job.toolchain_prefix(&l), prefix);
+
+    let env = job.environment(&l).spack;
+    assert!(!env.mirrors.contains_key("slurm-factory-compiler"));
+    let gcc = &env.packages["gcc"];
+    assert_eq!(gcc.buildable, Some(false));
+    assert_eq!(gcc.externals.len(), 1);
+    assert_eq!(gcc.externals[0].prefix, prefix);
+    assert_eq!(gcc.externals[0].spec, "gcc@7.5.0 languages=c,c++,fortran");
+    let compilers = &gcc.externals[0]
+        .extra_attributes
+        .as_ref()
+        .unwrap()
+        .compilers;
+    assert_eq!(compilers["c"], format!("{prefix}/bin/gcc"));
+    assert_eq!(compilers["fortran"], format!("{prefix}/bin/gfortran"));
+
+    // The steps install the toolchain before the Slurm environment is concretized.
+    let names: Vec<String> = job.steps(&l).into_iter().map(|s| s.name).collect();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    assert!(at("toolchain") < at("concretize"), "{names:?}");
+    let text = slurm_factory::cli::build::render_toolchain_environment(&job, &l)
+        .unwrap()
+        .unwrap();
+    insta::assert_snapshot!("toolchain_23.11_gcc7.5.0_cpu_amd64", text);
+
+    let compiler = Job::compiler(&cat, "7.5.0".parse().unwrap(), Arch("amd64".into())).unwrap();
+    assert!(compiler.toolchain_environment(&layout(&compiler)).is_none());
+}
