@@ -690,6 +690,8 @@ fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
     let out = in_actions("build-slurm", work.path())
         .env("GITHUB_RUN_ID", &run)
         .env("GITHUB_RUN_ATTEMPT", "1")
+        .arg("--trusted-key")
+        .arg(repo_root().join("tests/fixtures/spack-v3/keys/demo-signer.pub.asc"))
         .arg("--docker-context")
         .arg(ctx.path())
         .arg("--output-dir")
