@@ -9,8 +9,12 @@ mod common;
 mod elf;
 #[path = "install/extract.rs"]
 mod extract;
+#[path = "s3/harness.rs"]
+mod harness;
 #[path = "install/relocate.rs"]
 mod relocate;
+#[path = "install/remote.rs"]
+mod remote;
 #[path = "install/smoke.rs"]
 mod smoke;
 #[path = "install/support.rs"]

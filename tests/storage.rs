@@ -9,59 +9,14 @@ mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::HttpServer;
 use support::{FIXTURE_FPR, copy_tree, read_tree};
 
 fn fixture(which: &str) -> PathBuf {
     support::fixtures().join(which)
-}
-
-/// `python3 -m http.server` bound to loopback, serving `dir`; killed when dropped.
-struct HttpServer {
-    child: Child,
-    url: String,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> Option<HttpServer> {
-        let python = common::require_tool("python3")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(python)
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "http.server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(HttpServer {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn verify(buildcache: &str, extra: &[&str]) -> (bool, String) {

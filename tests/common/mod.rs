@@ -364,3 +364,55 @@ pub fn runner_process_log(log: &str) -> Vec<ActionCommand> {
     }
     out
 }
+
+/// `python3 -m http.server` bound to loopback, serving `dir` (a real web server that cannot
+/// list buckets); killed when dropped.
+pub struct HttpServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl HttpServer {
+    /// Starts the server, or returns `None` after printing why the test is skipped (no
+    /// python3; under CI that panics, see [`require_tool`]).
+    pub fn start(dir: &Path) -> Option<HttpServer> {
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let python = require_tool("python3")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python)
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "http.server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(HttpServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -66,6 +66,27 @@ fn unpad(s: &str) -> String {
     format!("/{}", s.trim_start_matches('/'))
 }
 
+/// The proof relocation worked: the installed demo-app finds the relocated demo-lib (through
+/// its rewritten RUNPATH, no `LD_LIBRARY_PATH`) and prints the library's embedded prefix
+/// string, which must be demo-lib's new prefix under `prefix`.
+pub fn assert_demo_app_prints_its_new_lib_prefix(prefix: &Path) {
+    let out = Command::new(prefix.join(APP).join("bin/demo-app"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        unpad(printed.trim()),
+        prefix.join(LIB).to_str().unwrap(),
+        "{printed:?}"
+    );
+}
+
 #[test]
 fn demo_app_installs_relocated_into_a_prefix_of_a_different_length_and_runs() {
     let t = tempfile::tempdir().unwrap();
@@ -91,19 +112,7 @@ fn demo_app_installs_relocated_into_a_prefix_of_a_different_length_and_runs() {
 
     let app = prefix.join(APP);
     let lib = prefix.join(LIB);
-    // The proof: the relocated binary finds the relocated library (through its rewritten
-    // RUNPATH, no LD_LIBRARY_PATH) and the library's embedded prefix string is the new one.
-    let out = Command::new(app.join("bin/demo-app"))
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(unpad(printed.trim()), lib.to_str().unwrap(), "{printed:?}");
+    assert_demo_app_prints_its_new_lib_prefix(&prefix);
     // The script points at the new prefix, and running it runs the relocated binary.
     let script = std::fs::read_to_string(app.join("bin/demo-app.sh")).unwrap();
     assert_eq!(

@@ -239,54 +239,14 @@ fn a_tarball_with_an_escaping_symlink_is_refused() {
     );
 }
 
-/// A loopback HTTP server over `dir` (Python's http.server); killed on drop.
-struct Served(std::process::Child, u16);
-
-impl Served {
-    fn start(dir: &Path) -> Served {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Served(child, port);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("http.server did not start");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_tarball_url_downloads_its_sums_and_signature_beside_it() {
     let t = tempfile::tempdir().unwrap();
     let tarball = build_tarball(t.path(), |_| {});
-    let server = Served::start(tarball.parent().unwrap());
-    let url = format!("http://127.0.0.1:{}/{NAME}", server.1);
+    let Some(server) = crate::common::HttpServer::start(tarball.parent().unwrap()) else {
+        return;
+    };
+    let url = format!("{}/{NAME}", server.url);
     let key = signer_key();
     let prefix = t.path().join("from-http");
     // Plain http is refused unless asked for.
