@@ -451,8 +451,18 @@ fn bad_inputs_fail_with_clear_errors_and_write_nothing() {
     let mut c = publish_cmd(&b, &out);
     c.args(["--destination", "https://example.invalid/x"]);
     fails_cleanly(c, &out, "is not s3://");
-    // And the good run still works after all that; an empty GPG_PRIVATE_KEY (an unset secret
-    // in Actions) means "not signed" for a local build, not a key error.
+    // A destination without a signing key (an unset secret is an empty variable): refused
+    // before packing, and nothing reaches the destination.
+    let dest = b.tmp.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let mut c = publish_cmd(&b, &out);
+    c.env("GPG_PRIVATE_KEY", "")
+        .arg("--destination")
+        .arg(format!("file://{}/", dest.display()));
+    fails_cleanly(c, &out, "refusing to publish");
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    // And the good run still works after all that; an empty GPG_PRIVATE_KEY means "not
+    // signed" for a local build, not a key error, and it says so loudly.
     let res = publish_cmd(&b, &out)
         .env("GPG_PRIVATE_KEY", "")
         .output()
@@ -461,6 +471,16 @@ fn bad_inputs_fail_with_clear_errors_and_write_nothing() {
         res.status.success(),
         "{}",
         String::from_utf8_lossy(&res.stderr)
+    );
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("warning") && l.contains("NOT SIGNED")),
+        "{log}"
     );
     assert!(out.join("slurm-25.11-gcc13.4.0-software.tar.gz").is_file());
     assert!(

@@ -2,14 +2,22 @@
 //! signature `<tarball>.asc` over the tarball's bytes, and the upload of all three through the
 //! buildcache [`Storage`] trait: the tarball first, its signature next, the sums last (merged
 //! with the lines other legs published under the same prefix, with a conditional write), so a
-//! reader that finds a sums line always finds the file and its signature.
+//! reader that finds a sums line always finds the file and its signature. The signer's public
+//! key goes beside them as `<FPR>.pub.asc` ([`public_key_name`]), so a consumer holding only
+//! the pinned fingerprint (`test-install --tarball … --trusted-fingerprint <FPR>`) can find the
+//! key; it trusts the file only because its fingerprint is the pinned one.
+//!
+//! The destination is opened by the one storage factory
+//! ([`crate::buildcache::storage::open`]); an upload is always signed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::buildcache::storage::{Precondition, PreconditionFailed, PutOptions, Storage};
-use crate::pgp::SigningKey;
+use crate::buildcache::storage::{
+    self, Location, Precondition, PreconditionFailed, PutOptions, Storage,
+};
+use crate::pgp::{KeyFingerprint, SigningKey};
 
 /// The name of the checksum file beside the tarball.
 pub const SUMS: &str = "SHA256SUMS";
@@ -45,6 +53,12 @@ impl Destination {
         }
         Ok(Destination { dir_url: dir, name })
     }
+}
+
+/// The name of the signer's public key beside the tarball: `<FPR>.pub.asc`, the primary
+/// key's fingerprint in upper-case hex (what `--trusted-fingerprint` pins).
+pub fn public_key_name(fpr: &KeyFingerprint) -> String {
+    format!("{fpr}.pub.asc")
 }
 
 /// The line of `SHA256SUMS` for `name`.
@@ -86,14 +100,23 @@ pub fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<String> {
     Ok(lines.iter().map(|(h, n)| sums_line(h, n)).collect())
 }
 
-/// Writes `SHA256SUMS` and, with a key, `<name>.asc` beside the tarball. Returns the signature
-/// path when one was written.
+/// The signature files written beside a tarball.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// `<name>.asc`, the detached armored signature.
+    pub signature: PathBuf,
+    /// `<FPR>.pub.asc`, the signer's public key ([`public_key_name`]).
+    pub public_key: PathBuf,
+}
+
+/// Writes `SHA256SUMS` and, with a key, `<name>.asc` and the public key `<FPR>.pub.asc` beside
+/// the tarball. Returns what was signed, `None` when there was no key.
 pub fn write_local(
     tarball: &Path,
     name: &str,
     sha256: &str,
     key: Option<&SigningKey>,
-) -> Result<Option<PathBuf>> {
+) -> Result<Option<Signed>> {
     let dir = tarball.parent().unwrap_or(Path::new("."));
     write_atomic(&dir.join(SUMS), sums_line(sha256, name).as_bytes())?;
     let Some(key) = key else {
@@ -102,9 +125,14 @@ pub fn write_local(
     let f = std::fs::File::open(tarball)
         .with_context(|| format!("cannot read {}", tarball.display()))?;
     let sig = key.detached_sign(std::io::BufReader::new(f))?;
-    let path = dir.join(format!("{name}.asc"));
-    write_atomic(&path, &sig)?;
-    Ok(Some(path))
+    let signature = dir.join(format!("{name}.asc"));
+    write_atomic(&signature, &sig)?;
+    let public_key = dir.join(public_key_name(&key.fingerprint()));
+    write_atomic(&public_key, &key.public_key_armored()?)?;
+    Ok(Some(Signed {
+        signature,
+        public_key,
+    }))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -117,15 +145,33 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Uploads the tarball, its signature and the merged `SHA256SUMS` to `storage` (rooted at the
-/// destination directory). Returns the bytes uploaded.
+/// Uploads the signer's public key, the tarball, its signature and the merged `SHA256SUMS` to
+/// `storage` (rooted at the destination directory). Returns the bytes uploaded.
 pub async fn upload(
     storage: &dyn Storage,
     tarball: &Path,
     name: &str,
     sha256: &str,
-    signature: &Path,
+    signed: &Signed,
 ) -> Result<u64> {
+    let key_name = signed
+        .public_key
+        .file_name()
+        .with_context(|| format!("{} names no file", signed.public_key.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let public_key = std::fs::read(&signed.public_key)
+        .with_context(|| format!("cannot read {}", signed.public_key.display()))?;
+    let key_len = public_key.len() as u64;
+    storage
+        .put(
+            &key_name,
+            public_key,
+            PutOptions::typed("application/pgp-keys"),
+        )
+        .await
+        .with_context(|| format!("cannot upload {key_name} to {}", storage.url()))?;
+    let signature = &signed.signature;
     // The tarball as checked: read without following links, refused if its bytes changed.
     let file = crate::buildcache::storage::FileBody {
         source: crate::buildcache::LocalDir::new(tarball.parent().unwrap_or(Path::new("."))),
@@ -173,7 +219,7 @@ pub async fn upload(
             precondition,
         };
         match storage.put(SUMS, merged.into_bytes(), opts).await {
-            Ok(_) => return Ok(tar_meta.size + sig_len + n),
+            Ok(_) => return Ok(key_len + tar_meta.size + sig_len + n),
             Err(e) if e.downcast_ref::<PreconditionFailed>().is_some() => continue,
             Err(e) => return Err(e.context(format!("cannot upload {SUMS}"))),
         }
@@ -258,6 +304,10 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
         .var("GPG_PRIVATE_KEY")
         .filter(|k| !k.trim().is_empty());
     let key = match (&dest, &req.key_file, env_key) {
+        (Some(d), None, None) => bail!(
+            "refusing to publish {} unsigned: set GPG_PRIVATE_KEY (the armored secret key; GPG_PASSPHRASE if it is protected) or pass --key-file <secret key file>. Nothing was packed or uploaded.",
+            d.dir_url
+        ),
         (None, None, None) => None,
         _ => {
             let k = crate::cli::sign_and_upload::load_signing_key(req.key_file.as_deref(), runner)?;
@@ -265,8 +315,13 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
             Some(k)
         }
     };
+    if key.is_none() {
+        runner.warning(
+            "NOT SIGNED: no GPG_PRIVATE_KEY or --key-file, so the tarball gets no .asc and test-install will refuse it; fine for a local try, never for publishing",
+        );
+    }
     let store = match &dest {
-        Some(d) => Some(open(runner, &d.dir_url, &req.s3).await?),
+        Some(d) => Some(open_destination(runner, &d.dir_url, &req.s3).await?),
         None => None,
     };
     let opts = super::PackOptions {
@@ -306,7 +361,7 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
     let dest_name = dest.as_ref().map_or(name.as_str(), |d| d.name.as_str());
     let sig = write_local(&packed.path, dest_name, &packed.sha256, key.as_ref())?;
     let url = match (&dest, &store, &sig) {
-        (Some(d), Some((store, base)), Some(sig)) => {
+        (Some(d), Some((store, base)), Some(signed)) => {
             let url = format!("{base}/{}", d.name);
             if req.dry_run {
                 runner.notice(&format!(
@@ -314,12 +369,20 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
                     d.name
                 ));
             } else {
-                let n = upload(store.as_ref(), &packed.path, &d.name, &packed.sha256, sig).await?;
+                let n = upload(
+                    store.as_ref(),
+                    &packed.path,
+                    &d.name,
+                    &packed.sha256,
+                    signed,
+                )
+                .await?;
                 runner.notice(&format!("published {url} ({n} bytes uploaded)"));
             }
             url
         }
-        _ => format!("file://{}", packed.path.display()),
+        (Some(_), _, _) => unreachable!("a destination is opened and signed for, or refused above"),
+        (None, _, _) => format!("file://{}", packed.path.display()),
     };
     println!("{url}");
     runner.set_outputs(&[("url", &url), ("sha256", &packed.sha256)])?;
@@ -362,44 +425,50 @@ fn source_date_epoch(runner: &crate::gha::Runner) -> Result<u64> {
     }
 }
 
-/// The storage at `dir_url` and the public base URL of its objects.
-async fn open(
+/// The destination at `dir_url`, opened writable by the one storage factory (on S3 the
+/// bucket is checked first), and the public base URL of its objects ([`public_base_url`]).
+async fn open_destination(
     runner: &crate::gha::Runner,
     dir_url: &str,
     s3: &crate::cli::sign_and_upload::S3Flags,
 ) -> Result<(Box<dyn Storage>, String)> {
-    use crate::buildcache::storage::Location;
-    match Location::parse(dir_url)? {
-        Location::Local(p) => Ok((
-            Box::new(crate::buildcache::LocalDir::new(&p)),
-            format!("file://{}", p.display()),
-        )),
-        Location::S3 { bucket, prefix } => {
-            let url = crate::s3::S3Url::new(bucket, prefix)?;
-            let settings = crate::s3::S3Settings::resolve(
-                runner,
-                s3.endpoint_url.clone(),
-                s3.region.clone(),
-                s3.role_arn.clone(),
-            )?;
-            let conn = crate::s3::credentials::connection(runner, &settings).await?;
-            let store = crate::buildcache::S3Store::new(conn.client, url.clone());
-            store.preflight().await?;
-            let catalog = crate::catalog::Catalog::embedded();
-            let base = if catalog.publish.tarball_bucket == url.bucket()
-                && settings.endpoint_url.is_none()
-            {
-                format!(
-                    "{}/{}",
-                    catalog.publish.tarball_url.trim_end_matches('/'),
-                    url.prefix()
-                )
+    let location = Location::parse(dir_url)?;
+    if let Location::Http(u) = &location {
+        bail!("{u}: HTTP(S) is read-only; publish to s3://");
+    }
+    let opts = storage::OpenOptions {
+        writable: true,
+        endpoint_url: s3.endpoint_url.clone(),
+        region: s3.region.clone(),
+        role_arn: s3.role_arn.clone(),
+        ..storage::OpenOptions::default()
+    };
+    let store = storage::open(&location, &opts, runner).await?;
+    let base = public_base_url(&location, store.as_ref());
+    Ok((store, base))
+}
+
+/// The URL consumers download from: under the catalog's `publish.tarball_url` for its tarball
+/// bucket on AWS itself, otherwise the store's own public URL (the S3 endpoint's HTTP URL,
+/// or `file://`).
+pub fn public_base_url(location: &Location, store: &dyn Storage) -> String {
+    let public = store.public_url();
+    let catalog = crate::catalog::Catalog::embedded();
+    match location {
+        // `https://<bucket>.s3.<region>.amazonaws.com/...` is AWS, not an S3-compatible endpoint.
+        Location::S3 { bucket, prefix }
+            if *bucket == catalog.publish.tarball_bucket
+                && public.starts_with(&format!("https://{bucket}.s3."))
+                && public.contains(".amazonaws.com") =>
+        {
+            let base = catalog.publish.tarball_url.trim_end_matches('/');
+            if prefix.is_empty() {
+                base.to_owned()
             } else {
-                url.http_url(settings.endpoint_url.as_deref(), &conn.region)
-            };
-            Ok((Box::new(store), base))
+                format!("{base}/{prefix}")
+            }
         }
-        Location::Http(u) => bail!("{u}: HTTP(S) is read-only; publish to s3://"),
+        _ => public,
     }
 }
 
@@ -426,6 +495,54 @@ mod tests {
         );
         assert!(Destination::parse("https://x/y", "x.tar.gz").is_err());
         assert!(Destination::parse("s3://b/p/.tar.gz", "x.tar.gz").is_err());
+    }
+
+    fn s3_store(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+    ) -> (Location, Box<dyn Storage>) {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("eu-west-1"))
+            .build();
+        let url = crate::s3::S3Url::new(bucket, prefix).unwrap();
+        let store = crate::buildcache::S3Store::new(aws_sdk_s3::Client::from_conf(conf), url)
+            .with_public_endpoint(endpoint.map(str::to_owned), "eu-west-1".into());
+        (
+            Location::parse(&format!("s3://{bucket}/{prefix}")).unwrap(),
+            Box::new(store),
+        )
+    }
+
+    #[test]
+    fn public_base_urls() {
+        // The catalog's tarball bucket on AWS: its public URL.
+        let (loc, st) = s3_store("vantage-public-assets", "slurm-factory/25.11/13.4.0", None);
+        assert_eq!(
+            public_base_url(&loc, st.as_ref()),
+            "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/25.11/13.4.0"
+        );
+        // The same bucket name on an S3-compatible server: that server's URL.
+        let (loc, st) = s3_store("vantage-public-assets", "x", Some("http://127.0.0.1:9000"));
+        assert_eq!(
+            public_base_url(&loc, st.as_ref()),
+            "http://127.0.0.1:9000/vantage-public-assets/x"
+        );
+        // Another bucket on AWS: its regional virtual-hosted URL.
+        let (loc, st) = s3_store("site-mirror", "slurm", None);
+        assert_eq!(
+            public_base_url(&loc, st.as_ref()),
+            "https://site-mirror.s3.eu-west-1.amazonaws.com/slurm"
+        );
+        // A directory: its file:// URL.
+        let d = tempfile::tempdir().unwrap();
+        let loc = Location::Local(d.path().to_owned());
+        let st = crate::buildcache::LocalDir::new(d.path());
+        assert_eq!(
+            public_base_url(&loc, &st),
+            format!("file://{}", d.path().display())
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use crate::common;
 use crate::harness::*;
 use crate::support::*;
 
+const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+
 fn publish_to(moto: &Moto, b: &Build, dir: &std::path::Path, dest: &str) -> Command {
     let keys = common::repo_root().join("tests/fixtures/spack-v3/keys");
     let mut c = common::in_actions("tarball-publish", dir);
@@ -69,6 +71,12 @@ async fn publishes_tarball_signature_and_sums_to_s3() {
         .await
         .unwrap();
     assert!(sig.starts_with(b"-----BEGIN PGP SIGNATURE-----"));
+    // The signer's public key beside them, named by its fingerprint, public parts only.
+    let key = get_bytes(&c, &format!("{prefix}/{FPR}.pub.asc"))
+        .await
+        .expect("public key uploaded");
+    assert!(key.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(!String::from_utf8_lossy(&key).contains("PRIVATE KEY"));
 
     let outputs = common::runner_file_map(&dir.path().join("output"));
     assert_eq!(outputs.get("sha256"), Some(&sha));
@@ -100,6 +108,27 @@ async fn publishes_tarball_signature_and_sums_to_s3() {
         sums,
         format!("{sha}  slurm-25.11-gcc13.4.0-software-arm64.tar.gz\n{sha}  {name}\n")
     );
+
+    // No signing key: refused before anything is packed or uploaded.
+    let dir4 = tempfile::tempdir().unwrap();
+    let out_dir = b.tmp.path().join("unsigned");
+    let out = publish_to(&moto, &b, dir4.path(), &format!("s3://{BUCKET}/unsigned/"))
+        .env_remove("GPG_PRIVATE_KEY")
+        .arg("--output")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("::error::")
+            && l.contains("refusing to publish")
+            && l.contains("GPG_PRIVATE_KEY")
+            && l.contains("--key-file")),
+        "{log}"
+    );
+    assert!(keys(&c, "unsigned/").await.is_empty());
+    assert!(!out_dir.exists());
 
     // A destination bucket that does not exist fails before packing anything.
     let dir3 = tempfile::tempdir().unwrap();
