@@ -366,6 +366,26 @@ fn test_install_installs_and_checks_our_tarball() {
         seff.contains(&prefix.join("view").display().to_string()),
         "{seff}"
     );
+    // The pipeline passes only the pinned fingerprint: the public key we published beside
+    // the tarball resolves it.
+    let fpr = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+    let published = std::fs::read_to_string(out.join(format!("{fpr}.pub.asc"))).unwrap();
+    assert!(published.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(!published.contains("PRIVATE"));
+    let prefix = b.tmp.path().join("opt/pinned");
+    let (ok, text) = run_clean(
+        common::scrubbed("test-install")
+            .arg("--tarball")
+            .arg(out.join("slurm-25.11-gcc13.4.0-software.tar.gz"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .args(["--trusted-fingerprint", fpr]),
+    );
+    assert!(
+        ok,
+        "test-install refused our tarball by fingerprint:\n{text}"
+    );
+    assert!(text.contains(&format!("trusting {fpr}")), "{text}");
 }
 
 fn fails_cleanly(mut c: Command, output: &Path, want: &str) {

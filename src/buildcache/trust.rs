@@ -93,28 +93,42 @@ pub async fn published_key(storage: &dyn Storage, fpr: &KeyFingerprint) -> Resul
     if blob.len() as u64 != rec.content_length || Sha256Hex::of(&blob) != sha {
         bail!("{url}: key blob {bkey} does not match its manifest {mkey} (size or sha256)");
     }
+    let armored = pinned_cert(&blob, fpr, &format!("{url} publishes under {mkey}"))?;
+    Ok(PublishedKey {
+        fingerprint: fpr.clone(),
+        armored,
+        source: mkey,
+    })
+}
+
+/// From published key material `bytes` (described by `what`, e.g. "https://…/x.asc"), the
+/// one certificate whose primary fingerprint is exactly the pinned `fpr`, ASCII-armored,
+/// public parts only. Every other certificate in `bytes` is ignored; none matching is an
+/// error. The one rule for resolving a pin against what a mirror publishes.
+pub fn pinned_cert(bytes: &[u8], fpr: &KeyFingerprint, what: &str) -> Result<Vec<u8>> {
+    if bytes.len() as u64 > MAX_KEY_BLOB_BYTES {
+        bail!(
+            "the key {what} has {} bytes; a public key is a few KiB, so it is refused",
+            bytes.len()
+        );
+    }
     let mut found = Vec::new();
-    for cert in CertParser::from_bytes(&blob)
-        .with_context(|| format!("{url}: {bkey} is not an OpenPGP key"))?
+    for cert in CertParser::from_bytes(bytes)
+        .with_context(|| format!("the key {what} is not an OpenPGP key"))?
     {
-        let cert = cert.with_context(|| format!("{url}: {bkey} holds a malformed key"))?;
+        let cert = cert.with_context(|| format!("the key {what} is malformed"))?;
         let got = KeyFingerprint::of_cert(&cert);
         if got == *fpr {
-            let armored = cert
+            return cert
                 .strip_secret_key_material()
                 .armored()
                 .to_vec()
-                .context("cannot armor the published key")?;
-            return Ok(PublishedKey {
-                fingerprint: got,
-                armored,
-                source: mkey,
-            });
+                .context("cannot armor the published key");
         }
         found.push(got.to_string());
     }
     bail!(
-        "the key {url} publishes under {mkey} is {}, not the pinned {fpr}; it is not trusted (a mirror cannot choose which key you trust)",
+        "the key {what} is {}, not the pinned {fpr}; it is not trusted (a mirror cannot choose which key you trust)",
         if found.is_empty() {
             "empty".to_owned()
         } else {

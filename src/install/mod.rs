@@ -60,10 +60,12 @@ pub enum What {
     Nothing,
 }
 
-/// Opens what `what` names and resolves the trusted keys: every key file, plus, for a
-/// buildcache, the key it publishes under exactly each pinned fingerprint
-/// ([`crate::buildcache::trust::pinned_keys`]; a published key that was not pinned is never
-/// trusted). Refuses to go on without a trusted key unless nothing is installed.
+/// Opens what `what` names and resolves the trusted keys: every key file, plus, for each pinned
+/// fingerprint no key file gives, the key published under exactly that fingerprint next to
+/// what is installed: for a buildcache its key manifest
+/// ([`crate::buildcache::trust::pinned_keys`]), for a tarball the `<FPR>.pub.asc` beside it
+/// ([`tarball::published_key`]). A published key that was not pinned is never trusted.
+/// Refuses to go on without a trusted key unless nothing is installed.
 pub async fn prepare(
     what: What,
     key_files: &[PathBuf],
@@ -94,25 +96,32 @@ pub async fn prepare(
             let trusted = pinned_keys(storage.as_ref(), key_files, &fprs).await?;
             (Source::Buildcache { storage, spec }, trusted)
         }
-        other => {
+        What::Tarball(t) => {
+            let mut trusted = TrustedKeys::new();
+            load_key_files(&mut trusted, key_files)?;
+            for fpr in &fprs {
+                if trusted.contains(fpr) {
+                    continue;
+                }
+                let key = tarball::published_key(&t, fpr, allow_insecure_http).await?;
+                trusted.add_armored(&key)?;
+            }
+            (Source::Tarball(t), trusted)
+        }
+        What::Nothing => {
             if !fprs.is_empty() {
                 bail!(
-                    "--trusted-fingerprint resolves keys a buildcache publishes; for a tarball pass the key file with --trusted-key"
+                    "--trusted-fingerprint resolves the key published beside a buildcache or a tarball; --check-only installs nothing, so drop it"
                 );
             }
             let mut trusted = TrustedKeys::new();
             load_key_files(&mut trusted, key_files)?;
-            let source = match other {
-                What::Tarball(t) => Source::Tarball(t),
-                _ => Source::Nothing,
-            };
-            (source, trusted)
+            (Source::Nothing, trusted)
         }
     };
     for f in trusted.fingerprints() {
         runner.info(&format!("trusting {f}"));
     }
-    let _ = allow_insecure_http;
     if !matches!(source, Source::Nothing) && trusted.is_empty() {
         bail!(
             "no trusted keys: pass --trusted-key <public key file> (or --trusted-fingerprint <fpr> for a buildcache); nothing is installed unverified"

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use super::extract::{self, Limits, Options, remove_tree};
 use crate::buildcache::layout::Sha256Hex;
 use crate::pgp::{KeyFingerprint, TrustedKeys};
+use crate::tarball::publish::SUMS;
 
 /// The three top-level directories of the tarball.
 pub const TOP_LEVEL: [&str; 3] = ["view", "modules", "data"];
@@ -43,64 +44,128 @@ fn file_name_of(s: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-async fn http_get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
+async fn http_get(client: &reqwest::Client, url: &str) -> Result<Option<Vec<u8>>> {
     let r = client
         .get(url)
         .send()
         .await
         .with_context(|| format!("cannot download {url}"))?;
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !r.status().is_success() {
         bail!("cannot download {url}: HTTP {}", r.status());
     }
-    Ok(r.bytes().await?.to_vec())
+    Ok(Some(r.bytes().await?.to_vec()))
+}
+
+/// The directory a tarball was published in: its siblings (`SHA256SUMS`, `<tarball>.asc`, the
+/// signer's `<FPR>.pub.asc`) are read from the same place.
+enum Origin {
+    Http {
+        client: reqwest::Client,
+        dir: String,
+    },
+    Local(PathBuf),
+}
+
+impl Origin {
+    /// The origin of `source` (a path, `file://` or `https://` URL; `http://` only with
+    /// `allow_http`) and the tarball's file name.
+    fn of(source: &str, allow_http: bool) -> Result<(Origin, String)> {
+        let file_name = file_name_of(source)?;
+        if source.starts_with("https://") || source.starts_with("http://") {
+            if source.starts_with("http://") && !allow_http {
+                bail!(
+                    "{source} is plain http://; use https:// (or pass --allow-insecure-http for a private mirror; the signature is checked either way)"
+                );
+            }
+            let client = reqwest::Client::builder()
+                .build()
+                .context("cannot build the HTTP client")?;
+            let dir = source[..source.len() - file_name.len()].to_owned();
+            return Ok((Origin::Http { client, dir }, file_name));
+        }
+        if let Some((scheme, _)) = source.split_once("://")
+            && scheme != "file"
+        {
+            bail!(
+                "unsupported tarball URL scheme {scheme:?} in {source:?}: use a path, file:// or https://"
+            );
+        }
+        let path = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
+        let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Ok((Origin::Local(dir), file_name))
+    }
+
+    /// Where `name` is, for messages.
+    fn show(&self, name: &str) -> String {
+        match self {
+            Origin::Http { dir, .. } => format!("{dir}{name}"),
+            Origin::Local(dir) => dir.join(name).display().to_string(),
+        }
+    }
+
+    /// The bytes of `name`, or `None` when there is no such file.
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Origin::Http { client, dir } => http_get(client, &format!("{dir}{name}")).await,
+            Origin::Local(dir) => {
+                let p = dir.join(name);
+                match std::fs::read(&p) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => {
+                        Err(anyhow::Error::new(e).context(format!("cannot read {}", p.display())))
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Origin::read`], with a missing file an error naming what it is.
+    async fn need(&self, name: &str, what: &str) -> Result<Vec<u8>> {
+        self.read(name).await?.with_context(|| {
+            format!(
+                "{what} {} is missing; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
+                self.show(name)
+            )
+        })
+    }
 }
 
 /// Fetches the tarball at `source` (a path, `file://` or `https://` URL; `http://` only with
 /// `allow_http`) with its `SHA256SUMS` and `.asc` from the same directory.
 pub async fn download(source: &str, allow_http: bool) -> Result<Download> {
-    let file_name = file_name_of(source)?;
-    if source.starts_with("https://") || source.starts_with("http://") {
-        if source.starts_with("http://") && !allow_http {
-            bail!(
-                "{source} is plain http://; use https:// (or pass --allow-insecure-http for a private mirror; the signature is checked either way)"
-            );
-        }
-        let base = &source[..source.len() - file_name.len()];
-        let client = reqwest::Client::builder()
-            .build()
-            .context("cannot build the HTTP client")?;
-        return Ok(Download {
-            tarball: http_get(&client, source).await?,
-            sums: http_get(&client, &format!("{base}SHA256SUMS")).await?,
-            signature: http_get(&client, &format!("{source}.asc")).await?,
-            file_name,
-        });
-    }
-    if let Some((scheme, _)) = source.split_once("://")
-        && scheme != "file"
-    {
-        bail!(
-            "unsupported tarball URL scheme {scheme:?} in {source:?}: use a path, file:// or https://"
-        );
-    }
-    let path = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let read = |p: &Path, what: &str| {
-        std::fs::read(p).with_context(|| {
-            format!(
-                "cannot read {what} {}; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
-                p.display()
-            )
-        })
-    };
-    let mut asc = path.as_os_str().to_owned();
-    asc.push(".asc");
+    let (origin, file_name) = Origin::of(source, allow_http)?;
     Ok(Download {
-        tarball: read(&path, "the tarball")?,
-        sums: read(&dir.join("SHA256SUMS"), "the checksum file")?,
-        signature: read(Path::new(&asc), "the signature")?,
+        tarball: origin.need(&file_name, "the tarball").await?,
+        sums: origin.need(SUMS, "the checksum file").await?,
+        signature: origin
+            .need(&format!("{file_name}.asc"), "the signature")
+            .await?,
         file_name,
     })
+}
+
+/// The key published beside the tarball at `source` for the pinned `fpr`: the file
+/// `<FPR>.pub.asc` that `tarball-publish` writes there, of which only the certificate whose
+/// primary fingerprint is exactly `fpr` is taken ([`crate::buildcache::trust::pinned_cert`]).
+/// Returns it ASCII-armored, public parts only.
+pub async fn published_key(
+    source: &str,
+    fpr: &KeyFingerprint,
+    allow_http: bool,
+) -> Result<Vec<u8>> {
+    let (origin, _) = Origin::of(source, allow_http)?;
+    let name = crate::tarball::publish::public_key_name(fpr);
+    let bytes = origin.read(&name).await?.with_context(|| {
+        format!(
+            "{} is missing: the tarball's directory publishes no key {fpr}; get the public key out of band and pass it with --trusted-key <file>",
+            origin.show(&name)
+        )
+    })?;
+    crate::buildcache::trust::pinned_cert(&bytes, fpr, &format!("in {}", origin.show(&name)))
 }
 
 /// The digest `SHA256SUMS` lists for `file_name`. Every line must be `<sha256>  <name>` (or

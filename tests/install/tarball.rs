@@ -279,8 +279,136 @@ fn a_tarball_url_downloads_its_sums_and_signature_beside_it() {
     let (code, stdout, _) = test_install(work.path(), &a);
     assert_eq!(code, 1, "{stdout}");
     assert!(
-        stdout.contains(&format!("cannot download {url}.asc: HTTP 404")),
+        stdout.contains(&format!("the signature {url}.asc is missing")),
         "{stdout}"
     );
     assert!(!prefix2.exists());
+}
+
+const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
+
+/// `--tarball` with only `--trusted-fingerprint` (what the tarball pipeline passes): the key is
+/// the `<FPR>.pub.asc` published beside the tarball, trusted only because its fingerprint is
+/// the pinned one.
+fn pinned(tarball: &str, prefix: &Path, fpr: &str, extra: &[&str]) -> (i32, String, String) {
+    let work = tempfile::tempdir().unwrap();
+    let mut a = vec![
+        "--tarball",
+        tarball,
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--trusted-fingerprint",
+        fpr,
+    ];
+    a.extend_from_slice(extra);
+    test_install(work.path(), &a)
+}
+
+#[test]
+fn a_pinned_fingerprint_resolves_the_key_published_beside_the_tarball() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let dir = tarball.parent().unwrap();
+    let published = dir.join(format!("{FPR}.pub.asc"));
+    let path = tarball.to_str().unwrap();
+
+    // Nothing published under the pin: refused, saying what to do.
+    let prefix = t.path().join("p0");
+    let (code, stdout, _) = pinned(path, &prefix, FPR, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("the tarball's directory publishes no key {FPR}"))
+            && stdout.contains("--trusted-key"),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
+
+    // Published: verified and installed.
+    std::fs::copy(signer_key(), &published).unwrap();
+    let prefix = t.path().join("p1");
+    let (code, stdout, summary) = pinned(path, &prefix, &FPR.to_lowercase(), &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        summary.contains(&format!("| install `{NAME}` | ✅ ok | signed by {FPR}")),
+        "{summary}"
+    );
+    assert!(prefix.join("view/bin/sinfo").is_file());
+
+    // Another pin: its key is not there, so nothing is trusted, nothing installed.
+    let prefix = t.path().join("p2");
+    let other = "0123456789ABCDEF0123456789ABCDEF01234567";
+    let (code, stdout, _) = pinned(path, &prefix, other, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("publishes no key {other}")),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
+
+    // A different key published under the pinned name is not trusted.
+    use sequoia_openpgp::serialize::SerializeInto;
+    let (cert, _) =
+        sequoia_openpgp::cert::CertBuilder::general_purpose(Some("Mallory <m@example.com>"))
+            .generate()
+            .unwrap();
+    std::fs::write(&published, cert.armored().to_vec().unwrap()).unwrap();
+    let prefix = t.path().join("p3");
+    let (code, stdout, _) = pinned(path, &prefix, FPR, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("not the pinned {FPR}; it is not trusted")),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
+
+    // Over HTTP the key is fetched from beside the tarball URL too.
+    std::fs::copy(signer_key(), &published).unwrap();
+    let Some(server) = crate::common::HttpServer::start(dir) else {
+        return;
+    };
+    let prefix = t.path().join("p4");
+    let url = format!("{}/{NAME}", server.url);
+    let (code, stdout, _) = pinned(&url, &prefix, FPR, &["--allow-insecure-http"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(prefix.join("view/bin/sinfo").is_file());
+}
+
+#[test]
+fn a_tarball_signed_by_another_key_fails_against_the_pinned_one() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let dir = tarball.parent().unwrap();
+    std::fs::copy(signer_key(), dir.join(format!("{FPR}.pub.asc"))).unwrap();
+    // Re-sign with someone else's key, and publish theirs beside it too.
+    let (cert, _) =
+        sequoia_openpgp::cert::CertBuilder::general_purpose(Some("Mallory <m@example.com>"))
+            .generate()
+            .unwrap();
+    use sequoia_openpgp::serialize::SerializeInto;
+    let mallory = slurm_factory::pgp::SigningKey::load(
+        &cert.as_tsk().armored().to_vec().unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{NAME}.asc")),
+        mallory
+            .detached_sign(std::fs::read(&tarball).unwrap().as_slice())
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{}.pub.asc", mallory.fingerprint())),
+        cert.armored().to_vec().unwrap(),
+    )
+    .unwrap();
+    let prefix = t.path().join("p");
+    let (code, stdout, _) = pinned(tarball.to_str().unwrap(), &prefix, FPR, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{NAME}.asc does not verify {NAME}")),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
 }
