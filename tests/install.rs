@@ -15,9 +15,13 @@ mod harness;
 mod relocate;
 #[path = "install/remote.rs"]
 mod remote;
+#[path = "install/selection.rs"]
+mod selection;
 #[path = "install/smoke.rs"]
 mod smoke;
 #[path = "install/support.rs"]
 mod support;
+#[path = "install/synth.rs"]
+mod synth;
 #[path = "install/tarball.rs"]
 mod tarball;

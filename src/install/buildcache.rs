@@ -8,10 +8,17 @@
 //! so `<root>` is a Spack-style install tree and the build's store root maps onto it. Dependents'
 //! RPATHs, scripts and links are rewritten to the dependencies' new prefixes.
 //!
-//! **Trust.** The index is unsigned, so it is only used to find the requested spec's hash. The
-//! dependency closure comes from the root's spec blob, whose digest is in the signed manifest;
-//! every dependency's own manifest is verified as well. Only bytes whose sha256 matches a
-//! signed record are extracted.
+//! **Trust.** The index is unsigned, so it is only used to find the requested spec's hash; the
+//! chosen spec is matched against `--spec` again in its signed spec blob. The dependency
+//! closure comes from the root's spec blob, whose digest is in the signed manifest; every
+//! dependency's own manifest is verified as well. Only bytes whose sha256 matches a signed
+//! record are extracted.
+//!
+//! **Compilers.** `%gcc@13.4.0` in `--spec` selects by compiler. Spack 1.0 records compilers
+//! as dependencies: a direct dependency whose edge provides the virtual `c`, `cxx` or
+//! `fortran` (`"parameters": {"virtuals": ["c", "cxx"]}`) is a compiler of the node, and its
+//! version is that dependency node's. Older specs carry a `"compiler": {"name", "version"}`
+//! field instead; both are read. A spec matches when any of its compilers does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,25 +33,56 @@ use crate::buildcache::layout::{self, BlobRecord, SpecId};
 use crate::buildcache::{Storage, read_index, verify};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 
-/// Which spec to install: `name`, `name@version`, `/hash`, `name/hash` or `name@version/hash`
-/// (a hash may be abbreviated to a unique prefix).
+/// Which spec to install: `name`, `name@version`, `name%compiler@version`, `/hash`,
+/// `name/hash`, or any of these together in Spack's order (`name@version%compiler@version/hash`).
+/// A version matches itself and the versions it is a prefix of at a separator (`25.11` matches
+/// `25.11.6`, as in Spack); a hash may be abbreviated to a unique prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpecQuery {
     /// Package name.
     pub name: Option<String>,
-    /// Exact version.
+    /// Version (or a prefix of it at a separator).
     pub version: Option<String>,
+    /// The compiler it was built with.
+    pub compiler: Option<CompilerQuery>,
     /// DAG hash or a prefix of it.
     pub hash: Option<String>,
+}
+
+/// `%name` or `%name@version` of a [`SpecQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompilerQuery {
+    /// Compiler package name (`gcc`).
+    pub name: String,
+    /// Its version (or a prefix of it at a separator).
+    pub version: Option<String>,
+}
+
+/// Whether `have` is `want` or a longer version starting with `want` and a separator, as Spack's
+/// `@25.11` is satisfied by `25.11.6`.
+fn version_matches(want: &str, have: &str) -> bool {
+    have == want
+        || have
+            .strip_prefix(want)
+            .is_some_and(|rest| rest.starts_with(['.', '-', '_']))
 }
 
 impl SpecQuery {
     /// Parses the `--spec` argument.
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
+        let bad = || {
+            anyhow::anyhow!(
+                "--spec {s:?} is not understood: give name, name@version, name@version%compiler@version, /hash or name@version/hash (e.g. demo-app@2.0, slurm%gcc@13.4.0 or /resh3sd)"
+            )
+        };
         let (head, hash) = match s.split_once('/') {
             Some((h, hash)) => (h, Some(hash)),
             None => (s, None),
+        };
+        let (head, compiler) = match head.split_once('%') {
+            Some((h, c)) => (h, Some(c)),
+            None => (head, None),
         };
         let (name, version) = match head.split_once('@') {
             Some((n, v)) => (n, Some(v)),
@@ -55,9 +93,26 @@ impl SpecQuery {
                 && t.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
         };
+        let compiler = match compiler {
+            None => None,
+            Some(c) => {
+                let (cname, cversion) = match c.split_once('@') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (c, None),
+                };
+                if !ok(cname) || cversion.is_some_and(|v| !ok(v)) {
+                    return Err(bad());
+                }
+                Some(CompilerQuery {
+                    name: cname.to_owned(),
+                    version: cversion.map(str::to_owned),
+                })
+            }
+        };
         let q = SpecQuery {
             name: (!name.is_empty()).then(|| name.to_owned()),
             version: version.map(str::to_owned),
+            compiler,
             hash: hash.map(str::to_owned),
         };
         if q.name.as_deref().is_some_and(|n| !ok(n))
@@ -65,17 +120,28 @@ impl SpecQuery {
             || q.hash.as_deref().is_some_and(|h| !ok(h))
             || (q.name.is_none() && q.hash.is_none())
         {
-            bail!(
-                "--spec {s:?} is not understood: give name, name@version, /hash or name@version/hash (e.g. demo-app@2.0 or /resh3sd)"
-            );
+            return Err(bad());
         }
         Ok(q)
     }
 
-    fn matches(&self, n: &Node) -> bool {
+    /// Whether `n` matches; its compilers' versions are looked up in `versions` (DAG hash →
+    /// version of every node known).
+    fn matches(&self, n: &Node, versions: &BTreeMap<String, String>) -> bool {
         self.name.as_deref().is_none_or(|x| x == n.name)
-            && self.version.as_deref().is_none_or(|x| x == n.version)
+            && self
+                .version
+                .as_deref()
+                .is_none_or(|x| version_matches(x, &n.version))
             && self.hash.as_deref().is_none_or(|x| n.hash.starts_with(x))
+            && self.compiler.as_ref().is_none_or(|c| {
+                n.compilers(versions).iter().any(|(name, version)| {
+                    *name == c.name
+                        && c.version.as_deref().is_none_or(|want| {
+                            version.as_deref().is_some_and(|v| version_matches(want, v))
+                        })
+                })
+            })
     }
 }
 
@@ -87,11 +153,37 @@ impl fmt::Display for SpecQuery {
         if let Some(v) = &self.version {
             write!(f, "@{v}")?;
         }
+        if let Some(c) = &self.compiler {
+            write!(f, "%{}", c.name)?;
+            if let Some(v) = &c.version {
+                write!(f, "@{v}")?;
+            }
+        }
         if let Some(h) = &self.hash {
             write!(f, "/{h}")?;
         }
         Ok(())
     }
+}
+
+/// A compiler of a node as its spec records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CompilerRef {
+    /// Spack ≥ 1.0: a direct dependency providing `c`, `cxx` or `fortran` (its version is the
+    /// dependency node's).
+    Dependency {
+        /// The dependency's package name.
+        name: String,
+        /// Its DAG hash.
+        hash: String,
+    },
+    /// Spack < 1.0: the node's own `compiler` field.
+    Field {
+        /// Compiler name.
+        name: String,
+        /// Compiler version.
+        version: Option<String>,
+    },
 }
 
 /// The parts of a spec node the installer needs (read from Spack's node JSON).
@@ -106,6 +198,8 @@ struct Node {
     runtime_deps: Vec<String>,
     /// An external (not built by Spack, e.g. the system glibc): never fetched nor relocated.
     external: bool,
+    /// The compilers it was built with.
+    compiler_refs: Vec<CompilerRef>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +214,8 @@ struct RawNode {
     dependencies: Vec<RawDep>,
     #[serde(default)]
     external: Option<serde_json::Value>,
+    #[serde(default)]
+    compiler: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +226,8 @@ struct RawArch {
 
 #[derive(Deserialize)]
 struct RawDep {
+    #[serde(default)]
+    name: Option<String>,
     hash: String,
     #[serde(default)]
     parameters: Option<RawDepParams>,
@@ -139,6 +237,56 @@ struct RawDep {
 struct RawDepParams {
     #[serde(default)]
     deptypes: Vec<String>,
+    #[serde(default)]
+    virtuals: Vec<String>,
+}
+
+/// The virtuals a compiler provides to its dependents (Spack 1.0's language virtuals).
+const LANGUAGE_VIRTUALS: [&str; 3] = ["c", "cxx", "fortran"];
+
+/// The compilers a node records: dependencies providing a language virtual, and the legacy
+/// `compiler` field (`{"name": "gcc", "version": "13.4.0"}`, or `"gcc@13.4.0"`).
+fn compiler_refs(deps: &[RawDep], field: Option<&serde_json::Value>) -> Vec<CompilerRef> {
+    let mut out: Vec<CompilerRef> = deps
+        .iter()
+        .filter(|d| {
+            d.parameters.as_ref().is_some_and(|p| {
+                p.virtuals
+                    .iter()
+                    .any(|v| LANGUAGE_VIRTUALS.contains(&v.as_str()))
+            })
+        })
+        .filter_map(|d| {
+            Some(CompilerRef::Dependency {
+                name: d.name.clone()?,
+                hash: d.hash.clone(),
+            })
+        })
+        .collect();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match field {
+        Some(serde_json::Value::Object(o)) => {
+            if let Some(name) = o.get("name").and_then(text) {
+                out.push(CompilerRef::Field {
+                    name,
+                    version: o.get("version").and_then(text),
+                });
+            }
+        }
+        Some(serde_json::Value::String(s)) => {
+            let (name, version) = match s.split_once('@') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (s.clone(), None),
+            };
+            out.push(CompilerRef::Field { name, version });
+        }
+        _ => {}
+    }
+    out
 }
 
 fn safe_component(what: &str, s: &str) -> Result<()> {
@@ -174,7 +322,9 @@ impl Node {
                 .with_context(|| format!("spec {}: arch target without a name", r.name))?,
             other => bail!("spec {}: unsupported target {other}", r.name),
         };
+        let compiler_refs = compiler_refs(&r.dependencies, r.compiler.as_ref());
         let n = Node {
+            compiler_refs,
             runtime_deps: r
                 .dependencies
                 .iter()
@@ -209,6 +359,38 @@ impl Node {
             version: self.version.clone(),
             hash: self.hash.clone(),
         }
+    }
+
+    /// `(name, version)` of each compiler, versions of dependency compilers from `versions`
+    /// (`None` when that node is not known).
+    fn compilers(&self, versions: &BTreeMap<String, String>) -> Vec<(String, Option<String>)> {
+        self.compiler_refs
+            .iter()
+            .map(|c| match c {
+                CompilerRef::Dependency { name, hash } => {
+                    (name.clone(), versions.get(hash).cloned())
+                }
+                CompilerRef::Field { name, version } => (name.clone(), version.clone()),
+            })
+            .collect()
+    }
+
+    /// `name@version%compiler@version/hash7`, for lists of candidates.
+    fn describe(&self, versions: &BTreeMap<String, String>) -> String {
+        let mut s = format!("{}@{}", self.name, self.version);
+        let mut seen = BTreeSet::new();
+        for (name, version) in self.compilers(versions) {
+            let c = match version {
+                Some(v) => format!("%{name}@{v}"),
+                None => format!("%{name}"),
+            };
+            if seen.insert(c.clone()) {
+                s.push_str(&c);
+            }
+        }
+        s.push('/');
+        s.push_str(&self.hash[..7]);
+        s
     }
 
     /// Spack's default projection below the install root.
@@ -320,18 +502,20 @@ async fn find(storage: &dyn Storage, query: &SpecQuery) -> Result<SpecId> {
         )
     })?;
     let mut all = Vec::new();
+    // Every record's version, binaries or not: compilers are usually only dependencies.
+    let mut versions = BTreeMap::new();
     for (hash, rec) in index.records() {
-        if !rec.in_buildcache {
-            continue;
-        }
         let node = Node::parse(&rec.spec).with_context(|| format!("index record {hash}"))?;
-        all.push(node);
+        versions.insert(node.hash.clone(), node.version.clone());
+        if rec.in_buildcache {
+            all.push(node);
+        }
     }
     all.sort_by(|a, b| (&a.name, &a.version, &a.hash).cmp(&(&b.name, &b.version, &b.hash)));
-    let hits: Vec<&Node> = all.iter().filter(|n| query.matches(n)).collect();
+    let hits: Vec<&Node> = all.iter().filter(|n| query.matches(n, &versions)).collect();
     let list = |ns: &[&Node]| {
         ns.iter()
-            .map(|n| format!("{}@{}/{}", n.name, n.version, &n.hash[..7]))
+            .map(|n| n.describe(&versions))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -343,7 +527,7 @@ async fn find(storage: &dyn Storage, query: &SpecQuery) -> Result<SpecId> {
             list(&all.iter().collect::<Vec<_>>())
         ),
         many => bail!(
-            "{query} is ambiguous in {}: {}; add @version or /hash to --spec",
+            "{query} is ambiguous in {}: {}; add @version, %compiler@version or /hash to --spec",
             storage.url(),
             list(many)
         ),
@@ -368,6 +552,18 @@ pub async fn install(
     }
     let root_id = find(storage, query).await?;
     let root_spec = verified(storage, trusted, &root_id).await?;
+    // The index is unsigned: the signed spec must say what the index said.
+    let signed_versions: BTreeMap<String, String> = root_spec
+        .dag
+        .values()
+        .map(|n| (n.hash.clone(), n.version.clone()))
+        .collect();
+    if !query.matches(&root_spec.node, &signed_versions) {
+        bail!(
+            "the index lists {root_id} as matching {query}, but its signed spec is {}; the index is stale or was tampered with",
+            root_spec.node.describe(&signed_versions)
+        );
+    }
 
     let order = runtime_closure(&root_id.hash, &root_spec.dag)?;
 
@@ -572,8 +768,100 @@ mod tests {
         let q = SpecQuery::parse("demo-app@2.0/resh3sd").unwrap();
         assert_eq!(q.to_string(), "demo-app@2.0/resh3sd");
         assert_eq!(SpecQuery::parse("/abc").unwrap().name, None);
-        for bad in ["", "@1", "a/b/c", "a b", "/"] {
+        let q = SpecQuery::parse("slurm@25.11%gcc@13.4.0/abc").unwrap();
+        assert_eq!(
+            q.compiler,
+            Some(CompilerQuery {
+                name: "gcc".into(),
+                version: Some("13.4.0".into())
+            })
+        );
+        assert_eq!(q.version.as_deref(), Some("25.11"));
+        assert_eq!(q.to_string(), "slurm@25.11%gcc@13.4.0/abc");
+        let q = SpecQuery::parse("slurm%gcc").unwrap();
+        assert_eq!(q.to_string(), "slurm%gcc");
+        assert_eq!(q.compiler.unwrap().version, None);
+        for bad in [
+            "",
+            "@1",
+            "a/b/c",
+            "a b",
+            "/",
+            "slurm%",
+            "slurm%@13",
+            "slurm%gcc@",
+            "%gcc@13",
+            "a%b%c",
+        ] {
             assert!(SpecQuery::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn versions_match_themselves_and_longer_versions_at_a_separator() {
+        assert!(version_matches("13.4.0", "13.4.0"));
+        assert!(version_matches("13", "13.4.0"));
+        assert!(version_matches("25-11", "25-11-6-1"));
+        assert!(!version_matches("13.4", "13.40.1"));
+        assert!(!version_matches("1", "13.4.0"));
+        assert!(!version_matches("13.4.0", "13.4"));
+    }
+
+    /// A Spack 1.0 node built with `compiler` providing c and cxx (a build dependency),
+    /// linking gcc-runtime.
+    fn built_with(name: &str, h: &str, compiler: &str, runtime: &str) -> String {
+        spec(
+            name,
+            h,
+            &[
+                format!(
+                    r#"{{"name":"gcc","hash":"{compiler}","parameters":{{"deptypes":["build"],"virtuals":["c","cxx"]}}}}"#
+                ),
+                format!(
+                    r#"{{"name":"gcc-runtime","hash":"{runtime}","parameters":{{"deptypes":["link"],"virtuals":[]}}}}"#
+                ),
+            ],
+            "",
+        )
+    }
+
+    #[test]
+    fn compilers_come_from_language_virtuals_or_the_legacy_field() {
+        const G13: &str = "g13g13g13g13g13g13g13g13g13g13g1";
+        const G14: &str = "g14g14g14g14g14g14g14g14g14g14g1";
+        const R: &str = "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr";
+        let versions: BTreeMap<String, String> = [
+            (G13.to_owned(), "13.4.0".to_owned()),
+            (G14.to_owned(), "14.2.0".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let (_, a) = node(&built_with("slurm", A, G13, R));
+        let (_, b) = node(&built_with("slurm", B, G14, R));
+        let q = |s: &str| SpecQuery::parse(s).unwrap();
+        assert!(q("slurm%gcc@13.4.0").matches(&a, &versions));
+        assert!(!q("slurm%gcc@13.4.0").matches(&b, &versions));
+        assert!(q("slurm@1.0%gcc@14").matches(&b, &versions));
+        assert!(q("slurm%gcc").matches(&a, &versions));
+        assert!(!q("slurm%clang").matches(&a, &versions));
+        // gcc-runtime provides no language: not a compiler.
+        assert!(!q("slurm%gcc-runtime").matches(&a, &versions));
+        // A compiler node whose version is unknown matches only a version-less query.
+        assert!(!q("slurm%gcc@13.4.0").matches(&a, &BTreeMap::new()));
+        assert_eq!(
+            a.describe(&versions),
+            format!("slurm@1.0%gcc@13.4.0/{}", &A[..7])
+        );
+        // Spack < 1.0: the compiler field, as an object or a string.
+        let (_, old) = node(&spec(
+            "slurm",
+            C,
+            &[],
+            r#","compiler":{"name":"gcc","version":"12.3.0"}"#,
+        ));
+        assert!(q("slurm%gcc@12.3").matches(&old, &versions));
+        assert!(!q("slurm%gcc@13").matches(&old, &versions));
+        let (_, old) = node(&spec("slurm", C, &[], r#","compiler":"gcc@12.3.0""#));
+        assert!(q("slurm%gcc@12.3.0").matches(&old, &versions));
     }
 }

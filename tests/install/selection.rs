@@ -1,0 +1,169 @@
+//! `test-install` against synthetic signed buildcaches ([`crate::synth`]): choosing a build by
+//! its compiler as Spack 1.0 records it (a dependency providing `c`/`cxx`), refusing an
+//! ambiguous choice with the candidates listed, refusing an index that lies about the
+//! compiler.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::buildcache::{signer_key, test_install};
+use crate::synth::{Node, Package, write_cache};
+
+const GCC13: &str = "g13aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const GCC14: &str = "g14aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HELLO13: &str = "hello13aaaaaaaaaaaaaaaaaaaaaaaaa";
+const HELLO14: &str = "hello14aaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn hello(hash: &str, compiler: &Node) -> Package {
+    let node = Node::new("hello", "1.0", hash).built_with(compiler);
+    let script = format!(
+        "#!/bin/sh\n# installed at {}\necho \"hello built with gcc {}\"\n",
+        node.old_prefix(),
+        compiler.version
+    );
+    Package {
+        node,
+        dag: vec![compiler.clone()],
+        files: vec![("bin/hello".into(), script.into_bytes(), 0o755)],
+        text: vec!["bin/hello".into()],
+    }
+}
+
+/// Two builds of hello@1.0, one with the system gcc 13.4.0 and one with 14.2.0.
+fn two_compilers(dir: &Path) -> String {
+    let gcc13 = Node::new("gcc", "13.4.0", GCC13).external("/usr");
+    let gcc14 = Node::new("gcc", "14.2.0", GCC14).external("/usr");
+    let root = dir.join("cache");
+    write_cache(&root, &[hello(HELLO13, &gcc13), hello(HELLO14, &gcc14)]);
+    format!("file://{}", root.display())
+}
+
+fn install(work: &Path, cache: &str, spec: &str, prefix: &Path) -> (i32, String) {
+    let key = signer_key();
+    let (code, stdout, _) = test_install(
+        work,
+        &[
+            "--buildcache",
+            cache,
+            "--spec",
+            spec,
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    (code, stdout)
+}
+
+/// The `::error::` message as the runner shows it (`%` arrives escaped as `%25`).
+fn error_line(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("::error::"))
+        .unwrap_or_else(|| panic!("no ::error:: in {stdout}"));
+    crate::common::runner_unescape_data(line)
+}
+
+fn run_hello(prefix: &Path, hash: &str) -> String {
+    let p: PathBuf = prefix.join(format!("linux-x86_64_v3/hello-1.0-{hash}/bin/hello"));
+    let out = Command::new(&p).output().unwrap();
+    assert!(out.status.success(), "{}", p.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_build_is_chosen_by_its_compiler_and_an_ambiguous_choice_lists_the_candidates() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = two_compilers(t.path());
+
+    // Only the name: two builds match; both are listed with their compilers, nothing installed.
+    let prefix = t.path().join("p0");
+    let (code, stdout) = install(t.path(), &cache, "hello", &prefix);
+    assert_eq!(code, 1, "{stdout}");
+    let err = error_line(&stdout);
+    assert!(
+        err.contains("hello is ambiguous")
+            && err.contains("hello@1.0%gcc@13.4.0/hello13")
+            && err.contains("hello@1.0%gcc@14.2.0/hello14")
+            && err.contains("%compiler@version"),
+        "{err}"
+    );
+    assert!(!prefix.exists());
+
+    // name%compiler@version.
+    let prefix = t.path().join("p13");
+    let (code, stdout) = install(t.path(), &cache, "hello%gcc@13.4.0", &prefix);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(run_hello(&prefix, HELLO13), "hello built with gcc 13.4.0\n");
+    assert!(
+        !prefix
+            .join(format!("linux-x86_64_v3/hello-1.0-{HELLO14}"))
+            .exists()
+    );
+    // The relocated script names its new prefix.
+    let text = std::fs::read_to_string(
+        prefix.join(format!("linux-x86_64_v3/hello-1.0-{HELLO13}/bin/hello")),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "# installed at {}/linux-x86_64_v3/hello-1.0-{HELLO13}\n",
+            prefix.display()
+        )),
+        "{text}"
+    );
+
+    // name@version%compiler@version-prefix (Spack's `@14` matches 14.2.0).
+    let prefix = t.path().join("p14");
+    let (code, stdout) = install(t.path(), &cache, "hello@1.0%gcc@14", &prefix);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(run_hello(&prefix, HELLO14), "hello built with gcc 14.2.0\n");
+
+    // A compiler nothing was built with: no match, the candidates are listed.
+    let prefix = t.path().join("p12");
+    let (code, stdout) = install(t.path(), &cache, "hello%gcc@12", &prefix);
+    assert_eq!(code, 1, "{stdout}");
+    let err = error_line(&stdout);
+    assert!(
+        err.contains("no spec matching hello%gcc@12") && err.contains("hello@1.0%gcc@13.4.0/"),
+        "{err}"
+    );
+    assert!(!prefix.exists());
+}
+
+/// Rewrites the (unsigned) index of the cache at `root` with `edit`.
+fn edit_index(root: &Path, edit: impl FnOnce(String) -> String) {
+    use slurm_factory::buildcache::layout::{self, BlobRecord, Manifest};
+    let ip = root.join(layout::INDEX_MANIFEST);
+    let m = Manifest::from_json(&std::fs::read(&ip).unwrap()).unwrap();
+    let old = root.join(m.data[0].key().unwrap());
+    let db = edit(std::fs::read_to_string(&old).unwrap());
+    let rec = BlobRecord::for_bytes(db.as_bytes(), layout::INDEX_MEDIA_TYPE, "none");
+    let p = root.join(rec.key().unwrap());
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, db).unwrap();
+    std::fs::write(ip, Manifest::new(vec![rec]).to_spack_json()).unwrap();
+}
+
+#[test]
+fn an_index_that_lies_about_the_compiler_is_caught_by_the_signed_spec() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = two_compilers(t.path());
+    let root = t.path().join("cache");
+    // The index (unsigned) now says gcc 13.4.0 is 12.1.0; the signed spec blob still says 13.4.0.
+    edit_index(&root, |db| {
+        assert!(db.contains("\"version\":\"13.4.0\""), "{db}");
+        db.replace("\"version\":\"13.4.0\"", "\"version\":\"12.1.0\"")
+    });
+    let prefix = t.path().join("p");
+    let (code, stdout) = install(t.path(), &cache, "hello%gcc@12.1.0", &prefix);
+    assert_eq!(code, 1, "{stdout}");
+    let err = error_line(&stdout);
+    assert!(
+        err.contains("its signed spec is hello@1.0%gcc@13.4.0/hello13")
+            && err.contains("tampered with"),
+        "{err}"
+    );
+    assert!(!prefix.join("linux-x86_64_v3").exists());
+}
