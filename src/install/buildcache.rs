@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
 use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
+use super::sbang;
 use crate::buildcache::layout::{self, BlobRecord, SpecId};
 use crate::buildcache::{Storage, read_index, verify};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
@@ -666,10 +667,14 @@ async fn install_one(
     let x = extract::extract_fresh(gz(), &prefix, &opts)
         .with_context(|| format!("{id}: install tarball {key}"))?;
     let finish = || -> Result<Relocated> {
-        let map = PrefixMap::for_spec(&info, new_prefix_of, root, &root.join("bin/sbang"))?;
+        let new_sbang = root.join(sbang::REL_PATH);
+        let map = PrefixMap::for_spec(&info, new_prefix_of, root, &new_sbang)?;
         let r = relocate_package(&prefix, &info, &map)?;
         let links: Vec<PathBuf> = x.symlinks.iter().map(|l| rel.join(l)).collect();
         check_links_confined(root, &links)?;
+        if sbang::needed(&prefix, &info, &new_sbang)? {
+            sbang::install(root)?;
+        }
         Ok(r)
     };
     match finish() {

@@ -6,6 +6,7 @@
 //!   `.spack/binary_distribution`; ELF RPATHs, symlinks, text files, embedded C strings).
 //! - [`buildcache`]: pick a spec from a buildcache's index, verify its and its dependencies'
 //!   signed manifests and blobs, extract and relocate them into a new install tree.
+//! - [`sbang`]: the `sbang` that relocated scripts with long interpreter paths run through.
 //! - [`tarball`]: verify (`.asc`, `SHA256SUMS`), unpack and run the install script of the
 //!   relocatable Slurm tarball.
 //! - [`smoke`]: version checks, `ldd`, Lmod and compiler hello worlds.
@@ -14,6 +15,7 @@
 pub mod buildcache;
 pub mod extract;
 pub mod relocate;
+pub mod sbang;
 pub mod smoke;
 pub mod summary;
 pub mod tarball;

@@ -1,13 +1,13 @@
 //! `test-install` against synthetic signed buildcaches ([`crate::synth`]): choosing a build by
 //! its compiler as Spack 1.0 records it (a dependency providing `c`/`cxx`), refusing an
 //! ambiguous choice with the candidates listed, refusing an index that lies about the
-//! compiler.
+//! compiler, and scripts relocated to run through `<prefix>/bin/sbang`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::buildcache::{signer_key, test_install};
-use crate::synth::{Node, Package, write_cache};
+use crate::synth::{Node, Package, STORE, write_cache};
 
 const GCC13: &str = "g13aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const GCC14: &str = "g14aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -166,4 +166,75 @@ fn an_index_that_lies_about_the_compiler_is_caught_by_the_signed_spec() {
         "{err}"
     );
     assert!(!prefix.join("linux-x86_64_v3").exists());
+}
+
+/// A script whose interpreter path is far too long for a `#!` line, written the way Spack
+/// rewrites it (`#!/bin/sh <store>/bin/sbang`, then the real `#!` line), with the interpreter (a
+/// copy of the system's /bin/sh) inside the same package.
+#[test]
+fn a_script_spack_pointed_at_sbang_runs_after_relocation() {
+    let t = tempfile::tempdir().unwrap();
+    let deep = format!("libexec/{}", ["interpreters-live-deep-down"; 5].join("/"));
+    let node = Node::new("tool", "1.0", "toolaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let old_interp = format!("{}/{deep}/sh", node.old_prefix());
+    let script = format!(
+        "#!/bin/sh {STORE}/bin/sbang\n#!{old_interp} -e\necho \"tool ran: $*\"\ncase $- in *e*) echo errexit;; esac\n"
+    );
+    let sh = std::fs::read("/bin/sh").unwrap();
+    let pkg = Package {
+        node: node.clone(),
+        dag: Vec::new(),
+        files: vec![
+            ("bin/tool".into(), script.into_bytes(), 0o755),
+            (format!("{deep}/sh"), sh, 0o755),
+        ],
+        text: vec!["bin/tool".into()],
+    };
+    let root = t.path().join("cache");
+    write_cache(&root, &[pkg]);
+    let cache = format!("file://{}", root.display());
+    let prefix = t.path().join("p");
+    let (code, stdout) = install(t.path(), &cache, "tool", &prefix);
+    assert_eq!(code, 0, "{stdout}");
+
+    let pkg_prefix = prefix.join(node.rel_prefix());
+    let tool = pkg_prefix.join("bin/tool");
+    let new_interp = pkg_prefix.join(&deep).join("sh");
+    assert!(
+        new_interp.to_str().unwrap().len() > 127,
+        "the interpreter path must be too long for #!"
+    );
+    let text = std::fs::read_to_string(&tool).unwrap();
+    let sbang = prefix.join("bin/sbang");
+    assert!(
+        text.starts_with(&format!(
+            "#!/bin/sh {}\n#!{} -e\n",
+            sbang.display(),
+            new_interp.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&sbang).unwrap(),
+        slurm_factory::install::sbang::SCRIPT
+    );
+    let out = Command::new(&tool)
+        .args(["one", "two words"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Run by the relocated interpreter, with its `-e` argument and ours.
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "tool ran: one two words\nerrexit\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sbang).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
 }
