@@ -621,14 +621,8 @@ async fn install_one(
     let rel = spec.node.rel_prefix();
     let prefix = root.join(&rel);
     if std::fs::symlink_metadata(&prefix).is_ok() {
-        let marker = extract::no_follow_path(root, &rel.join(".spack/spec.json"))?;
-        if std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file()) {
-            return Ok((prefix, None));
-        }
-        bail!(
-            "{id}: {} exists but is not an installed Spack prefix; remove it or choose another --prefix",
-            prefix.display()
-        );
+        check_installed(root, &rel, &id)?;
+        return Ok((prefix, None));
     }
     let rec = &spec.tarball;
     let key = rec.key()?;
@@ -683,6 +677,53 @@ async fn install_one(
             remove_tree(&prefix);
             Err(e.context(format!("{id}: cannot relocate into {}", prefix.display())))
         }
+    }
+}
+
+/// An existing prefix counts as installed only when its `.spack/spec.json` (read without
+/// following links) describes exactly `id`: the same DAG hash at the root. Anything else (no
+/// spec file, an unreadable one, another build) is refused, naming the path.
+fn check_installed(root: &Path, rel: &Path, id: &SpecId) -> Result<()> {
+    let prefix = root.join(rel);
+    let marker = extract::no_follow_path(root, &rel.join(".spack/spec.json"))?;
+    let remove = "remove it or choose another --prefix";
+    match std::fs::symlink_metadata(&marker) {
+        Ok(m) if m.is_file() => {
+            if m.len() > layout::SPEC_JSON_MAX_BYTES {
+                bail!(
+                    "{id}: {} is {} bytes, too large for a spec file; {remove}",
+                    marker.display(),
+                    m.len()
+                );
+            }
+        }
+        _ => bail!(
+            "{id}: {} exists but is not an installed Spack prefix (no .spack/spec.json); {remove}",
+            prefix.display()
+        ),
+    }
+    let bytes =
+        std::fs::read(&marker).with_context(|| format!("cannot read {}", marker.display()))?;
+    let nodes = layout::parse_spec_blob(&bytes, "none").map_err(|e| {
+        anyhow::anyhow!(
+            "{id}: {} is not a readable Spack spec file ({e:#}); the install there is damaged: {remove}",
+            marker.display()
+        )
+    })?;
+    match nodes.first() {
+        Some(n) if n.hash == id.hash => Ok(()),
+        Some(n) => bail!(
+            "{id}: {} holds another build: its .spack/spec.json is {}@{}/{}, not /{}; {remove}",
+            prefix.display(),
+            n.name,
+            n.version,
+            n.hash,
+            id.hash
+        ),
+        None => bail!(
+            "{id}: {} describes no spec; the install there is damaged: {remove}",
+            marker.display()
+        ),
     }
 }
 

@@ -421,3 +421,58 @@ fn a_cache_publishing_its_own_key_is_not_trusted_without_a_pin() {
     assert!(stdout.contains("no trusted keys"), "{stdout}");
     assert!(!prefix.exists());
 }
+
+#[test]
+fn an_installed_prefix_whose_spec_is_another_build_is_refused_and_left_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("p");
+    let url = format!("file://{}", fixtures().join("signed").display());
+    let key = signer_key();
+    let args = [
+        "--buildcache",
+        &url,
+        "--spec",
+        "demo-app",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--trusted-key",
+        key.to_str().unwrap(),
+    ];
+    let (code, stdout, _) = test_install(t.path(), &args);
+    assert_eq!(code, 0, "{stdout}");
+
+    // demo-lib's prefix now claims to hold another build.
+    let spec_json = prefix.join(LIB).join(".spack/spec.json");
+    let text = std::fs::read_to_string(&spec_json).unwrap();
+    let other = "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz";
+    std::fs::write(
+        &spec_json,
+        text.replace("or7dti47ajgrd2y5bgs2dujuath2dz3p", other),
+    )
+    .unwrap();
+    let (code, stdout, _) = test_install(t.path(), &args);
+    assert_eq!(code, 1, "{stdout}");
+    let err = stdout.lines().find(|l| l.starts_with("::error::")).unwrap();
+    assert!(
+        err.contains(&format!(
+            "{} holds another build: its .spack/spec.json is demo-lib@1.0/{other}, not /or7dti47ajgrd2y5bgs2dujuath2dz3p",
+            prefix.join(LIB).display()
+        )) && err.contains("remove it or choose another --prefix"),
+        "{err}"
+    );
+
+    // A damaged spec file is not "installed" either.
+    std::fs::write(&spec_json, "{\"spec\": trunc").unwrap();
+    let (code, stdout, _) = test_install(t.path(), &args);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{} is not a readable Spack spec file",
+            spec_json.display()
+        )),
+        "{stdout}"
+    );
+    // Refusing touched nothing: both installed prefixes are still there.
+    assert!(prefix.join(LIB).join("lib/libdemo.so").is_file());
+    assert!(prefix.join(APP).join("bin/demo-app").is_file());
+}
