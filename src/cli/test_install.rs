@@ -17,13 +17,13 @@ use crate::install::{self, Request, What, extract::Limits};
 #[command(
     name = "test-install",
     version,
-    after_help = "Examples:\n  test-install --buildcache file:///srv/mirror --spec demo-app@2.0 --prefix /opt/spack --trusted-key signer.pub.asc\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --prefix /opt/gcc --trusted-key signer.asc\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-key signer.asc\n  test-install --check-only --compiler --prefix /usr\n  test-install --prefix /usr --cluster-smoke   # throwaway cluster from an existing install: srun, sbatch\n\nBuildcache specs go to <prefix>/<platform>-<target>/<name>-<version>-<hash> (Spack's default layout)."
+    after_help = "Examples:\n  test-install --buildcache file:///srv/mirror --spec demo-app@2.0 --prefix /opt/spack --trusted-key signer.pub.asc\n  test-install --buildcache s3://bucket/compilers/13.4.0/buildcache --spec gcc@13.4.0 --prefix /opt/gcc --trusted-key signer.asc\n  test-install --buildcache https://cdn.example.org/slurm/25.11/13.4.0/buildcache --spec slurm%gcc@13.4.0 --prefix /opt/sw --trusted-fingerprint <FPR>\n  test-install --tarball ./slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-key signer.asc\n  test-install --tarball https://host/dir/slurm-25.11-gcc13.4.0-software.tar.gz --prefix /opt/slurm --trusted-fingerprint <FPR>   # key: dir/<FPR>.pub.asc\n  test-install --check-only --compiler --prefix /usr\n  test-install --prefix /usr --cluster-smoke   # throwaway cluster from an existing install: srun, sbatch\n\nBuildcache specs go to <prefix>/<platform>-<target>/<name>-<version>-<hash> (Spack's default layout)."
 )]
 pub struct Args {
     /// Buildcache URL to install from: file://, s3:// or https:// [input: buildcache]
     #[arg(long, conflicts_with = "tarball")]
     pub buildcache: Option<String>,
-    /// Spec to install: name, name@version, /hash or name@version/hash [input: spec]
+    /// Spec to install: name, name@version, name@version%compiler@version, /hash or name@version/hash [input: spec]
     #[arg(long)]
     pub spec: Option<String>,
     /// Relocatable tarball (path, file:// or https:// URL); SHA256SUMS and <tarball>.asc must be beside it [input: tarball]
@@ -35,7 +35,7 @@ pub struct Args {
     /// Armored public key file to trust (repeatable; one per line) [input: trusted_keys]
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<PathBuf>,
-    /// Fingerprint to trust among the keys the buildcache publishes (repeatable; one per line) [input: trusted_fingerprints]
+    /// Fingerprint to trust among the keys published beside the buildcache (its key manifests) or the tarball (<FPR>.pub.asc) (repeatable; one per line) [input: trusted_fingerprints]
     #[arg(long = "trusted-fingerprint")]
     pub trusted_fingerprints: Vec<String>,
     /// Install nothing; run the smoke checks on --prefix [input: check_only]
@@ -107,8 +107,9 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let what = match (buildcache, tarball, check_only) {
         (Some(url), None, false) => What::Buildcache {
             url,
-            spec: flag_or_input(args.spec, &runner, "spec")
-                .context("--buildcache needs --spec <name|name@version|/hash>")?,
+            spec: flag_or_input(args.spec, &runner, "spec").context(
+                "--buildcache needs --spec <name|name@version|name%compiler@version|/hash>",
+            )?,
         },
         (None, Some(t), false) => What::Tarball(t),
         (None, None, true) => What::Nothing,
