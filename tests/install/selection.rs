@@ -238,3 +238,49 @@ fn a_script_spack_pointed_at_sbang_runs_after_relocation() {
         0o755
     );
 }
+
+#[test]
+fn the_sbang_script_is_posix_sh_shellcheck_clean_and_explains_a_bad_script() {
+    let sbang = crate::common::repo_root().join("src/install/sbang.sh");
+    if let Some(shellcheck) = crate::common::require_tool("shellcheck") {
+        let out = Command::new(shellcheck)
+            .args(["--shell=sh", "--severity=style"])
+            .arg(&sbang)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    if let Some(dash) = crate::common::find_tool("dash") {
+        assert!(
+            Command::new(dash)
+                .arg("-n")
+                .arg(&sbang)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // A script whose second line names no interpreter: exit 127, saying why.
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad");
+    std::fs::write(
+        &bad,
+        format!("#!/bin/sh {}\necho no interpreter\n", sbang.display()),
+    )
+    .unwrap();
+    let out = Command::new("sh").arg(&sbang).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("its second line names no interpreter"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No script at all: a usage message.
+    let out = Command::new("sh").arg(&sbang).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: sbang"));
+}
