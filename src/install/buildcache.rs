@@ -504,12 +504,16 @@ async fn find(storage: &dyn Storage, query: &SpecQuery) -> Result<SpecId> {
     })?;
     let mut all = Vec::new();
     // Every record's version, binaries or not: compilers are usually only dependencies.
+    // Records without a binary (externals, build dependencies) are read only for that, and
+    // leniently: they are never installed, so they need not make safe install paths.
     let mut versions = BTreeMap::new();
     for (hash, rec) in index.records() {
-        let node = Node::parse(&rec.spec).with_context(|| format!("index record {hash}"))?;
-        versions.insert(node.hash.clone(), node.version.clone());
         if rec.in_buildcache {
+            let node = Node::parse(&rec.spec).with_context(|| format!("index record {hash}"))?;
+            versions.insert(node.hash.clone(), node.version.clone());
             all.push(node);
+        } else if let Ok(n) = layout::SpecNode::from_raw(rec.spec.clone()) {
+            versions.insert(n.hash, n.version);
         }
     }
     all.sort_by(|a, b| (&a.name, &a.version, &a.hash).cmp(&(&b.name, &b.version, &b.hash)));

@@ -284,3 +284,21 @@ fn the_sbang_script_is_posix_sh_shellcheck_clean_and_explains_a_bad_script() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: sbang"));
 }
+
+#[test]
+fn index_records_without_a_binary_need_not_be_installable_nodes() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = two_compilers(t.path());
+    // A record Spack might list for a dependency it has no binary of, without arch or version.
+    edit_index(&t.path().join("cache"), |db| {
+        db.replacen(
+            "\"installs\":{",
+            "\"installs\":{\"weirdweirdweirdweirdweirdweirdwe\":{\"spec\":{\"name\":\"weird\",\"hash\":\"weirdweirdweirdweirdweirdweirdwe\"},\"ref_count\":0,\"in_buildcache\":false},",
+            1,
+        )
+    });
+    let prefix = t.path().join("p");
+    let (code, stdout) = install(t.path(), &cache, "hello%gcc@13.4.0", &prefix);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(run_hello(&prefix, HELLO13), "hello built with gcc 13.4.0\n");
+}
