@@ -44,8 +44,14 @@ fn file_name_of(s: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-async fn http_get(client: &reqwest::Client, url: &str) -> Result<Option<Vec<u8>>> {
-    let r = client
+/// `url`'s body, `None` on 404; with `max`, a body larger than that is refused before more
+/// than `max` bytes are held.
+async fn http_get(
+    client: &reqwest::Client,
+    url: &str,
+    max: Option<u64>,
+) -> Result<Option<Vec<u8>>> {
+    let mut r = client
         .get(url)
         .send()
         .await
@@ -56,7 +62,25 @@ async fn http_get(client: &reqwest::Client, url: &str) -> Result<Option<Vec<u8>>
     if !r.status().is_success() {
         bail!("cannot download {url}: HTTP {}", r.status());
     }
-    Ok(Some(r.bytes().await?.to_vec()))
+    let Some(max) = max else {
+        return Ok(Some(r.bytes().await?.to_vec()));
+    };
+    let too_big = || anyhow::anyhow!("{url} is larger than {max} bytes; refusing it");
+    if r.content_length().is_some_and(|n| n > max) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .with_context(|| format!("cannot download {url}"))?
+    {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The directory a tarball was published in: its siblings (`SHA256SUMS`, `<tarball>.asc`, the
@@ -106,12 +130,18 @@ impl Origin {
         }
     }
 
-    /// The bytes of `name`, or `None` when there is no such file.
-    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    /// The bytes of `name`, or `None` when there is no such file; with `max`, a larger file is
+    /// refused.
+    async fn read(&self, name: &str, max: Option<u64>) -> Result<Option<Vec<u8>>> {
         match self {
-            Origin::Http { client, dir } => http_get(client, &format!("{dir}{name}")).await,
+            Origin::Http { client, dir } => http_get(client, &format!("{dir}{name}"), max).await,
             Origin::Local(dir) => {
                 let p = dir.join(name);
+                if let (Some(max), Ok(m)) = (max, std::fs::metadata(&p))
+                    && m.len() > max
+                {
+                    bail!("{} is larger than {max} bytes; refusing it", p.display());
+                }
                 match std::fs::read(&p) {
                     Ok(b) => Ok(Some(b)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -125,7 +155,7 @@ impl Origin {
 
     /// [`Origin::read`], with a missing file an error naming what it is.
     async fn need(&self, name: &str, what: &str) -> Result<Vec<u8>> {
-        self.read(name).await?.with_context(|| {
+        self.read(name, None).await?.with_context(|| {
             format!(
                 "{what} {} is missing; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
                 self.show(name)
@@ -159,7 +189,8 @@ pub async fn published_key(
 ) -> Result<Vec<u8>> {
     let (origin, _) = Origin::of(source, allow_http)?;
     let name = crate::tarball::publish::public_key_name(fpr);
-    let bytes = origin.read(&name).await?.with_context(|| {
+    let max = crate::buildcache::trust::MAX_KEY_BLOB_BYTES;
+    let bytes = origin.read(&name, Some(max)).await?.with_context(|| {
         format!(
             "{} is missing: the tarball's directory publishes no key {fpr}; get the public key out of band and pass it with --trusted-key <file>",
             origin.show(&name)

@@ -361,13 +361,29 @@ fn a_pinned_fingerprint_resolves_the_key_published_beside_the_tarball() {
     );
     assert!(!prefix.exists());
 
-    // Over HTTP the key is fetched from beside the tarball URL too.
-    std::fs::copy(signer_key(), &published).unwrap();
+    // A "key" of 2 MiB is refused by its size, from a directory and over HTTP.
+    std::fs::write(&published, vec![b'x'; 2 << 20]).unwrap();
     let Some(server) = crate::common::HttpServer::start(dir) else {
         return;
     };
-    let prefix = t.path().join("p4");
     let url = format!("{}/{NAME}", server.url);
+    for (src, extra) in [
+        (path, &[][..]),
+        (url.as_str(), &["--allow-insecure-http"][..]),
+    ] {
+        let prefix = t.path().join("p-big");
+        let (code, stdout, _) = pinned(src, &prefix, FPR, extra);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(
+            stdout.contains(&format!("{FPR}.pub.asc is larger than 1048576 bytes")),
+            "{stdout}"
+        );
+        assert!(!prefix.exists());
+    }
+
+    // Over HTTP the key is fetched from beside the tarball URL too.
+    std::fs::copy(signer_key(), &published).unwrap();
+    let prefix = t.path().join("p4");
     let (code, stdout, _) = pinned(&url, &prefix, FPR, &["--allow-insecure-http"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(prefix.join("view/bin/sinfo").is_file());
