@@ -541,7 +541,7 @@ async fn find(storage: &dyn Storage, query: &SpecQuery) -> Result<SpecId> {
 
 /// Installs the spec matching `query` and its link/run dependencies from `storage` into the
 /// install tree `root`, after verifying everything against `trusted`. On any failure, the
-/// prefixes this call created are removed again.
+/// prefixes this call created (and the `sbang` it put in place) are removed again.
 pub async fn install(
     storage: &dyn Storage,
     trusted: &TrustedKeys,
@@ -589,6 +589,7 @@ pub async fn install(
         .collect();
 
     let mut created: Vec<PathBuf> = Vec::new();
+    let had_sbang = std::fs::symlink_metadata(root.join(sbang::REL_PATH)).is_ok();
     let mut done = Vec::new();
     for spec in &specs {
         match install_one(storage, spec, root, &new_prefix_of, limits).await {
@@ -606,6 +607,9 @@ pub async fn install(
             Err(e) => {
                 for p in &created {
                     remove_tree(p);
+                }
+                if !had_sbang {
+                    sbang::uninstall(root);
                 }
                 return Err(e);
             }

@@ -84,3 +84,17 @@ pub fn install(root: &Path) -> Result<Option<PathBuf>> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(path))
 }
+
+/// Removes the `sbang` [`install`] put at `<root>/bin/sbang` (only a regular file holding
+/// exactly [`SCRIPT`]), and `<root>/bin` when that leaves it empty. For cleaning up after a
+/// failed install; errors are ignored.
+pub fn uninstall(root: &Path) {
+    let Ok(path) = no_follow_path(root, Path::new(REL_PATH)) else {
+        return;
+    };
+    let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+        && fs::read(&path).is_ok_and(|b| b == SCRIPT.as_bytes());
+    if ours && fs::remove_file(&path).is_ok() {
+        let _ = fs::remove_dir(root.join("bin"));
+    }
+}

@@ -239,6 +239,57 @@ fn a_script_spack_pointed_at_sbang_runs_after_relocation() {
     );
 }
 
+/// `tool` (a script run through sbang) and `app`, which links `tool` and whose build info
+/// lists a file its tarball lacks, so relocating `app` fails after `tool` and sbang went in.
+#[test]
+fn a_failed_install_removes_the_sbang_it_put_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    let tool = Node::new("tool", "1.0", "toolaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let script = format!(
+        "#!/bin/sh {STORE}/bin/sbang\n#!{}/bin/sh\necho tool\n",
+        tool.old_prefix()
+    );
+    let tool_pkg = Package {
+        node: tool.clone(),
+        dag: Vec::new(),
+        files: vec![
+            ("bin/tool".into(), script.into_bytes(), 0o755),
+            ("bin/sh".into(), std::fs::read("/bin/sh").unwrap(), 0o755),
+        ],
+        text: vec!["bin/tool".into()],
+    };
+    let mut app = Node::new("app", "1.0", "appaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    app.deps.push(serde_json::json!({
+        "name": "tool", "hash": tool.hash,
+        "parameters": {"deptypes": ["link"], "virtuals": []}
+    }));
+    let app_pkg = Package {
+        node: app,
+        dag: vec![tool.clone()],
+        files: vec![("share/readme".into(), b"app\n".to_vec(), 0o644)],
+        text: vec!["share/missing".into()],
+    };
+    let root = t.path().join("cache");
+    write_cache(&root, &[tool_pkg, app_pkg]);
+    let cache = format!("file://{}", root.display());
+
+    // tool alone installs and brings sbang.
+    let ok = t.path().join("ok");
+    let (code, stdout) = install(t.path(), &cache, "tool", &ok);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(ok.join("bin/sbang").is_file());
+
+    let prefix = t.path().join("p");
+    let (code, stdout) = install(t.path(), &cache, "app", &prefix);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        error_line(&stdout).contains("\"share/missing\", which is not in the package"),
+        "{stdout}"
+    );
+    assert!(!prefix.join(tool.rel_prefix()).exists(), "tool was removed");
+    assert!(!prefix.join("bin").exists(), "sbang and bin/ were removed");
+}
+
 #[test]
 fn the_sbang_script_is_posix_sh_shellcheck_clean_and_explains_a_bad_script() {
     let sbang = crate::common::repo_root().join("src/install/sbang.sh");
