@@ -30,6 +30,7 @@
 //!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
+pub mod build;
 pub mod buildcache;
 pub mod catalog;
 pub mod cli;

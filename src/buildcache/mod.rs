@@ -43,53 +43,6 @@ impl SpecEntry {
     }
 }
 
-/// The keys of every spec manifest in the buildcache, sorted: listed where the store can
-/// list, else derived from the index (every record it marks `in_buildcache`), the way Spack
-/// reads an HTTP mirror.
-pub async fn spec_manifest_keys(storage: &dyn Storage) -> Result<Vec<String>> {
-    if !storage.can_list() {
-        let (index, _) = read_index(storage).await?.with_context(|| {
-            format!(
-                "{} cannot be listed and has no index ({}), so its specs cannot be found",
-                storage.url(),
-                layout::INDEX_MANIFEST
-            )
-        })?;
-        let mut keys = Vec::new();
-        for (hash, rec) in index.records() {
-            if !rec.in_buildcache {
-                continue;
-            }
-            let node = SpecNode::from_raw(rec.spec.clone())
-                .with_context(|| format!("index record {hash} of {}", storage.url()))?;
-            let id = SpecId {
-                name: node.name,
-                version: node.version,
-                hash: hash.to_owned(),
-            };
-            // The key is built from index text: check it names a well-formed manifest key.
-            let key = id.manifest_key();
-            SpecId::from_manifest_key(&key).with_context(|| {
-                format!(
-                    "index record {hash} of {} names no valid spec manifest",
-                    storage.url()
-                )
-            })?;
-            keys.push(key);
-        }
-        keys.sort();
-        return Ok(keys);
-    }
-    Ok(storage
-        .list(layout::SPEC_PREFIX)
-        .await
-        .with_context(|| format!("cannot list spec manifests of {}", storage.url()))?
-        .into_iter()
-        .map(|m| m.key)
-        .filter(|k| k.ends_with(layout::SPEC_SUFFIX))
-        .collect())
-}
-
 /// Reads and parses the unsigned spec manifest at `key`. A clearsigned manifest is refused
 /// here: read it with [`signed::read_manifest`] against trusted keys.
 pub async fn read_spec_entry(storage: &dyn Storage, key: &str) -> Result<SpecEntry> {

@@ -855,7 +855,29 @@ pub async fn publish(
     if let Some(k) = key {
         ours_only.add_cert(k.public_cert().clone());
     }
+    // Which manifests the destination may already hold signed by us: fetched concurrently.
+    let fetch: Vec<usize> = match &our_fpr {
+        Some(fpr) => selected
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.signer.as_ref() != Some(fpr) && remote.may_have(&s.entry.key))
+            .map(|(i, _)| i)
+            .collect(),
+        None => Vec::new(),
+    };
+    let fetches: Vec<BoxFuture<'_, Result<Option<crate::buildcache::storage::Object>>>> = fetch
+        .iter()
+        .map(|&i| Box::pin(dest.get(&selected[i].entry.key)) as BoxFuture<'_, _>)
+        .collect();
+    let mut existing: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    for (&i, o) in fetch.iter().zip(bounded(fetches, dest.concurrency()).await) {
+        if let Some(o) = o? {
+            existing.insert(i, o.bytes);
+        }
+    }
     let mut manifest_bytes: Vec<Option<Vec<u8>>> = Vec::with_capacity(selected.len());
+    // Manifests kept exactly as the destination holds them: nothing to compare or write.
+    let mut kept_remote: BTreeSet<usize> = BTreeSet::new();
     let mut to_sign = Vec::new();
     for (i, s) in selected.iter().enumerate() {
         let text = text_to_sign(&s.entry.text);
@@ -868,18 +890,14 @@ pub async fn publish(
             manifest_bytes.push(Some(s.entry.stored.clone()));
             continue;
         }
-        let existing = if remote.may_have(&s.entry.key) {
-            dest.get(&s.entry.key).await?
-        } else {
-            None
-        };
-        match existing {
-            Some(o)
+        match existing.remove(&i) {
+            Some(bytes)
                 if ours_only
-                    .verify_cleartext(&o.bytes)
+                    .verify_cleartext(&bytes)
                     .is_ok_and(|v| &v.signer == fpr && v.text == text) =>
             {
-                manifest_bytes.push(Some(o.bytes));
+                manifest_bytes.push(Some(bytes));
+                kept_remote.insert(i);
             }
             _ => {
                 manifest_bytes.push(None);
@@ -914,16 +932,26 @@ pub async fn publish(
         }
     }
     let mut manifests = Vec::new();
+    let kept_ref = &kept_remote;
     let manifest_plans: Vec<BoxFuture<'_, Result<Pending>>> = selected
         .iter()
         .zip(manifest_bytes)
-        .map(|(s, b)| {
-            Box::pin(plan_bytes(
-                dest,
-                remote_ref,
-                s.entry.key.clone(),
-                b.unwrap_or_default(),
-            )) as BoxFuture<'_, _>
+        .enumerate()
+        .map(|(i, (s, b))| {
+            let (key, bytes) = (s.entry.key.clone(), b.unwrap_or_default());
+            Box::pin(async move {
+                if kept_ref.contains(&i) {
+                    // Read from the destination a moment ago: these are its bytes.
+                    return Ok(Pending {
+                        key,
+                        size: bytes.len() as u64,
+                        body: Body::Bytes(bytes),
+                        change: Change::Unchanged,
+                        content_type: "application/json",
+                    });
+                }
+                plan_bytes(dest, remote_ref, key, bytes).await
+            }) as BoxFuture<'_, _>
         })
         .collect();
     for p in bounded(manifest_plans, dest.concurrency()).await {
@@ -1236,6 +1264,18 @@ pub struct S3Flags {
     pub role_arn: Option<String>,
 }
 
+impl S3Flags {
+    /// The options of [`super::storage::open`] for reading with these flags.
+    pub fn open_options(&self) -> super::storage::OpenOptions {
+        super::storage::OpenOptions {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            role_arn: self.role_arn.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A publication whose key, destination, credentials and bucket have been checked, so that
 /// signing and uploading can follow later (for `build-* --publish`, after an hours-long build)
 /// without failing on input that was wrong from the start.
@@ -1283,10 +1323,7 @@ impl Publisher {
         let key = load_signing_key(key_file, runner)?;
         let open = super::storage::OpenOptions {
             writable: true,
-            endpoint_url: s3.endpoint_url,
-            region: s3.region,
-            role_arn: s3.role_arn,
-            ..super::storage::OpenOptions::default()
+            ..s3.open_options()
         };
         let dest = super::storage::open(&location, &open, runner).await?;
         Ok(Publisher {

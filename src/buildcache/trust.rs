@@ -34,6 +34,30 @@ pub struct PublishedKey {
     pub source: String,
 }
 
+/// Keys pinned out of band: public key files, trusted as given, and fingerprints, resolved
+/// against the keys a cache publishes (a published key is taken only under exactly a pinned
+/// fingerprint). What a mirror publishes is never trusted on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// Public key files, trusted as given.
+    pub key_files: Vec<PathBuf>,
+    /// Pinned fingerprints.
+    pub fingerprints: Vec<KeyFingerprint>,
+}
+
+impl Pins {
+    /// Nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.key_files.is_empty() && self.fingerprints.is_empty()
+    }
+
+    /// The trust set: every key file, plus each pinned fingerprint's key as `storage`
+    /// publishes it ([`pinned_keys`]).
+    pub async fn resolve(&self, storage: &dyn Storage) -> Result<TrustedKeys> {
+        pinned_keys(storage, &self.key_files, &self.fingerprints).await
+    }
+}
+
 /// Reads the public key files in `paths` into a trust set (every certificate in each file).
 pub fn load_key_files(trusted: &mut TrustedKeys, paths: &[PathBuf]) -> Result<Vec<KeyFingerprint>> {
     let mut all = Vec::new();

@@ -217,6 +217,69 @@ impl VerifyReport {
         self.specs.iter().filter(|s| !s.ok())
     }
 
+    /// Logs one line per spec (errors as `::error::`), the index's problems, the published
+    /// keys that are broken or not trusted, and the notes.
+    pub fn log(&self, runner: &crate::gha::Runner) {
+        for v in &self.specs {
+            if v.ok() {
+                runner.info(&format!(
+                    "ok      {} (signer {}, {} blobs)",
+                    v.name(),
+                    v.signer
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "unsigned".into()),
+                    v.blobs_ok
+                ));
+            } else {
+                runner.error(&format!("FAILED  {}: {}", v.name(), v.problems.join("; ")));
+            }
+        }
+        for p in &self.index_problems {
+            runner.error(&format!("index: {p}"));
+        }
+        for k in &self.keys {
+            match &k.problem {
+                Some(p) => runner.error(&format!("published key {}: {p}", k.fingerprint)),
+                None if !k.trusted => runner.info(&format!(
+                    "the cache publishes key {}, which is not trusted (pin it to trust it)",
+                    k.fingerprint
+                )),
+                None => {}
+            }
+        }
+        for n in &self.notes {
+            runner.info(n);
+        }
+    }
+
+    /// `Ok` when everything verified, else an error listing every failure.
+    pub fn outcome(&self) -> Result<()> {
+        if self.ok() {
+            return Ok(());
+        }
+        if self.specs.is_empty() {
+            anyhow::bail!("{} holds no spec manifests to verify", self.url);
+        }
+        let failed: Vec<String> = self
+            .failures()
+            .map(|v| format!("{}: {}", v.name(), v.problems.join("; ")))
+            .chain(self.index_problems.iter().map(|p| format!("index: {p}")))
+            .chain(self.keys.iter().filter_map(|k| {
+                k.problem
+                    .as_ref()
+                    .map(|p| format!("published key {}: {p}", k.fingerprint))
+            }))
+            .collect();
+        anyhow::bail!(
+            "verification of {} failed ({} of {} specs):\n  - {}",
+            self.url,
+            self.failures().count(),
+            self.specs.len(),
+            failed.join("\n  - ")
+        )
+    }
+
     /// A Markdown table of the results.
     pub fn markdown(&self) -> String {
         let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
@@ -432,7 +495,14 @@ pub async fn verify_buildcache(
         specs.push(v);
     }
     // Stores that can list: also check the manifests the index does not name.
-    match storage.list(layout::SPEC_PREFIX).await {
+    let listed = if storage.can_list() {
+        storage.list(layout::SPEC_PREFIX).await
+    } else {
+        Err(anyhow::anyhow!(
+            "{url} cannot be listed (HTTP), so manifests the index does not name are not seen"
+        ))
+    };
+    match listed {
         Ok(listed) => {
             for key in listed
                 .into_iter()

@@ -11,6 +11,7 @@ use anyhow::Result;
 
 use crate::gha::Runner;
 
+pub mod args;
 pub mod build;
 pub mod fingerprint;
 pub mod notify;
@@ -76,36 +77,4 @@ pub fn bool_flag_or_input(
         Some(b) => b,
         None => runner.input_bool(name)?.unwrap_or(default),
     })
-}
-
-/// Loads the armored public keys named by a repeatable `--trusted-key` flag (or, without
-/// it, the action input `input`, one path per line) into a trust set, logging each
-/// fingerprint. Returns the set and how many files were given.
-pub(crate) fn trusted_keys_from(
-    flag: Vec<std::path::PathBuf>,
-    runner: &Runner,
-    input: &str,
-) -> Result<(crate::pgp::TrustedKeys, usize)> {
-    use anyhow::Context as _;
-    let files = if flag.is_empty() {
-        runner
-            .input_list(input)
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .collect()
-    } else {
-        flag
-    };
-    let mut trusted = crate::pgp::TrustedKeys::new();
-    for f in &files {
-        let bytes = std::fs::read(f)
-            .with_context(|| format!("cannot read trusted key file {}", f.display()))?;
-        let fprs = trusted
-            .add_armored(&bytes)
-            .with_context(|| format!("{} is not an OpenPGP public key", f.display()))?;
-        for fpr in fprs {
-            runner.info(&format!("trusting {fpr} (from {})", f.display()));
-        }
-    }
-    Ok((trusted, files.len()))
 }

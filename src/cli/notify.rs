@@ -5,15 +5,12 @@
 //! printed, and errors never echo it. When the variable is unset or empty the command is a no-op
 //! that says so with a `::notice::`, so workflows can call it unconditionally on failure.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 
-use crate::gha::{Runner, Secret};
-
-/// The environment variable holding the Slack incoming-webhook URL.
-pub const WEBHOOK_VAR: &str = "SLACK_WEBHOOK_URL";
+use super::flag_or_input;
+use crate::gha::Runner;
+use crate::report::slack::{Message, WEBHOOK_VAR, post, run_url, webhook};
 
 /// Post one Slack message (pipeline, leg, run link) through an incoming webhook.
 ///
@@ -39,160 +36,32 @@ pub struct Args {
     pub run_url: Option<String>,
 }
 
-/// The message, after defaults are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Leg name.
-    pub leg: String,
-    /// Status word.
-    pub status: String,
-    /// Run link, when known.
-    pub run_url: Option<String>,
-}
-
-/// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
-/// GITHUB_RUN_ID; `None` outside Actions.
-pub fn run_url(runner: &Runner) -> Option<String> {
-    let server = runner
-        .var("GITHUB_SERVER_URL")
-        .unwrap_or("https://github.com");
-    let repo = runner.var("GITHUB_REPOSITORY")?;
-    let id = runner.var("GITHUB_RUN_ID")?;
-    let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));
-    if let Some(attempt) = runner.var("GITHUB_RUN_ATTEMPT").filter(|a| *a != "1") {
-        url.push_str(&format!("/attempts/{attempt}"));
-    }
-    Some(url)
-}
-
-/// The webhook from SLACK_WEBHOOK_URL, masked and validated; `None` when it is unset or empty.
-pub fn webhook(runner: &Runner) -> Result<Option<reqwest::Url>> {
-    let Some(url) = runner
-        .var(WEBHOOK_VAR)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(Secret::new)
-    else {
-        return Ok(None);
+/// The message: flags, then `INPUT_*`, then the runner's `GITHUB_*` variables.
+fn message(args: &Args, runner: &Runner) -> Message {
+    let pick = |flag: &Option<String>, input: &str, var: &str, default: &str| {
+        flag_or_input(flag.clone(), runner, input)
+            .or_else(|| runner.var(var).filter(|v| !v.is_empty()).map(str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
     };
-    runner.add_mask(url.expose());
-    validate_webhook(&url).map(Some)
-}
-
-/// Escapes the three characters Slack's mrkdwn treats as control characters.
-pub fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-impl Message {
-    /// Resolves flags, then `INPUT_*`, then the runner's `GITHUB_*` variables.
-    pub fn resolve(args: &Args, runner: &Runner) -> Message {
-        let pick = |flag: &Option<String>, input: &str, var: &str, default: &str| {
-            super::flag_or_input(flag.clone(), runner, input)
-                .or_else(|| runner.var(var).filter(|v| !v.is_empty()).map(str::to_owned))
-                .unwrap_or_else(|| default.to_owned())
-        };
-        let run_url = super::flag_or_input(args.run_url.clone(), runner, "run_url")
-            .or_else(|| run_url(runner));
-        Message {
-            pipeline: pick(
-                &args.pipeline,
-                "pipeline",
-                "GITHUB_WORKFLOW",
-                "slurm-factory",
-            ),
-            leg: pick(&args.leg, "leg", "GITHUB_JOB", "unknown leg"),
-            status: super::flag_or_input(args.status.clone(), runner, "status")
-                .unwrap_or_else(|| "failed".to_owned()),
-            run_url,
-        }
-    }
-
-    /// The Slack `text` (mrkdwn): one line naming the pipeline, the leg and the run.
-    pub fn text(&self) -> String {
-        let mut t = format!(
-            ":x: *{}* {}: `{}`",
-            slack_escape(&self.pipeline),
-            slack_escape(&self.status),
-            slack_escape(&self.leg).replace('`', "'"),
-        );
-        if let Some(url) = &self.run_url {
-            t.push_str(&format!(" (<{}|run log>)", slack_escape(url)));
-        }
-        t
-    }
-
-    /// The webhook payload.
-    pub fn payload(&self) -> serde_json::Value {
-        serde_json::json!({ "text": self.text() })
-    }
-}
-
-/// Checks the webhook URL: `https://`, or `http://` to a loopback address (a local relay or a
-/// test server). The error never contains the URL.
-pub fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
-    let parsed = reqwest::Url::parse(url.expose()).map_err(|_| {
-        anyhow::anyhow!("{WEBHOOK_VAR} is not a valid URL (value not shown): set it to the Slack incoming-webhook URL, https://hooks.slack.com/services/...")
-    })?;
-    let host = parsed.host_str().unwrap_or("").trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if loopback => Ok(parsed),
-        other => bail!(
-            "{WEBHOOK_VAR} uses the {other}:// scheme; only https:// is accepted (http:// only to a loopback address), so the message and the webhook's token are never sent in clear text"
+    let run_url = flag_or_input(args.run_url.clone(), runner, "run_url")
+        .or_else(|| run_url(runner));
+    Message {
+        pipeline: pick(
+            &args.pipeline,
+            "pipeline",
+            "GITHUB_WORKFLOW",
+            "slurm-factory",
         ),
+        leg: pick(&args.leg, "leg", "GITHUB_JOB", "unknown leg"),
+        status: flag_or_input(args.status.clone(), runner, "status")
+            .unwrap_or_else(|| "failed".to_owned()),
+        run_url,
     }
-}
-
-/// Posts `msg` to the webhook, retrying once on a 5xx, 429 or transport error.
-pub async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
-    post_text(url, &msg.text()).await
-}
-
-/// Posts one message with mrkdwn `text` to the webhook, retrying once on a 5xx, 429 or
-/// transport error. Errors never contain the URL.
-pub async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .context("cannot build the HTTP client")?;
-    let body = serde_json::json!({ "text": text });
-    let mut last = String::new();
-    for attempt in 0..2 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        match client.post(url.clone()).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-                last = format!("HTTP {}", r.status());
-            }
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let text: String = text.chars().take(200).collect();
-                bail!(
-                    "Slack rejected the message with HTTP {status}: {text:?}. Check that {WEBHOOK_VAR} is a current incoming-webhook URL"
-                );
-            }
-            // reqwest errors carry the URL; strip it so the webhook token never reaches a log.
-            Err(e) => last = e.without_url().to_string(),
-        }
-    }
-    bail!("could not post to Slack after 2 attempts: {last}")
 }
 
 /// Runs `notify`.
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
-    let msg = Message::resolve(&args, &runner);
+    let msg = message(&args, &runner);
     let Some(url) = webhook(&runner)? else {
         runner.notice(&format!(
             "{WEBHOOK_VAR} is not set: no Slack message sent for {} ({}). Add it as a repository secret to be notified of failed runs.",

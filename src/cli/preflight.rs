@@ -1,13 +1,11 @@
 //! `slurm-factory preflight`: check the signing key, the AWS role and the destination before a
 //! build (see [`crate::preflight`]).
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use super::args::{S3Args, SigningKeyArgs};
 use super::flag_or_input;
-use super::sign_and_upload::S3Flags;
 use crate::buildcache::sign::PublishMode;
 use crate::gha::Runner;
 use crate::preflight::{self, Request};
@@ -31,18 +29,12 @@ pub struct Args {
     /// What will be published: all, slurm-only or none (none checks nothing) [input: publish]
     #[arg(long)]
     pub publish: Option<String>,
-    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY [input: key_file]
-    #[arg(long)]
-    pub key_file: Option<PathBuf>,
-    /// S3-compatible endpoint (path-style addressing) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// AWS region [input: region]
-    #[arg(long)]
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token (default AWS_ROLE_ARN) [input: role_arn]
-    #[arg(long)]
-    pub role_arn: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key: SigningKeyArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `preflight`.
@@ -63,14 +55,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let req = Request {
         destination,
         mode,
-        key_file: args
-            .key_file
-            .or_else(|| runner.input("key_file").map(PathBuf::from)),
-        s3: S3Flags {
-            endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
-            region: flag_or_input(args.region, &runner, "region"),
-            role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
-        },
+        key_file: args.key.resolve(&runner),
+        s3: args.s3.resolve(&runner),
     };
     preflight::run(&runner, &req).await.map(|_| ())
 }

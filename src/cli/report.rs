@@ -73,20 +73,20 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let pipeline = flag_or_input(args.pipeline, &runner, "pipeline")
         .or_else(|| runner.var("GITHUB_WORKFLOW").map(str::to_owned))
         .unwrap_or_else(|| "slurm-factory".to_owned());
-    let run_url = super::notify::run_url(&runner);
+    let run_url = crate::report::slack::run_url(&runner);
     let jobs = github::run_jobs(&run, &token).await?;
     let report = Report::from_jobs(&pipeline, run_url, jobs, &[REPORT_JOB_NAME]);
     runner.append_summary(&report.markdown())?;
     let (passed, total) = report.passed();
     runner.info(&format!("{pipeline}: {passed} of {total} legs passed"));
-    match super::notify::webhook(&runner)? {
+    match crate::report::slack::webhook(&runner)? {
         Some(url) => {
-            super::notify::post_text(url, &report.slack_text()).await?;
+            crate::report::slack::post_text(url, &report.slack_text()).await?;
             runner.info("posted one Slack message for the run");
         }
         None => runner.notice(&format!(
             "{} is not set: no Slack message sent for this run",
-            super::notify::WEBHOOK_VAR
+            crate::report::slack::WEBHOOK_VAR
         )),
     }
     Ok(())

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use super::{bool_flag_or_input, flag_or_input, trusted_keys_from};
+use super::args::{S3Args, SigningKeyArgs, load_trusted_key_files, paths_or_input};
+use super::{bool_flag_or_input, flag_or_input};
 use crate::buildcache::publish::{PublishMode, parse_fingerprint};
 pub use crate::buildcache::publish::{Publisher, S3Flags, load_signing_key};
 use crate::gha::Runner;
@@ -30,9 +31,6 @@ pub struct Args {
     /// Destination buildcache URL: file:///path or s3://bucket/prefix [input: destination]
     #[arg(long)]
     pub destination: Option<String>,
-    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY [input: key_file]
-    #[arg(long)]
-    pub key_file: Option<PathBuf>,
     /// Which specs to publish: all, slurm-only or none [input: publish]
     #[arg(long)]
     pub publish: Option<String>,
@@ -48,15 +46,12 @@ pub struct Args {
     /// Keep a destination key index that names keys this run does not know [input: accept_unknown_keys]
     #[arg(long)]
     pub accept_unknown_keys: bool,
-    /// S3-compatible endpoint (path-style addressing) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// AWS region [input: region]
-    #[arg(long)]
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token (AWS_ROLE_ARN) [input: role_arn]
-    #[arg(long)]
-    pub role_arn: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key: SigningKeyArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `sign-and-upload`.
@@ -79,9 +74,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .source
         .or_else(|| runner.input("source").map(PathBuf::from))
         .context("no source: pass --source <dir> (the buildcache the build wrote)")?;
-    let key_file = args
-        .key_file
-        .or_else(|| runner.input("key_file").map(PathBuf::from));
+    let key_file = args.key.resolve(&runner);
     let mut fingerprints = args.publish_key_fingerprints;
     if fingerprints.is_empty() {
         fingerprints = runner.input_list("publish_key_fingerprints");
@@ -90,12 +83,11 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .iter()
         .map(|f| parse_fingerprint(f))
         .collect::<Result<Vec<_>>>()?;
-    let (trusted, _) = trusted_keys_from(args.trusted_keys, &runner, "trusted_keys")?;
-    let s3 = S3Flags {
-        endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
-        region: flag_or_input(args.region, &runner, "region"),
-        role_arn: flag_or_input(args.role_arn, &runner, "role_arn"),
-    };
+    let trusted = load_trusted_key_files(
+        &paths_or_input(&args.trusted_keys, &runner, "trusted_keys"),
+        &runner,
+    )?;
+    let s3 = args.s3.resolve(&runner);
     Publisher::prepare(
         &runner,
         &destination,

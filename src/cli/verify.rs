@@ -1,16 +1,14 @@
-//! `slurm-factory verify`: check every signature and blob of a buildcache.
-
-use std::path::PathBuf;
+//! `slurm-factory verify`: check every signature and blob of a buildcache (the engine is
+//! [`crate::buildcache::verify`]).
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use super::args::{S3Args, TrustArgs};
 use super::{bool_flag_or_input, flag_or_input};
-use crate::buildcache::trust::pinned_keys;
 use crate::buildcache::verify::{VerifyOptions, verify_buildcache};
 use crate::buildcache::{layout, storage};
 use crate::gha::Runner;
-use crate::pgp::KeyFingerprint;
 
 /// Verify every signed manifest and every blob of a buildcache against trusted keys.
 #[derive(Debug, Parser)]
@@ -22,13 +20,9 @@ pub struct Args {
     /// Buildcache URL or directory [input: buildcache]
     #[arg(long)]
     pub buildcache: Option<String>,
-    /// Armored public key(s) to trust (repeatable) [input: trusted_keys, one per line]
-    #[arg(long = "trusted-key")]
-    pub trusted_keys: Vec<PathBuf>,
-    /// Fingerprint(s) to trust (repeatable): the key the buildcache publishes is used only if
-    /// its fingerprint is exactly this one [input: trusted_fingerprints, one per line]
-    #[arg(long = "trusted-fingerprint")]
-    pub trusted_fingerprints: Vec<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
     /// Cap on a spec blob's decompressed JSON, in bytes [input: max_spec_bytes]
     #[arg(long)]
     pub max_spec_bytes: Option<u64>,
@@ -38,41 +32,23 @@ pub struct Args {
     /// Read a plain http:// buildcache (loopback tests, private mirrors); signatures are still checked [input: allow_insecure_http]
     #[arg(long)]
     pub allow_insecure_http: bool,
-    /// For s3:// buildcaches: S3-compatible endpoint (path-style) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// For s3:// buildcaches: AWS region [input: region]
-    #[arg(long)]
-    pub region: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `verify`.
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let location = flag_or_input(args.buildcache, &runner, "buildcache")
         .context("no buildcache: pass --buildcache file:///path (or a directory)")?;
-    let mut key_files = args.trusted_keys;
-    if key_files.is_empty() {
-        key_files = runner
-            .input_list("trusted_keys")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-    }
-    let mut fingerprints = args.trusted_fingerprints;
-    if fingerprints.is_empty() {
-        fingerprints = runner.input_list("trusted_fingerprints");
-    }
-    let fingerprints = fingerprints
-        .iter()
-        .map(|f| f.parse::<KeyFingerprint>())
-        .collect::<Result<Vec<_>>>()?;
+    let pins = args.trust.resolve(&runner)?;
     let allow_unsigned = bool_flag_or_input(
         args.allow_unsigned.then_some(true),
         &runner,
         "allow_unsigned",
         false,
     )?;
-    if key_files.is_empty() && fingerprints.is_empty() && !allow_unsigned {
+    if pins.is_empty() && !allow_unsigned {
         bail!(
             "no trusted keys: pass --trusted-key <public key file> or --trusted-fingerprint <FPR> (repeatable), or --allow-unsigned to check blobs only"
         );
@@ -93,12 +69,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             "allow_insecure_http",
             false,
         )?,
-        endpoint_url: flag_or_input(args.endpoint_url, &runner, "endpoint_url"),
-        region: flag_or_input(args.region, &runner, "region"),
-        ..storage::OpenOptions::default()
+        ..args.s3.resolve(&runner).open_options()
     };
     let storage = storage::open(&storage::Location::parse(&location)?, &open, &runner).await?;
-    let trusted = pinned_keys(storage.as_ref(), &key_files, &fingerprints).await?;
+    let trusted = pins.resolve(storage.as_ref()).await?;
     for fpr in trusted.fingerprints() {
         runner.info(&format!("trusting {fpr}"));
     }
@@ -107,64 +81,13 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         max_spec_json,
     };
     let report = verify_buildcache(storage.as_ref(), &trusted, &opts).await?;
-    for v in &report.specs {
-        if v.ok() {
-            runner.info(&format!(
-                "ok      {} (signer {}, {} blobs)",
-                v.name(),
-                v.signer
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unsigned".into()),
-                v.blobs_ok
-            ));
-        } else {
-            runner.error(&format!("FAILED  {}: {}", v.name(), v.problems.join("; ")));
-        }
-    }
-    for p in &report.index_problems {
-        runner.error(&format!("index: {p}"));
-    }
-    for k in &report.keys {
-        match &k.problem {
-            Some(p) => runner.error(&format!("published key {}: {p}", k.fingerprint)),
-            None if !k.trusted => runner.info(&format!(
-                "the cache publishes key {}, which is not trusted (pin it to trust it)",
-                k.fingerprint
-            )),
-            None => {}
-        }
-    }
-    for n in &report.notes {
-        runner.info(n);
-    }
+    report.log(&runner);
     runner.append_summary(&report.markdown())?;
-    if report.ok() {
-        runner.info(&format!(
-            "verified {} specs in {}",
-            report.specs.len(),
-            report.url
-        ));
-        return Ok(());
-    }
-    let failed: Vec<String> = report
-        .failures()
-        .map(|v| format!("{}: {}", v.name(), v.problems.join("; ")))
-        .chain(report.index_problems.iter().map(|p| format!("index: {p}")))
-        .chain(report.keys.iter().filter_map(|k| {
-            k.problem
-                .as_ref()
-                .map(|p| format!("published key {}: {p}", k.fingerprint))
-        }))
-        .collect();
-    if report.specs.is_empty() {
-        bail!("{} holds no spec manifests to verify", report.url);
-    }
-    bail!(
-        "verification of {} failed ({} of {} specs):\n  - {}",
-        report.url,
-        report.failures().count(),
+    report.outcome()?;
+    runner.info(&format!(
+        "verified {} specs in {}",
         report.specs.len(),
-        failed.join("\n  - ")
-    )
+        report.url
+    ));
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! table ([`Report::markdown`]) and the message ([`Report::slack_text`]).
 
 pub mod github;
+pub mod slack;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -256,7 +257,7 @@ impl Report {
 
     /// The Slack message (mrkdwn): one line with the count and the failed legs.
     pub fn slack_text(&self) -> String {
-        use crate::cli::notify::slack_escape;
+        use crate::report::slack::slack_escape;
         let (passed, total) = self.passed();
         let failed: Vec<String> = self
             .legs

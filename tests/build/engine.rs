@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use slurm_factory::catalog::{Arch, Catalog};
-use slurm_factory::cli::build::{BuildOptions, execute};
+use slurm_factory::build::{BuildOptions, execute};
 use slurm_factory::docker::{
     BuildContext, Cancel, Engine, Failure, ImageBuild, LABEL_RUN, UserSpec,
 };

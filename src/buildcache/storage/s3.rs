@@ -478,23 +478,34 @@ impl S3Store {
         Ok(())
     }
 
+    /// HEAD of `key` (`None`: no such object), with the stored checksums when `checksums`.
+    async fn head_object(
+        &self,
+        key: &str,
+        checksums: bool,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        let mut req = self
+            .client
+            .head_object()
+            .bucket(self.url.bucket())
+            .key(self.url.key(key));
+        if checksums {
+            req = req.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+        }
+        match req.send().await {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if classify(&e) == ErrorKind::NotFound => Ok(None),
+            Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
+        }
+    }
+
     /// Whether the object at `key` holds exactly the bytes of `file`, compared by SHA-256:
     /// the checksum S3 stored for a single-part object, the composite of part checksums for
     /// a multipart one (recomputed from the local file with this store's part size), else by
     /// downloading it. `None` when absent.
     pub async fn holds(&self, key: &str, file: &FileBody) -> Result<Option<bool>> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(self.url.bucket())
-            .key(self.url.key(key))
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await;
-        let h = match head {
-            Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(None),
-            Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
-            Ok(h) => h,
+        let Some(h) = self.head_object(key, true).await? else {
+            return Ok(None);
         };
         if h.content_length().unwrap_or(-1) != file.size as i64 {
             return Ok(Some(false));
@@ -600,25 +611,14 @@ impl Storage for S3Store {
 
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>> {
         Box::pin(async move {
-            let out = self
-                .client
-                .head_object()
-                .bucket(self.url.bucket())
-                .key(self.url.key(key))
-                .send()
-                .await;
-            match out {
-                Ok(h) => Ok(Some(ObjectMeta {
-                    key: key.to_owned(),
-                    size: h.content_length().unwrap_or(0).max(0) as u64,
-                    etag: h.e_tag().map(|e| e.trim_matches('"').to_owned()),
-                    last_modified: h
-                        .last_modified()
-                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                })),
-                Err(e) if classify(&e) == ErrorKind::NotFound => Ok(None),
-                Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
-            }
+            Ok(self.head_object(key, false).await?.map(|h| ObjectMeta {
+                key: key.to_owned(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                etag: h.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                last_modified: h
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+            }))
         })
     }
 
@@ -765,18 +765,9 @@ impl Storage for S3Store {
 
     fn digest<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
         Box::pin(async move {
-            let head = self
-                .client
-                .head_object()
-                .bucket(self.url.bucket())
-                .key(self.url.key(key))
-                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-                .send()
-                .await;
-            match head {
-                Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(None),
-                Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
-                Ok(h) => {
+            match self.head_object(key, true).await? {
+                None => return Ok(None),
+                Some(h) => {
                     // A multipart object's checksum is a checksum of part checksums (its ETag
                     // ends in `-<parts>`; moto even omits the suffix on the checksum): only a
                     // single-part object's stored checksum is the SHA-256 of its bytes.

@@ -1,0 +1,113 @@
+//! `build-compiler` and `build-slurm`: the argument surfaces of the build engine
+//! ([`crate::build`]). Both turn flags and action inputs into a [`crate::build::Request`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::args::{S3Args, SigningKeyArgs};
+use super::{bool_flag_or_input, flag_or_input};
+use crate::build::{BuildOptions, DEFAULT_OUTPUT_DIR};
+use crate::catalog::{Arch, Catalog};
+use crate::gha::Runner;
+use crate::spack::RunId;
+
+mod compiler;
+mod slurm;
+
+pub use compiler::{CompilerArgs, run_compiler};
+pub use slurm::{SlurmArgs, run_slurm};
+
+/// Options shared by both builders.
+#[derive(Debug, clap::Args)]
+pub struct CommonBuildArgs {
+    /// Target architecture: amd64 or arm64 [input: arch]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Directory that receives the build's outputs (buildcache, view, modules, logs) [input: output_dir]
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Rebuild the container image without Docker's layer cache [input: no_cache]
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print the generated spack.yaml, Dockerfile and steps without touching Docker [input: dry_run]
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Job timeout in minutes (default from the catalog) [input: timeout_minutes]
+    #[arg(long)]
+    pub timeout_minutes: Option<u32>,
+    /// Use this catalog file instead of the embedded one [input: catalog]
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Build the container image from this directory (holding a Dockerfile) instead of the
+    /// embedded docker/ definition, e.g. to add a site proxy or CA. The image must provide
+    /// `spack` on PATH [input: docker_context]
+    #[arg(long, value_name = "DIR")]
+    pub docker_context: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Publishing")]
+    #[allow(missing_docs)]
+    pub key: SigningKeyArgs,
+    #[command(flatten, next_help_heading = "S3 (publishing, compiler buildcache)")]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
+}
+
+/// The common flags, resolved.
+struct Common {
+    catalog: Catalog,
+    arch: Arch,
+    opts: BuildOptions,
+    dry_run: bool,
+}
+
+impl CommonBuildArgs {
+    /// Reads the flags (else the action inputs); `timeout` picks the catalog's default timeout.
+    fn resolve(&self, runner: &Runner, timeout: fn(&Catalog) -> u32) -> Result<Common> {
+        let path = self
+            .catalog
+            .clone()
+            .or_else(|| runner.input("catalog").map(PathBuf::from));
+        let catalog = Catalog::load_or_embedded(path.as_deref())?;
+        let arch = flag_or_input(self.arch.clone(), runner, "arch")
+            .map(Arch)
+            .unwrap_or_else(|| catalog.architectures.default.clone());
+        let output_dir = self
+            .output_dir
+            .clone()
+            .or_else(|| runner.input("output_dir").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
+        let docker_context = self
+            .docker_context
+            .clone()
+            .or_else(|| runner.input("docker_context").map(PathBuf::from));
+        let no_cache = bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
+        let dry_run = bool_flag_or_input(self.dry_run.then_some(true), runner, "dry_run", false)?;
+        let minutes = match self.timeout_minutes {
+            Some(m) => m,
+            None => match runner.input("timeout_minutes") {
+                Some(t) => t.parse().map_err(|_| {
+                    anyhow!("input timeout_minutes is {t:?}, not a whole number of minutes")
+                })?,
+                None => timeout(&catalog),
+            },
+        };
+        if minutes == 0 {
+            bail!("--timeout-minutes must be at least 1");
+        }
+        let opts = BuildOptions {
+            output_dir,
+            docker_context,
+            no_cache,
+            timeout: Duration::from_secs(u64::from(minutes) * 60),
+            user: None,
+            run_id: RunId::from_runner(runner),
+        };
+        Ok(Common {
+            catalog,
+            arch,
+            opts,
+            dry_run,
+        })
+    }
+}
