@@ -12,12 +12,12 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::buildcache::publish::{Publisher, S3Flags};
 use crate::buildcache::sign::PublishMode;
+use crate::buildcache::trust::Pins;
 use crate::docker::{
     BindMount, BuildContext, Cancel, Engine, Failure, ImageBuild, LABEL_NAMESPACE, LABEL_RUN,
     RunSpec, UserSpec, human,
 };
 use crate::gha::Runner;
-use crate::buildcache::trust::Pins;
 use crate::spack::keys;
 use crate::spack::stats::{self, BuildStats};
 use crate::spack::{Area, Job, Layout, RunId, repo};
@@ -333,18 +333,11 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
     // (hours-long) build, so a bad secret fails in seconds and nothing is built.
     let publisher = match &publish {
         Some((scope, dest)) => Some(
-            Publisher::prepare(
-                &runner,
-                dest,
-                key_file.as_deref(),
-                s3,
-                *scope,
-                false,
-            )
-            .await
-            .with_context(|| {
-                format!("--publish {scope} to {dest} cannot work, so nothing was built")
-            })?,
+            Publisher::prepare(&runner, dest, key_file.as_deref(), s3, *scope, false)
+                .await
+                .with_context(|| {
+                    format!("--publish {scope} to {dest} cannot work, so nothing was built")
+                })?,
         ),
         None => None,
     };
@@ -381,4 +374,3 @@ fn host_arch() -> &'static str {
         other => other,
     }
 }
-

@@ -62,4 +62,3 @@ mod tests {
         assert!(memory_total().is_some_and(|m| m > 0));
     }
 }
-

@@ -84,4 +84,3 @@ pub fn report(job: &Job, outcome: &BuildOutcome, runner: &Runner) -> Result<()> 
     }
     runner.append_summary(&md)
 }
-

@@ -43,8 +43,8 @@ fn message(args: &Args, runner: &Runner) -> Message {
             .or_else(|| runner.var(var).filter(|v| !v.is_empty()).map(str::to_owned))
             .unwrap_or_else(|| default.to_owned())
     };
-    let run_url = flag_or_input(args.run_url.clone(), runner, "run_url")
-        .or_else(|| run_url(runner));
+    let run_url =
+        flag_or_input(args.run_url.clone(), runner, "run_url").or_else(|| run_url(runner));
     Message {
         pipeline: pick(
             &args.pipeline,

@@ -140,4 +140,3 @@ pub async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
     }
     bail!("could not post to Slack after 2 attempts: {last}")
 }
-

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::build::render_environment;
+use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::spack::{Area, Job, Layout, RunId, SlurmJobRequest, repo, spec_name};
 
 fn layout(job: &Job) -> Layout {

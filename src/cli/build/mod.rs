@@ -81,7 +81,8 @@ impl CommonBuildArgs {
             .docker_context
             .clone()
             .or_else(|| runner.input("docker_context").map(PathBuf::from));
-        let no_cache = bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
+        let no_cache =
+            bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
         let dry_run = bool_flag_or_input(self.dry_run.then_some(true), runner, "dry_run", false)?;
         let minutes = match self.timeout_minutes {
             Some(m) => m,
