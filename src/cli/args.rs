@@ -8,9 +8,9 @@ use anyhow::Result;
 
 use super::flag_or_input;
 use crate::buildcache::publish::S3Flags;
+use crate::buildcache::trust::{Pins, load_key_files};
 use crate::gha::Runner;
 use crate::pgp::TrustedKeys;
-use crate::buildcache::trust::{Pins, load_key_files};
 
 /// How to reach `s3://` locations.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -57,11 +57,11 @@ impl SigningKeyArgs {
 /// The keys a consumer trusts: pinned out of band, never what a mirror publishes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrustArgs {
-    /// Armored public key file to trust (repeatable) [input: trusted_keys, one per line]
+    /// Armored public key file to trust (repeatable; the input takes one per line) [input: trusted_keys]
     #[arg(long = "trusted-key", value_name = "FILE")]
     pub trusted_keys: Vec<PathBuf>,
-    /// Fingerprint to trust (repeatable): a key the buildcache publishes is used only if its
-    /// fingerprint is exactly this one [input: trusted_fingerprints, one per line]
+    /// Fingerprint to trust (repeatable; the input takes one per line): a key a mirror
+    /// publishes is used only if its fingerprint is exactly this one [input: trusted_fingerprints]
     #[arg(long = "trusted-fingerprint", value_name = "FPR")]
     pub trusted_fingerprints: Vec<String>,
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use super::sign_and_upload::S3Flags;
+use super::args::{S3Args, SigningKeyArgs};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::gha::Runner;
 use crate::tarball::publish::{self, Request, Source};
@@ -55,21 +55,15 @@ pub struct Args {
     /// Upload to the catalog's default location (s3://<tarball_bucket>/<tarball_key>)
     #[arg(long, conflicts_with = "destination")]
     pub publish: bool,
-    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY
-    #[arg(long)]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key: SigningKeyArgs,
     /// Build and sign, but upload nothing [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
-    /// S3-compatible endpoint (path-style addressing) [env: AWS_ENDPOINT_URL]
-    #[arg(long)]
-    pub endpoint_url: Option<String>,
-    /// AWS region
-    #[arg(long)]
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token (AWS_ROLE_ARN)
-    #[arg(long)]
-    pub role_arn: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `tarball-publish`.
@@ -112,13 +106,9 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         gcc,
         output: args.output,
         destination,
-        key_file: args.key_file,
+        key_file: args.key.resolve(&runner),
         dry_run: bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?,
-        s3: S3Flags {
-            endpoint_url: args.endpoint_url,
-            region: args.region,
-            role_arn: args.role_arn,
-        },
+        s3: args.s3.resolve(&runner),
     };
     publish::run(&runner, request).await
 }

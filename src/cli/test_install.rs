@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use super::args::{S3Args, TrustArgs};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::cluster;
 use crate::gha::Runner;
@@ -32,12 +33,11 @@ pub struct Args {
     /// Install prefix (absolute; must be new or empty for a tarball) [input: prefix]
     #[arg(long)]
     pub prefix: Option<PathBuf>,
-    /// Armored public key file to trust (repeatable; one per line) [input: trusted_keys]
-    #[arg(long = "trusted-key")]
-    pub trusted_keys: Vec<PathBuf>,
-    /// Fingerprint to trust among the keys published beside the buildcache (its key manifests) or the tarball (<FPR>.pub.asc) (repeatable; one per line) [input: trusted_fingerprints]
-    #[arg(long = "trusted-fingerprint")]
-    pub trusted_fingerprints: Vec<String>,
+    // --trusted-key / --trusted-fingerprint: a fingerprint resolves against the keys published
+    // beside the buildcache (its key manifests) or the tarball (<FPR>.pub.asc).
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
     /// Install nothing; run the smoke checks on --prefix [input: check_only]
     #[arg(long, conflicts_with_all = ["buildcache", "tarball"])]
     pub check_only: bool,
@@ -52,14 +52,9 @@ pub struct Args {
     /// --tarball or --check-only) it tests the existing installation in --prefix [input: cluster_smoke]
     #[arg(long)]
     pub cluster_smoke: bool,
-}
-
-fn list(flag: Vec<String>, runner: &Runner, name: &str) -> Vec<String> {
-    if flag.is_empty() {
-        runner.input_list(name)
-    } else {
-        flag
-    }
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `test-install`.
@@ -79,6 +74,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         "allow_insecure_http",
         false,
     )?;
+    let open = crate::buildcache::storage::OpenOptions {
+        allow_insecure_http: allow_http,
+        ..args.s3.resolve(&runner).open_options()
+    };
     let prefix = args
         .prefix
         .or_else(|| runner.input("prefix").map(PathBuf::from))
@@ -92,18 +91,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     if cluster_smoke && buildcache.is_none() && tarball.is_none() && !check_only {
         return smoke_cluster(&prefix, &runner).await;
     }
-    let key_files: Vec<PathBuf> = list(
-        args.trusted_keys
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        &runner,
-        "trusted_keys",
-    )
-    .into_iter()
-    .map(PathBuf::from)
-    .collect();
-    let fingerprints = list(args.trusted_fingerprints, &runner, "trusted_fingerprints");
+    let pins = args.trust.resolve(&runner)?;
     let what = match (buildcache, tarball, check_only) {
         (Some(url), None, false) => What::Buildcache {
             url,
@@ -118,8 +106,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         ),
         _ => bail!("give exactly one of --buildcache, --tarball and --check-only"),
     };
-    let (source, trusted) =
-        install::prepare(what, &key_files, &fingerprints, allow_http, &runner).await?;
+    let (source, trusted) = install::prepare(what, &pins, &open, &runner).await?;
     let report = install::run(
         Request {
             source,

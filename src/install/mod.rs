@@ -22,12 +22,12 @@ pub mod tarball;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::buildcache::Storage;
-use crate::buildcache::trust::{load_key_files, pinned_keys};
+use crate::buildcache::trust::{Pins, load_key_files};
 use crate::gha::Runner;
-use crate::pgp::{KeyFingerprint, TrustedKeys};
+use crate::pgp::TrustedKeys;
 use summary::{Check, Report};
 
 /// What to install.
@@ -70,38 +70,25 @@ pub enum What {
 /// Refuses to go on without a trusted key unless nothing is installed.
 pub async fn prepare(
     what: What,
-    key_files: &[PathBuf],
-    fingerprints: &[String],
-    allow_insecure_http: bool,
+    pins: &Pins,
+    open: &crate::buildcache::storage::OpenOptions,
     runner: &Runner,
 ) -> Result<(Source, TrustedKeys)> {
-    let fprs: Vec<KeyFingerprint> = fingerprints
-        .iter()
-        .map(|f| {
-            f.parse().with_context(|| {
-                format!(
-                    "--trusted-fingerprint {f:?} is not a full 40-hex-digit OpenPGP v4 fingerprint"
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+    let (key_files, fprs) = (&pins.key_files, &pins.fingerprints);
+    let allow_insecure_http = open.allow_insecure_http;
     let (source, trusted) = match what {
         What::Buildcache { url, spec } => {
             let spec = buildcache::SpecQuery::parse(&spec)?;
             use crate::buildcache::storage;
-            let opts = storage::OpenOptions {
-                allow_insecure_http,
-                ..storage::OpenOptions::default()
-            };
             let storage: Box<dyn Storage> =
-                storage::open(&storage::Location::parse(&url)?, &opts, runner).await?;
-            let trusted = pinned_keys(storage.as_ref(), key_files, &fprs).await?;
+                storage::open(&storage::Location::parse(&url)?, open, runner).await?;
+            let trusted = pins.resolve(storage.as_ref()).await?;
             (Source::Buildcache { storage, spec }, trusted)
         }
         What::Tarball(t) => {
             let mut trusted = TrustedKeys::new();
             load_key_files(&mut trusted, key_files)?;
-            for fpr in &fprs {
+            for fpr in fprs {
                 if trusted.contains(fpr) {
                     continue;
                 }
