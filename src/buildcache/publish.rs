@@ -338,12 +338,15 @@ async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T>
         .await
 }
 
-/// Checks one source blob from one open handle: the size from `fstat` first, then the
-/// SHA-256 (and the part digests the destination's multipart uploads will need).
+/// Checks one source blob from one open handle: the size from `fstat` first, then, with
+/// `hash`, the SHA-256 (and the part digests the destination's multipart uploads will need).
+/// Without `hash` (the destination already holds these bytes, so they are not uploaded) only
+/// that it is a regular file of the recorded size.
 fn check_source_blob(
     source: &LocalDir,
     rec: &BlobRecord,
     multipart: Option<(u64, u64)>,
+    hash: bool,
 ) -> Result<std::result::Result<FileBody, String>> {
     use std::io::Read;
     let sha = match rec.sha256() {
@@ -363,6 +366,16 @@ fn check_source_blob(
     let ps = multipart
         .filter(|(threshold, p)| *p > 0 && size >= *threshold)
         .map(|(_, p)| p);
+    if !hash {
+        return Ok(Ok(FileBody {
+            source: source.clone(),
+            key,
+            size,
+            sha256: sha,
+            part_size: 0,
+            parts: Vec::new(),
+        }));
+    }
     let r = std::io::BufReader::with_capacity(1 << 20, f.take(size));
     let (whole, parts, _) = super::storage::hash_with_parts(r, ps)
         .with_context(|| format!("cannot read {}", source.root().join(&key).display()))?;
@@ -599,6 +612,15 @@ async fn plan_blob(dest: &dyn Storage, remote: &Remote, body: Body) -> Result<Pe
     })
 }
 
+/// Requests in flight while planning (HEADs and small GETs; uploads use the store's own
+/// concurrency). Planning is latency-bound: a no-change re-run is mostly these.
+const PLAN_REQUESTS: usize = 64;
+
+/// Whether `etag` is a single-part ETag, the MD5 of `bytes`.
+fn etag_is_md5_of(etag: &str, bytes: &[u8]) -> bool {
+    !etag.contains('-') && etag.len() == 32 && etag == hex::encode(Md5::digest(bytes))
+}
+
 /// Plans a manifest (small, in memory): unchanged when the destination has these bytes.
 async fn plan_bytes(
     dest: &dyn Storage,
@@ -610,15 +632,19 @@ async fn plan_bytes(
         None if remote.listed => Change::New,
         Some(m) if m.size != bytes.len() as u64 => Change::Update,
         // A single-part ETag is the MD5 of the bytes: no download for the common case.
-        Some(ObjectMeta { etag: Some(e), .. })
-            if !e.contains('-') && e.len() == 32 && *e == hex::encode(Md5::digest(&bytes)) =>
-        {
-            Change::Unchanged
-        }
-        _ => match dest.get(&key).await? {
-            Some(o) if o.bytes == bytes => Change::Unchanged,
-            Some(_) => Change::Update,
+        Some(ObjectMeta { etag: Some(e), .. }) if etag_is_md5_of(e, &bytes) => Change::Unchanged,
+        // Listed without an ETag (some servers): a HEAD has it, else download.
+        _ => match dest.head(&key).await? {
             None => Change::New,
+            Some(m) if m.size != bytes.len() as u64 => Change::Update,
+            Some(ObjectMeta { etag: Some(e), .. }) if etag_is_md5_of(&e, &bytes) => {
+                Change::Unchanged
+            }
+            Some(_) => match dest.get(&key).await? {
+                Some(o) if o.bytes == bytes => Change::Unchanged,
+                Some(_) => Change::Update,
+                None => Change::New,
+            },
         },
     };
     Ok(Pending {
@@ -770,22 +796,49 @@ pub async fn publish(
             records.push(rec.clone());
         }
     }
-    let jobs: Vec<BoxFuture<'static, Result<std::result::Result<FileBody, String>>>> = records
+    // Blobs the destination already holds, by a digest it vouches for without a download
+    // (S3's stored checksum), are not uploaded: their source files are checked, not hashed.
+    let remote = Remote::read(dest).await?;
+    let remote_ref = &remote;
+    let held_jobs: Vec<BoxFuture<'_, Result<bool>>> = records
         .iter()
         .map(|rec| {
+            Box::pin(async move {
+                let Ok(sha) = rec.sha256() else {
+                    return Ok(false);
+                };
+                let key = layout::blob_key(&sha);
+                if !remote_ref.may_have(&key) {
+                    return Ok(false);
+                }
+                Ok(dest
+                    .stored_digest(&key)
+                    .await?
+                    .is_some_and(|(d, n)| d == sha && n == rec.content_length))
+            }) as BoxFuture<'_, _>
+        })
+        .collect();
+    let held: Vec<bool> = bounded(held_jobs, PLAN_REQUESTS)
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let jobs: Vec<BoxFuture<'static, Result<std::result::Result<FileBody, String>>>> = records
+        .iter()
+        .zip(&held)
+        .map(|(rec, &held)| {
             let (src, rec) = (source.clone(), rec.clone());
             Box::pin(async move {
-                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart))
+                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart, !held))
                     .await?
             }) as BoxFuture<'static, _>
         })
         .collect();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let checked = bounded(jobs, workers).await;
-    let mut files: Vec<FileBody> = Vec::new();
-    for (rec, c) in records.iter().zip(checked) {
+    let mut files: Vec<(FileBody, bool)> = Vec::new();
+    for ((rec, c), &held) in records.iter().zip(checked).zip(&held) {
         match c? {
-            Ok(f) => files.push(f),
+            Ok(f) => files.push((f, held)),
             Err(p) => {
                 let who = owner
                     .get(&rec.checksum)
@@ -847,7 +900,6 @@ pub async fn publish(
         }
     }
     let published_fprs: BTreeSet<String> = key_records.iter().map(|(f, _, _)| f.clone()).collect();
-    let remote = Remote::read(dest).await?;
 
     // Spec manifests: keep what already carries our signature over the same text.
     let our_fpr = key.map(SigningKey::fingerprint);
@@ -870,7 +922,7 @@ pub async fn publish(
         .map(|&i| Box::pin(dest.get(&selected[i].entry.key)) as BoxFuture<'_, _>)
         .collect();
     let mut existing: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    for (&i, o) in fetch.iter().zip(bounded(fetches, dest.concurrency()).await) {
+    for (&i, o) in fetch.iter().zip(bounded(fetches, PLAN_REQUESTS).await) {
         if let Some(o) = o? {
             existing.insert(i, o.bytes);
         }
@@ -918,12 +970,23 @@ pub async fn publish(
 
     // Plan the blobs (compared by digest) and the manifests.
     let mut blobs = Vec::new();
-    let remote_ref = &remote;
     let plans: Vec<BoxFuture<'_, Result<Pending>>> = files
         .into_iter()
-        .map(|f| Box::pin(plan_blob(dest, remote_ref, Body::File(f))) as BoxFuture<'_, _>)
+        .map(|(f, held)| {
+            if held {
+                Box::pin(std::future::ready(Ok(Pending {
+                    key: f.key.clone(),
+                    size: f.size,
+                    body: Body::File(f),
+                    change: Change::Unchanged,
+                    content_type: "application/octet-stream",
+                }))) as BoxFuture<'_, _>
+            } else {
+                Box::pin(plan_blob(dest, remote_ref, Body::File(f))) as BoxFuture<'_, _>
+            }
+        })
         .collect();
-    for p in bounded(plans, dest.concurrency()).await {
+    for p in bounded(plans, PLAN_REQUESTS).await {
         blobs.push(p?);
     }
     for (_, _, bytes) in &key_records {
@@ -954,7 +1017,7 @@ pub async fn publish(
             }) as BoxFuture<'_, _>
         })
         .collect();
-    for p in bounded(manifest_plans, dest.concurrency()).await {
+    for p in bounded(manifest_plans, PLAN_REQUESTS).await {
         manifests.push(p?);
     }
     for (fpr, rec, _) in &key_records {

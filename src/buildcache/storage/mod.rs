@@ -210,6 +210,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// The SHA-256 and size of the object at `key` as the store itself vouches for them,
+    /// without reading the object: S3's stored checksum of a single-part object, which the
+    /// server checked against the bytes when they were written. `Ok(None)` when the store
+    /// cannot say that cheaply (absent, multipart, no checksum, or a store without checksums):
+    /// then compare with [`Storage::holds`].
+    fn stored_digest<'a>(
+        &'a self,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Whether the object at `key` holds exactly the bytes of `file`, compared by size and
     /// then SHA-256 (never by size alone: a same-size object with other bytes is not it).
     /// `None` when there is no object.

@@ -118,6 +118,25 @@ fn b64(d: &Sha256Hex) -> String {
         .encode(hex::decode(d.as_str()).expect("validated hex"))
 }
 
+/// The SHA-256 and size S3 stored for a single-part object (`None` for a multipart one, whose
+/// checksum is a checksum of part checksums: its ETag ends in `-<parts>`, and moto even omits
+/// the suffix on the checksum, or for an object stored without a SHA-256).
+fn single_part_sha256(
+    h: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+) -> Result<Option<(Sha256Hex, u64)>> {
+    let multipart = h.e_tag().is_some_and(|e| e.trim_matches('"').contains('-'))
+        || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite);
+    if !multipart
+        && let Some(c) = h.checksum_sha256().filter(|c| !c.contains('-'))
+        && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(c)
+        && raw.len() == 32
+    {
+        let size = h.content_length().unwrap_or(0).max(0) as u64;
+        return Ok(Some((Sha256Hex::parse(&hex::encode(raw))?, size)));
+    }
+    Ok(None)
+}
+
 /// Reads `len` bytes of `file` from `offset` through a handle opened without following links,
 /// and checks that they have the SHA-256 `want`: what is sent is exactly what was checked,
 /// whatever happens to the file in between (and whether or not the server checks the
@@ -765,27 +784,27 @@ impl Storage for S3Store {
 
     fn digest<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
         Box::pin(async move {
-            match self.head_object(key, true).await? {
-                None => return Ok(None),
-                Some(h) => {
-                    // A multipart object's checksum is a checksum of part checksums (its ETag
-                    // ends in `-<parts>`; moto even omits the suffix on the checksum): only a
-                    // single-part object's stored checksum is the SHA-256 of its bytes.
-                    let multipart = h.e_tag().is_some_and(|e| e.trim_matches('"').contains('-'))
-                        || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite);
-                    if !multipart
-                        && let Some(c) = h.checksum_sha256().filter(|c| !c.contains('-'))
-                        && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(c)
-                        && raw.len() == 32
-                    {
-                        let size = h.content_length().unwrap_or(0).max(0) as u64;
-                        return Ok(Some((Sha256Hex::parse(&hex::encode(raw))?, size)));
-                    }
-                }
+            let Some(h) = self.head_object(key, true).await? else {
+                return Ok(None);
+            };
+            if let Some(d) = single_part_sha256(&h)? {
+                return Ok(Some(d));
             }
             Ok(Storage::get(self, key)
                 .await?
                 .map(|o| (Sha256Hex::of(&o.bytes), o.bytes.len() as u64)))
+        })
+    }
+
+    fn stored_digest<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            match self.head_object(key, true).await? {
+                Some(h) => single_part_sha256(&h),
+                None => Ok(None),
+            }
         })
     }
 
