@@ -397,7 +397,7 @@ fn a_pinned_fingerprint_trusts_only_the_key_the_cache_publishes_under_it() {
         ],
     );
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("is not a full 40-hex-digit"), "{stdout}");
+    assert!(stdout.contains("give all 40 hex digits"), "{stdout}");
 }
 
 #[test]
