@@ -36,11 +36,7 @@ pub fn validate_api_url(url: &str) -> Result<()> {
             "GITHUB_API_URL {url:?} is not a URL ({e}): leave it unset for https://api.github.com"
         )
     })?;
-    let host = parsed.host_str().unwrap_or("").trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = super::is_loopback(&parsed);
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback => Ok(()),

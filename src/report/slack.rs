@@ -89,11 +89,7 @@ pub fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url.expose()).map_err(|_| {
         anyhow::anyhow!("{WEBHOOK_VAR} is not a valid URL (value not shown): set it to the Slack incoming-webhook URL, https://hooks.slack.com/services/...")
     })?;
-    let host = parsed.host_str().unwrap_or("").trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = super::is_loopback(&parsed);
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if loopback => Ok(parsed),
