@@ -516,31 +516,7 @@ mod publish;
 
 #[test]
 fn the_install_script_is_posix_sh_and_shellcheck_clean() {
-    let Some(shellcheck) = common::require_tool("shellcheck") else {
-        return;
-    };
-    let script = common::repo_root().join("src/tarball/templates/install.sh");
-    let out = Command::new(shellcheck)
-        .args(["--shell=sh", "--severity=style"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // dash is Debian's /bin/sh: a POSIX shell without bash extensions parses it.
-    if let Some(dash) = common::find_tool("dash") {
-        assert!(
-            Command::new(dash)
-                .arg("-n")
-                .arg(&script)
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
+    common::assert_posix_sh(&common::repo_root().join("src/tarball/templates/install.sh"));
 }
 
 /// A failing rewrite exits non-zero and says why.

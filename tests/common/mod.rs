@@ -416,3 +416,30 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that the shell script at `path` is POSIX `sh`: `shellcheck --shell=sh` finds
+/// nothing (style included), and dash (Debian's /bin/sh, no bash extensions) parses it.
+#[allow(dead_code)]
+pub fn assert_posix_sh(path: &std::path::Path) {
+    if let Some(shellcheck) = require_tool("shellcheck") {
+        let out = std::process::Command::new(shellcheck)
+            .args(["--shell=sh", "--severity=style"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck {}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    if let Some(dash) = find_tool("dash") {
+        let st = std::process::Command::new(dash)
+            .arg("-n")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "dash -n {} failed", path.display());
+    }
+}

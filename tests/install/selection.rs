@@ -293,28 +293,7 @@ fn a_failed_install_removes_the_sbang_it_put_in_place() {
 #[test]
 fn the_sbang_script_is_posix_sh_shellcheck_clean_and_explains_a_bad_script() {
     let sbang = crate::common::repo_root().join("src/install/sbang.sh");
-    if let Some(shellcheck) = crate::common::require_tool("shellcheck") {
-        let out = Command::new(shellcheck)
-            .args(["--shell=sh", "--severity=style"])
-            .arg(&sbang)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    if let Some(dash) = crate::common::find_tool("dash") {
-        assert!(
-            Command::new(dash)
-                .arg("-n")
-                .arg(&sbang)
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
+    crate::common::assert_posix_sh(&sbang);
     // A script whose second line names no interpreter: exit 127, saying why.
     let t = tempfile::tempdir().unwrap();
     let bad = t.path().join("bad");
