@@ -824,6 +824,7 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
     // Maximum contention on the compare-and-swap: 16 writers released by one barrier merge
     // distinct entries into one index.
     use slurm_factory::buildcache::index::{Index, update_pointer};
+    use slurm_factory::buildcache::layout::SpecNode;
     let Some(moto) = Moto::start().await else {
         return;
     };
@@ -837,13 +838,14 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             let h = dag_hash(&format!("cas-{i}"));
             let spec = serde_json::json!({"name": format!("cas-{i}"), "version": "1.0", "hash": h});
-            let ours = serde_json::json!({"database":{"version":"8","installs":{h.clone():{"spec":spec,"ref_count":0,"in_buildcache":true}}}});
-            let ours = Index::parse(&serde_json::to_vec(&ours).unwrap()).unwrap();
+            let ours = vec![vec![
+                SpecNode::from_raw(serde_json::value::to_raw_value(&spec).unwrap()).unwrap(),
+            ]];
             let store = S3Store::new(c, url).with_write_mode(WriteMode::Conditional);
             barrier.wait().await;
             let u = update_pointer::<Index>(
                 &store,
-                |i| i.merge_index(&ours).map(|_| ()),
+                |i| i.merge_published(&ours).map(|_| ()),
                 100,
                 false,
             )

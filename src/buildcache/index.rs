@@ -266,53 +266,6 @@ impl Index {
         Ok(stats)
     }
 
-    /// Merges another index into this one (for concurrent publishers to one prefix: this is
-    /// the destination's index, `other` the one being published), never losing a spec:
-    ///
-    /// - a record only in `other` is added with its flags;
-    /// - a record in both takes `other`'s spec node and fields when `other` has its binary
-    ///   (`in_buildcache: true`); otherwise the existing record is kept as it is, so a spec
-    ///   that another publisher pushed is never flipped to `in_buildcache: false` by one that
-    ///   only has it as a dependency (Spack hides such records from binary installs);
-    /// - `ref_count` is recomputed over the merged index.
-    pub fn merge_index(&mut self, other: &Index) -> Result<MergeStats> {
-        let mut stats = MergeStats {
-            added: Vec::new(),
-            updated: Vec::new(),
-            kept: self.installs.len(),
-        };
-        let mut pos: HashMap<String, usize> = self
-            .installs
-            .iter()
-            .enumerate()
-            .map(|(i, (h, _))| (h.clone(), i))
-            .collect();
-        for (h, theirs) in &other.installs {
-            match pos.get(h) {
-                Some(&i) => {
-                    let mine = &mut self.installs[i].1;
-                    if theirs.in_buildcache {
-                        if !mine.in_buildcache || mine.spec.get() != theirs.spec.get() {
-                            stats.updated.push(h.clone());
-                        }
-                        mine.spec = theirs.spec.clone();
-                        mine.extra = theirs.extra.clone();
-                        mine.in_buildcache = true;
-                    }
-                }
-                None => {
-                    pos.insert(h.clone(), self.installs.len());
-                    self.installs.push((h.clone(), theirs.clone()));
-                    if theirs.in_buildcache {
-                        stats.added.push(h.clone());
-                    }
-                }
-            }
-        }
-        self.recount()?;
-        Ok(stats)
-    }
-
     /// Recomputes every `ref_count` as the number of records that depend on it.
     pub fn recount(&mut self) -> Result<()> {
         let mut counts: HashMap<String, u64> = HashMap::new();
@@ -805,40 +758,49 @@ mod tests {
         );
     }
 
-    /// Two publishers of Spack 1.0's real specs: one pushed `lib`, the other `app` (with `lib`
-    /// only as an unpushed dependency). Merging either way round gives Spack's own index of
-    /// both, byte for byte, and `lib` stays published.
+    /// Two publishers of Spack 1.0's real specs, one after the other on one prefix, as the
+    /// compare-and-swap loop applies them: one pushed `lib`, the other `app` (with `lib` only as
+    /// an unpushed dependency). Either order gives Spack's own index of both, byte for byte,
+    /// and `lib` stays published.
     #[test]
-    fn merging_two_publishers_indexes_gives_spacks_index_of_both() {
+    fn two_publishers_in_either_order_give_spacks_index_of_both() {
         let lib = parse_spec_blob(&blob(LIB_SPEC), "gzip").unwrap();
         let app = parse_spec_blob(&blob(APP_SPEC), "gzip").unwrap();
-        let mut lib_idx = Index::new();
-        lib_idx.merge_published(&[lib]).unwrap();
-        let mut app_idx = Index::new();
-        app_idx.merge_published(&[app]).unwrap();
         let lib_hash = "or7dti47ajgrd2y5bgs2dujuath2dz3p";
         let app_hash = "resh3sdm7oulbae23jllsxfemfp24cba";
-        assert!(!app_idx.get(lib_hash).unwrap().in_buildcache);
 
-        let mut merged = lib_idx.clone();
-        let stats = merged.merge_index(&app_idx).unwrap();
+        let mut lib_first = Index::new();
+        lib_first
+            .merge_published(std::slice::from_ref(&lib))
+            .unwrap();
+        let stats = lib_first
+            .merge_published(std::slice::from_ref(&app))
+            .unwrap();
         assert_eq!(stats.added, [app_hash]);
         assert!(stats.updated.is_empty(), "{stats:?}");
         assert_eq!(stats.kept, 1);
-        assert_eq!(merged.to_json(), blob(INDEX));
+        assert!(lib_first.get(lib_hash).unwrap().in_buildcache);
+        assert_eq!(lib_first.to_json(), blob(INDEX));
 
-        let mut other_way = app_idx.clone();
-        let stats = other_way.merge_index(&lib_idx).unwrap();
-        assert_eq!(stats.updated, [lib_hash]);
-        assert!(other_way.get(lib_hash).unwrap().in_buildcache);
-        assert_eq!(other_way.get(lib_hash).unwrap().ref_count, 1);
-        assert_eq!(other_way.in_buildcache(), merged.in_buildcache());
+        let mut app_first = Index::new();
+        app_first
+            .merge_published(std::slice::from_ref(&app))
+            .unwrap();
+        assert!(!app_first.get(lib_hash).unwrap().in_buildcache);
+        app_first
+            .merge_published(std::slice::from_ref(&lib))
+            .unwrap();
+        assert!(app_first.get(lib_hash).unwrap().in_buildcache);
+        assert_eq!(app_first.get(lib_hash).unwrap().ref_count, 1);
+        assert_eq!(app_first.in_buildcache(), lib_first.in_buildcache());
 
-        // Merging what is already there changes nothing.
-        let before = merged.to_json();
-        let stats = merged.merge_index(&app_idx).unwrap();
-        assert!(stats.added.is_empty() && stats.updated.is_empty());
-        assert_eq!(merged.to_json(), before);
+        // A publisher that has `lib` only as a dependency never unpublishes it, and merging
+        // what is already there changes nothing.
+        let before = lib_first.to_json();
+        let stats = lib_first.merge_published(&[app]).unwrap();
+        assert!(stats.added.is_empty(), "{stats:?}");
+        assert!(lib_first.get(lib_hash).unwrap().in_buildcache);
+        assert_eq!(lib_first.to_json(), before);
     }
 
     #[test]
