@@ -6,10 +6,12 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use common::repo_root;
 use slurm_factory::catalog::Catalog;
+use slurm_factory::matrix::{Kind, Request, plan};
 use slurm_factory::spack::pins::{Pins, check_catalog, dockerfile_pin};
 
 fn pins_dir() -> PathBuf {
@@ -151,5 +153,94 @@ fn gcc_15_2_0_is_covered_by_spack_repo_not_the_pin() {
     assert!(
         problems.iter().any(|p| p.contains("GCC 14.2.0")),
         "{problems:?}"
+    );
+}
+
+/// The names `scripts/check-matrix` gives the legs of `prepare-matrix`: every compiler leg
+/// (`gcc-<V>-<arch>`) and every Slurm leg built without and with `--gpu`
+/// (`slurm-<S>-gcc<V>-<cpu|gpu>-<arch>`), for every architecture of the catalog.
+fn matrix_cells(catalog: &Catalog) -> BTreeSet<String> {
+    let all = |kind: Kind, compilers: Option<&str>| {
+        let request = Request {
+            kind,
+            compiler_versions: compilers.map(Into::into),
+            slurm_versions: Some("all".into()),
+            architectures: Some("all".into()),
+        };
+        plan(catalog, &request).unwrap().include
+    };
+    let mut cells = BTreeSet::new();
+    for e in all(Kind::Compiler, Some("all")) {
+        cells.insert(format!("gcc-{}-{}", e.compiler_version, e.arch));
+    }
+    // Slurm legs: the Slurm-paired compilers, as the generated workflows request them.
+    for e in all(Kind::Slurm, None) {
+        let slurm = e.slurm_version.unwrap();
+        for gpu in ["cpu", "gpu"] {
+            cells.insert(format!(
+                "slurm-{slurm}-gcc{}-{gpu}-{}",
+                e.compiler_version, e.arch
+            ));
+        }
+    }
+    cells
+}
+
+/// What `docs/matrix.md` accounts for: the cells of its table and of its `Not run` list.
+fn documented_cells(md: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let first_code = |line: &str| line.split('`').nth(1).map(str::to_owned);
+    let rows = md
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(first_code)
+        .collect();
+    let not_run = md
+        .lines()
+        .filter(|l| l.starts_with("Not run ("))
+        .flat_map(|l| l.split('`').skip(1).step_by(2).map(str::to_owned))
+        .collect();
+    (rows, not_run)
+}
+
+/// The recorded concretization check covers the matrix the pipeline runs, no more and no less:
+/// `docs/matrix.jsonl` records only cells that are legs of `prepare-matrix`, and
+/// `docs/matrix.md` (rendered from it) shows each leg, as a result or as not run yet.
+#[test]
+fn the_recorded_matrix_check_covers_the_prepare_matrix_legs() {
+    let legs = matrix_cells(&Catalog::embedded());
+    // 9 compilers and 8 Slurm-paired compilers × 4 releases, ± GPU, on amd64 and arm64.
+    assert_eq!(legs.len(), (9 + 8 * 4 * 2) * 2, "{legs:?}");
+
+    let jsonl = std::fs::read_to_string(repo_root().join("docs/matrix.jsonl")).unwrap();
+    let recorded: BTreeSet<String> = jsonl
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["cell"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let stale: Vec<&String> = recorded.difference(&legs).collect();
+    assert!(
+        stale.is_empty(),
+        "docs/matrix.jsonl records cells that are not legs of prepare-matrix: {stale:?}; \
+         re-run scripts/check-matrix after changing the catalog"
+    );
+
+    let md = std::fs::read_to_string(repo_root().join("docs/matrix.md")).unwrap();
+    let (rows, not_run) = documented_cells(&md);
+    assert_eq!(
+        rows, recorded,
+        "docs/matrix.md's table is not docs/matrix.jsonl: run scripts/check-matrix --render-only"
+    );
+    let shown: BTreeSet<String> = rows.union(&not_run).cloned().collect();
+    assert_eq!(
+        shown, legs,
+        "docs/matrix.md does not account for every leg of prepare-matrix: run \
+         scripts/check-matrix --render-only"
+    );
+    assert!(
+        rows.is_disjoint(&not_run),
+        "a cell is both shown and not run"
     );
 }
