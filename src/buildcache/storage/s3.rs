@@ -118,6 +118,20 @@ fn b64(d: &Sha256Hex) -> String {
         .encode(hex::decode(d.as_str()).expect("validated hex"))
 }
 
+/// The `Content-Type` of a blob upload: the caller's, else binary.
+fn content_type(opts: &PutOptions) -> &str {
+    opts.content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream")
+}
+
+/// The `Cache-Control` of an upload: the caller's, else the one for `key`'s kind.
+fn cache_control<'a>(opts: &'a PutOptions, key: &str) -> &'a str {
+    opts.cache_control
+        .as_deref()
+        .unwrap_or_else(|| cache_control_for(key))
+}
+
 /// The SHA-256 and size S3 stored for a single-part object (`None` for a multipart one, whose
 /// checksum is a checksum of part checksums: its ETag ends in `-<parts>`, and moto even omits
 /// the suffix on the checksum, or for an object stored without a SHA-256).
@@ -370,16 +384,8 @@ impl S3Store {
             .put_object()
             .bucket(self.url.bucket())
             .key(self.url.key(key))
-            .content_type(
-                opts.content_type
-                    .as_deref()
-                    .unwrap_or("application/octet-stream"),
-            )
-            .cache_control(
-                opts.cache_control
-                    .as_deref()
-                    .unwrap_or_else(|| cache_control_for(key)),
-            )
+            .content_type(content_type(opts))
+            .cache_control(cache_control(opts, key))
             .content_length(file.size as i64)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(b64(&file.sha256))
@@ -404,16 +410,8 @@ impl S3Store {
                 .create_multipart_upload()
                 .bucket(self.url.bucket())
                 .key(&full)
-                .content_type(
-                    opts.content_type
-                        .as_deref()
-                        .unwrap_or("application/octet-stream"),
-                )
-                .cache_control(
-                    opts.cache_control
-                        .as_deref()
-                        .unwrap_or_else(|| cache_control_for(key)),
-                )
+                .content_type(content_type(opts))
+                .cache_control(cache_control(opts, key))
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .send()
                 .await
