@@ -1482,3 +1482,143 @@ impl Publisher {
         write_outputs(runner, &report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buildcache::storage::{Capabilities, Object, WriteMode};
+
+    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spack-v3");
+
+    /// A directory that vouches for its objects' SHA-256 the way S3 does for single-part
+    /// objects with a stored checksum (`stored_digest`). A stand-in: the S3 servers the tests
+    /// run (moto) keep no checksums, so this path is otherwise exercised only by the bench.
+    #[derive(Debug)]
+    struct Vouching(LocalDir);
+
+    impl Storage for Vouching {
+        fn url(&self) -> String {
+            self.0.url()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        fn write_mode<'a>(&'a self) -> BoxFuture<'a, Result<WriteMode>> {
+            self.0.write_mode()
+        }
+        fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Object>>> {
+            self.0.get(key)
+        }
+        fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectMeta>>> {
+            self.0.head(key)
+        }
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            bytes: Vec<u8>,
+            opts: PutOptions,
+        ) -> BoxFuture<'a, Result<ObjectMeta>> {
+            self.0.put(key, bytes, opts)
+        }
+        fn put_file<'a>(
+            &'a self,
+            key: &'a str,
+            file: &'a FileBody,
+            opts: PutOptions,
+        ) -> BoxFuture<'a, Result<ObjectMeta>> {
+            self.0.put_file(key, file, opts)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+            self.0.delete(key)
+        }
+        fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>> {
+            self.0.list(prefix)
+        }
+        fn stored_digest<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+            self.0.digest(key)
+        }
+    }
+
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        for e in walkdir::WalkDir::new(from) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(from).unwrap();
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(to.join(rel)).unwrap();
+            } else {
+                std::fs::copy(e.path(), to.join(rel)).unwrap();
+            }
+        }
+    }
+
+    fn flip_a_byte(path: &std::path::Path) {
+        let mut b = std::fs::read(path).unwrap();
+        b[100] ^= 0xff;
+        std::fs::write(path, b).unwrap();
+    }
+
+    /// The largest blob of a buildcache directory (a tarball), relative to it.
+    fn largest_blob(root: &std::path::Path) -> String {
+        walkdir::WalkDir::new(root.join("blobs"))
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .max_by_key(|e| e.metadata().unwrap().len())
+            .map(|e| e.path().strip_prefix(root).unwrap().display().to_string())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn what_the_destination_vouches_for_is_kept_and_anything_else_is_replaced() {
+        let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+        copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
+        let source = LocalDir::new(&src);
+        let dest = Vouching(LocalDir::new(&dst));
+        let opts = PublishOptions {
+            allow_unsigned: true,
+            progress: ProgressMode::Quiet,
+            ..PublishOptions::default()
+        };
+        let first = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert!(first.blobs_uploaded > 0);
+        let blob = largest_blob(&dst);
+        let good = std::fs::read(dst.join(&blob)).unwrap();
+
+        // A re-run: nothing is written.
+        let again = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert_eq!(again.objects_uploaded, 0, "{:?}", again.objects);
+
+        // A bucket writer puts other bytes of the same size under the blob's key: the store
+        // vouches for *their* digest, which is not the recorded one, so the blob is replaced.
+        flip_a_byte(&dst.join(&blob));
+        let fixed = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert!(
+            fixed
+                .objects
+                .iter()
+                .any(|o| o.key == blob && o.change == Change::Update),
+            "{:?}",
+            fixed.objects
+        );
+        assert_eq!(std::fs::read(dst.join(&blob)).unwrap(), good);
+
+        // A source blob whose bytes the destination already vouches for is not read: nothing
+        // of it would be published (the key names its digest). A corrupt one is not noticed...
+        flip_a_byte(&src.join(&blob));
+        let kept = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert_eq!(kept.objects_uploaded, 0, "{:?}", kept.objects);
+        assert_eq!(std::fs::read(dst.join(&blob)).unwrap(), good);
+        // ...until it would be uploaded: then it is hashed and refused, and nothing is written.
+        std::fs::remove_file(dst.join(&blob)).unwrap();
+        let e = publish(&runner, &source, &dest, None, &opts)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("has sha256"), "{e:#}");
+        assert!(!dst.join(&blob).exists(), "a corrupt blob was published");
+    }
+}
