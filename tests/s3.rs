@@ -926,6 +926,7 @@ async fn object_store_conditions_streaming_and_digests() {
         sha256: Sha256Hex::of(bytes),
         parts: Vec::new(),
         part_size: 0,
+        parts_etag: None,
     };
     let store = store.with_tuning(16, 16 * 1024 * 1024, 16 * 1024 * 1024);
     store
@@ -1019,6 +1020,135 @@ async fn object_store_conditions_streaming_and_digests() {
         .await
         .unwrap();
     assert!(mpu.uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn holds_compares_by_etag_when_the_server_kept_no_sha256() {
+    // Objects written without a SHA-256 checksum (by another tool, or kept by a server that
+    // stores none for a multipart upload, as s3s-fs does) are compared by their ETag, the
+    // MD5 of the bytes or of the part MD5s, recomputed locally: no download. Other bytes of
+    // the same size are not taken for ours. The proxy counts the object GETs.
+    use slurm_factory::buildcache::storage::{FileBody, LocalDir};
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    create_bucket(&c).await;
+    let url = url("etag");
+    let dir = tempfile::tempdir().unwrap();
+    const PART: usize = 5 * 1024 * 1024;
+    let big = bytes_for("etag-big", 2 * PART + 77);
+    let small = bytes_for("etag-small", 4096);
+    let mut other = small.clone();
+    other[100] ^= 1;
+    for (name, bytes) in [("big", &big), ("small", &small), ("other", &other)] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    // Written by plain SDK calls, with no SHA-256: one PUT, and one multipart upload of 5 MiB parts.
+    c.put_object()
+        .bucket(BUCKET)
+        .key(url.key("blobs/small"))
+        .body(small.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let mpu = c
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(url.key("blobs/big"))
+        .send()
+        .await
+        .unwrap();
+    let id = mpu.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, chunk) in big.chunks(PART).enumerate() {
+        let n = i as i32 + 1;
+        let p = c
+            .upload_part()
+            .bucket(BUCKET)
+            .key(url.key("blobs/big"))
+            .upload_id(id)
+            .part_number(n)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    c.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(url.key("blobs/big"))
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let head = c
+        .head_object()
+        .bucket(BUCKET)
+        .key(url.key("blobs/big"))
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert!(head.checksum_sha256().is_none(), "{head:?}");
+    assert!(head.e_tag().unwrap().ends_with("-3\""), "{head:?}");
+
+    let proxy = proxy::FaultProxy::start(moto.port, proxy::Plan::default()).await;
+    let pc = client(&proxy.endpoint).await;
+    let body = |name: &str, bytes: &[u8]| FileBody {
+        source: LocalDir::new(dir.path()),
+        key: name.into(),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of(bytes),
+        parts: Vec::new(),
+        part_size: 0,
+        parts_etag: None,
+    };
+    let gets = || {
+        proxy
+            .stats()
+            .object_gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let store = S3Store::new(pc.clone(), url.clone()).with_tuning(4, PART as u64, PART as u64);
+    assert_eq!(
+        store.holds("blobs/big", &body("big", &big)).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .holds("blobs/small", &body("small", &small))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(gets(), 0, "compared by ETag, nothing downloaded");
+    // Same size, other bytes: the MD5 differs, the download confirms it is not ours.
+    assert_eq!(
+        store
+            .holds("blobs/small", &body("other", &other))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(gets(), 1);
+    // Another part size cannot reproduce the ETag: the bytes are compared.
+    let store6 = S3Store::new(pc, url).with_tuning(4, 6 << 20, 6 << 20);
+    assert_eq!(
+        store6.holds("blobs/big", &body("big", &big)).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(gets(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

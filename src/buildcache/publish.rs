@@ -342,11 +342,26 @@ async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T>
 /// `hash`, the SHA-256 (and the part digests the destination's multipart uploads will need).
 /// Without `hash` (the destination already holds these bytes, so they are not uploaded) only
 /// that it is a regular file of the recorded size.
+/// What the destination is known to hold under a blob's key before the source is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Nothing (not listed): the blob will be uploaded.
+    Absent,
+    /// Something, not yet compared: the source's part ETag is computed as it is hashed, for
+    /// the comparison.
+    Maybe,
+    /// These very bytes, by a SHA-256 the store vouches for: the source is checked, not hashed.
+    Vouched,
+}
+
+/// Checks a source blob against its record: present, a regular file, the recorded size and,
+/// unless the destination vouches for it, the recorded SHA-256 (with the part digests of a
+/// multipart upload).
 fn check_source_blob(
     source: &LocalDir,
     rec: &BlobRecord,
     multipart: Option<(u64, u64)>,
-    hash: bool,
+    held: Held,
 ) -> Result<std::result::Result<FileBody, String>> {
     use std::io::Read;
     let sha = match rec.sha256() {
@@ -366,7 +381,7 @@ fn check_source_blob(
     let ps = multipart
         .filter(|(threshold, p)| *p > 0 && size >= *threshold)
         .map(|(_, p)| p);
-    if !hash {
+    if held == Held::Vouched {
         return Ok(Ok(FileBody {
             source: source.clone(),
             key,
@@ -374,12 +389,13 @@ fn check_source_blob(
             sha256: sha,
             part_size: 0,
             parts: Vec::new(),
+            parts_etag: None,
         }));
     }
     let r = std::io::BufReader::with_capacity(1 << 20, f.take(size));
-    let (whole, parts, _) = super::storage::hash_with_parts(r, ps)
+    let hashed = super::storage::hash_with_parts(r, ps, held == Held::Maybe)
         .with_context(|| format!("cannot read {}", source.root().join(&key).display()))?;
-    let got = whole;
+    let got = hashed.whole;
     if got != sha {
         return Ok(Err(format!(
             "blob {key} ({}) has sha256 {got}, the manifest says {sha}",
@@ -392,7 +408,8 @@ fn check_source_blob(
         size,
         sha256: sha,
         part_size: ps.unwrap_or(0),
-        parts,
+        parts: hashed.parts,
+        parts_etag: hashed.parts_etag,
     }))
 }
 
@@ -800,25 +817,26 @@ pub async fn publish(
     // (S3's stored checksum), are not uploaded: their source files are checked, not hashed.
     let remote = Remote::read(dest).await?;
     let remote_ref = &remote;
-    let held_jobs: Vec<BoxFuture<'_, Result<bool>>> = records
+    let held_jobs: Vec<BoxFuture<'_, Result<Held>>> = records
         .iter()
         .map(|rec| {
             Box::pin(async move {
                 let Ok(sha) = rec.sha256() else {
-                    return Ok(false);
+                    return Ok(Held::Absent);
                 };
                 let key = layout::blob_key(&sha);
                 if !remote_ref.may_have(&key) {
-                    return Ok(false);
+                    return Ok(Held::Absent);
                 }
-                Ok(dest
+                let vouched = dest
                     .stored_digest(&key)
                     .await?
-                    .is_some_and(|(d, n)| d == sha && n == rec.content_length))
+                    .is_some_and(|(d, n)| d == sha && n == rec.content_length);
+                Ok(if vouched { Held::Vouched } else { Held::Maybe })
             }) as BoxFuture<'_, _>
         })
         .collect();
-    let held: Vec<bool> = bounded(held_jobs, PLAN_REQUESTS)
+    let held: Vec<Held> = bounded(held_jobs, PLAN_REQUESTS)
         .await
         .into_iter()
         .collect::<Result<_>>()?;
@@ -828,7 +846,7 @@ pub async fn publish(
         .map(|(rec, &held)| {
             let (src, rec) = (source.clone(), rec.clone());
             Box::pin(async move {
-                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart, !held))
+                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart, held))
                     .await?
             }) as BoxFuture<'static, _>
         })
@@ -838,7 +856,7 @@ pub async fn publish(
     let mut files: Vec<(FileBody, bool)> = Vec::new();
     for ((rec, c), &held) in records.iter().zip(checked).zip(&held) {
         match c? {
-            Ok(f) => files.push((f, held)),
+            Ok(f) => files.push((f, held == Held::Vouched)),
             Err(p) => {
                 let who = owner
                     .get(&rec.checksum)
@@ -1050,17 +1068,25 @@ pub async fn publish(
     }
 
     // Per-spec accounting.
+    // Each blob write is counted once, for the first spec that lists the blob.
+    let blob_writes: BTreeMap<&str, &Pending> = blobs
+        .iter()
+        .filter(|b| b.change != Change::Unchanged)
+        .map(|b| (b.key.as_str(), b))
+        .collect();
     for (i, s) in selected.iter().enumerate() {
-        let written: Vec<&Pending> =
-            blobs
-                .iter()
-                .filter(|b| {
-                    b.change != Change::Unchanged
-                        && s.entry.manifest.data.iter().any(|r| {
-                            owner.get(&r.checksum) == Some(&i) && b.key.ends_with(&r.checksum)
-                        })
-                })
-                .collect();
+        let written: Vec<&Pending> = s
+            .entry
+            .manifest
+            .data
+            .iter()
+            .filter(|r| owner.get(&r.checksum) == Some(&i))
+            .filter_map(|r| r.sha256().ok())
+            .filter_map(|sha| blob_writes.get_key_value(layout::blob_key(&sha).as_str()))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
+            .copied()
+            .collect();
         let m = &manifests[i];
         report.specs.push(SpecOutcome {
             id: s.entry.id.clone(),

@@ -64,6 +64,8 @@ pub struct Stats {
     pub listings_without_etags: AtomicU64,
     /// `HEAD` requests seen.
     pub heads: AtomicU64,
+    /// `GET` requests of an object (listings not counted).
+    pub object_gets: AtomicU64,
 }
 
 struct State {
@@ -199,6 +201,10 @@ async fn handle(s: Arc<State>, mut conn: TcpStream) -> std::io::Result<()> {
     };
     if method == "HEAD" {
         s.stats.heads.fetch_add(1, Ordering::Relaxed);
+    }
+    if method == "GET" && !path.contains("list-type=") && path.trim_start_matches('/').contains('/')
+    {
+        s.stats.object_gets.fetch_add(1, Ordering::Relaxed);
     }
     let action = {
         let mut plan = s.plan.lock().unwrap();

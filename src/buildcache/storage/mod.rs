@@ -130,6 +130,9 @@ pub struct FileBody {
     pub parts: Vec<Sha256Hex>,
     /// The slice size of `parts`.
     pub part_size: u64,
+    /// The ETag S3 gives a multipart upload of `parts` (the MD5 of the part MD5s, then
+    /// `-<parts>`); `None` when `parts` is empty.
+    pub parts_etag: Option<String>,
 }
 
 /// An object store holding a buildcache. Object-safe: use it as `&dyn Storage`.
@@ -246,18 +249,46 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The SHA-256 of everything `r` yields, of each `part_size` slice of it when `part_size` is
-/// set (the part checksums of a multipart upload), and its length: one pass over the bytes.
+/// What one pass over a file's bytes yields: see [`hash_with_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hashed {
+    /// SHA-256 of all the bytes.
+    pub whole: Sha256Hex,
+    /// SHA-256 of each part (empty without a part size).
+    pub parts: Vec<Sha256Hex>,
+    /// The ETag S3 gives a multipart upload of these parts (`None` without parts).
+    pub parts_etag: Option<String>,
+    /// How many bytes were read.
+    pub len: u64,
+}
+
+/// The ETag S3 gives a multipart upload: the MD5 of the parts' MD5s, then `-<parts>`.
+pub(crate) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for m in part_md5s {
+        h.update(m);
+    }
+    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
+/// The SHA-256 of everything `r` yields and, when `part_size` is set, the SHA-256 of each
+/// `part_size` slice of it (the part checksums of a multipart upload) and, with `etag`, the
+/// ETag such an upload gets (an MD5 pass, only worth it to compare with a stored object): one
+/// pass over the bytes.
 pub(crate) fn hash_with_parts(
     mut r: impl std::io::Read,
     part_size: Option<u64>,
-) -> std::io::Result<(Sha256Hex, Vec<Sha256Hex>, u64)> {
+    etag: bool,
+) -> std::io::Result<Hashed> {
+    use md5::Md5;
     use sha2::{Digest, Sha256};
     let hex_of = |h: Sha256| Sha256Hex::parse(&hex::encode(h.finalize())).expect("sha256 hex");
+    let part_size = part_size.filter(|p| *p > 0);
     let mut whole = Sha256::new();
-    let mut part = Sha256::new();
+    let (mut part, mut part_md5) = (Sha256::new(), Md5::new());
     let (mut in_part, mut total) = (0u64, 0u64);
-    let mut parts = Vec::new();
+    let (mut parts, mut md5s) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf)?;
@@ -267,14 +298,18 @@ pub(crate) fn hash_with_parts(
         total += n as u64;
         let mut chunk = &buf[..n];
         whole.update(chunk);
-        if let Some(ps) = part_size.filter(|p| *p > 0) {
+        if let Some(ps) = part_size {
             while !chunk.is_empty() {
                 let take = ((ps - in_part) as usize).min(chunk.len());
                 part.update(&chunk[..take]);
+                if etag {
+                    part_md5.update(&chunk[..take]);
+                }
                 in_part += take as u64;
                 chunk = &chunk[take..];
                 if in_part == ps {
                     parts.push(hex_of(std::mem::take(&mut part)));
+                    md5s.push(std::mem::take(&mut part_md5).finalize().into());
                     in_part = 0;
                 }
             }
@@ -282,8 +317,14 @@ pub(crate) fn hash_with_parts(
     }
     if in_part > 0 {
         parts.push(hex_of(part));
+        md5s.push(part_md5.finalize().into());
     }
-    Ok((hex_of(whole), parts, total))
+    Ok(Hashed {
+        whole: hex_of(whole),
+        parts_etag: (etag && !md5s.is_empty()).then(|| multipart_etag(&md5s)),
+        parts,
+        len: total,
+    })
 }
 
 /// Whether `key` exists.

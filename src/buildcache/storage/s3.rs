@@ -193,13 +193,31 @@ async fn read_checked(
     }
 }
 
-/// SHA-256 of every `part_size` slice of `file`, read without following links.
-fn part_digests(file: &FileBody, part_size: u64) -> Result<Vec<Sha256Hex>> {
+/// SHA-256 of every `part_size` slice of `file` and, with `etag`, the ETag of a multipart
+/// upload of those parts, read without following links.
+fn part_digests(file: &FileBody, part_size: u64, etag: bool) -> Result<super::Hashed> {
     use std::io::Read;
     let r = std::io::BufReader::with_capacity(1 << 20, file.open()?.take(file.size));
-    let (_, parts, _) = super::hash_with_parts(r, Some(part_size))
-        .with_context(|| format!("cannot read {}", file.path().display()))?;
-    Ok(parts)
+    super::hash_with_parts(r, Some(part_size), etag)
+        .with_context(|| format!("cannot read {}", file.path().display()))
+}
+
+/// The MD5 of `file`, read without following links: the ETag of a single-part upload of it.
+fn file_md5(file: &FileBody) -> Result<String> {
+    use md5::{Digest, Md5};
+    use std::io::Read;
+    let mut r = file.open()?.take(file.size);
+    let (mut h, mut buf) = (Md5::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = r
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", file.path().display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 impl S3Store {
@@ -516,10 +534,17 @@ impl S3Store {
         }
     }
 
-    /// Whether the object at `key` holds exactly the bytes of `file`, compared by SHA-256:
-    /// the checksum S3 stored for a single-part object, the composite of part checksums for
-    /// a multipart one (recomputed from the local file with this store's part size), else by
-    /// downloading it. `None` when absent.
+    /// Whether the object at `key` holds exactly the bytes of `file`, `None` when absent.
+    /// Compared, from one HEAD, by the SHA-256 S3 stored for a single-part object; for a
+    /// multipart one by a stored full-object SHA-256, the composite of part checksums or the
+    /// multipart ETag (the MD5 of part MD5s), recomputed from the local file with this store's
+    /// part size; for a single-part object without a stored SHA-256 (moto, older objects) by
+    /// its ETag, the MD5 of its bytes. Only when none of these apply (another part size, an
+    /// ETag that is not an MD5, as with SSE-KMS) is the object downloaded and hashed.
+    ///
+    /// An ETag is the server's MD5 of what it stored: a same-MD5 object with other bytes would
+    /// take an MD5 second preimage of our file. And what it vouches for only decides whether
+    /// to upload: consumers check every blob's SHA-256 against the signed manifest.
     pub async fn holds(&self, key: &str, file: &FileBody) -> Result<Option<bool>> {
         let Some(h) = self.head_object(key, true).await? else {
             return Ok(None);
@@ -527,42 +552,64 @@ impl S3Store {
         if h.content_length().unwrap_or(-1) != file.size as i64 {
             return Ok(Some(false));
         }
-        if let Some(stored) = h.checksum_sha256() {
-            let multipart = h.e_tag().is_some_and(|e| e.trim_matches('"').contains('-'))
-                || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite)
-                || stored.contains('-');
-            if !multipart {
+        let etag = h.e_tag().map(|e| e.trim_matches('"').to_owned());
+        let stored = h.checksum_sha256();
+        let multipart = etag.as_deref().is_some_and(|e| e.contains('-'))
+            || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite)
+            || stored.is_some_and(|c| c.contains('-'));
+        if !multipart {
+            if let Some(stored) = stored {
                 return Ok(Some(stored == b64(&file.sha256)));
             }
-            // Servers that keep a full-object SHA-256 for a multipart upload (s3s-fs does).
-            if stored == b64(&file.sha256) {
+            if let Some(e) = etag.filter(|e| is_md5_hex(e)) {
+                let f = file.clone();
+                if tokio::task::spawn_blocking(move || file_md5(&f)).await?? == e {
+                    return Ok(Some(true));
+                }
+            }
+        } else {
+            // Servers that keep a full-object SHA-256 for a multipart upload.
+            if stored == Some(b64(&file.sha256).as_str()) {
                 return Ok(Some(true));
             }
             // The part digests the source check computed, when they are of this part size.
-            let parts = if file.part_size == self.part_size && !file.parts.is_empty() {
-                file.parts.clone()
+            let (parts, parts_etag) = if file.part_size == self.part_size
+                && !file.parts.is_empty()
+                && file.parts_etag.is_some()
+            {
+                (file.parts.clone(), file.parts_etag.clone())
             } else {
                 let (f, ps) = (file.clone(), self.part_size);
-                tokio::task::spawn_blocking(move || part_digests(&f, ps)).await??
+                let hashed =
+                    tokio::task::spawn_blocking(move || part_digests(&f, ps, true)).await??;
+                (hashed.parts, hashed.parts_etag)
             };
-            let mut concat = Vec::with_capacity(parts.len() * 32);
-            for p in &parts {
-                concat.extend_from_slice(&hex::decode(p.as_str()).expect("hex"));
+            if let Some(stored) = stored {
+                let mut concat = Vec::with_capacity(parts.len() * 32);
+                for p in &parts {
+                    concat.extend_from_slice(&hex::decode(p.as_str()).expect("hex"));
+                }
+                // AWS appends "-<parts>"; moto does not.
+                if stored.split('-').next() == Some(b64(&Sha256Hex::of(&concat)).as_str()) {
+                    return Ok(Some(true));
+                }
             }
-            let composite = b64(&Sha256Hex::of(&concat));
-            // AWS appends "-<parts>"; moto does not.
-            let stored = stored.split('-').next().unwrap_or_default();
-            if stored == composite {
+            if etag.is_some() && etag == parts_etag {
                 return Ok(Some(true));
             }
-            // Another part size: compare the bytes themselves.
         }
+        // Another part size, or an ETag that is not an MD5: compare the bytes themselves.
         Ok(Some(
             Storage::digest(self, key)
                 .await?
                 .is_some_and(|(d, n)| d == file.sha256 && n == file.size),
         ))
     }
+}
+
+/// Whether `s` is 32 lowercase hex digits (an MD5).
+fn is_md5_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl Storage for S3Store {
@@ -719,7 +766,9 @@ impl Storage for S3Store {
                 file.parts.clone()
             } else {
                 let (f, ps) = (file.clone(), self.part_size);
-                tokio::task::spawn_blocking(move || part_digests(&f, ps)).await??
+                tokio::task::spawn_blocking(move || part_digests(&f, ps, false))
+                    .await??
+                    .parts
             };
             retry::with_retries(
                 self.attempts,
