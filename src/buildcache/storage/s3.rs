@@ -193,6 +193,32 @@ async fn read_checked(
     }
 }
 
+/// Signs a request with `digest` as its payload hash (`x-amz-content-sha256`) instead of
+/// letting the SDK hash the body again: the body was just read and checked against that very
+/// SHA-256, so the signature covers the same bytes for one hashing pass less. The server still
+/// checks the payload against it, and the `x-amz-checksum-sha256` against what it stored.
+#[derive(Debug)]
+struct PrecomputedPayload(Sha256Hex);
+
+impl aws_sdk_s3::config::Intercept for PrecomputedPayload {
+    fn name(&self) -> &'static str {
+        "PrecomputedPayload"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(
+                self.0.to_string(),
+            ));
+        Ok(())
+    }
+}
+
 /// SHA-256 of every `part_size` slice of `file` and, with `etag`, the ETag of a multipart
 /// upload of those parts, read without following links.
 fn part_digests(file: &FileBody, part_size: u64, etag: bool) -> Result<super::Hashed> {
@@ -386,7 +412,11 @@ impl S3Store {
             Precondition::IfAbsent => req = req.if_none_match("*"),
             Precondition::None => {}
         }
-        let out = req.send().await?;
+        let out = req
+            .customize()
+            .interceptor(PrecomputedPayload(digest.clone()))
+            .send()
+            .await?;
         Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
     }
 
@@ -408,6 +438,8 @@ impl S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(b64(&file.sha256))
             .body(ByteStream::from(bytes))
+            .customize()
+            .interceptor(PrecomputedPayload(file.sha256.clone()))
             .send()
             .await
             .map_err(|e| op_err(&format!("PUT {key}"), &e))?;
@@ -483,6 +515,8 @@ impl S3Store {
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(b64(digest))
                 .body(body)
+                .customize()
+                .interceptor(PrecomputedPayload(digest.clone()))
                 .send()
                 .await
                 .map_err(|e| op_err(&format!("UploadPart {key} #{}", i + 1), &e))?;
