@@ -919,15 +919,7 @@ async fn object_store_conditions_streaming_and_digests() {
     let big = bytes_for("store-big", 17 * 1024 * 1024 + 5);
     std::fs::write(dir.path().join("big"), &big).unwrap();
     std::fs::write(dir.path().join("small"), b"small").unwrap();
-    let body = |name: &str, bytes: &[u8]| FileBody {
-        source: LocalDir::new(dir.path()),
-        key: name.into(),
-        size: bytes.len() as u64,
-        sha256: Sha256Hex::of(bytes),
-        parts: Vec::new(),
-        part_size: 0,
-        parts_etag: None,
-    };
+    let body = |name: &str, bytes: &[u8]| file_body(dir.path(), name, bytes);
     let store = store.with_tuning(16, 16 * 1024 * 1024, 16 * 1024 * 1024);
     store
         .put_file("blobs/big", &body("big", &big), PutOptions::default())
@@ -1028,7 +1020,6 @@ async fn holds_compares_by_etag_when_the_server_kept_no_sha256() {
     // stores none for a multipart upload, as s3s-fs does) are compared by their ETag, the
     // MD5 of the bytes or of the part MD5s, recomputed locally: no download. Other bytes of
     // the same size are not taken for ours. The proxy counts the object GETs.
-    use slurm_factory::buildcache::storage::{FileBody, LocalDir};
     let Some(moto) = Moto::start().await else {
         return;
     };
@@ -1105,15 +1096,7 @@ async fn holds_compares_by_etag_when_the_server_kept_no_sha256() {
 
     let proxy = proxy::FaultProxy::start(moto.port, proxy::Plan::default()).await;
     let pc = client(&proxy.endpoint).await;
-    let body = |name: &str, bytes: &[u8]| FileBody {
-        source: LocalDir::new(dir.path()),
-        key: name.into(),
-        size: bytes.len() as u64,
-        sha256: Sha256Hex::of(bytes),
-        parts: Vec::new(),
-        part_size: 0,
-        parts_etag: None,
-    };
+    let body = |name: &str, bytes: &[u8]| file_body(dir.path(), name, bytes);
     let gets = || {
         proxy
             .stats()

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use slurm_factory::buildcache::layout::{self, BlobRecord as Record, Manifest, Sha256Hex};
 use slurm_factory::buildcache::publish::{self, PublishReport};
-use slurm_factory::buildcache::storage::{LocalDir, S3Store, Storage, WriteMode};
+use slurm_factory::buildcache::storage::{FileBody, LocalDir, S3Store, Storage, WriteMode};
 use slurm_factory::gha::{Runner, Secret};
 use slurm_factory::pgp::TrustedKeys;
 use slurm_factory::s3::progress::ProgressMode;
@@ -679,5 +679,18 @@ impl Reader {
         );
         assert!(rounds > 0, "the reader never ran");
         rounds
+    }
+}
+
+/// The file `name` in `dir`, which holds `bytes`, as something to upload.
+pub fn file_body(dir: &Path, name: &str, bytes: &[u8]) -> FileBody {
+    FileBody {
+        source: LocalDir::new(dir),
+        key: name.into(),
+        size: bytes.len() as u64,
+        sha256: Sha256Hex::of(bytes),
+        parts: Vec::new(),
+        part_size: 0,
+        parts_etag: None,
     }
 }
