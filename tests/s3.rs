@@ -871,7 +871,7 @@ async fn sixteen_simultaneous_index_merges_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn object_store_conditions_streaming_and_digests() {
     use slurm_factory::buildcache::storage::{
-        FileBody, LocalDir, Precondition, PreconditionFailed, PutOptions,
+        FileBody, Precondition, PreconditionFailed, PutOptions,
     };
     let Some(moto) = Moto::start().await else {
         return;
