@@ -338,10 +338,9 @@ async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T>
         .await
 }
 
-/// Checks one source blob from one open handle: the size from `fstat` first, then, with
-/// `hash`, the SHA-256 (and the part digests the destination's multipart uploads will need).
-/// Without `hash` (the destination already holds these bytes, so they are not uploaded) only
-/// that it is a regular file of the recorded size.
+/// A source blob that passed its checks, or what is wrong with it.
+type SourceCheck = std::result::Result<FileBody, String>;
+
 /// What the destination is known to hold under a blob's key before the source is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -354,9 +353,10 @@ enum Held {
     Vouched,
 }
 
-/// Checks a source blob against its record: present, a regular file, the recorded size and,
-/// unless the destination vouches for it, the recorded SHA-256 (with the part digests of a
-/// multipart upload).
+/// Checks one source blob from one open handle: the size from `fstat` first, then, unless the
+/// destination vouches for these bytes (they are not uploaded), the SHA-256 and the part
+/// digests the destination's multipart uploads will need (with their ETag when `held` says
+/// the destination has something to compare).
 fn check_source_blob(
     source: &LocalDir,
     rec: &BlobRecord,
@@ -795,7 +795,7 @@ pub async fn publish(
         }
     }
 
-    // Every blob, checked from one open handle each, in parallel.
+    // Every blob the selected specs and published keys need, once.
     let multipart = dest.multipart();
     let mut records: Vec<BlobRecord> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -813,51 +813,88 @@ pub async fn publish(
             records.push(rec.clone());
         }
     }
-    // Blobs the destination already holds, by a digest it vouches for without a download
-    // (S3's stored checksum), are not uploaded: their source files are checked, not hashed.
-    let remote = Remote::read(dest).await?;
+    // Every blob is checked from one open handle. One the listing shows at the destination is
+    // looked up first (one HEAD): bytes the store vouches for by SHA-256 are not hashed again.
+    // Lookups run PLAN_REQUESTS at a time and hashing one per core, so the two overlap; so does
+    // reading the destination: its index and key index, the manifests it may hold signed by us
+    // (GET), and the version tags of manifests a listing without ETags showed (HEAD).
+    let mut remote = Remote::read(dest).await?;
     let remote_ref = &remote;
-    let held_jobs: Vec<BoxFuture<'_, Result<Held>>> = records
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(workers));
+    let blob_jobs: Vec<BoxFuture<'_, Result<(Held, SourceCheck)>>> = records
         .iter()
         .map(|rec| {
+            let cpu = cpu.clone();
             Box::pin(async move {
-                let Ok(sha) = rec.sha256() else {
-                    return Ok(Held::Absent);
+                let held = match rec.sha256() {
+                    Ok(sha) if remote_ref.may_have(&layout::blob_key(&sha)) => {
+                        let vouched = dest
+                            .stored_digest(&layout::blob_key(&sha))
+                            .await?
+                            .is_some_and(|(d, n)| d == sha && n == rec.content_length);
+                        if vouched { Held::Vouched } else { Held::Maybe }
+                    }
+                    _ => Held::Absent,
                 };
-                let key = layout::blob_key(&sha);
-                if !remote_ref.may_have(&key) {
-                    return Ok(Held::Absent);
-                }
-                let vouched = dest
-                    .stored_digest(&key)
-                    .await?
-                    .is_some_and(|(d, n)| d == sha && n == rec.content_length);
-                Ok(if vouched { Held::Vouched } else { Held::Maybe })
+                let _hashing = cpu.acquire_owned().await.expect("semaphore open");
+                let (src, rec) = (source.clone(), rec.clone());
+                let checked = tokio::task::spawn_blocking(move || {
+                    check_source_blob(&src, &rec, multipart, held)
+                })
+                .await??;
+                Ok((held, checked))
             }) as BoxFuture<'_, _>
         })
         .collect();
-    let held: Vec<Held> = bounded(held_jobs, PLAN_REQUESTS)
-        .await
-        .into_iter()
-        .collect::<Result<_>>()?;
-    let jobs: Vec<BoxFuture<'static, Result<std::result::Result<FileBody, String>>>> = records
+
+    let our_fpr = key.map(SigningKey::fingerprint);
+    // Which manifests the destination may already hold signed by us: fetched.
+    let fetch: Vec<usize> = match &our_fpr {
+        Some(fpr) => selected
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.signer.as_ref() != Some(fpr) && remote.may_have(&s.entry.key))
+            .map(|(i, _)| i)
+            .collect(),
+        None => Vec::new(),
+    };
+    // The others the listing showed without a version tag: looked up.
+    let look_up: Vec<String> = selected
         .iter()
-        .zip(&held)
-        .map(|(rec, &held)| {
-            let (src, rec) = (source.clone(), rec.clone());
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart, held))
-                    .await?
-            }) as BoxFuture<'static, _>
+        .enumerate()
+        .filter(|(i, s)| {
+            !fetch.contains(i)
+                && remote
+                    .objects
+                    .get(&s.entry.key)
+                    .is_some_and(|m| m.etag.is_none())
         })
+        .map(|(_, s)| s.entry.key.clone())
         .collect();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let checked = bounded(jobs, workers).await;
+    let fetches: Vec<BoxFuture<'_, Result<Option<crate::buildcache::storage::Object>>>> = fetch
+        .iter()
+        .map(|&i| Box::pin(dest.get(&selected[i].entry.key)) as BoxFuture<'_, _>)
+        .collect();
+    let heads: Vec<BoxFuture<'_, Result<Option<ObjectMeta>>>> = look_up
+        .iter()
+        .map(|k| Box::pin(dest.head(k)) as BoxFuture<'_, _>)
+        .collect();
+    let (checked, (dest_index, dest_keys, fetched, looked_up)) =
+        tokio::join!(bounded(blob_jobs, PLAN_REQUESTS), async {
+            tokio::join!(
+                read_index(dest),
+                super::index::read_pointer::<KeyIndex>(dest),
+                bounded(fetches, PLAN_REQUESTS),
+                bounded(heads, PLAN_REQUESTS),
+            )
+        });
+
     let mut files: Vec<(FileBody, bool)> = Vec::new();
-    for ((rec, c), &held) in records.iter().zip(checked).zip(&held) {
+    for (rec, c) in records.iter().zip(checked) {
         match c? {
-            Ok(f) => files.push((f, held == Held::Vouched)),
-            Err(p) => {
+            (held, Ok(f)) => files.push((f, held == Held::Vouched)),
+            (_, Err(p)) => {
                 let who = owner
                     .get(&rec.checksum)
                     .map(|&i| selected[i].entry.id.to_string())
@@ -883,20 +920,18 @@ pub async fn publish(
     }
 
     // 3. The destination: its index must merge, its key index must name only known keys.
-    read_index(dest).await.with_context(|| {
+    dest_index.with_context(|| {
         format!(
             "the destination {} has an index that cannot be read and merged; nothing was written",
             dest.url()
         )
     })?;
-    let dest_keys = super::index::read_pointer::<KeyIndex>(dest)
-        .await
-        .with_context(|| {
-            format!(
-                "the destination {} has a key index that cannot be read; nothing was written",
-                dest.url()
-            )
-        })?;
+    let dest_keys = dest_keys.with_context(|| {
+        format!(
+            "the destination {} has a key index that cannot be read; nothing was written",
+            dest.url()
+        )
+    })?;
     if let Some(current) = &dest_keys {
         let unknown: Vec<&String> = current
             .doc
@@ -918,29 +953,26 @@ pub async fn publish(
         }
     }
     let published_fprs: BTreeSet<String> = key_records.iter().map(|(f, _, _)| f.clone()).collect();
+    let looked_up: Vec<(String, Option<ObjectMeta>)> = look_up
+        .into_iter()
+        .zip(looked_up)
+        .map(|(k, m)| m.map(|m| (k, m)))
+        .collect::<Result<_>>()?;
+    for (k, m) in looked_up {
+        match m {
+            Some(m) => remote.objects.insert(k, m),
+            None => remote.objects.remove(&k),
+        };
+    }
+    let remote_ref = &remote;
 
     // Spec manifests: keep what already carries our signature over the same text.
-    let our_fpr = key.map(SigningKey::fingerprint);
     let mut ours_only = TrustedKeys::new();
     if let Some(k) = key {
         ours_only.add_cert(k.public_cert().clone());
     }
-    // Which manifests the destination may already hold signed by us: fetched concurrently.
-    let fetch: Vec<usize> = match &our_fpr {
-        Some(fpr) => selected
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.signer.as_ref() != Some(fpr) && remote.may_have(&s.entry.key))
-            .map(|(i, _)| i)
-            .collect(),
-        None => Vec::new(),
-    };
-    let fetches: Vec<BoxFuture<'_, Result<Option<crate::buildcache::storage::Object>>>> = fetch
-        .iter()
-        .map(|&i| Box::pin(dest.get(&selected[i].entry.key)) as BoxFuture<'_, _>)
-        .collect();
     let mut existing: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    for (&i, o) in fetch.iter().zip(bounded(fetches, PLAN_REQUESTS).await) {
+    for (&i, o) in fetch.iter().zip(fetched) {
         if let Some(o) = o? {
             existing.insert(i, o.bytes);
         }
