@@ -185,7 +185,7 @@ pub async fn run(req: Request, runner: &Runner) -> Result<Report> {
         }
         Source::Tarball(src) => {
             report.title = format!("`{src}` into `{}`", prefix.display());
-            let dl = tarball::download(&src, req.allow_insecure_http).await?;
+            let dl = tarball::download(&src, req.allow_insecure_http, req.limits.max_bytes).await?;
             let t = tarball::install(&dl, &req.trusted, prefix, req.limits)?;
             runner.info(&format!(
                 "{}: signature by {} and SHA256SUMS verified, {} entries unpacked, install script ran",

@@ -44,13 +44,9 @@ fn file_name_of(s: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-/// `url`'s body, `None` on 404; with `max`, a body larger than that is refused before more
-/// than `max` bytes are held.
-async fn http_get(
-    client: &reqwest::Client,
-    url: &str,
-    max: Option<u64>,
-) -> Result<Option<Vec<u8>>> {
+/// `url`'s body, `None` on 404; a body larger than `max` is refused before more than `max`
+/// bytes are held.
+async fn http_get(client: &reqwest::Client, url: &str, max: u64) -> Result<Option<Vec<u8>>> {
     let mut r = client
         .get(url)
         .send()
@@ -62,9 +58,6 @@ async fn http_get(
     if !r.status().is_success() {
         bail!("cannot download {url}: HTTP {}", r.status());
     }
-    let Some(max) = max else {
-        return Ok(Some(r.bytes().await?.to_vec()));
-    };
     let too_big = || anyhow::anyhow!("{url} is larger than {max} bytes; refusing it");
     if r.content_length().is_some_and(|n| n > max) {
         return Err(too_big());
@@ -130,32 +123,48 @@ impl Origin {
         }
     }
 
-    /// The bytes of `name`, or `None` when there is no such file; with `max`, a larger file is
-    /// refused.
-    async fn read(&self, name: &str, max: Option<u64>) -> Result<Option<Vec<u8>>> {
+    /// The bytes of `name`, or `None` when there is no such file; a file larger than `max`, or
+    /// one that is not a regular file, is refused.
+    async fn read(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
         match self {
             Origin::Http { client, dir } => http_get(client, &format!("{dir}{name}"), max).await,
             Origin::Local(dir) => {
+                use std::io::Read;
                 let p = dir.join(name);
-                if let (Some(max), Ok(m)) = (max, std::fs::metadata(&p))
-                    && m.len() > max
-                {
-                    bail!("{} is larger than {max} bytes; refusing it", p.display());
-                }
-                match std::fs::read(&p) {
-                    Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                let m = match std::fs::metadata(&p) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => {
-                        Err(anyhow::Error::new(e).context(format!("cannot read {}", p.display())))
+                        return Err(
+                            anyhow::Error::new(e).context(format!("cannot read {}", p.display()))
+                        );
                     }
+                };
+                // A FIFO or device would block or never end: only regular files are read.
+                if !m.is_file() {
+                    bail!("{} is not a regular file; refusing it", p.display());
                 }
+                let too_big =
+                    || anyhow::anyhow!("{} is larger than {max} bytes; refusing it", p.display());
+                if m.len() > max {
+                    return Err(too_big());
+                }
+                let mut b = Vec::new();
+                std::fs::File::open(&p)
+                    .and_then(|f| f.take(max.saturating_add(1)).read_to_end(&mut b))
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                // It may have grown since it was measured.
+                if b.len() as u64 > max {
+                    return Err(too_big());
+                }
+                Ok(Some(b))
             }
         }
     }
 
-    /// [`Origin::read`], with a missing file an error naming what it is.
-    async fn need(&self, name: &str, what: &str) -> Result<Vec<u8>> {
-        self.read(name, None).await?.with_context(|| {
+    /// [`Origin::read`] up to `max` bytes, with a missing file an error naming what it is.
+    async fn need(&self, name: &str, what: &str, max: u64) -> Result<Vec<u8>> {
+        self.read(name, max).await?.with_context(|| {
             format!(
                 "{what} {} is missing; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
                 self.show(name)
@@ -164,16 +173,28 @@ impl Origin {
     }
 }
 
+/// The largest `SHA256SUMS` and `<tarball>.asc` read: far above any real one (a few hundred
+/// bytes), far below what would exhaust memory.
+pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+
 /// Fetches the tarball at `source` (a path, `file://` or `https://` URL; `http://` only with
-/// `allow_http`) with its `SHA256SUMS` and `.asc` from the same directory.
-pub async fn download(source: &str, allow_http: bool) -> Result<Download> {
+/// `allow_http`) with its `SHA256SUMS` and `.asc` from the same directory. Each is read up to a
+/// cap, checked before and while it is read: `max_tarball` bytes for the tarball,
+/// [`MAX_SIDECAR_BYTES`] for the others. A larger file is refused, not truncated.
+pub async fn download(source: &str, allow_http: bool, max_tarball: u64) -> Result<Download> {
     let (origin, file_name) = Origin::of(source, allow_http)?;
     Ok(Download {
-        tarball: origin.need(&file_name, "the tarball").await?,
-        sums: origin.need(SUMS, "the checksum file").await?,
-        signature: origin
-            .need(&format!("{file_name}.asc"), "the signature")
+        sums: origin
+            .need(SUMS, "the checksum file", MAX_SIDECAR_BYTES)
             .await?,
+        signature: origin
+            .need(
+                &format!("{file_name}.asc"),
+                "the signature",
+                MAX_SIDECAR_BYTES,
+            )
+            .await?,
+        tarball: origin.need(&file_name, "the tarball", max_tarball).await?,
         file_name,
     })
 }
@@ -190,7 +211,7 @@ pub async fn published_key(
     let (origin, _) = Origin::of(source, allow_http)?;
     let name = crate::tarball::publish::public_key_name(fpr);
     let max = crate::buildcache::trust::MAX_KEY_BLOB_BYTES;
-    let bytes = origin.read(&name, Some(max)).await?.with_context(|| {
+    let bytes = origin.read(&name, max).await?.with_context(|| {
         format!(
             "{} is missing: the tarball's directory publishes no key {fpr}; get the public key out of band and pass it with --trusted-key <file>",
             origin.show(&name)

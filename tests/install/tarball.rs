@@ -285,6 +285,59 @@ fn a_tarball_url_downloads_its_sums_and_signature_beside_it() {
     assert!(!prefix2.exists());
 }
 
+#[test]
+fn an_oversized_or_special_sidecar_file_is_refused_before_it_is_read() {
+    // SHA256SUMS and the .asc are a few hundred bytes; a hostile directory or server could
+    // make them endless. Each is capped at 1 MiB, and locally only regular files are read
+    // (a FIFO would block the run forever).
+    let t = tempfile::tempdir().unwrap();
+    let tarball = build_tarball(t.path(), |_| {});
+    let dir = tarball.parent().unwrap().to_owned();
+    let sums = dir.join("SHA256SUMS");
+    let good_sums = std::fs::read(&sums).unwrap();
+    let mut big = good_sums.clone();
+    big.resize((1 << 20) + 1, b'\n');
+    std::fs::write(&sums, &big).unwrap();
+    refused(
+        &tarball,
+        &signer_key(),
+        "SHA256SUMS is larger than 1048576 bytes",
+    );
+    std::fs::remove_file(&sums).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&sums)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    refused(&tarball, &signer_key(), "SHA256SUMS is not a regular file");
+    std::fs::remove_file(&sums).unwrap();
+    std::fs::write(&sums, &good_sums).unwrap();
+
+    // Over HTTP: a signature file that does not end where a signature would.
+    let asc = dir.join(format!("{NAME}.asc"));
+    let mut sig = std::fs::read(&asc).unwrap();
+    sig.resize(2 << 20, b' ');
+    std::fs::write(&asc, &sig).unwrap();
+    let Some(server) = crate::common::HttpServer::start(&dir) else {
+        return;
+    };
+    let url = format!("{}/{NAME}", server.url);
+    let key = signer_key();
+    let prefix = t.path().join("from-http");
+    let work = tempfile::tempdir().unwrap();
+    let mut a = args(&url, prefix.to_str().unwrap(), key.to_str().unwrap());
+    a.push("--allow-insecure-http");
+    let (code, stdout, _) = test_install(work.path(), &a);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{url}.asc is larger than 1048576 bytes; refusing it"
+        )),
+        "{stdout}"
+    );
+    assert!(!prefix.exists());
+}
+
 const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
 
 /// `--tarball` with only `--trusted-fingerprint` (what the tarball pipeline passes): the key is
