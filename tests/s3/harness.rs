@@ -236,7 +236,7 @@ impl Default for PublishOptions {
     fn default() -> Self {
         let d = publish::PublishOptions::default();
         PublishOptions {
-            concurrency: 16,
+            concurrency: 32,
             multipart_threshold: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             require_signed: true,

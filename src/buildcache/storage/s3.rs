@@ -247,17 +247,17 @@ fn file_md5(file: &FileBody) -> Result<String> {
 }
 
 impl S3Store {
-    /// A store for `url` through `client`: 16 requests in flight, multipart from 64 MiB in
-    /// 16 MiB parts, 4 attempts per object.
+    /// A store for `url` through `client`: 32 uploads in flight (at most 512 MiB of parts held),
+    /// multipart from 64 MiB in 16 MiB parts, 4 attempts per object.
     pub fn new(client: Client, url: S3Url) -> Self {
         S3Store {
             client,
             url,
             part_size: 16 * 1024 * 1024,
             multipart_threshold: 64 * 1024 * 1024,
-            concurrency: 16,
+            concurrency: 32,
             attempts: 4,
-            slots: Arc::new(Semaphore::new(16)),
+            slots: Arc::new(Semaphore::new(32)),
             write_mode: Arc::new(OnceCell::new()),
             public: None,
         }
