@@ -244,3 +244,36 @@ fn the_recorded_matrix_check_covers_the_prepare_matrix_legs() {
         "a cell is both shown and not run"
     );
 }
+
+/// Issue 14's promise, kept: every leg `prepare-matrix` can start has been concretized with the
+/// pinned Spack, and its latest recorded result is `ok`. A leg added to the catalog (a new GCC
+/// or Slurm release) fails here until `scripts/check-matrix` has been run on it and it passed.
+#[test]
+fn every_leg_of_the_matrix_concretizes_in_the_recorded_check() {
+    let legs = matrix_cells(&Catalog::embedded());
+    let jsonl = std::fs::read_to_string(repo_root().join("docs/matrix.jsonl")).unwrap();
+    // The file is appended to: a cell's latest line is its result.
+    let mut latest = std::collections::BTreeMap::new();
+    for l in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        latest.insert(
+            v["cell"].as_str().unwrap().to_owned(),
+            v["result"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    let unchecked: Vec<&String> = legs.iter().filter(|c| !latest.contains_key(*c)).collect();
+    assert!(
+        unchecked.is_empty(),
+        "legs of prepare-matrix never concretized with the pinned Spack: {unchecked:?}; run \
+         scripts/check-matrix on them (see docs/matrix.md) and commit docs/matrix.jsonl"
+    );
+    let failing: Vec<String> = latest
+        .iter()
+        .filter(|(_, r)| r.as_str() != "ok")
+        .map(|(c, r)| format!("{c}: {r}"))
+        .collect();
+    assert!(
+        failing.is_empty(),
+        "legs whose latest concretization did not succeed: {failing:?}"
+    );
+}
