@@ -17,7 +17,8 @@
 //! speed-up. A goal counts as met only when it holds in every round.
 //!
 //! Run with `SLURM_FACTORY_VENV=/path/to/.venv cargo bench --bench upload`
-//! (`UPLOAD_BENCH_SCALE=0.1` for a quick run on a tenth of the data).
+//! (`UPLOAD_BENCH_SCALE=0.1` for a quick run on a tenth of the data,
+//! `UPLOAD_BENCH_SERVERS=s3s-fs` to measure on one server only).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -256,6 +257,21 @@ async fn run() {
     } else {
         println!(
             "note: s3s-fs not installed (SLURM_FACTORY_BENCH_TOOLS=1 scripts/install-test-deps.sh); measuring on moto only"
+        );
+    }
+    // `UPLOAD_BENCH_SERVERS=s3s-fs` (comma-separated) measures on those servers only.
+    if let Ok(only) = std::env::var("UPLOAD_BENCH_SERVERS") {
+        let want: Vec<&str> = only.split(',').map(str::trim).collect();
+        for w in &want {
+            assert!(
+                ["moto", "s3s-fs"].contains(w),
+                "UPLOAD_BENCH_SERVERS: unknown server {w:?} (moto, s3s-fs)"
+            );
+        }
+        servers.retain(|s| want.contains(s));
+        assert!(
+            !servers.is_empty(),
+            "UPLOAD_BENCH_SERVERS={only}: none of these servers is installed"
         );
     }
     let bench = Bench {
