@@ -44,7 +44,7 @@ use md5::{Digest as _, Md5};
 
 use super::index::{Index, KeyIndex, MergeStats, update_pointer};
 use super::layout::{self, BlobRecord, Manifest, Sha256Hex, SpecId, SpecNode};
-use super::storage::{FileBody, LocalDir, ObjectMeta, PutOptions, Storage};
+use super::storage::{Existing, FileBody, LocalDir, ObjectMeta, PutOptions, Storage, Want};
 use super::{SpecEntry, read_index, read_spec_nodes};
 use crate::gha::Runner;
 use crate::pgp::{KeyFingerprint, SigningKey, TrustedKeys};
@@ -330,6 +330,9 @@ fn classify(key: &str) -> Option<&'static str> {
     }
 }
 
+/// Source files read at a time (local reads: a few per core keep the blocking pool busy).
+const SOURCE_READS: usize = 16;
+
 /// Runs `futs` with at most `limit` in flight; results in order.
 async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T> {
     futures::stream::iter(futs)
@@ -338,31 +341,59 @@ async fn bounded<'a, T: 'a>(futs: Vec<BoxFuture<'a, T>>, limit: usize) -> Vec<T>
         .await
 }
 
-/// A source blob that passed its checks, or what is wrong with it.
-type SourceCheck = std::result::Result<FileBody, String>;
+/// A source blob that passed its checks, with what the destination's copy is known to be
+/// (`None`: only reading it back can tell), or what is wrong with it.
+type SourceCheck = std::result::Result<(FileBody, Option<Change>), String>;
 
-/// What the destination is known to hold under a blob's key before the source is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the destination holds under a blob's key, from one lookup before the source is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Held {
-    /// Nothing (not listed): the blob will be uploaded.
+    /// Nothing (not listed, or no object): the blob will be uploaded.
     Absent,
-    /// Something, not yet compared: the source's part ETag is computed as it is hashed, for
-    /// the comparison.
-    Maybe,
+    /// Another object (another size, or another SHA-256 the store vouches for): replaced.
+    Other,
     /// These very bytes, by a SHA-256 the store vouches for: the source is checked, not hashed.
     Vouched,
+    /// An object to compare by the digests the store keeps ([`Existing::wants`]), computed
+    /// in the same pass as the source's SHA-256.
+    Compare(Existing),
+}
+
+impl Held {
+    /// Looks up `key` at the destination (unless the listing showed it absent) for a blob of
+    /// `size` bytes and SHA-256 `sha`.
+    async fn look_up(
+        dest: &dyn Storage,
+        remote: &Remote,
+        key: &str,
+        sha: &Sha256Hex,
+        size: u64,
+    ) -> Result<Held> {
+        if !remote.may_have(key) {
+            return Ok(Held::Absent);
+        }
+        Ok(match dest.lookup(key).await? {
+            None => Held::Absent,
+            Some(e) if e.size != size => Held::Other,
+            Some(e) => match &e.sha256 {
+                Some(d) if d == sha => Held::Vouched,
+                Some(_) => Held::Other,
+                None => Held::Compare(e),
+            },
+        })
+    }
 }
 
 /// Checks one source blob from one open handle: the size from `fstat` first, then, unless the
-/// destination vouches for these bytes (they are not uploaded), the SHA-256 and the part
-/// digests the destination's multipart uploads will need (with their ETag when `held` says
-/// the destination has something to compare).
+/// destination vouches for these bytes (they are not uploaded), the SHA-256 and, in the same
+/// pass, the part digests an upload in parts will need, or the digests the destination's
+/// copy is compared by (`multipart`: the destination's threshold and part size).
 fn check_source_blob(
     source: &LocalDir,
     rec: &BlobRecord,
     multipart: Option<(u64, u64)>,
     held: Held,
-) -> Result<std::result::Result<FileBody, String>> {
+) -> Result<SourceCheck> {
     use std::io::Read;
     let sha = match rec.sha256() {
         Ok(s) => s,
@@ -378,39 +409,61 @@ fn check_source_blob(
             rec.media_type, rec.content_length
         )));
     }
-    let ps = multipart
-        .filter(|(threshold, p)| *p > 0 && size >= *threshold)
-        .map(|(_, p)| p);
-    if held == Held::Vouched {
-        return Ok(Ok(FileBody {
-            source: source.clone(),
-            key,
-            size,
-            sha256: sha,
-            part_size: 0,
-            parts: Vec::new(),
-            parts_etag: None,
-        }));
-    }
+    let part_size = multipart.map_or(0, |(_, p)| p);
+    let uploaded_in_parts = multipart.is_some_and(|(threshold, p)| p > 0 && size >= threshold);
+    let upload = Want {
+        part_sha256: uploaded_in_parts,
+        ..Want::default()
+    };
+    let want = match &held {
+        Held::Vouched => {
+            let body = FileBody {
+                source: source.clone(),
+                key,
+                size,
+                sha256: sha,
+                part_size: 0,
+                parts: Vec::new(),
+            };
+            return Ok(Ok((body, Some(Change::Unchanged))));
+        }
+        Held::Absent | Held::Other => upload,
+        // What the comparison needs; should the copy differ, the store hashes the parts
+        // for the upload itself (one more pass, only then).
+        Held::Compare(e) => e.wants(),
+    };
     let r = std::io::BufReader::with_capacity(1 << 20, f.take(size));
-    let hashed = super::storage::hash_with_parts(r, ps, held == Held::Maybe)
+    let hashed = super::storage::hash_with_parts(r, Some(part_size), want)
         .with_context(|| format!("cannot read {}", source.root().join(&key).display()))?;
-    let got = hashed.whole;
-    if got != sha {
+    if hashed.whole != sha {
         return Ok(Err(format!(
-            "blob {key} ({}) has sha256 {got}, the manifest says {sha}",
-            rec.media_type
+            "blob {key} ({}) has sha256 {}, the manifest says {sha}",
+            rec.media_type, hashed.whole
         )));
     }
-    Ok(Ok(FileBody {
+    let change = match &held {
+        Held::Absent => Some(Change::New),
+        Held::Compare(e) => match e.matches(&hashed) {
+            Some(true) => Some(Change::Unchanged),
+            Some(false) => Some(Change::Update),
+            None => None,
+        },
+        Held::Other => Some(Change::Update),
+        Held::Vouched => Some(Change::Unchanged),
+    };
+    let body = FileBody {
         source: source.clone(),
         key,
         size,
         sha256: sha,
-        part_size: ps.unwrap_or(0),
+        part_size: if hashed.parts.is_empty() {
+            0
+        } else {
+            part_size
+        },
         parts: hashed.parts,
-        parts_etag: hashed.parts_etag,
-    }))
+    };
+    Ok(Ok((body, change)))
 }
 
 /// The manifest text to sign: the manifest bytes, minus a final line break (a cleartext
@@ -465,7 +518,13 @@ async fn load_source(
     let mut specs = Vec::new();
     let mut problems = Vec::new();
     let mut unsigned = Vec::new();
-    for key in keys {
+    // Read SOURCE_READS manifests at a time (each read is a hop to a blocking thread).
+    let reads: Vec<BoxFuture<'_, Result<Option<crate::buildcache::storage::Object>>>> = keys
+        .iter()
+        .map(|k| Box::pin(source.get(k)) as BoxFuture<'_, _>)
+        .collect();
+    let read = bounded(reads, SOURCE_READS).await;
+    for (key, got) in keys.into_iter().zip(read) {
         let id = match SpecId::from_manifest_key(key) {
             Ok(id) => id,
             Err(e) => {
@@ -473,11 +532,7 @@ async fn load_source(
                 continue;
             }
         };
-        let stored = source
-            .get(key)
-            .await?
-            .with_context(|| format!("{key} disappeared"))?
-            .bytes;
+        let stored = got?.with_context(|| format!("{key} disappeared"))?.bytes;
         // Signed: verified against the trusted keys, and only the verified text is used.
         let read = match super::signed::read_spec_manifest(&stored, key, trusted, true) {
             Ok(r) => r,
@@ -558,73 +613,94 @@ impl Pending {
     }
 }
 
-/// The destination as one listing saw it.
+/// The destination as its listings saw it: `v3/` (manifests, indexes) when the store can
+/// list, and `blobs/` only when some manifest is missing (see [`Remote::list_blobs_if_needed`]).
 struct Remote {
+    /// Whether `v3/` was listed (every manifest key is known).
     listed: bool,
+    /// Whether `blobs/` was listed (every blob key is known).
+    blobs_listed: bool,
     objects: BTreeMap<String, ObjectMeta>,
 }
 
 impl Remote {
+    /// Lists `v3/`.
     async fn read(dest: &dyn Storage) -> Result<Self> {
         if !dest.can_list() {
             return Ok(Remote {
                 listed: false,
+                blobs_listed: false,
                 objects: BTreeMap::new(),
             });
         }
-        let (blobs, v3) = tokio::try_join!(dest.list("blobs/"), dest.list("v3/"))?;
         Ok(Remote {
             listed: true,
-            objects: blobs
+            blobs_listed: false,
+            objects: dest
+                .list("v3/")
+                .await?
                 .into_iter()
-                .chain(v3)
                 .map(|m| (m.key.clone(), m))
                 .collect(),
         })
     }
 
-    /// Whether `key` may exist (unknown when the store cannot list).
+    /// Lists `blobs/` unless the destination holds the manifest of every spec in
+    /// `manifests`. This engine writes a spec's blobs before its manifest, so a present
+    /// manifest says its blobs are most likely there: they are looked up one by one anyway
+    /// (one HEAD each, to compare by digest), and listing them too would only add requests. A
+    /// missing manifest means blobs are likely missing, and the listing saves a HEAD per
+    /// absent blob.
+    async fn list_blobs_if_needed<'a>(
+        &mut self,
+        dest: &dyn Storage,
+        mut manifests: impl Iterator<Item = &'a str>,
+    ) -> Result<()> {
+        if !self.listed || manifests.all(|k| self.objects.contains_key(k)) {
+            return Ok(());
+        }
+        for m in dest.list("blobs/").await? {
+            self.objects.insert(m.key.clone(), m);
+        }
+        self.blobs_listed = true;
+        Ok(())
+    }
+
+    /// Whether `key` may exist (unknown when its prefix was not listed).
     fn may_have(&self, key: &str) -> bool {
-        !self.listed || self.objects.contains_key(key)
+        let known = if key.starts_with("blobs/") {
+            self.blobs_listed
+        } else {
+            self.listed
+        };
+        !known || self.objects.contains_key(key)
     }
 }
 
-/// Plans a blob: present with the same SHA-256 means unchanged; other bytes under the
-/// digest's key are replaced.
-async fn plan_blob(dest: &dyn Storage, remote: &Remote, body: Body) -> Result<Pending> {
-    let (key, size, held) = match &body {
-        Body::File(f) => {
-            let held = if remote.may_have(&f.key) {
-                dest.holds(&f.key, f).await?
-            } else {
-                None
-            };
-            (f.key.clone(), f.size, held)
+/// Plans a small in-memory blob (a public key): present with the same SHA-256 means
+/// unchanged; other bytes under the digest's key are replaced.
+async fn plan_blob(dest: &dyn Storage, remote: &Remote, bytes: Vec<u8>) -> Result<Pending> {
+    let sha = Sha256Hex::of(&bytes);
+    let key = layout::blob_key(&sha);
+    let size = bytes.len() as u64;
+    let change = match Held::look_up(dest, remote, &key, &sha, size).await? {
+        Held::Absent => Change::New,
+        Held::Other => Change::Update,
+        Held::Vouched => Change::Unchanged,
+        Held::Compare(e) if e.md5.as_deref().is_some_and(|m| etag_is_md5_of(m, &bytes)) => {
+            Change::Unchanged
         }
-        Body::Bytes(b) => {
-            let sha = Sha256Hex::of(b);
-            let key = layout::blob_key(&sha);
-            let held = if remote.may_have(&key) {
-                match dest.head(&key).await? {
-                    None => None,
-                    Some(m) if m.size != b.len() as u64 => Some(false),
-                    Some(_) => Some(dest.digest(&key).await?.is_some_and(|(d, _)| d == sha)),
-                }
-            } else {
-                None
-            };
-            (key, b.len() as u64, held)
-        }
+        Held::Compare(_) => match dest.digest(&key).await? {
+            Some((d, n)) if d == sha && n == size => Change::Unchanged,
+            Some(_) => Change::Update,
+            None => Change::New,
+        },
     };
     Ok(Pending {
         key,
         size,
-        body,
-        change: match held {
-            Some(true) => Change::Unchanged,
-            Some(false) => Change::Update,
-            None => Change::New,
-        },
+        body: Body::Bytes(bytes),
+        change,
         content_type: "application/octet-stream",
     })
 }
@@ -736,8 +812,12 @@ pub async fn publish(
     if let Some(k) = key {
         trusted.add_cert(k.public_cert().clone());
     }
-    let (all, source_files) =
-        load_source(source, &trusted, key.is_some(), opts.allow_unsigned).await?;
+    // The destination is listed meanwhile; a source error is still reported first.
+    let (loaded, listed) = tokio::join!(
+        load_source(source, &trusted, key.is_some(), opts.allow_unsigned),
+        Remote::read(dest)
+    );
+    let (all, source_files) = loaded?;
     let (selected, skipped): (Vec<SourceSpec>, Vec<SourceSpec>) = all
         .into_iter()
         .partition(|s| opts.mode == PublishMode::All || s.entry.id.name == "slurm");
@@ -813,37 +893,37 @@ pub async fn publish(
             records.push(rec.clone());
         }
     }
+    // Largest first: the longest hashes and uploads start first, so none is left running
+    // alone at the end (longest-processing-time-first scheduling).
+    records.sort_by_key(|r| std::cmp::Reverse(r.content_length));
     // Every blob is checked from one open handle. One the listing shows at the destination is
     // looked up first (one HEAD): bytes the store vouches for by SHA-256 are not hashed again.
     // Lookups run PLAN_REQUESTS at a time and hashing one per core, so the two overlap; so does
     // reading the destination: its index and key index, the manifests it may hold signed by us
     // (GET), and the version tags of manifests a listing without ETags showed (HEAD).
-    let mut remote = Remote::read(dest).await?;
+    let mut remote = listed?;
+    remote
+        .list_blobs_if_needed(dest, selected.iter().map(|s| s.entry.key.as_str()))
+        .await?;
     let remote_ref = &remote;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(workers));
-    let blob_jobs: Vec<BoxFuture<'_, Result<(Held, SourceCheck)>>> = records
+    let blob_jobs: Vec<BoxFuture<'_, Result<SourceCheck>>> = records
         .iter()
         .map(|rec| {
             let cpu = cpu.clone();
             Box::pin(async move {
                 let held = match rec.sha256() {
-                    Ok(sha) if remote_ref.may_have(&layout::blob_key(&sha)) => {
-                        let vouched = dest
-                            .stored_digest(&layout::blob_key(&sha))
-                            .await?
-                            .is_some_and(|(d, n)| d == sha && n == rec.content_length);
-                        if vouched { Held::Vouched } else { Held::Maybe }
+                    Ok(sha) => {
+                        let key = layout::blob_key(&sha);
+                        Held::look_up(dest, remote_ref, &key, &sha, rec.content_length).await?
                     }
-                    _ => Held::Absent,
+                    Err(_) => Held::Absent,
                 };
                 let _hashing = cpu.acquire_owned().await.expect("semaphore open");
                 let (src, rec) = (source.clone(), rec.clone());
-                let checked = tokio::task::spawn_blocking(move || {
-                    check_source_blob(&src, &rec, multipart, held)
-                })
-                .await??;
-                Ok((held, checked))
+                tokio::task::spawn_blocking(move || check_source_blob(&src, &rec, multipart, held))
+                    .await?
             }) as BoxFuture<'_, _>
         })
         .collect();
@@ -880,21 +960,29 @@ pub async fn publish(
         .iter()
         .map(|k| Box::pin(dest.head(k)) as BoxFuture<'_, _>)
         .collect();
-    let (checked, (dest_index, dest_keys, fetched, looked_up)) =
-        tokio::join!(bounded(blob_jobs, PLAN_REQUESTS), async {
+    // The spec nodes for the index (each spec blob checked by size and digest as it is read).
+    let node_reads: Vec<BoxFuture<'_, Result<Vec<SpecNode>>>> = selected
+        .iter()
+        .map(|s| Box::pin(read_spec_nodes(source, &s.entry)) as BoxFuture<'_, _>)
+        .collect();
+    let (checked, nodes, (dest_index, dest_keys, fetched, looked_up)) = tokio::join!(
+        bounded(blob_jobs, PLAN_REQUESTS),
+        bounded(node_reads, SOURCE_READS),
+        async {
             tokio::join!(
                 read_index(dest),
                 super::index::read_pointer::<KeyIndex>(dest),
                 bounded(fetches, PLAN_REQUESTS),
                 bounded(heads, PLAN_REQUESTS),
             )
-        });
+        }
+    );
 
-    let mut files: Vec<(FileBody, bool)> = Vec::new();
+    let mut files: Vec<(FileBody, Option<Change>)> = Vec::new();
     for (rec, c) in records.iter().zip(checked) {
         match c? {
-            (held, Ok(f)) => files.push((f, held == Held::Vouched)),
-            (_, Err(p)) => {
+            Ok(f) => files.push(f),
+            Err(p) => {
                 let who = owner
                     .get(&rec.checksum)
                     .map(|&i| selected[i].entry.id.to_string())
@@ -904,8 +992,8 @@ pub async fn publish(
         }
     }
     if problems.is_empty() {
-        for s in &mut selected {
-            match read_spec_nodes(source, &s.entry).await {
+        for (s, n) in selected.iter_mut().zip(nodes) {
+            match n {
                 Ok(n) => s.nodes = n,
                 Err(e) => problems.push(format!("{e:#}")),
             }
@@ -1022,18 +1110,25 @@ pub async fn publish(
     let mut blobs = Vec::new();
     let plans: Vec<BoxFuture<'_, Result<Pending>>> = files
         .into_iter()
-        .map(|(f, held)| {
-            if held {
-                Box::pin(std::future::ready(Ok(Pending {
+        .map(|(f, change)| {
+            Box::pin(async move {
+                let change = match change {
+                    Some(c) => c,
+                    // Nothing the store keeps could tell: read its copy back.
+                    None => match dest.digest(&f.key).await? {
+                        Some((d, n)) if d == f.sha256 && n == f.size => Change::Unchanged,
+                        Some(_) => Change::Update,
+                        None => Change::New,
+                    },
+                };
+                Ok(Pending {
                     key: f.key.clone(),
                     size: f.size,
                     body: Body::File(f),
-                    change: Change::Unchanged,
+                    change,
                     content_type: "application/octet-stream",
-                }))) as BoxFuture<'_, _>
-            } else {
-                Box::pin(plan_blob(dest, remote_ref, Body::File(f))) as BoxFuture<'_, _>
-            }
+                })
+            }) as BoxFuture<'_, _>
         })
         .collect();
     for p in bounded(plans, PLAN_REQUESTS).await {
@@ -1041,7 +1136,7 @@ pub async fn publish(
     }
     for (_, _, bytes) in &key_records {
         if let Some(b) = bytes {
-            blobs.push(plan_blob(dest, &remote, Body::Bytes(b.clone())).await?);
+            blobs.push(plan_blob(dest, &remote, b.clone()).await?);
         }
     }
     let mut manifests = Vec::new();
@@ -1549,10 +1644,21 @@ mod tests {
     const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spack-v3");
 
     /// A directory that vouches for its objects' SHA-256 the way S3 does for single-part
-    /// objects with a stored checksum (`stored_digest`). A stand-in: the S3 servers the tests
+    /// objects with a stored checksum (`lookup`). A stand-in: the S3 servers the tests
     /// run (moto) keep no checksums, so this path is otherwise exercised only by the bench.
     #[derive(Debug)]
-    struct Vouching(LocalDir);
+    struct Vouching(LocalDir, std::sync::Mutex<Vec<String>>);
+
+    impl Vouching {
+        fn new(dir: &std::path::Path) -> Self {
+            Vouching(LocalDir::new(dir), Default::default())
+        }
+
+        /// The prefixes listed since the last call.
+        fn listed(&self) -> Vec<String> {
+            std::mem::take(&mut *self.1.lock().unwrap())
+        }
+    }
 
     impl Storage for Vouching {
         fn url(&self) -> String {
@@ -1590,13 +1696,17 @@ mod tests {
             self.0.delete(key)
         }
         fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<ObjectMeta>>> {
+            self.1.lock().unwrap().push(prefix.to_owned());
             self.0.list(prefix)
         }
-        fn stored_digest<'a>(
-            &'a self,
-            key: &'a str,
-        ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
-            self.0.digest(key)
+        fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Existing>>> {
+            Box::pin(async move {
+                Ok(self.0.digest(key).await?.map(|(d, size)| Existing {
+                    size,
+                    sha256: Some(d),
+                    ..Existing::default()
+                }))
+            })
         }
     }
 
@@ -1630,13 +1740,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blobs_are_listed_only_when_a_manifest_is_missing() {
+        let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+        copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
+        let source = LocalDir::new(&src);
+        let dest = Vouching::new(&dst);
+        let opts = PublishOptions {
+            allow_unsigned: true,
+            progress: ProgressMode::Quiet,
+            ..PublishOptions::default()
+        };
+        // An empty destination: every manifest is missing, so the blobs are listed (and none
+        // is looked up one by one).
+        let first = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert!(first.blobs_uploaded > 0);
+        assert_eq!(dest.listed(), ["v3/", "blobs/"]);
+
+        // A re-run: every manifest is there, so its blobs are looked up, not listed.
+        let again = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert_eq!(again.objects_uploaded, 0, "{:?}", again.objects);
+        assert_eq!(dest.listed(), ["v3/"]);
+
+        // A blob deleted behind a present manifest is still found missing (by its lookup)
+        // and uploaded again.
+        let blob = largest_blob(&dst);
+        std::fs::remove_file(dst.join(&blob)).unwrap();
+        let healed = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert_eq!(dest.listed(), ["v3/"]);
+        assert!(
+            healed
+                .objects
+                .iter()
+                .any(|o| o.key == blob && o.change == Change::New),
+            "{:?}",
+            healed.objects
+        );
+        assert!(dst.join(&blob).is_file());
+
+        // A missing manifest: the blobs are listed again, and only the manifest is written.
+        let manifest = walkdir::WalkDir::new(dst.join("v3/manifests/spec"))
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .find(|p| p.is_file())
+            .unwrap();
+        std::fs::remove_file(&manifest).unwrap();
+        let restored = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        assert_eq!(dest.listed(), ["v3/", "blobs/"]);
+        assert_eq!(restored.blobs_uploaded, 0, "{:?}", restored.objects);
+        assert!(manifest.is_file());
+    }
+
+    #[tokio::test]
     async fn what_the_destination_vouches_for_is_kept_and_anything_else_is_replaced() {
         let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
         let t = tempfile::tempdir().unwrap();
         let (src, dst) = (t.path().join("src"), t.path().join("dst"));
         copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
         let source = LocalDir::new(&src);
-        let dest = Vouching(LocalDir::new(&dst));
+        let dest = Vouching::new(&dst);
         let opts = PublishOptions {
             allow_unsigned: true,
             progress: ProgressMode::Quiet,

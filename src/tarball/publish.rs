@@ -186,7 +186,6 @@ pub async fn upload(
         sha256: crate::buildcache::Sha256Hex::parse(sha256)?,
         parts: Vec::new(),
         part_size: 0,
-        parts_etag: None,
     };
     let tar_meta = storage
         .put_file(name, &file, PutOptions::typed("application/gzip"))

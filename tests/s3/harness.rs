@@ -691,6 +691,5 @@ pub fn file_body(dir: &Path, name: &str, bytes: &[u8]) -> FileBody {
         sha256: Sha256Hex::of(bytes),
         parts: Vec::new(),
         part_size: 0,
-        parts_etag: None,
     }
 }

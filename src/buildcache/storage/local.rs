@@ -661,7 +661,6 @@ mod tests {
             sha256: Sha256Hex::of(b"HELLO"),
             parts: vec![],
             part_size: 0,
-            parts_etag: None,
         };
         let e = s
             .put_file("blobs/x", &body, PutOptions::default())

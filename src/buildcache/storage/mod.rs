@@ -130,9 +130,106 @@ pub struct FileBody {
     pub parts: Vec<Sha256Hex>,
     /// The slice size of `parts`.
     pub part_size: u64,
-    /// The ETag S3 gives a multipart upload of `parts` (the MD5 of the part MD5s, then
-    /// `-<parts>`); `None` when `parts` is empty.
+}
+
+/// What a store says about an existing object from one lookup, without reading it: its size
+/// and the digests it keeps, which tell what a local file must be hashed with to be compared
+/// ([`Existing::wants`], [`Existing::matches`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// Its size.
+    pub size: u64,
+    /// The SHA-256 of all its bytes, as the store vouches for it (S3's checksum of a
+    /// single-part object, checked by the server when the bytes were written).
+    pub sha256: Option<Sha256Hex>,
+    /// A multipart object's stored SHA-256 checksum (base64): full-object, or the composite
+    /// of its part checksums (with or without AWS's `-<parts>`).
+    pub multipart_sha256: Option<String>,
+    /// A single-part ETag that is an MD5 of the bytes.
+    pub md5: Option<String>,
+    /// A multipart ETag: the MD5 of the part MD5s, then `-<parts>`.
     pub parts_etag: Option<String>,
+}
+
+impl Existing {
+    /// Digests of a local file, besides its SHA-256, that [`Existing::matches`] needs: part
+    /// SHA-256s for a stored multipart checksum, else part MD5s for a multipart ETag, else
+    /// the MD5 for a single-part ETag (nothing when the store vouches for a SHA-256).
+    pub(crate) fn wants(&self) -> Want {
+        if self.sha256.is_some() {
+            Want::default()
+        } else if self.multipart_sha256.is_some() {
+            Want {
+                part_sha256: true,
+                ..Want::default()
+            }
+        } else if self.parts_etag.is_some() {
+            Want {
+                part_md5: true,
+                ..Want::default()
+            }
+        } else {
+            Want {
+                md5: self.md5.is_some(),
+                ..Want::default()
+            }
+        }
+    }
+
+    /// Whether the object holds the bytes `local` was hashed from (with [`Existing::wants`],
+    /// parts at the store's part size): `Some(false)` when the size or the vouched SHA-256
+    /// differ, `None` when nothing the store keeps can tell (another part size, an ETag that
+    /// is not an MD5): then only reading the object back can.
+    ///
+    /// An ETag is the server's MD5 of what it stored: a same-MD5 object with other bytes would
+    /// take an MD5 second preimage of our file. And what a store vouches for only decides
+    /// whether to upload: consumers check every blob's SHA-256 against the signed manifest.
+    pub(crate) fn matches(&self, local: &Hashed) -> Option<bool> {
+        if self.size != local.len {
+            return Some(false);
+        }
+        if let Some(d) = &self.sha256 {
+            return Some(*d == local.whole);
+        }
+        if let Some(stored) = &self.multipart_sha256 {
+            use base64::Engine;
+            let b64 = |raw: &[u8]| base64::engine::general_purpose::STANDARD.encode(raw);
+            let whole = b64(&hex::decode(local.whole.as_str()).expect("hex"));
+            // Servers that keep a full-object SHA-256 for a multipart upload.
+            if *stored == whole {
+                return Some(true);
+            }
+            if !local.parts.is_empty() {
+                let mut concat = Vec::with_capacity(local.parts.len() * 32);
+                for p in &local.parts {
+                    concat.extend_from_slice(&hex::decode(p.as_str()).expect("hex"));
+                }
+                // AWS appends "-<parts>"; moto does not.
+                let composite = b64(&hex::decode(Sha256Hex::of(&concat).as_str()).expect("hex"));
+                if stored.split('-').next() == Some(composite.as_str()) {
+                    return Some(true);
+                }
+            }
+        }
+        if self.parts_etag.is_some() && self.parts_etag == local.parts_etag {
+            return Some(true);
+        }
+        if self.md5.is_some() && self.md5 == local.md5 {
+            return Some(true);
+        }
+        None
+    }
+}
+
+/// Which digests one pass over a file computes besides its SHA-256 ([`hash_with_parts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// The SHA-256 of each part (a multipart upload's part checksums).
+    pub part_sha256: bool,
+    /// The MD5 of each part, for the ETag a multipart upload gets.
+    pub part_md5: bool,
+    /// The MD5 of all the bytes (a single-part ETag).
+    pub md5: bool,
 }
 
 /// An object store holding a buildcache. Object-safe: use it as `&dyn Storage`.
@@ -213,32 +310,53 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         })
     }
 
-    /// The SHA-256 and size of the object at `key` as the store itself vouches for them,
-    /// without reading the object: S3's stored checksum of a single-part object, which the
-    /// server checked against the bytes when they were written. `Ok(None)` when the store
-    /// cannot say that cheaply (absent, multipart, no checksum, or a store without checksums):
-    /// then compare with [`Storage::holds`].
-    fn stored_digest<'a>(
-        &'a self,
-        _key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
-        Box::pin(async { Ok(None) })
+    /// What the store says about the object at `key` without reading it (one request), or
+    /// `None` when there is none. The default knows only its size; S3 adds the checksums
+    /// and ETag it keeps.
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Existing>>> {
+        Box::pin(async move {
+            Ok(self.head(key).await?.map(|m| Existing {
+                size: m.size,
+                ..Existing::default()
+            }))
+        })
     }
 
     /// Whether the object at `key` holds exactly the bytes of `file`, compared by size and
-    /// then SHA-256 (never by size alone: a same-size object with other bytes is not it).
-    /// `None` when there is no object.
+    /// then by a digest (never by size alone: a same-size object with other bytes is not
+    /// it): what [`Storage::lookup`] vouches for, recomputed from the file, else the object
+    /// read back and hashed. `None` when there is no object.
     fn holds<'a>(
         &'a self,
         key: &'a str,
         file: &'a FileBody,
     ) -> BoxFuture<'a, Result<Option<bool>>> {
         Box::pin(async move {
-            let Some(m) = self.head(key).await? else {
+            let Some(e) = self.lookup(key).await? else {
                 return Ok(None);
             };
-            if m.size != file.size {
+            if e.size != file.size {
                 return Ok(Some(false));
+            }
+            let (want, part_size) = (e.wants(), self.multipart().map_or(0, |(_, p)| p));
+            let f = file.clone();
+            let local = tokio::task::spawn_blocking(move || -> Result<Hashed> {
+                use std::io::Read;
+                let r = std::io::BufReader::with_capacity(1 << 20, f.open()?.take(f.size));
+                hash_with_parts(r, Some(part_size), want)
+                    .with_context(|| format!("cannot read {}", f.path().display()))
+            })
+            .await??;
+            if local.whole != file.sha256 {
+                bail!(
+                    "{} changed: its SHA-256 is now {}, it was {}",
+                    file.path().display(),
+                    local.whole,
+                    file.sha256
+                );
+            }
+            if let Some(m) = e.matches(&local) {
+                return Ok(Some(m));
             }
             Ok(Some(
                 self.digest(key)
@@ -254,10 +372,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 pub(crate) struct Hashed {
     /// SHA-256 of all the bytes.
     pub whole: Sha256Hex,
-    /// SHA-256 of each part (empty without a part size).
+    /// SHA-256 of each part (with [`Want::part_sha256`] and a part size).
     pub parts: Vec<Sha256Hex>,
-    /// The ETag S3 gives a multipart upload of these parts (`None` without parts).
+    /// The ETag S3 gives a multipart upload of these parts (with [`Want::part_md5`]).
     pub parts_etag: Option<String>,
+    /// The MD5 of all the bytes (with [`Want::md5`]).
+    pub md5: Option<String>,
     /// How many bytes were read.
     pub len: u64,
 }
@@ -272,20 +392,24 @@ pub(crate) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
     format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
 }
 
-/// The SHA-256 of everything `r` yields and, when `part_size` is set, the SHA-256 of each
-/// `part_size` slice of it (the part checksums of a multipart upload) and, with `etag`, the
-/// ETag such an upload gets (an MD5 pass, only worth it to compare with a stored object): one
-/// pass over the bytes.
+/// The SHA-256 of everything `r` yields and, in the same pass, what `want` asks for: with a
+/// `part_size`, the SHA-256 of each `part_size` slice (a multipart upload's part checksums)
+/// and the ETag such an upload gets (the MD5 of the part MD5s); the MD5 of all the bytes
+/// (a single-part ETag). Only what is asked for is computed: an MD5 pass costs more than
+/// the SHA-256 itself.
 pub(crate) fn hash_with_parts(
     mut r: impl std::io::Read,
     part_size: Option<u64>,
-    etag: bool,
+    want: Want,
 ) -> std::io::Result<Hashed> {
     use md5::Md5;
     use sha2::{Digest, Sha256};
     let hex_of = |h: Sha256| Sha256Hex::parse(&hex::encode(h.finalize())).expect("sha256 hex");
-    let part_size = part_size.filter(|p| *p > 0);
+    let part_size = part_size
+        .filter(|p| *p > 0)
+        .filter(|_| want.part_sha256 || want.part_md5);
     let mut whole = Sha256::new();
+    let mut whole_md5 = want.md5.then(Md5::new);
     let (mut part, mut part_md5) = (Sha256::new(), Md5::new());
     let (mut in_part, mut total) = (0u64, 0u64);
     let (mut parts, mut md5s) = (Vec::new(), Vec::new());
@@ -298,11 +422,16 @@ pub(crate) fn hash_with_parts(
         total += n as u64;
         let mut chunk = &buf[..n];
         whole.update(chunk);
+        if let Some(m) = &mut whole_md5 {
+            m.update(chunk);
+        }
         if let Some(ps) = part_size {
             while !chunk.is_empty() {
                 let take = ((ps - in_part) as usize).min(chunk.len());
-                part.update(&chunk[..take]);
-                if etag {
+                if want.part_sha256 {
+                    part.update(&chunk[..take]);
+                }
+                if want.part_md5 {
                     part_md5.update(&chunk[..take]);
                 }
                 in_part += take as u64;
@@ -319,9 +448,13 @@ pub(crate) fn hash_with_parts(
         parts.push(hex_of(part));
         md5s.push(part_md5.finalize().into());
     }
+    if !want.part_sha256 {
+        parts.clear();
+    }
     Ok(Hashed {
         whole: hex_of(whole),
-        parts_etag: (etag && !md5s.is_empty()).then(|| multipart_etag(&md5s)),
+        parts_etag: (want.part_md5 && !md5s.is_empty()).then(|| multipart_etag(&md5s)),
+        md5: whole_md5.map(|m| hex::encode(m.finalize())),
         parts,
         len: total,
     })
@@ -476,6 +609,152 @@ pub async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: Want = Want {
+        part_sha256: true,
+        part_md5: true,
+        md5: true,
+    };
+
+    fn hashed(bytes: &[u8], part_size: u64, want: Want) -> Hashed {
+        hash_with_parts(bytes, Some(part_size), want).unwrap()
+    }
+
+    #[test]
+    fn one_pass_computes_only_what_is_asked() {
+        use md5::{Digest, Md5};
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let h = hashed(&bytes, 4096, Want::default());
+        assert_eq!(h.whole, Sha256Hex::of(&bytes));
+        assert_eq!(h.len, 10_000);
+        assert!(h.parts.is_empty() && h.parts_etag.is_none() && h.md5.is_none());
+
+        let h = hashed(&bytes, 4096, ALL);
+        let chunks: Vec<&[u8]> = bytes.chunks(4096).collect();
+        assert_eq!(
+            h.parts,
+            chunks.iter().map(|c| Sha256Hex::of(c)).collect::<Vec<_>>()
+        );
+        let md5s: Vec<[u8; 16]> = chunks.iter().map(|c| Md5::digest(c).into()).collect();
+        assert_eq!(h.parts_etag, Some(multipart_etag(&md5s)));
+        assert!(h.parts_etag.as_deref().unwrap().ends_with("-3"));
+        assert_eq!(h.md5, Some(hex::encode(Md5::digest(&bytes))));
+
+        // Part MD5s alone (a multipart ETag to compare with): no part SHA-256s are kept.
+        let only = hashed(
+            &bytes,
+            4096,
+            Want {
+                part_md5: true,
+                ..Want::default()
+            },
+        );
+        assert!(only.parts.is_empty());
+        assert_eq!(only.parts_etag, h.parts_etag);
+    }
+
+    #[test]
+    fn an_existing_object_is_compared_by_what_the_store_keeps() {
+        use base64::Engine;
+        let b64 = |hex_digest: &str| {
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(hex_digest).unwrap())
+        };
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let mut other = bytes.clone();
+        other[5_000] ^= 1;
+        let local = hashed(&bytes, 4096, ALL);
+        let theirs = hashed(&other, 4096, ALL);
+        let size = bytes.len() as u64;
+
+        // A vouched SHA-256 needs nothing more, and decides.
+        let vouched = Existing {
+            size,
+            sha256: Some(local.whole.clone()),
+            ..Existing::default()
+        };
+        assert_eq!(vouched.wants(), Want::default());
+        assert_eq!(vouched.matches(&local), Some(true));
+        assert_eq!(vouched.matches(&theirs), Some(false));
+        // Another size is another object, whatever the digests.
+        let shorter = Existing {
+            size: size - 1,
+            ..vouched.clone()
+        };
+        assert_eq!(shorter.matches(&local), Some(false));
+
+        // A single-part ETag: the MD5 of the bytes.
+        let md5 = Existing {
+            size,
+            md5: local.md5.clone(),
+            ..Existing::default()
+        };
+        assert_eq!(
+            md5.wants(),
+            Want {
+                md5: true,
+                ..Want::default()
+            }
+        );
+        assert_eq!(md5.matches(&local), Some(true));
+        // A different MD5 may be another part size or encryption: only a read-back can tell.
+        assert_eq!(md5.matches(&theirs), None);
+
+        // A multipart ETag: part MD5s at our part size.
+        let etag = Existing {
+            size,
+            parts_etag: local.parts_etag.clone(),
+            ..Existing::default()
+        };
+        assert_eq!(
+            etag.wants(),
+            Want {
+                part_md5: true,
+                ..Want::default()
+            }
+        );
+        assert_eq!(etag.matches(&local), Some(true));
+        assert_eq!(etag.matches(&theirs), None);
+
+        // A composite SHA-256 of part checksums (AWS appends -<parts>, moto does not), which
+        // is preferred to the ETag when both are there.
+        let mut concat = Vec::new();
+        for p in &local.parts {
+            concat.extend(hex::decode(p.as_str()).unwrap());
+        }
+        let composite = b64(Sha256Hex::of(&concat).as_str());
+        for stored in [composite.clone(), format!("{composite}-3")] {
+            let e = Existing {
+                size,
+                multipart_sha256: Some(stored),
+                parts_etag: Some("0123456789abcdef0123456789abcdef-3".into()),
+                ..Existing::default()
+            };
+            assert_eq!(
+                e.wants(),
+                Want {
+                    part_sha256: true,
+                    ..Want::default()
+                }
+            );
+            assert_eq!(e.matches(&local), Some(true));
+            assert_eq!(e.matches(&theirs), None);
+        }
+        // A full-object SHA-256 kept for a multipart upload.
+        let full = Existing {
+            size,
+            multipart_sha256: Some(b64(local.whole.as_str())),
+            ..Existing::default()
+        };
+        assert_eq!(full.matches(&local), Some(true));
+
+        // Nothing kept: only a read-back can tell.
+        let bare = Existing {
+            size,
+            ..Existing::default()
+        };
+        assert_eq!(bare.wants(), Want::default());
+        assert_eq!(bare.matches(&local), None);
+    }
 
     #[test]
     fn locations() {

@@ -27,8 +27,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::{
-    Capabilities, FileBody, Object, ObjectMeta, Precondition, PreconditionFailed, PutOptions,
-    Storage,
+    Capabilities, Existing, FileBody, Object, ObjectMeta, Precondition, PreconditionFailed,
+    PutOptions, Storage,
 };
 use crate::buildcache::layout::Sha256Hex;
 use crate::s3::S3Url;
@@ -151,6 +151,29 @@ fn single_part_sha256(
     Ok(None)
 }
 
+/// What one HEAD (with checksums) says about an object: its size, the SHA-256 S3 stored for
+/// a single-part object, a multipart object's stored checksum, and its ETag when that is an
+/// MD5 (single-part) or a multipart ETag (`<md5>-<parts>`). An ETag of another form (as with
+/// SSE-KMS) says nothing.
+fn existing(h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Existing {
+    let etag = h.e_tag().map(|e| e.trim_matches('"').to_owned());
+    let multipart = etag.as_deref().is_some_and(|e| e.contains('-'))
+        || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite)
+        || h.checksum_sha256().is_some_and(|c| c.contains('-'));
+    let parts_etag = etag.as_deref().filter(|e| {
+        e.split_once('-').is_some_and(|(md5, n)| {
+            is_md5_hex(md5) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+    });
+    Existing {
+        size: h.content_length().unwrap_or(0).max(0) as u64,
+        sha256: single_part_sha256(h).ok().flatten().map(|(d, _)| d),
+        multipart_sha256: h.checksum_sha256().filter(|_| multipart).map(str::to_owned),
+        md5: etag.clone().filter(|e| !multipart && is_md5_hex(e)),
+        parts_etag: parts_etag.map(str::to_owned),
+    }
+}
+
 /// Reads `len` bytes of `file` from `offset` through a handle opened without following links,
 /// and checks that they have the SHA-256 `want`: what is sent is exactly what was checked,
 /// whatever happens to the file in between (and whether or not the server checks the
@@ -219,31 +242,18 @@ impl aws_sdk_s3::config::Intercept for PrecomputedPayload {
     }
 }
 
-/// SHA-256 of every `part_size` slice of `file` and, with `etag`, the ETag of a multipart
-/// upload of those parts, read without following links.
-fn part_digests(file: &FileBody, part_size: u64, etag: bool) -> Result<super::Hashed> {
+/// SHA-256 of every `part_size` slice of `file` (a multipart upload's part checksums), read
+/// without following links.
+fn part_digests(file: &FileBody, part_size: u64) -> Result<Vec<Sha256Hex>> {
     use std::io::Read;
     let r = std::io::BufReader::with_capacity(1 << 20, file.open()?.take(file.size));
-    super::hash_with_parts(r, Some(part_size), etag)
-        .with_context(|| format!("cannot read {}", file.path().display()))
-}
-
-/// The MD5 of `file`, read without following links: the ETag of a single-part upload of it.
-fn file_md5(file: &FileBody) -> Result<String> {
-    use md5::{Digest, Md5};
-    use std::io::Read;
-    let mut r = file.open()?.take(file.size);
-    let (mut h, mut buf) = (Md5::new(), vec![0u8; 1 << 20]);
-    loop {
-        let n = r
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", file.path().display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    let want = super::Want {
+        part_sha256: true,
+        ..super::Want::default()
+    };
+    Ok(super::hash_with_parts(r, Some(part_size), want)
+        .with_context(|| format!("cannot read {}", file.path().display()))?
+        .parts)
 }
 
 impl S3Store {
@@ -567,78 +577,6 @@ impl S3Store {
             Err(e) => bail!("HEAD {}/{key}: {}", self.url, describe(&e)),
         }
     }
-
-    /// Whether the object at `key` holds exactly the bytes of `file`, `None` when absent.
-    /// Compared, from one HEAD, by the SHA-256 S3 stored for a single-part object; for a
-    /// multipart one by a stored full-object SHA-256, the composite of part checksums or the
-    /// multipart ETag (the MD5 of part MD5s), recomputed from the local file with this store's
-    /// part size; for a single-part object without a stored SHA-256 (moto, older objects) by
-    /// its ETag, the MD5 of its bytes. Only when none of these apply (another part size, an
-    /// ETag that is not an MD5, as with SSE-KMS) is the object downloaded and hashed.
-    ///
-    /// An ETag is the server's MD5 of what it stored: a same-MD5 object with other bytes would
-    /// take an MD5 second preimage of our file. And what it vouches for only decides whether
-    /// to upload: consumers check every blob's SHA-256 against the signed manifest.
-    pub async fn holds(&self, key: &str, file: &FileBody) -> Result<Option<bool>> {
-        let Some(h) = self.head_object(key, true).await? else {
-            return Ok(None);
-        };
-        if h.content_length().unwrap_or(-1) != file.size as i64 {
-            return Ok(Some(false));
-        }
-        let etag = h.e_tag().map(|e| e.trim_matches('"').to_owned());
-        let stored = h.checksum_sha256();
-        let multipart = etag.as_deref().is_some_and(|e| e.contains('-'))
-            || h.checksum_type() == Some(&aws_sdk_s3::types::ChecksumType::Composite)
-            || stored.is_some_and(|c| c.contains('-'));
-        if !multipart {
-            if let Some(stored) = stored {
-                return Ok(Some(stored == b64(&file.sha256)));
-            }
-            if let Some(e) = etag.filter(|e| is_md5_hex(e)) {
-                let f = file.clone();
-                if tokio::task::spawn_blocking(move || file_md5(&f)).await?? == e {
-                    return Ok(Some(true));
-                }
-            }
-        } else {
-            // Servers that keep a full-object SHA-256 for a multipart upload.
-            if stored == Some(b64(&file.sha256).as_str()) {
-                return Ok(Some(true));
-            }
-            // The part digests the source check computed, when they are of this part size.
-            let (parts, parts_etag) = if file.part_size == self.part_size
-                && !file.parts.is_empty()
-                && file.parts_etag.is_some()
-            {
-                (file.parts.clone(), file.parts_etag.clone())
-            } else {
-                let (f, ps) = (file.clone(), self.part_size);
-                let hashed =
-                    tokio::task::spawn_blocking(move || part_digests(&f, ps, true)).await??;
-                (hashed.parts, hashed.parts_etag)
-            };
-            if let Some(stored) = stored {
-                let mut concat = Vec::with_capacity(parts.len() * 32);
-                for p in &parts {
-                    concat.extend_from_slice(&hex::decode(p.as_str()).expect("hex"));
-                }
-                // AWS appends "-<parts>"; moto does not.
-                if stored.split('-').next() == Some(b64(&Sha256Hex::of(&concat)).as_str()) {
-                    return Ok(Some(true));
-                }
-            }
-            if etag.is_some() && etag == parts_etag {
-                return Ok(Some(true));
-            }
-        }
-        // Another part size, or an ETag that is not an MD5: compare the bytes themselves.
-        Ok(Some(
-            Storage::digest(self, key)
-                .await?
-                .is_some_and(|(d, n)| d == file.sha256 && n == file.size),
-        ))
-    }
 }
 
 /// Whether `s` is 32 lowercase hex digits (an MD5).
@@ -800,9 +738,7 @@ impl Storage for S3Store {
                 file.parts.clone()
             } else {
                 let (f, ps) = (file.clone(), self.part_size);
-                tokio::task::spawn_blocking(move || part_digests(&f, ps, false))
-                    .await??
-                    .parts
+                tokio::task::spawn_blocking(move || part_digests(&f, ps)).await??
             };
             retry::with_retries(
                 self.attempts,
@@ -886,24 +822,8 @@ impl Storage for S3Store {
         })
     }
 
-    fn stored_digest<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
-        Box::pin(async move {
-            match self.head_object(key, true).await? {
-                Some(h) => single_part_sha256(&h),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn holds<'a>(
-        &'a self,
-        key: &'a str,
-        file: &'a FileBody,
-    ) -> BoxFuture<'a, Result<Option<bool>>> {
-        Box::pin(S3Store::holds(self, key, file))
+    fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Existing>>> {
+        Box::pin(async move { Ok(self.head_object(key, true).await?.map(|h| existing(&h))) })
     }
 }
 
