@@ -1739,27 +1739,53 @@ mod tests {
             .unwrap()
     }
 
+    /// The unsigned fixture copied to `src`, to publish to an empty vouching `dst`.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        runner: Runner,
+        src: std::path::PathBuf,
+        dst: std::path::PathBuf,
+        source: LocalDir,
+        dest: Vouching,
+        opts: PublishOptions,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let runner =
+                Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
+            let dir = tempfile::tempdir().unwrap();
+            let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+            copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
+            Fixture {
+                runner,
+                source: LocalDir::new(&src),
+                dest: Vouching::new(&dst),
+                opts: PublishOptions {
+                    allow_unsigned: true,
+                    progress: ProgressMode::Quiet,
+                    ..PublishOptions::default()
+                },
+                _dir: dir,
+                src,
+                dst,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn blobs_are_listed_only_when_a_manifest_is_missing() {
-        let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
-        let t = tempfile::tempdir().unwrap();
-        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-        copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
-        let source = LocalDir::new(&src);
-        let dest = Vouching::new(&dst);
-        let opts = PublishOptions {
-            allow_unsigned: true,
-            progress: ProgressMode::Quiet,
-            ..PublishOptions::default()
-        };
+        let f = Fixture::new();
+        let (runner, source, dest, opts) = (&f.runner, &f.source, &f.dest, &f.opts);
+        let dst = f.dst.clone();
         // An empty destination: every manifest is missing, so the blobs are listed (and none
         // is looked up one by one).
-        let first = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let first = publish(runner, source, dest, None, opts).await.unwrap();
         assert!(first.blobs_uploaded > 0);
         assert_eq!(dest.listed(), ["v3/", "blobs/"]);
 
         // A re-run: every manifest is there, so its blobs are looked up, not listed.
-        let again = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let again = publish(runner, source, dest, None, opts).await.unwrap();
         assert_eq!(again.objects_uploaded, 0, "{:?}", again.objects);
         assert_eq!(dest.listed(), ["v3/"]);
 
@@ -1767,7 +1793,7 @@ mod tests {
         // and uploaded again.
         let blob = largest_blob(&dst);
         std::fs::remove_file(dst.join(&blob)).unwrap();
-        let healed = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let healed = publish(runner, source, dest, None, opts).await.unwrap();
         assert_eq!(dest.listed(), ["v3/"]);
         assert!(
             healed
@@ -1786,7 +1812,7 @@ mod tests {
             .find(|p| p.is_file())
             .unwrap();
         std::fs::remove_file(&manifest).unwrap();
-        let restored = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let restored = publish(runner, source, dest, None, opts).await.unwrap();
         assert_eq!(dest.listed(), ["v3/", "blobs/"]);
         assert_eq!(restored.blobs_uploaded, 0, "{:?}", restored.objects);
         assert!(manifest.is_file());
@@ -1794,30 +1820,22 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_destination_vouches_for_is_kept_and_anything_else_is_replaced() {
-        let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
-        let t = tempfile::tempdir().unwrap();
-        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-        copy(std::path::Path::new(&format!("{FIX}/unsigned")), &src);
-        let source = LocalDir::new(&src);
-        let dest = Vouching::new(&dst);
-        let opts = PublishOptions {
-            allow_unsigned: true,
-            progress: ProgressMode::Quiet,
-            ..PublishOptions::default()
-        };
-        let first = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let f = Fixture::new();
+        let (runner, source, dest, opts) = (&f.runner, &f.source, &f.dest, &f.opts);
+        let (src, dst) = (f.src.clone(), f.dst.clone());
+        let first = publish(runner, source, dest, None, opts).await.unwrap();
         assert!(first.blobs_uploaded > 0);
         let blob = largest_blob(&dst);
         let good = std::fs::read(dst.join(&blob)).unwrap();
 
         // A re-run: nothing is written.
-        let again = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let again = publish(runner, source, dest, None, opts).await.unwrap();
         assert_eq!(again.objects_uploaded, 0, "{:?}", again.objects);
 
         // A bucket writer puts other bytes of the same size under the blob's key: the store
         // vouches for *their* digest, which is not the recorded one, so the blob is replaced.
         flip_a_byte(&dst.join(&blob));
-        let fixed = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let fixed = publish(runner, source, dest, None, opts).await.unwrap();
         assert!(
             fixed
                 .objects
@@ -1831,14 +1849,12 @@ mod tests {
         // A source blob whose bytes the destination already vouches for is not read: nothing
         // of it would be published (the key names its digest). A corrupt one is not noticed...
         flip_a_byte(&src.join(&blob));
-        let kept = publish(&runner, &source, &dest, None, &opts).await.unwrap();
+        let kept = publish(runner, source, dest, None, opts).await.unwrap();
         assert_eq!(kept.objects_uploaded, 0, "{:?}", kept.objects);
         assert_eq!(std::fs::read(dst.join(&blob)).unwrap(), good);
         // ...until it would be uploaded: then it is hashed and refused, and nothing is written.
         std::fs::remove_file(dst.join(&blob)).unwrap();
-        let e = publish(&runner, &source, &dest, None, &opts)
-            .await
-            .unwrap_err();
+        let e = publish(runner, source, dest, None, opts).await.unwrap_err();
         assert!(format!("{e:#}").contains("has sha256"), "{e:#}");
         assert!(!dst.join(&blob).exists(), "a corrupt blob was published");
     }
