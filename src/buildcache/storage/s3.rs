@@ -12,8 +12,8 @@
 //! - conditional writes (`If-None-Match: *`, `If-Match`) where the server enforces them
 //!   ([`S3Store::probe_write_mode`]), else [`WriteMode::Lock`];
 //! - [`Storage::digest`] reads the SHA-256 S3 stored for a single-part object instead of
-//!   downloading it; a multipart object's composite checksum is compared with the local
-//!   file's in [`S3Store::holds`].
+//!   downloading it; [`Storage::lookup`] reports what one HEAD says (stored checksums, an
+//!   MD5 or multipart ETag), which a local file is compared with ([`Existing::matches`]).
 
 use std::sync::Arc;
 use std::time::Duration;
