@@ -134,7 +134,7 @@ pub struct FileBody {
 
 /// What a store says about an existing object from one lookup, without reading it: its size
 /// and the digests it keeps, which tell what a local file must be hashed with to be compared
-/// ([`Existing::wants`], [`Existing::matches`]).
+/// (`Existing::wants`, `Existing::matches`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
     /// Its size.

@@ -13,7 +13,7 @@
 //!   ([`S3Store::probe_write_mode`]), else [`WriteMode::Lock`];
 //! - [`Storage::digest`] reads the SHA-256 S3 stored for a single-part object instead of
 //!   downloading it; [`Storage::lookup`] reports what one HEAD says (stored checksums, an
-//!   MD5 or multipart ETag), which a local file is compared with ([`Existing::matches`]).
+//!   MD5 or multipart ETag), which a local file is compared with (`Existing::matches`).
 
 use std::sync::Arc;
 use std::time::Duration;
