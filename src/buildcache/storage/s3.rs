@@ -888,3 +888,66 @@ impl Drop for AbortGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+    use aws_sdk_s3::types::ChecksumType;
+
+    const MD5: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_head_says_only_what_its_fields_can_vouch_for() {
+        let sha = Sha256Hex::of(b"x");
+        let raw = hex::decode(sha.as_str()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+
+        // Single part with a stored SHA-256: vouched, and its MD5 ETag kept.
+        let h = HeadObjectOutput::builder()
+            .content_length(1)
+            .e_tag(format!("\"{MD5}\""))
+            .checksum_sha256(&b64)
+            .build();
+        let e = existing(&h);
+        assert_eq!(e.sha256, Some(sha.clone()));
+        assert_eq!(e.md5.as_deref(), Some(MD5));
+        assert_eq!((e.multipart_sha256, e.parts_etag), (None, None));
+
+        // Multipart: the stored checksum is not a whole-object SHA-256, whatever it looks like
+        // (moto omits the -<parts> suffix but says COMPOSITE).
+        let h = HeadObjectOutput::builder()
+            .content_length(1)
+            .e_tag(format!("\"{MD5}-3\""))
+            .checksum_sha256(&b64)
+            .checksum_type(ChecksumType::Composite)
+            .build();
+        let e = existing(&h);
+        assert_eq!(e.sha256, None);
+        assert_eq!(e.multipart_sha256.as_deref(), Some(b64.as_str()));
+        assert_eq!(e.parts_etag.as_deref(), Some(format!("{MD5}-3").as_str()));
+        assert_eq!(e.md5, None);
+
+        // ETags that are not MD5s (SSE-KMS, a malformed part count) say nothing.
+        for etag in [
+            "not-an-md5",
+            "\"0123\"",
+            &format!("{MD5}-"),
+            &format!("{MD5}-3x"),
+        ] {
+            let h = HeadObjectOutput::builder()
+                .content_length(7)
+                .e_tag(etag)
+                .build();
+            let e = existing(&h);
+            assert_eq!(
+                e,
+                Existing {
+                    size: 7,
+                    ..Existing::default()
+                },
+                "{etag}"
+            );
+        }
+    }
+}
