@@ -443,3 +443,69 @@ pub fn assert_posix_sh(path: &std::path::Path) {
         assert!(st.success(), "dash -n {} failed", path.display());
     }
 }
+
+/// The real Spack 1.0.0 that `scripts/setup-spack` unpacked from the vendored archives (offline).
+#[derive(Debug, Clone)]
+pub struct RealSpack {
+    /// `SPACK_ROOT` (`bin/spack` inside).
+    pub root: PathBuf,
+    /// The builtin repository of the pinned spack-packages (`.../repos/spack_repo/builtin`).
+    pub builtin: PathBuf,
+    /// A Python with clingo importable, for `SPACK_PYTHON`.
+    pub python: PathBuf,
+    /// The vendor directory with the Slurm release tarballs (`slurm-22-05-8-1.tar.gz`, ...).
+    pub vendor: PathBuf,
+}
+
+impl RealSpack {
+    /// `spack` itself.
+    pub fn exe(&self) -> PathBuf {
+        self.root.join("bin/spack")
+    }
+
+    /// A `spack` command isolated from the machine's and the user's configuration: its own
+    /// `HOME`, `SPACK_USER_CONFIG_PATH` and `SPACK_USER_CACHE_PATH` under `home`, the clingo
+    /// Python, no network proxies.
+    pub fn command(&self, home: &Path) -> Command {
+        let mut c = Command::new(self.exe());
+        c.env("SPACK_PYTHON", &self.python)
+            .env("HOME", home)
+            .env("SPACK_USER_CONFIG_PATH", home.join(".spack"))
+            .env("SPACK_USER_CACHE_PATH", home.join(".spack-cache"))
+            .env("SPACK_DISABLE_LOCAL_CONFIG", "1")
+            .env_remove("SPACK_ROOT")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+}
+
+/// The vendored real Spack (run `scripts/setup-spack`), or `None` after saying why the calling
+/// test is skipped. Under CI its absence panics: the test command sets it up.
+pub fn real_spack() -> Option<RealSpack> {
+    let dot = repo_root().join(".spack");
+    let root = dot.join("spack-1.0.0");
+    let builtin = dot.join("spack-packages-v2025.07.0/repos/spack_repo/builtin");
+    let python = venv().join("bin/python");
+    let vendor = std::env::var_os("SLURM_FACTORY_VENDOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/vendor"));
+    let clingo = root.join("bin/spack").is_file()
+        && builtin.is_dir()
+        && Command::new(&python)
+            .args(["-c", "import clingo"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if clingo {
+        return Some(RealSpack {
+            root,
+            builtin,
+            python,
+            vendor,
+        });
+    }
+    if under_ci() {
+        panic!("the vendored real Spack is not set up under .spack/ (run scripts/setup-spack)");
+    }
+    eprintln!("skipped: the vendored real Spack is not set up (run scripts/setup-spack); under CI this fails");
+    None
+}
