@@ -146,9 +146,11 @@ fn is_bucket(s: &str) -> Result<(), &'static str> {
 }
 
 fn is_https_base_url(s: &str) -> Result<(), &'static str> {
-    const WHY: &str = "a base URL is https://host[:port][/path], with a lower-case host and path segments of letters, digits, '-', '_', '.' or '~' (no query, no '..', no spaces)";
-    let Some(rest) = s.strip_prefix("https://") else {
-        return Err(WHY);
+    const WHY: &str = "a base URL is https://host[:port][/path] (http:// only to a loopback host: localhost or 127.x.y.z, for a local mirror or a rehearsal), with a lower-case host and path segments of letters, digits, '-', '_', '.' or '~' (no query, no '..', no spaces)";
+    let rest = match (s.strip_prefix("https://"), s.strip_prefix("http://")) {
+        (Some(rest), _) => rest,
+        (None, Some(rest)) if crate::net::plain_http_allowed(s, false) => rest,
+        _ => return Err(WHY),
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (host, port) = authority.split_once(':').unwrap_or((authority, ""));

@@ -40,6 +40,7 @@ pub mod elf;
 pub mod gha;
 pub mod install;
 pub mod matrix;
+pub(crate) mod net;
 pub mod pgp;
 pub mod preflight;
 pub mod report;

@@ -39,7 +39,7 @@ fn verify(buildcache: &str, extra: &[&str]) -> (bool, String) {
 
 /// `verify` reads a buildcache from a plain web server (which cannot list: it walks from the
 /// index), passes the signed fixture, fails a tampered copy naming the file, and refuses
-/// plain http:// without `--allow-insecure-http`.
+/// plain http:// to anything but a loopback host without `--allow-insecure-http`.
 #[test]
 fn verify_reads_a_buildcache_over_http_and_catches_tampering() {
     let root = tempfile::tempdir().unwrap();
@@ -55,14 +55,19 @@ fn verify_reads_a_buildcache_over_http_and_catches_tampering() {
         return;
     };
 
-    let good = format!("{}/good", server.url);
-    let (ok, out) = verify(&good, &[]);
+    // Plain http:// to a host that is not loopback (TEST-NET-1: refused before any connection).
+    let (ok, out) = verify("http://192.0.2.1:1/good", &[]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("--allow-insecure-http") && out.contains("http://"),
         "plain http must be refused with a clear message: {out}"
     );
 
+    // To loopback nothing leaves the machine: no flag needed (signatures are checked anyway).
+    let good = format!("{}/good", server.url);
+    let (ok, out) = verify(&good, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verified 2 specs"), "{out}");
     let (ok, out) = verify(&good, &["--allow-insecure-http"]);
     assert!(ok, "{out}");
     assert!(out.contains("verified 2 specs"), "{out}");

@@ -5,6 +5,7 @@
 //! embeds the same `Args` as subcommands, so both spellings behave identically.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -64,6 +65,25 @@ pub fn not_implemented(what: &str) -> anyhow::Error {
 /// `flag` if given, else input `name` of the action.
 pub fn flag_or_input(flag: Option<String>, runner: &Runner, name: &str) -> Option<String> {
     flag.or_else(|| runner.input(name))
+}
+
+/// `flag` if given, else input `name`, else the environment variable `env` (a default for
+/// every step of a replay or a fork's runners, e.g. `SLURM_FACTORY_CATALOG`); empty values
+/// count as unset.
+pub fn flag_input_or_env(
+    flag: Option<PathBuf>,
+    runner: &Runner,
+    name: &str,
+    env: &str,
+) -> Option<PathBuf> {
+    flag.or_else(|| runner.input(name).map(PathBuf::from))
+        .or_else(|| runner.var(env).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// The catalog file to use instead of the embedded one: `--catalog`, else input `catalog`,
+/// else `SLURM_FACTORY_CATALOG`.
+pub fn catalog_path(flag: Option<PathBuf>, runner: &Runner) -> Option<PathBuf> {
+    flag_input_or_env(flag, runner, "catalog", "SLURM_FACTORY_CATALOG")
 }
 
 /// `flag` if given, else boolean input `name`, else `default`.

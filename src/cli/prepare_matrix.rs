@@ -36,7 +36,7 @@ pub struct Args {
     /// Target architectures: `all` or a list (amd64, arm64); default amd64 [input: architectures]
     #[arg(long)]
     pub architectures: Option<String>,
-    /// Use this catalog file instead of the embedded one [input: catalog]
+    /// Use this catalog file instead of the embedded one [input: catalog] [env: SLURM_FACTORY_CATALOG]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
 }
@@ -49,9 +49,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         )
     })?;
     let kind: Kind = kind.parse()?;
-    let catalog_path = args
-        .catalog
-        .or_else(|| runner.input("catalog").map(PathBuf::from));
+    let catalog_path = super::catalog_path(args.catalog, &runner);
     let catalog = Catalog::load_or_embedded(catalog_path.as_deref())?;
     let request = Request {
         kind,

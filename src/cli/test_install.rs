@@ -44,7 +44,7 @@ pub struct Args {
     /// Also compile and run hello world in C, C++ and Fortran with <prefix>/bin/{gcc,g++,gfortran} [input: compiler]
     #[arg(long)]
     pub compiler: bool,
-    /// Accept plain http:// URLs (private mirrors; signatures are checked either way) [input: allow_insecure_http]
+    /// Accept plain http:// URLs to hosts other than loopback (private mirrors; loopback needs no flag; signatures are checked either way) [input: allow_insecure_http]
     #[arg(long)]
     pub allow_insecure_http: bool,
     /// Start a throwaway single-host Slurm cluster from the installation (slurmctld, slurmd,

@@ -14,7 +14,7 @@ use crate::gha::Runner;
 #[derive(Debug, Parser)]
 #[command(
     name = "verify",
-    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-fingerprint 1A00B8893F4FAE1A76DB389DE145321FBC9F04BD\n  slurm-factory verify --buildcache https://cdn.example.org/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache http://127.0.0.1:8000/buildcache --allow-insecure-http --trusted-key signer.asc"
+    after_help = "Examples:\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-key signer.pub.asc\n  slurm-factory verify --buildcache ./out/buildcache --trusted-key a.asc --trusted-key b.asc\n  slurm-factory verify --buildcache s3://bucket/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache file:///srv/mirror --trusted-fingerprint 1A00B8893F4FAE1A76DB389DE145321FBC9F04BD\n  slurm-factory verify --buildcache https://cdn.example.org/slurm/25.11/13.4.0/buildcache --trusted-key signer.asc\n  slurm-factory verify --buildcache http://mirror.internal:8000/buildcache --allow-insecure-http --trusted-key signer.asc"
 )]
 pub struct Args {
     /// Buildcache URL or directory [input: buildcache]
@@ -29,7 +29,7 @@ pub struct Args {
     /// Accept unsigned spec manifests (still checks blobs) [input: allow_unsigned]
     #[arg(long)]
     pub allow_unsigned: bool,
-    /// Read a plain http:// buildcache (loopback tests, private mirrors); signatures are still checked [input: allow_insecure_http]
+    /// Read a plain http:// buildcache on a host other than loopback (private mirrors; loopback needs no flag); signatures are still checked [input: allow_insecure_http]
     #[arg(long)]
     pub allow_insecure_http: bool,
     #[command(flatten)]

@@ -87,12 +87,13 @@ enum Origin {
 }
 
 impl Origin {
-    /// The origin of `source` (a path, `file://` or `https://` URL; `http://` only with
-    /// `allow_http`) and the tarball's file name.
+    /// The origin of `source` (a path, `file://` or `https://` URL; `http://` only to a loopback
+    /// host or with `allow_http`) and the tarball's file name.
     fn of(source: &str, allow_http: bool) -> Result<(Origin, String)> {
         let file_name = file_name_of(source)?;
         if source.starts_with("https://") || source.starts_with("http://") {
-            if source.starts_with("http://") && !allow_http {
+            if source.starts_with("http://") && !crate::net::plain_http_allowed(source, allow_http)
+            {
                 bail!(
                     "{source} is plain http://; use https:// (or pass --allow-insecure-http for a private mirror; the signature is checked either way)"
                 );

@@ -10,15 +10,7 @@
 pub mod github;
 pub mod slack;
 
-/// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`): the only place
-/// plain `http://` may carry a token (a local relay or a test server).
-pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+pub(crate) use crate::net::is_loopback;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

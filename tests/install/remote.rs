@@ -33,16 +33,21 @@ fn install_cmd(work: &Path, url: &str, prefix: &Path) -> std::process::Command {
 }
 
 #[test]
-fn demo_app_installs_over_plain_http_only_with_allow_insecure_http() {
+fn demo_app_installs_over_plain_http_to_loopback_and_elsewhere_only_with_the_flag() {
     let Some(server) = common::HttpServer::start(&fixtures()) else {
         return;
     };
     let url = format!("{}/signed", server.url);
 
-    // Refused without the flag: clear message, nothing installed.
+    // Plain http:// to a host that is not loopback is refused without the flag, before any
+    // connection (TEST-NET-1 is never contacted): clear message, nothing installed.
     let t = tempfile::tempdir().unwrap();
     let prefix = t.path().join("opt/sw");
-    let (code, out) = run(&mut install_cmd(t.path(), &url, &prefix));
+    let (code, out) = run(&mut install_cmd(
+        t.path(),
+        "http://192.0.2.1:1/signed",
+        &prefix,
+    ));
     assert_eq!(code, 1, "{out}");
     assert!(
         out.lines()
@@ -51,8 +56,9 @@ fn demo_app_installs_over_plain_http_only_with_allow_insecure_http() {
     );
     assert!(!prefix.exists(), "nothing may be installed");
 
-    // With it: verified against the pinned key, relocated, and the app runs.
-    let (code, out) = run(install_cmd(t.path(), &url, &prefix).arg("--allow-insecure-http"));
+    // To loopback, without the flag: verified against the pinned key, relocated, and the app
+    // runs.
+    let (code, out) = run(&mut install_cmd(t.path(), &url, &prefix));
     assert_eq!(code, 0, "{out}");
     let summary = std::fs::read_to_string(t.path().join("summary.md")).unwrap();
     assert!(

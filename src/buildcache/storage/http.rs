@@ -21,10 +21,11 @@ pub struct HttpStore {
 const MAX_GET: u64 = 4 << 30;
 
 impl HttpStore {
-    /// A store reading `base` (`https://host/path`); `http://` only with `allow_insecure`.
+    /// A store reading `base` (`https://host/path`); `http://` only to a loopback host or with
+    /// `allow_insecure` ([`crate::net::plain_http_allowed`]).
     pub fn new(base: &str, allow_insecure: bool) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        if base.starts_with("http://") && !allow_insecure {
+        if base.starts_with("http://") && !crate::net::plain_http_allowed(&base, allow_insecure) {
             bail!(
                 "{base}: plain http:// can be read or altered by anyone on the network path; use https://, or pass --allow-insecure-http for a loopback test or a private mirror (signatures are checked either way)"
             );
@@ -32,10 +33,15 @@ impl HttpStore {
         if !base.starts_with("https://") && !base.starts_with("http://") {
             bail!("{base} is not an http(s):// URL");
         }
+        // A redirect may go to plain http:// only where the user allowed it, or from a loopback
+        // base to a loopback host: a remote mirror never sends us to a local service.
+        let base_loopback = reqwest::Url::parse(&base).is_ok_and(|u| crate::net::is_loopback(&u));
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 5 {
                 attempt.error("more than 5 redirects")
-            } else if attempt.url().scheme() != "https" && !allow_insecure {
+            } else if attempt.url().scheme() != "https"
+                && !(allow_insecure || base_loopback && crate::net::is_loopback(attempt.url()))
+            {
                 attempt.error(
                     "redirect to plain http:// refused (pass --allow-insecure-http to allow it)",
                 )

@@ -780,9 +780,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_factory_refuses_plain_http_unless_allowed() {
+    async fn the_factory_refuses_plain_http_unless_allowed_or_loopback() {
         let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
-        let loc = Location::parse("http://127.0.0.1:1/bc").unwrap();
+        let loopback = Location::parse("http://127.0.0.1:1/bc").unwrap();
+        open(&loopback, &OpenOptions::default(), &runner)
+            .await
+            .expect("plain http:// to loopback needs no flag");
+        let loc = Location::parse("http://192.0.2.1:1/bc").unwrap();
         let e = open(&loc, &OpenOptions::default(), &runner)
             .await
             .unwrap_err()

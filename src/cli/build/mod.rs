@@ -37,12 +37,12 @@ pub struct CommonBuildArgs {
     /// Job timeout in minutes (default from the catalog) [input: timeout_minutes]
     #[arg(long)]
     pub timeout_minutes: Option<u32>,
-    /// Use this catalog file instead of the embedded one [input: catalog]
+    /// Use this catalog file instead of the embedded one [input: catalog] [env: SLURM_FACTORY_CATALOG]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
     /// Build the container image from this directory (holding a Dockerfile) instead of the
     /// embedded docker/ definition, e.g. to add a site proxy or CA. The image must provide
-    /// `spack` on PATH [input: docker_context]
+    /// `spack` on PATH [input: docker_context] [env: SLURM_FACTORY_DOCKER_CONTEXT]
     #[arg(long, value_name = "DIR")]
     pub docker_context: Option<PathBuf>,
     #[command(flatten, next_help_heading = "Publishing")]
@@ -64,10 +64,7 @@ struct Common {
 impl CommonBuildArgs {
     /// Reads the flags (else the action inputs); `timeout` picks the catalog's default timeout.
     fn resolve(&self, runner: &Runner, timeout: fn(&Catalog) -> u32) -> Result<Common> {
-        let path = self
-            .catalog
-            .clone()
-            .or_else(|| runner.input("catalog").map(PathBuf::from));
+        let path = super::catalog_path(self.catalog.clone(), runner);
         let catalog = Catalog::load_or_embedded(path.as_deref())?;
         let arch = flag_or_input(self.arch.clone(), runner, "arch")
             .map(Arch)
@@ -77,10 +74,12 @@ impl CommonBuildArgs {
             .clone()
             .or_else(|| runner.input("output_dir").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
-        let docker_context = self
-            .docker_context
-            .clone()
-            .or_else(|| runner.input("docker_context").map(PathBuf::from));
+        let docker_context = super::flag_input_or_env(
+            self.docker_context.clone(),
+            runner,
+            "docker_context",
+            "SLURM_FACTORY_DOCKER_CONTEXT",
+        );
         let no_cache =
             bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
         let dry_run = bool_flag_or_input(self.dry_run.then_some(true), runner, "dry_run", false)?;
