@@ -110,3 +110,98 @@ async fn the_compiler_pipeline_runs_end_to_end() {
     assert!(text.contains(FPR) || text.contains("verified"), "{text}");
     slack_lists(&o, &["13.4.0"]);
 }
+
+/// The unsigned buildcache of the real Slurm 24.11.5 that `scripts/real-slurm` built with the
+/// vendored Spack and pushed (what the slurm-all leg's Spack pushes in this rehearsal), or
+/// `None` after saying why the test is skipped (under CI: a failure).
+fn real_slurm_cache() -> Option<std::path::PathBuf> {
+    let dir = common::repo_root().join(".real-slurm");
+    let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+        rd.flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("24.11.5-"))
+                    && p.join("DONE").is_file()
+                    && p.join("buildcache/v3/layout.json").is_file()
+            })
+            .max()
+    });
+    match found {
+        Some(p) => Some(p.join("buildcache")),
+        None if common::under_ci() => {
+            panic!("no real Slurm 24.11.5 buildcache under .real-slurm (scripts/real-slurm)")
+        }
+        None => {
+            eprintln!("skipped: no real Slurm 24.11.5 buildcache (run scripts/real-slurm 24.11.5)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slurm_all_pipeline_runs_end_to_end() {
+    let Some(cache) = real_slurm_cache() else {
+        return;
+    };
+    let Some(r) = Rehearsal::start().await else {
+        return;
+    };
+    let o = r.act(
+        "build-and-publish-slurm-all.yml",
+        &[
+            ("slurm_versions", "24.11"),
+            ("compiler_versions", "13.4.0"),
+            ("gpu", "false"),
+            ("publish", "all"),
+        ],
+        Some(&cache),
+        |_| {},
+    );
+    assert_green(&o, &["Slurm 24.11 · GCC 13.4.0"]);
+    assert!(
+        o.log
+            .contains("Success - Main Install from the published buildcache"),
+        "{}",
+        tail(&o.log)
+    );
+    assert!(
+        o.log.contains("srun"),
+        "the cluster smoke did not run a job:\n{}",
+        tail(&o.log)
+    );
+    let prefix = r
+        .catalog
+        .slurm_prefix(&"24.11".parse().unwrap(), &"13.4.0".parse().unwrap());
+    let text = verify_published(
+        &r,
+        &format!("s3://{}/{prefix}", r.catalog.publish.buildcache_bucket),
+    );
+    assert!(text.contains("slurm@24-11-5-1"), "{text}");
+    slack_lists(&o, &["24.11"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tarball_pipeline_runs_end_to_end() {
+    let Some(r) = Rehearsal::start().await else {
+        return;
+    };
+    let o = r.act(
+        "build-and-publish-slurm-tarball.yml",
+        &[("slurm_version", "25.11"), ("gpu_support", "false")],
+        None,
+        // The pipeline builds every GCC of the catalog; the rehearsal runs one leg of them
+        // (act's matrix filter), which is enough to exercise the wiring.
+        |c| {
+            c.args(["--matrix", "compiler_version:13.4.0"]);
+        },
+    );
+    assert_green(&o, &["Slurm 25.11 tarball · GCC 13.4.0"]);
+    assert!(
+        o.log
+            .contains("Success - Main Install the published tarball"),
+        "{}",
+        tail(&o.log)
+    );
+    slack_lists(&o, &["25.11"]);
+}

@@ -286,6 +286,12 @@ impl Rehearsal {
                     moto.endpoint, base.publish.buildcache_bucket
                 ),
             )
+            // The Slurm the slurm-all rehearsal installs is the real 24.11.5 that
+            // scripts/real-slurm built (release tag 24-11-5-1).
+            .replace(
+                r#"{ version: "24.11", spack: "24-11-6-1" }"#,
+                r#"{ version: "24.11", spack: "24-11-5-1" }"#,
+            )
             .replace(
                 &format!("tarball_url: {}", base.publish.tarball_url),
                 &format!(
@@ -326,6 +332,28 @@ impl Rehearsal {
         );
         if let Some(c) = slurm_cache {
             copy_tree(c, &ctx.join("caches/slurm"));
+        }
+        // The "built" Slurm of the stand-in install: Debian's Slurm (its programs name their
+        // libraries and plugins under /usr, which stay where they are on this host).
+        for (dir, files) in [
+            ("sbin", &["slurmctld", "slurmd", "slurmstepd"][..]),
+            (
+                "bin",
+                &["sinfo", "srun", "sbatch", "scontrol", "squeue", "scancel"][..],
+            ),
+        ] {
+            std::fs::create_dir_all(ctx.join("slurm").join(dir)).unwrap();
+            for f in files {
+                let from = std::fs::canonicalize(Path::new("/usr").join(dir).join(f));
+                if let Ok(from) = from {
+                    std::fs::copy(from, ctx.join("slurm").join(dir).join(f)).unwrap();
+                }
+            }
+        }
+        let plugins = Path::new("/usr/lib/x86_64-linux-gnu/slurm-wlm");
+        if plugins.is_dir() {
+            std::fs::create_dir_all(ctx.join("slurm/lib/slurm")).unwrap();
+            copy_tree(plugins, &ctx.join("slurm/lib/slurm"));
         }
         // The image build context holds files only; keep every directory the Dockerfile copies.
         for d in ["caches/compiler", "caches/slurm", "slurm"] {
