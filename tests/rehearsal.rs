@@ -11,7 +11,7 @@
 
 mod common;
 #[path = "s3/harness.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod harness;
 #[path = "rehearsal/harness.rs"]
 mod rehearsal;
