@@ -181,25 +181,26 @@ fn is_path_segment(seg: &str) -> bool {
 }
 
 /// Checks a key or prefix template: `/`-separated segments of safe characters and the
-/// placeholders `{gcc}`, `{slurm}`, `{arch}`; each of `required` must appear.
+/// placeholders `{gcc}`, `{slurm}`, `{arch}`, `{variant}`; each of `required` must appear.
 fn check_template(field: &str, value: &str, required: &[&str]) -> Result<()> {
     let plain = value
         .replace("{gcc}", "gcc")
         .replace("{slurm}", "slurm")
-        .replace("{arch}", "arch");
+        .replace("{arch}", "arch")
+        .replace("{variant}", "-variant");
     let ok = !value.is_empty()
         && value.len() <= 512
         && plain.split('/').all(is_path_segment)
         && !plain.contains("..");
     if !ok {
         bail!(
-            "catalog field {field} = {value:?} is not allowed: an object key template is '/'-separated segments of letters, digits, '-', '_', '.' or '~' and the placeholders {{gcc}}, {{slurm}}, {{arch}} (no leading '/', no '..', no spaces)"
+            "catalog field {field} = {value:?} is not allowed: an object key template is '/'-separated segments of letters, digits, '-', '_', '.' or '~' and the placeholders {{gcc}}, {{slurm}}, {{arch}}, {{variant}} (no leading '/', no '..', no spaces)"
         );
     }
     for r in required {
         if !value.contains(r) {
             bail!(
-                "catalog field {field} = {value:?} lacks the placeholder {r}: without it, builds of different versions would overwrite each other"
+                "catalog field {field} = {value:?} lacks the placeholder {r}: without it, builds of different versions or variants (CPU/GPU, architecture) would overwrite each other"
             );
         }
     }
@@ -336,6 +337,17 @@ pub struct Timeouts {
     pub tarball: u32,
 }
 
+/// The axes besides the versions that change a build's bits: GPU support (NVML, ROCm SMI) and
+/// the architecture. Every published path carries them (the `{variant}` placeholder, see
+/// [`Catalog::variant_suffix`]), so no two builds write the same prefix or key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Built with GPU support.
+    pub gpu: bool,
+    /// The target architecture.
+    pub arch: Arch,
+}
+
 /// Where things are published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,13 +356,13 @@ pub struct Publish {
     pub buildcache_bucket: String,
     /// The public CDN in front of the buildcache bucket.
     pub cdn_url: String,
-    /// Prefix of a compiler buildcache; `{gcc}` is replaced.
+    /// Prefix of a compiler buildcache; `{gcc}`, `{variant}` (and `{arch}`) are replaced.
     pub compiler_prefix: String,
-    /// Prefix of a Slurm buildcache; `{slurm}` and `{gcc}` are replaced.
+    /// Prefix of a Slurm buildcache; `{slurm}`, `{gcc}`, `{variant}` (and `{arch}`) are replaced.
     pub slurm_prefix: String,
     /// The public tarball bucket.
     pub tarball_bucket: String,
-    /// Key of a tarball; `{slurm}` and `{gcc}` are replaced.
+    /// Key of a tarball; `{slurm}`, `{gcc}`, `{variant}` (and `{arch}`) are replaced.
     pub tarball_key: String,
     /// Public base URL of the tarball bucket.
     pub tarball_url: String,
@@ -451,6 +463,16 @@ impl Catalog {
                 bail!("architecture {} has no runner labels", t.name);
             }
         }
+        let mut suffixes = std::collections::HashSet::new();
+        for v in self.variants() {
+            if !suffixes.insert(self.variant_suffix(&v)) {
+                bail!(
+                    "architecture {} gives the path suffix {:?} twice (is an architecture named \"gpu\"?): rename it, or two builds would publish to one prefix",
+                    v.arch,
+                    self.variant_suffix(&v)
+                );
+            }
+        }
         if self.target(&self.architectures.default).is_none() {
             bail!(
                 "the default architecture {} is not listed",
@@ -492,13 +514,21 @@ impl Catalog {
         check_field("publish.tarball_bucket", &p.tarball_bucket, is_bucket)?;
         check_field("publish.cdn_url", &p.cdn_url, is_https_base_url)?;
         check_field("publish.tarball_url", &p.tarball_url, is_https_base_url)?;
-        check_template("publish.compiler_prefix", &p.compiler_prefix, &["{gcc}"])?;
+        check_template(
+            "publish.compiler_prefix",
+            &p.compiler_prefix,
+            &["{gcc}", "{variant}"],
+        )?;
         check_template(
             "publish.slurm_prefix",
             &p.slurm_prefix,
-            &["{slurm}", "{gcc}"],
+            &["{slurm}", "{gcc}", "{variant}"],
         )?;
-        check_template("publish.tarball_key", &p.tarball_key, &["{slurm}", "{gcc}"])?;
+        check_template(
+            "publish.tarball_key",
+            &p.tarball_key,
+            &["{slurm}", "{gcc}", "{variant}"],
+        )?;
         for f in &p.signing_fingerprints {
             check_field("publish.signing_fingerprints[]", f, is_fingerprint)?;
         }
@@ -548,65 +578,79 @@ impl Catalog {
             .collect()
     }
 
-    /// Prefix of the compiler buildcache for `gcc` inside the buildcache bucket.
-    pub fn compiler_prefix(&self, gcc: &GccVersion) -> String {
-        self.publish.compiler_prefix.replace("{gcc}", gcc.as_str())
+    /// The path suffix of a build variant (see [`Variant`]): empty for a CPU build of the
+    /// default architecture (the seed's paths), else `-gpu`, `-<arch>` or `-gpu-<arch>`.
+    pub fn variant_suffix(&self, v: &Variant) -> String {
+        let mut s = String::new();
+        if v.gpu {
+            s.push_str("-gpu");
+        }
+        if v.arch != self.architectures.default {
+            s.push('-');
+            s.push_str(&v.arch.0);
+        }
+        s
     }
 
-    /// Prefix of the Slurm buildcache for (`slurm`, `gcc`).
-    pub fn slurm_prefix(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
-        self.publish
-            .slurm_prefix
-            .replace("{slurm}", slurm.as_str())
+    fn fill(
+        &self,
+        template: &str,
+        slurm: Option<&SlurmVersion>,
+        gcc: &GccVersion,
+        v: &Variant,
+    ) -> String {
+        let t = template
             .replace("{gcc}", gcc.as_str())
-    }
-
-    /// Object key of the tarball for (`slurm`, `gcc`).
-    pub fn tarball_key(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
-        self.publish
-            .tarball_key
-            .replace("{slurm}", slurm.as_str())
-            .replace("{gcc}", gcc.as_str())
-    }
-
-    /// Prefix of the compiler buildcache for `gcc` built for `arch`; an `{arch}` placeholder in
-    /// the template is replaced (the default template has none: Spack keeps every target of a
-    /// spec apart inside one buildcache).
-    pub fn compiler_prefix_for(&self, gcc: &GccVersion, arch: &Arch) -> String {
-        self.compiler_prefix(gcc).replace("{arch}", &arch.0)
-    }
-
-    /// Prefix of the Slurm buildcache for (`slurm`, `gcc`) built for `arch`; see
-    /// [`Catalog::compiler_prefix_for`].
-    pub fn slurm_prefix_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
-        self.slurm_prefix(slurm, gcc).replace("{arch}", &arch.0)
-    }
-
-    /// Object key of the tarball for (`slurm`, `gcc`) built for `arch`. An `{arch}` placeholder
-    /// in the template is replaced. Without one, the default architecture keeps the template's
-    /// key and every other architecture gets `-<arch>` before `.tar.gz`, so tarballs of two
-    /// architectures never overwrite each other.
-    pub fn tarball_key_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
-        let key = self.tarball_key(slurm, gcc);
-        if key.contains("{arch}") {
-            return key.replace("{arch}", &arch.0);
-        }
-        if arch == &self.architectures.default {
-            return key;
-        }
-        match key.strip_suffix(".tar.gz") {
-            Some(stem) => format!("{stem}-{arch}.tar.gz"),
-            None => format!("{key}-{arch}"),
+            .replace("{arch}", &v.arch.0)
+            .replace("{variant}", &self.variant_suffix(v));
+        match slurm {
+            Some(s) => t.replace("{slurm}", s.as_str()),
+            None => t,
         }
     }
 
-    /// Public URL of the tarball for (`slurm`, `gcc`) built for `arch`.
-    pub fn tarball_url_for(&self, slurm: &SlurmVersion, gcc: &GccVersion, arch: &Arch) -> String {
+    /// Prefix (inside the buildcache bucket) of the compiler buildcache of `gcc` built for
+    /// `arch`. A toolchain has no GPU variant.
+    pub fn compiler_prefix(&self, gcc: &GccVersion, arch: &Arch) -> String {
+        let v = Variant {
+            gpu: false,
+            arch: arch.clone(),
+        };
+        self.fill(&self.publish.compiler_prefix, None, gcc, &v)
+    }
+
+    /// Prefix of the Slurm buildcache of (`slurm`, `gcc`) in variant `v`: one Slurm spec per
+    /// prefix, so `spack install --cache-only slurm` and test-install see exactly one candidate.
+    pub fn slurm_prefix(&self, slurm: &SlurmVersion, gcc: &GccVersion, v: &Variant) -> String {
+        self.fill(&self.publish.slurm_prefix, Some(slurm), gcc, v)
+    }
+
+    /// Object key of the tarball of (`slurm`, `gcc`) in variant `v`.
+    pub fn tarball_key(&self, slurm: &SlurmVersion, gcc: &GccVersion, v: &Variant) -> String {
+        self.fill(&self.publish.tarball_key, Some(slurm), gcc, v)
+    }
+
+    /// Public URL of the tarball of (`slurm`, `gcc`) in variant `v`.
+    pub fn tarball_url(&self, slurm: &SlurmVersion, gcc: &GccVersion, v: &Variant) -> String {
         format!(
             "{}/{}",
             self.publish.tarball_url.trim_end_matches('/'),
-            self.tarball_key_for(slurm, gcc, arch)
+            self.tarball_key(slurm, gcc, v)
         )
+    }
+
+    /// Every variant the catalog can build: CPU and GPU for each architecture.
+    pub fn variants(&self) -> Vec<Variant> {
+        self.architectures
+            .targets
+            .iter()
+            .flat_map(|t| {
+                [false, true].map(|gpu| Variant {
+                    gpu,
+                    arch: t.name.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The pinned signing-key fingerprints (validated when the catalog was loaded).
@@ -621,15 +665,6 @@ impl Catalog {
     /// Public URL of a buildcache prefix through the CDN.
     pub fn cdn_url(&self, prefix: &str) -> String {
         format!("{}/{}", self.publish.cdn_url.trim_end_matches('/'), prefix)
-    }
-
-    /// Public URL of the tarball for (`slurm`, `gcc`).
-    pub fn tarball_url(&self, slurm: &SlurmVersion, gcc: &GccVersion) -> String {
-        format!(
-            "{}/{}",
-            self.publish.tarball_url.trim_end_matches('/'),
-            self.tarball_key(slurm, gcc)
-        )
     }
 }
 
@@ -656,31 +691,43 @@ mod tests {
         let c = Catalog::embedded();
         let s: SlurmVersion = "25.11".parse().unwrap();
         let g: GccVersion = "13.4.0".parse().unwrap();
-        assert_eq!(c.compiler_prefix(&g), "compilers/13.4.0/buildcache");
-        assert_eq!(c.slurm_prefix(&s, &g), "slurm/25.11/13.4.0/buildcache");
+        let v = |gpu: bool, arch: &str| Variant {
+            gpu,
+            arch: Arch(arch.into()),
+        };
+        let amd = Arch("amd64".into());
+        // The seed's paths for a CPU build of the default architecture.
+        assert_eq!(c.compiler_prefix(&g, &amd), "compilers/13.4.0/buildcache");
         assert_eq!(
-            c.tarball_url(&s, &g),
+            c.slurm_prefix(&s, &g, &v(false, "amd64")),
+            "slurm/25.11/13.4.0/buildcache"
+        );
+        assert_eq!(
+            c.tarball_url(&s, &g, &v(false, "amd64")),
             "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software.tar.gz"
         );
-    }
-
-    #[test]
-    fn tarball_keys_differ_per_architecture() {
-        let c = Catalog::embedded();
-        let s: SlurmVersion = "25.11".parse().unwrap();
-        let g: GccVersion = "13.4.0".parse().unwrap();
-        let amd = c.tarball_key_for(&s, &g, &Arch("amd64".into()));
-        let arm = c.tarball_key_for(&s, &g, &Arch("arm64".into()));
-        assert_eq!(amd, c.tarball_key(&s, &g));
+        // Every other variant is apart.
         assert_eq!(
-            arm,
-            "slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software-arm64.tar.gz"
+            c.compiler_prefix(&g, &Arch("arm64".into())),
+            "compilers/13.4.0-arm64/buildcache"
+        );
+        assert_eq!(
+            c.slurm_prefix(&s, &g, &v(true, "amd64")),
+            "slurm/25.11/13.4.0-gpu/buildcache"
+        );
+        assert_eq!(
+            c.slurm_prefix(&s, &g, &v(true, "arm64")),
+            "slurm/25.11/13.4.0-gpu-arm64/buildcache"
+        );
+        assert_eq!(
+            c.tarball_key(&s, &g, &v(true, "arm64")),
+            "slurm-factory/25.11/13.4.0-gpu-arm64/slurm-25.11-gcc13.4.0-gpu-arm64-software.tar.gz"
         );
         let mut templated = c.clone();
-        templated.publish.tarball_key = "t/{arch}/{slurm}-{gcc}.tgz".into();
+        templated.publish.tarball_key = "t/{arch}/{slurm}-{gcc}{variant}.tgz".into();
         assert_eq!(
-            templated.tarball_key_for(&s, &g, &Arch("amd64".into())),
-            "t/amd64/25.11-13.4.0.tgz"
+            templated.tarball_key(&s, &g, &v(true, "amd64")),
+            "t/amd64/25.11-13.4.0-gpu.tgz"
         );
     }
 
@@ -761,28 +808,34 @@ mod tests {
                 "publish.tarball_url",
             ),
             (
-                "compiler_prefix: \"compilers/{gcc}/buildcache\"",
-                "compiler_prefix: \"compilers/{gcc}/../buildcache\"",
+                "compiler_prefix: \"compilers/{gcc}{variant}/buildcache\"",
+                "compiler_prefix: \"compilers/{gcc}{variant}/../buildcache\"",
                 "publish.compiler_prefix",
             ),
             (
-                "compiler_prefix: \"compilers/{gcc}/buildcache\"",
-                "compiler_prefix: \"/compilers/{gcc}\"",
+                "compiler_prefix: \"compilers/{gcc}{variant}/buildcache\"",
+                "compiler_prefix: \"/compilers/{gcc}{variant}\"",
                 "publish.compiler_prefix",
             ),
             (
-                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
-                "slurm_prefix: \"slurm/{gcc}/buildcache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{gcc}{variant}/buildcache\"",
                 "lacks the placeholder {slurm}",
             ),
             (
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
                 "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
-                "slurm_prefix: \"slurm/{slurm}/{gcc}/{evil}\"",
+                "lacks the placeholder {variant}",
+            ),
+            ("- name: arm64", "- name: gpu", "path suffix"),
+            (
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/{evil}\"",
                 "publish.slurm_prefix",
             ),
             (
-                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
-                "slurm_prefix: \"slurm/{slurm}/{gcc}/build cache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/build cache\"",
                 "publish.slurm_prefix",
             ),
         ];

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::catalog::{Arch, Catalog, GccVersion, SlurmVersion, SpackSlurmVersion};
+use crate::catalog::{Arch, Catalog, GccVersion, SlurmVersion, SpackSlurmVersion, Variant};
 
 /// GitHub's limit on the number of jobs one matrix can generate.
 pub const GITHUB_MATRIX_LIMIT: usize = 256;
@@ -247,6 +247,9 @@ pub struct Request {
     pub slurm_versions: Option<String>,
     /// Target architectures. Not given: the catalog's default; `all`: every target.
     pub architectures: Option<String>,
+    /// Slurm and tarball legs build with GPU support (their prefixes and keys carry `-gpu`);
+    /// ignored for [`Kind::Compiler`] (a toolchain has no GPU variant).
+    pub gpu: bool,
 }
 
 impl Request {
@@ -257,6 +260,7 @@ impl Request {
             compiler_versions: None,
             slurm_versions: None,
             architectures: None,
+            gpu: false,
         }
     }
 }
@@ -279,6 +283,8 @@ pub struct MatrixEntry {
     pub slurm_spack_version: Option<SpackSlurmVersion>,
     /// The target architecture.
     pub arch: Arch,
+    /// Built with GPU support (always false for compiler jobs).
+    pub gpu: bool,
     /// Spack's `target=` for the architecture.
     pub spack_target: String,
     /// The runner labels (`runs-on`).
@@ -566,7 +572,11 @@ pub fn plan(catalog: &Catalog, request: &Request) -> Result<Matrix, MatrixError>
     for slurm in slurm_opts {
         for gcc in &compilers {
             for arch in &archs {
-                include.push(entry(catalog, kind, slurm, gcc, arch));
+                let variant = Variant {
+                    gpu: request.gpu && kind != Kind::Compiler,
+                    arch: arch.clone(),
+                };
+                include.push(entry(catalog, kind, slurm, gcc, &variant));
             }
         }
     }
@@ -586,8 +596,9 @@ fn entry(
     kind: Kind,
     slurm: Option<&SlurmVersion>,
     gcc: &GccVersion,
-    arch: &Arch,
+    variant: &Variant,
 ) -> MatrixEntry {
+    let arch = &variant.arch;
     let target = catalog
         .target(arch)
         .expect("architectures were validated against the catalog");
@@ -599,24 +610,24 @@ fn entry(
     let (name, prefix, artifact) = match (kind, slurm) {
         (Kind::Compiler, _) | (_, None) => (
             format!("GCC {gcc} · {arch}"),
-            catalog.compiler_prefix_for(gcc, arch),
+            catalog.compiler_prefix(gcc, arch),
             format!("gcc-{gcc}-{arch}"),
         ),
         (Kind::Slurm, Some(s)) => (
             format!("Slurm {s} · GCC {gcc} · {arch}"),
-            catalog.slurm_prefix_for(s, gcc, arch),
+            catalog.slurm_prefix(s, gcc, variant),
             format!("slurm-{s}-gcc{gcc}-{arch}"),
         ),
         (Kind::Tarball, Some(s)) => (
             format!("Slurm {s} tarball · GCC {gcc} · {arch}"),
-            catalog.slurm_prefix_for(s, gcc, arch),
+            catalog.slurm_prefix(s, gcc, variant),
             format!("slurm-{s}-gcc{gcc}-{arch}-tarball"),
         ),
     };
     let (tarball_key, tarball_url) = match (kind, slurm) {
         (Kind::Tarball, Some(s)) => (
-            Some(catalog.tarball_key_for(s, gcc, arch)),
-            Some(catalog.tarball_url_for(s, gcc, arch)),
+            Some(catalog.tarball_key(s, gcc, variant)),
+            Some(catalog.tarball_url(s, gcc, variant)),
         ),
         _ => (None, None),
     };
@@ -627,6 +638,7 @@ fn entry(
         slurm_version: slurm.cloned(),
         slurm_spack_version: release.map(|r| r.spack.clone()),
         arch: arch.clone(),
+        gpu: variant.gpu,
         spack_target: target.spack_target.clone(),
         runs_on: target.runner_labels.clone(),
         buildcache_url: catalog.cdn_url(&prefix),
@@ -648,6 +660,7 @@ mod tests {
             compiler_versions: gcc.map(Into::into),
             slurm_versions: slurm.map(Into::into),
             architectures: arch.map(Into::into),
+            gpu: false,
         }
     }
 

@@ -8,12 +8,18 @@
 //! bucket exists and can be listed; [`Publisher::probe_write`] then proves the prefix accepts a
 //! conditional write (the index merge depends on it) and removes the probe again.
 //! `--publish none` checks nothing.
+//!
+//! A passed preflight writes the step output `fingerprint`: the primary fingerprint (40
+//! upper-case hex digits) of the signing key. The pipelines pin it for the later steps of the
+//! leg (the compiler buildcache a Slurm build installs its toolchain from, and test-install),
+//! because that key signed what they read.
 
 use anyhow::{Context, Result};
 
 use crate::buildcache::sign::PublishMode;
 use crate::cli::sign_and_upload::{Publisher, S3Flags};
 use crate::gha::Runner;
+use crate::pgp::KeyFingerprint;
 
 /// What a leg will publish, and where.
 #[derive(Debug, Clone)]
@@ -33,8 +39,9 @@ pub struct Request {
 pub enum Outcome {
     /// `--publish none`: nothing to check.
     Skipped,
-    /// Key, credentials, bucket and a conditional write all passed.
-    Passed,
+    /// Key, credentials, bucket and a conditional write all passed; the signing key's primary
+    /// fingerprint.
+    Passed(KeyFingerprint),
 }
 
 /// Runs the checks, writes a line per check and a job-summary section. Errors name what is wrong
@@ -42,6 +49,7 @@ pub enum Outcome {
 pub async fn run(runner: &Runner, req: &Request) -> Result<Outcome> {
     if req.mode == PublishMode::None {
         runner.notice("preflight: publish none, so there is nothing to check");
+        runner.set_output("fingerprint", "")?;
         return Ok(Outcome::Skipped);
     }
     let publisher = Publisher::prepare(
@@ -59,9 +67,12 @@ pub async fn run(runner: &Runner, req: &Request) -> Result<Outcome> {
             req.destination
         )
     })?;
-    runner.info(
-        "preflight: the signing key loads and matches GPG_KEY_ID; the destination is reachable",
-    );
+    let fingerprint = publisher
+        .fingerprint()
+        .context("preflight: no signing key was loaded")?;
+    runner.info(&format!(
+        "preflight: the signing key {fingerprint} loads and matches GPG_KEY_ID; the destination is reachable"
+    ));
     publisher.probe_write(runner).await.with_context(|| {
         format!(
             "preflight: {} does not accept the writes publishing needs, so the build did not start",
@@ -76,5 +87,6 @@ pub async fn run(runner: &Runner, req: &Request) -> Result<Outcome> {
         "### Preflight\n\nPublishing to `{}` will work: the signing key loads (not expired, not revoked, matches `GPG_KEY_ID`), the credentials are accepted and the destination takes conditional writes.\n",
         req.destination
     ))?;
-    Ok(Outcome::Passed)
+    runner.set_output("fingerprint", fingerprint.as_str())?;
+    Ok(Outcome::Passed(fingerprint))
 }

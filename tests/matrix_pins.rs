@@ -166,6 +166,7 @@ fn matrix_cells(catalog: &Catalog) -> BTreeSet<String> {
             compiler_versions: compilers.map(Into::into),
             slurm_versions: Some("all".into()),
             architectures: Some("all".into()),
+            gpu: false,
         };
         plan(catalog, &request).unwrap().include
     };

@@ -173,3 +173,39 @@ fn a_file_mirror_is_probed_too() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A passed preflight writes the output `fingerprint`: the signing key's primary fingerprint,
+/// 40 upper-case hex digits, which the pipelines pin in the leg's later steps. `publish none`
+/// writes it empty (nothing is pinned, so build-slurm's `toolchain: auto` builds from source).
+#[test]
+fn preflight_outputs_the_fingerprint_the_leg_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir_all(&mirror).unwrap();
+    let out = common::in_actions("slurm-factory", dir.path())
+        .arg("preflight")
+        .env("INPUT_DESTINATION", format!("file://{}", mirror.display()))
+        .env(
+            "GPG_PRIVATE_KEY",
+            std::fs::read_to_string(key_file()).unwrap(),
+        )
+        .env("GPG_KEY_ID", "E145321FBC9F04BD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outputs = common::runner_file_map(&dir.path().join("output"));
+    assert_eq!(
+        outputs.get("fingerprint").map(String::as_str),
+        Some("1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"),
+        "{outputs:?}"
+    );
+
+    let none = tempfile::tempdir().unwrap();
+    let out = common::in_actions("slurm-factory", none.path())
+        .args(["preflight", "--publish", "none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outputs = common::runner_file_map(&none.path().join("output"));
+    assert_eq!(outputs.get("fingerprint").map(String::as_str), Some(""));
+}

@@ -83,6 +83,7 @@ const COMMON_FIELDS: &[&str] = &[
     "kind",
     "compiler_version",
     "arch",
+    "gpu",
     "spack_target",
     "runs_on",
     "buildcache_prefix",
@@ -551,6 +552,121 @@ fn unimplemented_commands_fail_honestly_and_write_nothing() {
         for f in ["output", "summary.md", "env"] {
             let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
             assert!(text.is_empty(), "{bin} wrote to {f}: {text:?}");
+        }
+    }
+}
+
+/// Variant isolation over the whole matrix: `prepare-matrix` for every kind, all compilers,
+/// all Slurm releases and all architectures, with and without GPU (through the action input,
+/// as the pipelines pass it). Every distinct leg writes its own buildcache prefix (compiler and
+/// Slurm legs) or tarball key (tarball legs), no buildcache prefix lies inside another, and a
+/// CPU build of the default architecture keeps the seed's paths.
+#[test]
+fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
+    // leg identity (what changes the bits) -> what the leg writes
+    let mut writes: BTreeMap<String, String> = BTreeMap::new();
+    let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
+    let mut legs = 0;
+    for kind in ["compiler", "slurm", "tarball"] {
+        for gpu in ["false", "true"] {
+            let r = run(
+                &[
+                    "--kind",
+                    kind,
+                    "--compiler-versions",
+                    "all",
+                    "--slurm-versions",
+                    "all",
+                    "--architectures",
+                    "all",
+                ],
+                &[("INPUT_GPU", gpu)],
+            );
+            assert_success(&r);
+            for e in r.entries() {
+                legs += 1;
+                let s = |f: &str| e[f].as_str().unwrap_or("").to_owned();
+                let leg_gpu = e["gpu"].as_bool().expect("every entry has a boolean gpu");
+                assert_eq!(leg_gpu, kind != "compiler" && gpu == "true", "{e}");
+                let id = format!(
+                    "{kind} slurm={} gcc={} arch={} gpu={leg_gpu}",
+                    s("slurm_version"),
+                    s("compiler_version"),
+                    s("arch")
+                );
+                let written = match kind {
+                    "tarball" => format!("tarball:{}", s("tarball_key")),
+                    _ => format!("buildcache:{}", s("buildcache_prefix")),
+                };
+                if kind != "tarball" {
+                    prefixes.insert(s("buildcache_prefix"), id.clone());
+                }
+                assert!(
+                    e["buildcache_url"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&s("buildcache_prefix")),
+                    "{e}"
+                );
+                if kind == "tarball" {
+                    assert!(
+                        e["tarball_url"]
+                            .as_str()
+                            .unwrap()
+                            .ends_with(&s("tarball_key")),
+                        "{e}"
+                    );
+                }
+                // The same leg in two dispatches (a compiler leg with and without GPU) writes
+                // the same place; two different legs never do.
+                if let Some(prev) = writes.get(&id) {
+                    assert_eq!(prev, &written, "{id}");
+                }
+                writes.insert(id, written);
+                // CPU amd64 keeps the seed's paths.
+                if s("arch") == "amd64" && !leg_gpu {
+                    let (slurm, gcc) = (s("slurm_version"), s("compiler_version"));
+                    match kind {
+                        "compiler" => {
+                            assert_eq!(
+                                s("buildcache_prefix"),
+                                format!("compilers/{gcc}/buildcache")
+                            )
+                        }
+                        "slurm" => assert_eq!(
+                            s("buildcache_prefix"),
+                            format!("slurm/{slurm}/{gcc}/buildcache")
+                        ),
+                        _ => assert_eq!(
+                            s("tarball_key"),
+                            format!(
+                                "slurm-factory/{slurm}/{gcc}/slurm-{slurm}-gcc{gcc}-software.tar.gz"
+                            )
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    // 9 compilers × 2 archs (× 2 GPU settings), 4 × 8 × 2 (× 2) Slurm and tarball legs each.
+    assert_eq!(legs, 2 * (9 * 2 + 2 * 4 * 8 * 2));
+    assert_eq!(writes.len(), 9 * 2 + 2 * (4 * 8 * 2 * 2));
+    let mut owner: BTreeMap<&String, &String> = BTreeMap::new();
+    for (id, w) in &writes {
+        if let Some(other) = owner.insert(w, id) {
+            panic!("{id} and {other} both write {w}");
+        }
+    }
+    // No buildcache lies inside another one's prefix (a listing of one would see the other).
+    let all: Vec<&String> = prefixes.keys().collect();
+    for a in &all {
+        for b in &all {
+            if a != b {
+                assert!(
+                    !b.starts_with(&format!("{a}/")) && !b.starts_with(a.as_str()),
+                    "{b} lies under {a}"
+                );
+            }
         }
     }
 }

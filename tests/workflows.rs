@@ -374,6 +374,7 @@ const MATRIX_SCHEMA: &[&str] = &[
     "slurm_version",
     "slurm_spack_version",
     "arch",
+    "gpu",
     "spack_target",
     "runs_on",
     "buildcache_prefix",
@@ -429,7 +430,10 @@ fn planned() -> Vec<Planned> {
                 .strip_prefix("${{ inputs.")
                 .and_then(|r| r.strip_suffix(" }}"))
             {
-                Some(input) => inputs[input]["default"].as_str().unwrap().to_owned(),
+                Some(input) => match &inputs[input]["default"] {
+                    yaml_serde::Value::Bool(b) => b.to_string(),
+                    d => d.as_str().unwrap().to_owned(),
+                },
                 None => v.to_owned(),
             };
             args.push((k.to_owned(), value));
@@ -1442,4 +1446,97 @@ fn act_publish_none_skips_preflight_and_builds() {
     );
     assert!(!log.contains("Failure - Main Preflight"), "{log}");
     assert!(!log.contains("preflight: publishing to"), "{log}");
+}
+
+/// Trust wiring, part 1: every action whose binary reads pinned keys (`[input:
+/// trusted_fingerprints]` in its `--help`) declares both `trusted_fingerprints` and
+/// `trusted_keys` and maps them to the binary; at least build-slurm and test-install do.
+#[test]
+fn every_action_that_installs_from_a_signed_cache_takes_the_pins() {
+    let mut pinned = Vec::new();
+    for action in action_names() {
+        let run = action_run(&action);
+        let help = Command::new(common::bin(&run.bin))
+            .args(&run.args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        if !help.contains("[input: trusted_fingerprints]") {
+            continue;
+        }
+        for input in ["trusted_fingerprints", "trusted_keys"] {
+            assert!(
+                run.inputs.iter().any(|i| i == input),
+                "action {action} runs {} which reads `{input}`, but does not declare it",
+                run.bin
+            );
+        }
+        pinned.push(action);
+    }
+    for must in ["build-slurm", "test-install"] {
+        assert!(pinned.iter().any(|a| a == must), "{pinned:?}");
+    }
+    assert!(
+        action_run("preflight")
+            .outputs
+            .iter()
+            .any(|o| o == "fingerprint"),
+        "preflight does not export `fingerprint`"
+    );
+}
+
+/// Trust wiring, part 2: in every generated build pipeline, each step that installs from a
+/// signed cache (build-slurm, test-install) pins the key the leg signs with, the output
+/// `fingerprint` of the job's own `preflight` step, plus every catalog pin; none trusts a
+/// repository variable or what a mirror publishes.
+#[test]
+fn pipelines_pin_the_key_their_preflight_checked() {
+    let catalog = slurm_factory::catalog::Catalog::embedded();
+    let mut wired = 0;
+    for path in generated_paths() {
+        let doc: yaml_serde::Value =
+            yaml_serde::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let Some(jobs) = doc["jobs"].as_mapping() else {
+            continue;
+        };
+        for (job, body) in jobs {
+            let Some(steps) = body["steps"].as_sequence() else {
+                continue;
+            };
+            let has_preflight = steps.iter().any(|s| {
+                s["id"].as_str() == Some("preflight")
+                    && s["uses"].as_str() == Some("./actions/preflight")
+            });
+            for s in steps {
+                let uses = s["uses"].as_str().unwrap_or_default();
+                if uses != "./actions/build-slurm" && uses != "./actions/test-install" {
+                    continue;
+                }
+                let where_ = format!("{} job {job:?} step {uses}", path.display());
+                assert!(
+                    has_preflight,
+                    "{where_}: no preflight step to take the key from"
+                );
+                let pins = s["with"]["trusted_fingerprints"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{where_}: no trusted_fingerprints"));
+                let lines: Vec<&str> = pins.lines().map(str::trim).collect();
+                assert!(
+                    lines.contains(&"${{ steps.preflight.outputs.fingerprint }}"),
+                    "{where_}: does not pin the preflight key: {pins:?}"
+                );
+                for f in catalog.signing_fingerprints() {
+                    assert!(
+                        lines.contains(&f.as_str()),
+                        "{where_}: misses catalog pin {f}"
+                    );
+                }
+                assert!(!pins.contains("vars."), "{where_}: {pins:?}");
+                wired += 1;
+            }
+        }
+    }
+    // compiler: test-install; slurm-all: build-slurm, test-install; tarball: both.
+    assert_eq!(wired, 5);
 }

@@ -20,7 +20,7 @@ use crate::docker::{
 use crate::gha::Runner;
 use crate::spack::keys;
 use crate::spack::stats::{self, BuildStats};
-use crate::spack::{Area, Job, Layout, RunId, repo};
+use crate::spack::{Area, Job, Layout, RunId, Toolchain, repo};
 
 pub mod resources;
 pub mod summary;
@@ -119,7 +119,9 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     repo::write_to(&layout.host(Area::SpackRepo))?;
-    if let Job::Slurm(s) = job {
+    if let Job::Slurm(s) = job
+        && s.toolchain == Toolchain::Buildcache
+    {
         if s.trusted_keyring.is_empty() {
             bail!(
                 "no pinned signing key was resolved for {job}: pass --trusted-fingerprint or --trusted-key"
@@ -251,9 +253,27 @@ pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Build plan for {job} (namespace {}); nothing was run.\n",
+        "Build plan for {job} (namespace {}); nothing was run.",
         layout.namespace()
     );
+    match job.toolchain() {
+        Some(Toolchain::Buildcache) => {
+            let _ = writeln!(
+                out,
+                "Toolchain: GCC {} from the signed compiler buildcache (pinned keys only).",
+                job.gcc()
+            );
+        }
+        Some(Toolchain::Source) => {
+            let _ = writeln!(
+                out,
+                "Toolchain: GCC {} built from source first (no pinned key: about an hour more; no buildcache is read).",
+                job.gcc()
+            );
+        }
+        None => {}
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
         "==> spack.yaml ({})",
@@ -290,7 +310,14 @@ pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
     );
     let _ = writeln!(out, "\n==> Steps");
     for (i, step) in job.steps(layout).iter().enumerate() {
-        let _ = writeln!(out, "{}. {}: {}", i + 1, step.name, step.command_line());
+        let _ = writeln!(
+            out,
+            "{}. {}: {}\n   {}",
+            i + 1,
+            step.name,
+            step.title,
+            step.command_line()
+        );
     }
     Ok(out)
 }
@@ -344,7 +371,9 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
 
     // The pinned keys are resolved before the build, like the publish key: a wrong pin fails
     // in seconds, and the build trusts nothing the mirror chose.
-    if let (Some(pins), Job::Slurm(s)) = (&trust, &mut job) {
+    if let (Some(pins), Job::Slurm(s)) = (&trust, &mut job)
+        && s.toolchain == Toolchain::Buildcache
+    {
         s.trusted_keyring = keys::keyring(pins, &s.compiler_mirror, &open, &runner)
             .await
             .with_context(|| {

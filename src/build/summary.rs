@@ -34,6 +34,9 @@ pub fn report(job: &Job, outcome: &BuildOutcome, runner: &Runner) -> Result<()> 
             outcome.stats.total.as_secs().to_string(),
         ),
     ];
+    if let Some(t) = job.toolchain() {
+        outputs.push(("toolchain", t.to_string()));
+    }
     if slurm {
         outputs.push(("view_path", path(l.host(Area::View))));
         outputs.push(("modules_path", path(l.host(Area::Modules))));

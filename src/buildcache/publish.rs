@@ -1548,6 +1548,12 @@ impl Publisher {
         })
     }
 
+    /// The primary fingerprint of the signing key (`None` for `--publish none`): the name a
+    /// consumer pins the published cache's key by.
+    pub fn fingerprint(&self) -> Option<KeyFingerprint> {
+        self.target.as_ref().map(|(key, _)| key.fingerprint())
+    }
+
     /// Proves the destination accepts the writes publishing makes, leaving nothing behind: the
     /// store's write-mode probe (on S3 a probe object created with `If-None-Match: *`, created
     /// again to see it refused, deleted), then one object created only if absent and deleted.

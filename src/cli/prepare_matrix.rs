@@ -13,14 +13,14 @@ use crate::catalog::Catalog;
 use crate::gha::Runner;
 use crate::matrix::{self, Kind, Request};
 
-use super::flag_or_input;
+use super::{bool_flag_or_input, flag_or_input};
 
 /// Expand requested versions into a validated GitHub Actions build matrix.
 #[derive(Debug, Parser)]
 #[command(
     name = "prepare-matrix",
     version,
-    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
+    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
 )]
 pub struct Args {
     /// What the matrix builds: compiler, slurm or tarball [input: kind]
@@ -36,6 +36,10 @@ pub struct Args {
     /// Target architectures: `all` or a list (amd64, arm64); default amd64 [input: architectures]
     #[arg(long)]
     pub architectures: Option<String>,
+    /// Slurm and tarball legs build with GPU support; their buildcache prefixes and tarball keys
+    /// carry `-gpu` (true/false; default false; ignored for compiler) [input: gpu]
+    #[arg(long)]
+    pub gpu: bool,
     /// Use this catalog file instead of the embedded one [input: catalog] [env: SLURM_FACTORY_CATALOG]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
@@ -56,6 +60,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         compiler_versions: flag_or_input(args.compiler_versions, &runner, "compiler_versions"),
         slurm_versions: flag_or_input(args.slurm_versions, &runner, "slurm_versions"),
         architectures: flag_or_input(args.architectures, &runner, "architectures"),
+        gpu: bool_flag_or_input(args.gpu.then_some(true), &runner, "gpu", false)?,
     };
     let matrix = matrix::plan(&catalog, &request)?;
     let json = matrix.to_json();

@@ -55,6 +55,12 @@ pub struct Args {
     /// Upload to the catalog's default location (s3://<tarball_bucket>/<tarball_key>)
     #[arg(long, conflicts_with = "destination")]
     pub publish: bool,
+    /// With --publish: the build has GPU support (the key carries -gpu)
+    #[arg(long, requires = "publish")]
+    pub gpu: bool,
+    /// With --publish: the build's architecture (default: the catalog's; others carry -<arch>)
+    #[arg(long, requires = "publish")]
+    pub arch: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub key: SigningKeyArgs,
@@ -92,10 +98,21 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         flag_or_input(args.destination, &runner, "destination").filter(|d| !d.trim().is_empty());
     if args.publish {
         let catalog = crate::catalog::Catalog::embedded();
+        let arch = args
+            .arch
+            .map(crate::catalog::Arch)
+            .unwrap_or_else(|| catalog.architectures.default.clone());
+        if catalog.target(&arch).is_none() {
+            anyhow::bail!("--arch {arch} is not an architecture of the catalog");
+        }
+        let variant = crate::catalog::Variant {
+            gpu: args.gpu,
+            arch,
+        };
         destination = Some(format!(
             "s3://{}/{}",
             catalog.publish.tarball_bucket,
-            catalog.tarball_key(&slurm, &gcc)
+            catalog.tarball_key(&slurm, &gcc, &variant)
         ));
     }
     let request = Request {

@@ -1,4 +1,5 @@
-//! Which keys a Slurm build trusts: only keys pinned out of band (the catalog's
+//! Which keys a Slurm build trusts, and so where its toolchain comes from
+//! ([`choose_toolchain`]): only keys pinned out of band (the catalog's
 //! `publish.signing_fingerprints`, `--trusted-fingerprint`, `--trusted-key` files), never what
 //! a mirror publishes. The host resolves them before the build (a pinned fingerprint is looked
 //! up in the compiler buildcache, over file://, s3:// or https://, and taken only if the
@@ -12,20 +13,57 @@ use crate::buildcache::trust::{Pins, load_key_files};
 use crate::catalog::Catalog;
 use crate::gha::Runner;
 use crate::pgp::TrustedKeys;
+use crate::spack::Toolchain;
 
-/// The pins of a Slurm build: `given` (flags or inputs), its fingerprints defaulting to the
-/// catalog's. Refuses when nothing is pinned: a Slurm build installs its toolchain from a
-/// signed compiler buildcache and must know which key signs it.
-pub fn for_slurm_build(mut given: Pins, catalog: &Catalog) -> Result<Pins> {
-    if given.fingerprints.is_empty() {
-        given.fingerprints = catalog.signing_fingerprints();
+/// `--toolchain`: where a Slurm build's GCC toolchain comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolchainMode {
+    /// The compiler buildcache when a key is pinned, else from source.
+    Auto,
+    /// The compiler buildcache; refused without a pinned key.
+    Buildcache,
+    /// From source; the compiler buildcache is never read.
+    Source,
+}
+
+impl std::str::FromStr for ToolchainMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "auto" => Ok(ToolchainMode::Auto),
+            "buildcache" => Ok(ToolchainMode::Buildcache),
+            "source" => Ok(ToolchainMode::Source),
+            other => {
+                bail!("--toolchain (input toolchain) is {other:?}: use auto, buildcache or source")
+            }
+        }
     }
-    if given.is_empty() {
-        bail!(
-            "no signing key is pinned for the compiler buildcache: a Slurm build installs its toolchain from a signed cache and trusts only pinned keys. Pass --trusted-fingerprint <40-hex FPR> (input trusted_fingerprints) or --trusted-key <public key file> (input trusted_keys), or add the fingerprint to publish.signing_fingerprints in the catalog"
-        );
+}
+
+/// The pins of a Slurm build: `given` (flags or inputs) plus the catalog's
+/// `publish.signing_fingerprints` (catalog pins always apply).
+pub fn with_catalog_pins(mut given: Pins, catalog: &Catalog) -> Pins {
+    for f in catalog.signing_fingerprints() {
+        if !given.fingerprints.contains(&f) {
+            given.fingerprints.push(f);
+        }
     }
-    Ok(given)
+    given
+}
+
+/// Where the toolchain of a Slurm build with `pins` comes from, and the pins it then trusts:
+/// `auto` takes the compiler buildcache when anything is pinned and otherwise builds from
+/// source; `buildcache` without a pin is refused; `source` trusts (and reads) nothing.
+pub fn choose_toolchain(mode: ToolchainMode, pins: Pins) -> Result<(Toolchain, Option<Pins>)> {
+    match mode {
+        ToolchainMode::Source => Ok((Toolchain::Source, None)),
+        ToolchainMode::Auto if pins.is_empty() => Ok((Toolchain::Source, None)),
+        ToolchainMode::Auto => Ok((Toolchain::Buildcache, Some(pins))),
+        ToolchainMode::Buildcache if pins.is_empty() => bail!(
+            "no signing key is pinned for the compiler buildcache: --toolchain buildcache installs the toolchain from a signed cache and trusts only pinned keys. Pass --trusted-fingerprint <40-hex FPR> (input trusted_fingerprints) or --trusted-key <public key file> (input trusted_keys), add the fingerprint to publish.signing_fingerprints in the catalog, or use --toolchain auto or source to build GCC from source (about an hour more)"
+        ),
+        ToolchainMode::Buildcache => Ok((Toolchain::Buildcache, Some(pins))),
+    }
 }
 
 /// The armored keyring to trust: the key files, plus each pinned fingerprint's key as the
@@ -68,23 +106,35 @@ mod tests {
     }
 
     #[test]
-    fn a_build_without_any_pin_is_refused() {
+    fn the_toolchain_follows_the_pins() {
         let catalog = Catalog::embedded();
-        if !catalog.signing_fingerprints().is_empty() {
-            return; // the catalog pins a key: there is always a pin
-        }
-        let e = for_slurm_build(Pins::default(), &catalog).unwrap_err();
-        assert!(e.to_string().contains("--trusted-fingerprint"), "{e}");
         let fpr: KeyFingerprint = FPR.parse().unwrap();
-        let p = for_slurm_build(
-            Pins {
-                key_files: vec![],
-                fingerprints: vec![fpr.clone()],
-            },
-            &catalog,
-        )
-        .unwrap();
-        assert_eq!(p.fingerprints, vec![fpr]);
+        let pinned = Pins {
+            key_files: vec![],
+            fingerprints: vec![fpr.clone()],
+        };
+        let with = with_catalog_pins(pinned.clone(), &catalog);
+        assert!(with.fingerprints.contains(&fpr));
+        let (t, p) = choose_toolchain(ToolchainMode::Auto, with.clone()).unwrap();
+        assert_eq!((t, p), (Toolchain::Buildcache, Some(with.clone())));
+        let (t, p) = choose_toolchain(ToolchainMode::Source, with.clone()).unwrap();
+        assert_eq!((t, p), (Toolchain::Source, None));
+        let (t, _) = choose_toolchain(ToolchainMode::Buildcache, with).unwrap();
+        assert_eq!(t, Toolchain::Buildcache);
+        // Nothing pinned: auto builds from source, buildcache is refused with what to do.
+        let none = with_catalog_pins(Pins::default(), &catalog);
+        if none.is_empty() {
+            let (t, p) = choose_toolchain(ToolchainMode::Auto, none.clone()).unwrap();
+            assert_eq!((t, p), (Toolchain::Source, None));
+            let e = choose_toolchain(ToolchainMode::Buildcache, none).unwrap_err();
+            assert!(e.to_string().contains("--trusted-fingerprint"), "{e}");
+            assert!(e.to_string().contains("--toolchain auto or source"), "{e}");
+        }
+        assert!("sideways".parse::<ToolchainMode>().is_err());
+        assert_eq!(
+            "source".parse::<ToolchainMode>().unwrap(),
+            ToolchainMode::Source
+        );
     }
 
     #[tokio::test]

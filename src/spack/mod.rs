@@ -103,6 +103,27 @@ pub struct SlurmJob {
     /// The pinned public keys the build trusts (armored), checked by the host against the
     /// pinned fingerprints before the build; placed at [`Layout::host_trusted_keys`].
     pub trusted_keyring: Vec<u8>,
+    /// Where the GCC toolchain comes from.
+    pub toolchain: Toolchain,
+}
+
+/// Where a Slurm build's GCC toolchain comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolchain {
+    /// Installed (binaries only) from the signed compiler buildcache, whose key is pinned.
+    Buildcache,
+    /// Built from source in the same container first (no key pinned: about an hour more).
+    /// Such a build reads no buildcache at all: with no trusted key nothing can be reused.
+    Source,
+}
+
+impl fmt::Display for Toolchain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Toolchain::Buildcache => "buildcache",
+            Toolchain::Source => "source",
+        })
+    }
 }
 
 impl Job {
@@ -177,6 +198,26 @@ impl Job {
         Namespace(format!("{}-{}-{}", self.label(), self.fingerprint(), run.0))
     }
 
+    /// Where a Slurm job's toolchain comes from (`None` for a compiler job).
+    pub fn toolchain(&self) -> Option<Toolchain> {
+        match self {
+            Job::Compiler(_) => None,
+            Job::Slurm(s) => Some(s.toolchain),
+        }
+    }
+
+    /// Sets where a Slurm job's toolchain comes from. [`Toolchain::Source`] also drops the
+    /// Slurm buildcache mirror: a build that trusts no key reads no buildcache.
+    pub fn with_toolchain(mut self, toolchain: Toolchain) -> Job {
+        if let Job::Slurm(s) = &mut self {
+            s.toolchain = toolchain;
+            if toolchain == Toolchain::Source {
+                s.slurm_mirror = None;
+            }
+        }
+        self
+    }
+
     /// The root specs of the environment.
     pub fn specs(&self) -> Vec<String> {
         match self {
@@ -207,8 +248,10 @@ impl Job {
         format!("{}/gcc-{}", layout.container(Area::Toolchain), self.gcc())
     }
 
-    /// The environment a Slurm job installs its toolchain with, from the compiler buildcache
-    /// only (`install --cache-only`); `None` for a compiler job.
+    /// The environment a Slurm job installs its toolchain with: from the compiler buildcache
+    /// only (`install --cache-only`), or, for [`Toolchain::Source`], the same environment
+    /// without any mirror, built from source with the image's compiler as `build-compiler`
+    /// builds it; `None` for a compiler job.
     ///
     /// The toolchain is installed apart and then declared as an *external* compiler of the
     /// Slurm environment ([`Job::environment`]), never reused into it as a concrete spec: a
@@ -218,15 +261,18 @@ impl Job {
     pub fn toolchain_environment(&self, layout: &Layout) -> Option<SpackYaml> {
         let Job::Slurm(s) = self else { return None };
         let c = |area: Area| layout.container(area);
-        let mirrors = BTreeMap::from([(
-            "slurm-factory-compiler".to_owned(),
-            Mirror {
-                url: s.compiler_mirror.clone(),
-                binary: true,
-                source: false,
-                signed: true,
-            },
-        )]);
+        let mirrors = match s.toolchain {
+            Toolchain::Buildcache => BTreeMap::from([(
+                "slurm-factory-compiler".to_owned(),
+                Mirror {
+                    url: s.compiler_mirror.clone(),
+                    binary: true,
+                    source: false,
+                    signed: true,
+                },
+            )]),
+            Toolchain::Source => BTreeMap::new(),
+        };
         Some(SpackYaml {
             spack: Environment {
                 specs: vec![toolchain_spec(&s.gcc)],
@@ -390,29 +436,42 @@ impl Job {
         };
         let cache = layout.container(Area::Buildcache);
         let mut steps = Vec::new();
-        if matches!(self, Job::Slurm(_)) {
-            // Only the pinned keys the host checked and placed in the environment directory;
-            // never what a mirror publishes (`spack buildcache keys --install --trust`). The
-            // keyring (SPACK_GNUPGHOME) is shared by the toolchain and Slurm environments.
-            let keys = layout.container_trusted_keys();
+        if let Job::Slurm(s) = self {
             let toolchain_env = layout.container(Area::ToolchainEnv);
-            steps.push(Step::new(
-                "trust-keys",
-                "Trust the pinned signing keys of the compiler and Slurm buildcaches",
-                spack(&["gpg", "trust", &keys]),
-            ));
-            steps.push(Step::new(
-                "toolchain",
-                "Install the GCC toolchain from the compiler buildcache (binaries only)",
-                vec![
-                    "spack".to_owned(),
-                    "-e".to_owned(),
-                    toolchain_env,
-                    "install".to_owned(),
-                    "--cache-only".to_owned(),
-                    "--fail-fast".to_owned(),
-                ],
-            ));
+            let mut install = vec![
+                "spack".to_owned(),
+                "-e".to_owned(),
+                toolchain_env,
+                "install".to_owned(),
+            ];
+            match s.toolchain {
+                Toolchain::Buildcache => {
+                    // Only the pinned keys the host checked and placed in the environment
+                    // directory; never what a mirror publishes (`spack buildcache keys
+                    // --install --trust`). The keyring (SPACK_GNUPGHOME) is shared by the
+                    // toolchain and Slurm environments.
+                    let keys = layout.container_trusted_keys();
+                    steps.push(Step::new(
+                        "trust-keys",
+                        "Trust the pinned signing keys of the compiler and Slurm buildcaches",
+                        spack(&["gpg", "trust", &keys]),
+                    ));
+                    install.extend(["--cache-only".to_owned(), "--fail-fast".to_owned()]);
+                    steps.push(Step::new(
+                        "toolchain",
+                        "Install the GCC toolchain from the compiler buildcache (binaries only)",
+                        install,
+                    ));
+                }
+                Toolchain::Source => {
+                    install.push("--fail-fast".to_owned());
+                    steps.push(Step::new(
+                        "toolchain",
+                        "Build the GCC toolchain from source (the compiler buildcache is not read; about an hour)",
+                        install,
+                    ));
+                }
+            }
         }
         steps.push(Step::new(
             "concretize",
@@ -495,11 +554,14 @@ impl SlurmJobRequest {
         let spack_target = target_of(catalog, &self.arch)?;
         let compiler_mirror = self
             .compiler_mirror
-            .unwrap_or_else(|| catalog.cdn_url(&catalog.compiler_prefix(&self.gcc)));
-        let slurm_mirror = Some(
-            self.slurm_mirror
-                .unwrap_or_else(|| catalog.cdn_url(&catalog.slurm_prefix(&self.slurm, &self.gcc))),
-        );
+            .unwrap_or_else(|| catalog.cdn_url(&catalog.compiler_prefix(&self.gcc, &self.arch)));
+        let variant = crate::catalog::Variant {
+            gpu: self.gpu,
+            arch: self.arch.clone(),
+        };
+        let slurm_mirror = Some(self.slurm_mirror.unwrap_or_else(|| {
+            catalog.cdn_url(&catalog.slurm_prefix(&self.slurm, &self.gcc, &variant))
+        }));
         Ok(Job::Slurm(SlurmJob {
             slurm: release.clone(),
             gcc: self.gcc,
@@ -509,6 +571,7 @@ impl SlurmJobRequest {
             compiler_mirror,
             slurm_mirror,
             trusted_keyring: Vec::new(),
+            toolchain: Toolchain::Buildcache,
         }))
     }
 }

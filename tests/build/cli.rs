@@ -69,7 +69,7 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                     "modules",
                 ] {
                     assert!(
-                        t.contains(&format!(". {step}: spack")),
+                        t.lines().any(|l| l.contains(&format!(". {step}: "))),
                         "step {step} missing"
                     );
                 }
@@ -152,15 +152,92 @@ fn without_docker_it_fails_fast_and_touches_nothing() {
     );
 }
 
+/// No key pinned (the embedded catalog pins none): `--toolchain auto` (the default) plans the
+/// toolchain from source and reads no buildcache; `--toolchain buildcache` is refused with what
+/// to do; a pin selects the compiler buildcache; `--toolchain source` never reads it.
 #[test]
-fn a_slurm_build_without_a_pinned_key_is_refused() {
-    let out = scrubbed("build-slurm").arg("--dry-run").output().unwrap();
+fn the_toolchain_comes_from_the_buildcache_only_with_a_pinned_key() {
+    // Every example of the --help text that is a dry run, and the README's first command.
+    let out = scrubbed("build-slurm")
+        .args([
+            "--slurm-version",
+            "25.11",
+            "--compiler-version",
+            "13.4.0",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("::notice::") || t.contains("no signing key is pinned"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Toolchain: GCC 13.4.0 built from source first"),
+        "{t}"
+    );
+    assert!(t.contains(": Build the GCC toolchain from source"), "{t}");
+    assert!(
+        !t.contains("--cache-only") && !t.contains("gpg trust"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("mirrors:"),
+        "a build that trusts nothing reads a mirror: {t}"
+    );
+
+    let out = scrubbed("build-slurm")
+        .args(["--dry-run", "--toolchain", "buildcache"])
+        .output()
+        .unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
         t.contains("no signing key is pinned for the compiler buildcache")
             && t.contains("--trusted-fingerprint"),
         "{t}"
+    );
+
+    let out = scrubbed("build-slurm")
+        .args(["--dry-run", "--trusted-fingerprint", FIXTURE_FPR])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("from the signed compiler buildcache"), "{t}");
+    assert!(
+        t.contains("install --cache-only") && t.contains("gpg trust"),
+        "{t}"
+    );
+
+    let out = scrubbed("build-slurm")
+        .args([
+            "--dry-run",
+            "--toolchain",
+            "source",
+            "--trusted-fingerprint",
+            FIXTURE_FPR,
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("built from source first"), "{t}");
+    assert!(
+        !t.contains("--cache-only") && !t.contains("mirrors:"),
+        "{t}"
+    );
+
+    let out = scrubbed("build-slurm")
+        .args(["--dry-run", "--toolchain", "sideways"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("use auto, buildcache or source"),
+        "{}",
+        text(&out)
     );
     let out = scrubbed("build-slurm")
         .args(["--dry-run", "--trusted-fingerprint", "E145321FBC9F04BD"])
@@ -171,6 +248,31 @@ fn a_slurm_build_without_a_pinned_key_is_refused() {
         "{}",
         text(&out)
     );
+}
+
+/// Every example in `build-slurm --help` that can run without Docker (the dry runs) works as
+/// written, with no key pinned.
+#[test]
+fn help_examples_that_are_dry_runs_work_as_written() {
+    let help = scrubbed("build-slurm").arg("--help").output().unwrap();
+    let help = text(&help);
+    let examples: Vec<&str> = help
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("build-slurm ") && l.contains("--dry-run"))
+        .collect();
+    assert!(!examples.is_empty(), "{help}");
+    for line in examples {
+        let args: Vec<&str> = line
+            .split('#')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect();
+        let out = scrubbed("build-slurm").args(&args).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", text(&out));
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //!
 //! Without a reachable engine these tests fail when `CI` is set and are skipped otherwise.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -784,4 +785,152 @@ fn the_pipelines_upload_every_file_of_a_failed_builds_debug_bundle() {
     }
     assert_eq!(pipelines, 3);
     assert!(containers_of(&label).is_empty());
+}
+
+/// The arguments of the README's first command (`cargo run ... --bin build-slurm -- <args>`),
+/// read from README.md so the test runs exactly what a new user copies.
+fn readme_first_command_args() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run ") && l.contains("--bin build-slurm"))
+        .expect("README.md has no `cargo run ... --bin build-slurm` command");
+    let (cargo, args) = line
+        .split_once(" -- ")
+        .expect("no `--` before the arguments");
+    assert_eq!(
+        cargo, "cargo run --release --locked --bin build-slurm",
+        "the README's first command changed: {line}"
+    );
+    args.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Runs the README's first command with the stand-in engine (`--docker-context`) and
+/// `extra` arguments; returns stdout, the written outputs, the build's namespace directory and
+/// the temporary directory that holds it.
+fn run_readme_command(
+    test: &str,
+    extra: &[&str],
+) -> (String, BTreeMap<String, String>, PathBuf, tempfile::TempDir) {
+    let ctx = stub_context("ok");
+    let work = tempfile::tempdir().unwrap();
+    let run = run_id(test);
+    let label = attempt_label(&run);
+    let _cleanup = Cleanup(label.clone());
+    let out = in_actions("build-slurm", work.path())
+        .args(readme_first_command_args())
+        .args(extra)
+        .env("GITHUB_RUN_ID", &run)
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .arg("--docker-context")
+        .arg(ctx.path())
+        .arg("--output-dir")
+        .arg(work.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outputs = crate::common::runner_file_map(&work.path().join("output"));
+    let ns = work.path().join("out/builds").join(&outputs["namespace"]);
+    assert!(containers_of(&label).is_empty(), "containers left behind");
+    (stdout, outputs, ns, work)
+}
+
+/// The README's first command, as written, with no key and no catalog pin: the toolchain is
+/// built from source in the same container (a notice says so), nothing is trusted and no
+/// buildcache is read, and every step up to the view and modules runs.
+#[test]
+fn readme_first_command_without_a_key_builds_the_toolchain_from_source() {
+    if !docker_or_skip() {
+        return;
+    }
+    assert!(
+        slurm_factory::catalog::Catalog::embedded()
+            .signing_fingerprints()
+            .is_empty(),
+        "this test is about a catalog without pins"
+    );
+    let (stdout, outputs, ns, _work) = run_readme_command("readme-source", &[]);
+    assert_eq!(outputs["toolchain"], "source", "{outputs:?}");
+    assert!(
+        stdout.contains("::notice::no signing key is pinned for the compiler buildcache")
+            && stdout.contains("about an hour more"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("::group::toolchain: Build the GCC toolchain from source"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("built from source (stand-in)"), "{stdout}");
+    assert!(!stdout.contains("trust-keys"), "{stdout}");
+    assert!(!stdout.contains("--cache-only"), "{stdout}");
+    let toolchain_env = std::fs::read_to_string(ns.join("toolchain-env/spack.yaml")).unwrap();
+    let env = std::fs::read_to_string(ns.join("env/spack.yaml")).unwrap();
+    for (name, text) in [("toolchain", &toolchain_env), ("slurm", &env)] {
+        assert!(
+            !text.contains("\n  mirrors:") && !text.contains(" url: "),
+            "the {name} environment of a build that trusts nothing reads a mirror:\n{text}"
+        );
+    }
+    assert!(
+        toolchain_env.contains("gcc@13.4.0 +binutils"),
+        "{toolchain_env}"
+    );
+    assert!(!ns.join("env/trusted-keys.asc").exists());
+    assert!(ns.join("modules/slurm/25.11.6.lua").is_file());
+}
+
+/// The same command with the compiler cache's key pinned by fingerprint takes the toolchain
+/// from the signed compiler buildcache (binaries only), trusting exactly that key.
+#[test]
+fn readme_first_command_with_a_pinned_key_uses_the_compiler_buildcache() {
+    if !docker_or_skip() {
+        return;
+    }
+    let mirror = format!(
+        "file://{}",
+        repo_root().join("tests/fixtures/spack-v3/signed").display()
+    );
+    let (stdout, outputs, ns, _work) = run_readme_command(
+        "readme-cache",
+        &[
+            "--trusted-fingerprint",
+            "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD",
+            "--compiler-buildcache",
+            &mirror,
+        ],
+    );
+    assert_eq!(outputs["toolchain"], "buildcache", "{outputs:?}");
+    assert!(
+        stdout.contains("::group::trust-keys: ")
+            && stdout.contains(
+                "::group::toolchain: Install the GCC toolchain from the compiler buildcache"
+            ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("extracted from the compiler buildcache (stand-in)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("::notice::no signing key is pinned"),
+        "{stdout}"
+    );
+    let toolchain_env = std::fs::read_to_string(ns.join("toolchain-env/spack.yaml")).unwrap();
+    assert!(toolchain_env.contains(&mirror), "{toolchain_env}");
+    let keys = std::fs::read(ns.join("env/trusted-keys.asc")).unwrap();
+    let mut trusted = slurm_factory::pgp::TrustedKeys::new();
+    assert_eq!(
+        trusted
+            .add_armored(&keys)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["1A00B8893F4FAE1A76DB389DE145321FBC9F04BD"]
+    );
 }

@@ -1,5 +1,5 @@
-//! `build-slurm`: build Slurm with a toolchain from the signed compiler buildcache (see
-//! [`crate::build`]).
+//! `build-slurm`: build Slurm with a toolchain from the signed compiler buildcache, or from
+//! source when no key is pinned (see [`crate::build`] and [`crate::spack::keys`]).
 
 use anyhow::Result;
 use clap::Parser;
@@ -7,19 +7,19 @@ use clap::Parser;
 use super::CommonBuildArgs;
 use crate::build::{self, Request};
 use crate::buildcache::publish::PublishMode;
-use crate::catalog::{GccVersion, SlurmVersion};
+use crate::catalog::{GccVersion, SlurmVersion, Variant};
 use crate::cli::args::TrustArgs;
 use crate::cli::{bool_flag_or_input, flag_or_input};
 use crate::gha::Runner;
-use crate::spack::SlurmJobRequest;
-use crate::spack::keys;
+use crate::spack::keys::{self, ToolchainMode};
+use crate::spack::{SlurmJobRequest, Toolchain};
 
 /// Build Slurm and its dependencies into an unsigned local Spack buildcache, a view and modules.
 #[derive(Debug, Parser)]
 #[command(
     name = "build-slurm",
     version,
-    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  build-slurm --docker-context ./site-docker --no-cache --timeout-minutes 600"
+    after_help = "Examples:\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0   # no key pinned: GCC from source first\n  build-slurm --slurm-version 24.11 --compiler-version 11.5.0 --gpu --dry-run\n  build-slurm --slurm-version 25.11 --compiler-version 13.4.0 --trusted-fingerprint <FPR>   # GCC from the compiler buildcache\n  build-slurm --trusted-key signer.pub.asc --publish all --destination s3://my-bucket/slurm/25.11/13.4.0/buildcache\n  build-slurm --toolchain source --docker-context ./site-docker --no-cache --timeout-minutes 600\n\nThe toolchain: with a pinned key (--trusted-fingerprint, --trusted-key, or the catalog's publish.signing_fingerprints) it is installed from the signed compiler buildcache; without one, --toolchain auto builds GCC from source in the same container first (about an hour more) and reads no buildcache."
 )]
 pub struct SlurmArgs {
     /// Slurm release to build (default from the catalog) [input: slurm_version]
@@ -40,7 +40,12 @@ pub struct SlurmArgs {
     /// URL of the signed compiler buildcache to take the toolchain from (file://, s3:// or https://) [input: compiler_buildcache]
     #[arg(long)]
     pub compiler_buildcache: Option<String>,
-    // The compiler cache's signing key, pinned (default: the catalog's
+    /// Where the GCC toolchain comes from: auto (the compiler buildcache when a key is pinned,
+    /// else built from source, about an hour more), buildcache (refused without a pinned key)
+    /// or source (never reads the compiler buildcache); default auto [input: toolchain]
+    #[arg(long, value_name = "auto|buildcache|source")]
+    pub toolchain: Option<String>,
+    // The compiler cache's signing key, pinned (plus the catalog's
     // publish.signing_fingerprints).
     #[command(flatten, next_help_heading = "Trust (the compiler buildcache's key)")]
     #[allow(missing_docs)]
@@ -62,6 +67,15 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         Some(v) => v.parse()?,
         None => catalog.compilers.default.clone(),
     };
+    let gpu = bool_flag_or_input(args.gpu.then_some(true), &runner, "gpu", false)?;
+    let variant = Variant {
+        gpu,
+        arch: c.arch.clone(),
+    };
+    let mode: ToolchainMode = flag_or_input(args.toolchain, &runner, "toolchain")
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()?;
     let publish = match flag_or_input(args.publish, &runner, "publish")
         .as_deref()
         .unwrap_or("none")
@@ -74,7 +88,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
                 format!(
                     "s3://{}/{}",
                     catalog.publish.buildcache_bucket,
-                    catalog.slurm_prefix(&slurm, &gcc)
+                    catalog.slurm_prefix(&slurm, &gcc, &variant)
                 )
             }),
         )),
@@ -82,13 +96,30 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
     let job = SlurmJobRequest {
         slurm,
         gcc,
-        gpu: bool_flag_or_input(args.gpu.then_some(true), &runner, "gpu", false)?,
+        gpu,
         arch: c.arch,
         compiler_mirror: flag_or_input(args.compiler_buildcache, &runner, "compiler_buildcache"),
         slurm_mirror: None,
     }
     .resolve(catalog)?;
-    let trust = keys::for_slurm_build(args.trust.resolve(&runner)?, catalog)?;
+    let pins = keys::with_catalog_pins(args.trust.resolve(&runner)?, catalog);
+    let (toolchain, trust) = keys::choose_toolchain(mode, pins)?;
+    match toolchain {
+        Toolchain::Source if mode == ToolchainMode::Auto => runner.notice(&format!(
+            "no signing key is pinned for the compiler buildcache (--trusted-fingerprint, --trusted-key or the catalog's publish.signing_fingerprints), so GCC {} is built from source in the build container first: about an hour more, and no buildcache is read",
+            job.gcc()
+        )),
+        Toolchain::Source => runner.info(&format!(
+            "--toolchain source: GCC {} is built from source in the build container first",
+            job.gcc()
+        )),
+        Toolchain::Buildcache => runner.info(&format!(
+            "the GCC {} toolchain comes from the compiler buildcache {}",
+            job.gcc(),
+            compiler_mirror_of(&job)
+        )),
+    }
+    let job = job.with_toolchain(toolchain);
     let request = Request {
         job,
         opts: c.opts,
@@ -96,7 +127,14 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         publish,
         key_file: args.common.key.resolve(&runner),
         s3: args.common.s3.resolve(&runner),
-        trust: Some(trust),
+        trust,
     };
     build::run(request, runner).await
+}
+
+fn compiler_mirror_of(job: &crate::spack::Job) -> &str {
+    match job {
+        crate::spack::Job::Slurm(s) => &s.compiler_mirror,
+        crate::spack::Job::Compiler(_) => "",
+    }
 }
