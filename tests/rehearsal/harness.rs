@@ -182,6 +182,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The legs the plan job gave the build job (its `matrix` output, from act's log).
+    pub fn legs(&self) -> Vec<serde_json::Value> {
+        let m = self
+            .log
+            .lines()
+            .find_map(|l| l.split_once("::set-output:: matrix=").map(|(_, m)| m))
+            .unwrap_or_else(|| panic!("the plan job set no matrix output"));
+        let m: serde_json::Value = serde_json::from_str(m).unwrap();
+        m["include"].as_array().unwrap().clone()
+    }
+
     /// The names of the jobs act reported, with how they ended.
     pub fn job_conclusions(&self) -> String {
         self.jobs
@@ -271,11 +282,28 @@ impl Rehearsal {
         let text = std::fs::read_to_string(common::repo_root().join("catalog.yaml")).unwrap();
         let base = slurm_factory::catalog::Catalog::embedded();
         let c = client(&moto.endpoint).await;
+        // Both buckets are public for reading, as production serves them (CDN, public bucket).
         for b in [
             &base.publish.buildcache_bucket,
             &base.publish.tarball_bucket,
         ] {
             c.create_bucket().bucket(b.as_str()).send().await.unwrap();
+            let policy = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    // moto checks a HEAD as s3:HeadObject.
+                    "Action": ["s3:GetObject", "s3:HeadObject"],
+                    "Resource": format!("arn:aws:s3:::{b}/*"),
+                }],
+            });
+            c.put_bucket_policy()
+                .bucket(b.as_str())
+                .policy(policy.to_string())
+                .send()
+                .await
+                .unwrap();
         }
         // The catalog a fork would edit: its public URLs are moto's path-style URLs.
         let text = text
@@ -475,6 +503,13 @@ impl Rehearsal {
         }
         let status = child.wait().unwrap();
         log.push_str(&err.join().unwrap());
+        // The whole log, for a reader of a failure (the assertions print its tail).
+        let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "rehearsal-{}.log",
+            workflow.trim_end_matches(".yml")
+        ));
+        let _ = std::fs::write(&saved, &log);
+        eprintln!("act's log: {}", saved.display());
         let s = seen.lock().unwrap();
         Outcome {
             success: status.success(),
