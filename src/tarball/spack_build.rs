@@ -20,8 +20,9 @@ pub(crate) struct BuildDir {
 }
 
 impl BuildDir {
-    /// The build under `dir`: `dir` itself when it holds `view/`, else its one subdirectory
-    /// that does (build-slurm's output directory holds one namespace per build).
+    /// The build under `dir`: `dir` itself when it holds `view/`, else its one namespace that
+    /// does: build-slurm's output directory holds one namespace per build under `builds/`
+    /// (`<output_dir>/builds/<namespace>/view`); a directory of namespaces is searched too.
     pub(crate) fn find(dir: &Path) -> Result<BuildDir> {
         if dir.join("view").is_dir() {
             return Ok(Self::at(dir));
@@ -33,8 +34,19 @@ impl BuildDir {
             )
         })?;
         let mut found = Vec::new();
+        let mut children: Vec<PathBuf> = Vec::new();
         for e in entries {
-            let p = e?.path();
+            children.push(e?.path());
+        }
+        let builds = dir.join("builds");
+        if builds.is_dir() {
+            for e in std::fs::read_dir(&builds)
+                .with_context(|| format!("cannot read {}", builds.display()))?
+            {
+                children.push(e?.path());
+            }
+        }
+        for p in children {
             if p.join("view").is_dir() {
                 found.push(p);
             }
@@ -185,6 +197,28 @@ fn plain_version(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_namespace_of_build_slurms_output_directory() {
+        let d = tempfile::tempdir().unwrap();
+        // build-slurm writes <output_dir>/builds/<namespace>/{view,env,modules}.
+        let ns = d
+            .path()
+            .join("builds/slurm-25.11-gcc13.4.0-cpu-amd64-abc-1-1");
+        std::fs::create_dir_all(ns.join("view/bin")).unwrap();
+        std::fs::create_dir_all(d.path().join("cache/source")).unwrap();
+        assert_eq!(BuildDir::find(d.path()).unwrap().view, ns.join("view"));
+        // The namespace itself, and a directory of namespaces, work too.
+        assert_eq!(BuildDir::find(&ns).unwrap().view, ns.join("view"));
+        assert_eq!(
+            BuildDir::find(&d.path().join("builds")).unwrap().view,
+            ns.join("view")
+        );
+        // Two builds are ambiguous: both are named.
+        std::fs::create_dir_all(d.path().join("builds/other/view")).unwrap();
+        let e = BuildDir::find(d.path()).unwrap_err().to_string();
+        assert!(e.contains("holds 2 builds") && e.contains("other"), "{e}");
+    }
 
     #[test]
     fn reads_lock_and_yaml() {
