@@ -223,3 +223,60 @@ async fn the_tarball_pipeline_runs_end_to_end() {
     );
     report_lists(&o, 1, &["13.4.0"]);
 }
+
+/// Dropping one wiring of the generated compiler pipeline turns the rehearsal red, in the step
+/// that depends on it: the pinned fingerprint test-install takes from preflight, the output
+/// build-compiler hands to sign-and-upload, and the prefix sign-and-upload writes to.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_wiring_turns_the_compiler_rehearsal_red() {
+    let wf = "build-and-publish-compiler-buildcache.yml";
+    let inputs = [("compiler_versions", "13.4.0")];
+    for (edit, failing_step) in [
+        (
+            (
+                "            ${{ steps.preflight.outputs.fingerprint }}\n",
+                "            \n",
+            ),
+            "Install from the published buildcache",
+        ),
+        (
+            (
+                "source: ${{ steps.build.outputs.buildcache_path }}",
+                "source: ${{ steps.build.outputs.buildcache }}",
+            ),
+            "Sign and upload the buildcache",
+        ),
+        (
+            (
+                "          source: ${{ steps.build.outputs.buildcache_path }}\n          destination: s3://slurm-factory-spack-buildcache-4b670/${{ matrix.buildcache_prefix }}",
+                "          source: ${{ steps.build.outputs.buildcache_path }}\n          destination: s3://slurm-factory-spack-buildcache-4b670/${{ matrix.artifact_name }}",
+            ),
+            "Install from the published buildcache",
+        ),
+    ] {
+        // A fresh bucket each time: nothing an earlier run published can make it pass.
+        let Some(r) = Rehearsal::start().await else {
+            return;
+        };
+        let o = r.act_mutated(wf, edit, &inputs);
+        assert!(
+            !o.success,
+            "the rehearsal stayed green without {:?}:\n{}",
+            edit.0,
+            tail(&o.log)
+        );
+        assert!(
+            o.log.contains(&format!("Failure - Main {failing_step}")),
+            "without {:?} the step {failing_step:?} did not fail:\n{}",
+            edit.0,
+            tail(&o.log)
+        );
+        assert!(
+            o.jobs
+                .iter()
+                .any(|(n, c)| n.contains("GCC 13.4.0") && c == "failure"),
+            "{}",
+            o.job_conclusions()
+        );
+    }
+}

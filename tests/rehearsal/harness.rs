@@ -170,6 +170,7 @@ pub struct Rehearsal {
     pub moto: Moto,
     loopback: Loopback,
     pub catalog: slurm_factory::catalog::Catalog,
+    mutated: Mutex<Option<PathBuf>>,
 }
 
 /// What one act run printed, and what the stand-ins saw.
@@ -336,6 +337,7 @@ impl Rehearsal {
             moto,
             loopback: Loopback::start(),
             catalog,
+            mutated: Mutex::new(None),
         })
     }
 
@@ -390,6 +392,41 @@ impl Rehearsal {
         ctx
     }
 
+    /// Replays `workflow` with one edit `(from, to)` of the generated file's text: a mutation
+    /// that drops or breaks one wiring. The edit must apply (else the test is wrong, not green).
+    pub fn act_mutated(
+        &self,
+        workflow: &str,
+        edit: (&str, &str),
+        inputs: &[(&str, &str)],
+    ) -> Outcome {
+        let text =
+            std::fs::read_to_string(common::repo_root().join(".github/workflows").join(workflow))
+                .unwrap();
+        assert_eq!(
+            text.matches(edit.0).count(),
+            1,
+            "the mutation {:?} must match exactly once in {workflow}",
+            edit.0
+        );
+        let dir = self.work.path().join("mutated");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(workflow), text.replace(edit.0, edit.1)).unwrap();
+        *self.mutated.lock().unwrap() = Some(dir.join(workflow));
+        let o = self.act(workflow, inputs, None, |_| {});
+        *self.mutated.lock().unwrap() = None;
+        o
+    }
+
+    /// The workflow file act runs: the generated one, or a mutated copy.
+    fn workflow_file(&self, workflow: &str) -> PathBuf {
+        self.mutated
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| common::repo_root().join(".github/workflows").join(workflow))
+    }
+
     /// Replays `workflow` (a file of .github/workflows) with act, dispatched with `inputs`.
     /// `secrets` are added to the signing and AWS secrets every build pipeline takes.
     pub fn act(
@@ -416,7 +453,7 @@ impl Rehearsal {
         cmd.current_dir(common::repo_root())
             .env("HOME", &home)
             .args(["workflow_dispatch", "-W"])
-            .arg(format!(".github/workflows/{workflow}"))
+            .arg(self.workflow_file(workflow))
             .args(["-P", "ubuntu-latest=-self-hosted"])
             .args(["-P", "ubuntu-24.04=-self-hosted"])
             .args(["-P", "ubuntu-24.04-arm=-self-hosted"])
