@@ -128,37 +128,60 @@ async fn the_compiler_pipeline_runs_end_to_end() {
     report_lists(&o, 1, &["13.4.0"]);
 }
 
-/// The unsigned buildcache of the real Slurm 24.11.5 that `scripts/real-slurm` built with the
-/// vendored Spack and pushed (what the slurm-all leg's Spack pushes in this rehearsal), or
-/// `None` after saying why the test is skipped (under CI: a failure).
-fn real_slurm_cache() -> Option<std::path::PathBuf> {
-    let dir = common::repo_root().join(".real-slurm");
-    let found = std::fs::read_dir(&dir).ok().and_then(|rd| {
+/// An unsigned buildcache of the real Slurm 24.11.5 that `scripts/real-slurm` built with the
+/// vendored Spack, pushed by real Spack into `dir`: what the slurm-all leg's Spack pushes in
+/// this rehearsal. `None` after saying why the test is skipped (under CI: a failure).
+fn real_slurm_cache(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let builds = common::repo_root().join(".real-slurm");
+    let entry = std::fs::read_dir(&builds).ok().and_then(|rd| {
         rd.flatten()
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("24.11.5-"))
                     && p.join("DONE").is_file()
-                    && p.join("buildcache/v3/layout.json").is_file()
             })
             .max()
     });
-    match found {
-        Some(p) => Some(p.join("buildcache")),
-        None if common::under_ci() => {
-            panic!("no real Slurm 24.11.5 buildcache under .real-slurm (scripts/real-slurm)")
-        }
-        None => {
-            eprintln!("skipped: no real Slurm 24.11.5 buildcache (run scripts/real-slurm 24.11.5)");
-            None
-        }
-    }
+    let Some(entry) = entry else {
+        assert!(
+            !common::under_ci(),
+            "no real Slurm 24.11.5 build under .real-slurm (scripts/real-slurm)"
+        );
+        eprintln!("skipped: no real Slurm 24.11.5 build (run scripts/real-slurm 24.11.5)");
+        return None;
+    };
+    let spack = common::real_spack()?;
+    let cache = dir.join("real-slurm-cache");
+    let out = spack
+        .command(&entry.join("home"))
+        .arg("-e")
+        .arg(entry.join("env"))
+        .args([
+            "buildcache",
+            "push",
+            "--unsigned",
+            "--update-index",
+            "--only",
+            "package",
+        ])
+        .arg(&cache)
+        .arg("slurm")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "spack buildcache push: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(cache)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_slurm_all_pipeline_runs_end_to_end() {
-    let Some(cache) = real_slurm_cache() else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(cache) = real_slurm_cache(tmp.path()) else {
         return;
     };
     let Some(r) = Rehearsal::start().await else {
