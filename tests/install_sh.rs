@@ -538,3 +538,116 @@ fn a_cached_binary_is_reused_only_while_its_own_digest_matches_the_verified_asse
     let run = Command::new(dir.join("prepare-matrix")).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "stand-in\n");
 }
+
+/// The `[[bin]]` names of Cargo.toml: what the release packs (the generator's `binaries`).
+fn cargo_bins() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let mut out = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin && let Some(v) = line.strip_prefix("name = ") {
+            out.push(v.trim_matches('"').to_owned());
+        }
+    }
+    assert!(out.len() >= 7, "{out:?}");
+    out
+}
+
+/// The release job and install.sh agree: the release workflow's packaging and checksum scripts
+/// (`scripts/release-package`, `scripts/release-checksums`, the ones `release.yml` runs) are run
+/// on this build's binaries; their `checksums.txt` becomes `actions/checksums.txt`, the assets
+/// are served by a loopback release server at `<base>/v<version>/<asset>`, and install.sh
+/// downloads, verifies and unpacks the asset for a binary, which then runs. A tampered asset and
+/// a plain-http base that is not loopback are refused.
+#[test]
+fn what_the_release_job_packs_is_what_install_sh_downloads_and_verifies() {
+    // The generated release workflow runs exactly these scripts.
+    let release = std::fs::read_to_string(root().join(".github/workflows/release.yml")).unwrap();
+    for needle in [
+        "scripts/release-package \"$GITHUB_REF_NAME\" \"$TARGET\" \"target/$TARGET/release\" dist",
+        "scripts/release-checksums \"$GITHUB_REF_NAME\" dist",
+        "cp dist/checksums.txt checksums.txt",
+        "'tree[][path]=actions/checksums.txt'",
+    ] {
+        assert!(
+            release.contains(needle),
+            "release.yml does not run {needle}"
+        );
+    }
+    // ... and packs every binary an action runs.
+    let every = format!("BINARIES: {}", cargo_bins().join(" "));
+    assert!(
+        release.contains(&every),
+        "release.yml does not pack: {every}"
+    );
+
+    let probe = Layout::new("");
+    let tag = format!("v{}", probe.version());
+    let target = "x86_64-unknown-linux-musl";
+    let bin_dir_built = common::bin("prepare-matrix")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let serve = tempfile::tempdir().unwrap();
+    let dist = serve.path().join(&tag);
+    let pack = Command::new(root().join("scripts/release-package"))
+        .args([&tag, target])
+        .arg(&bin_dir_built)
+        .arg(&dist)
+        // One binary keeps the test lean (debug builds are large); that the release packs every
+        // binary is checked on release.yml above.
+        .env("BINARIES", "prepare-matrix")
+        .output()
+        .unwrap();
+    assert!(pack.status.success(), "{}", text(&pack));
+    let sums = Command::new(root().join("scripts/release-checksums"))
+        .arg(&tag)
+        .arg(&dist)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{}", text(&sums));
+    let checksums = std::fs::read_to_string(dist.join("checksums.txt")).unwrap();
+    assert!(checksums.contains(&probe.asset()), "{checksums}");
+
+    let Some(server) = common::HttpServer::start(serve.path()) else {
+        return;
+    };
+    let l = Layout::new(&checksums);
+    let (out, gh) = l.run(&[("SLURM_FACTORY_RELEASE_URL", server.url.as_str())]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("installed verified"), "{t}");
+    let dir = bin_dir(&gh);
+    let v = Command::new(Path::new(&dir).join("prepare-matrix"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", text(&v));
+    assert!(text(&v).contains(&probe.version()), "{}", text(&v));
+    // A tampered asset is refused; nothing is installed.
+    std::fs::write(dist.join(probe.asset()), b"tampered").unwrap();
+    let l = Layout::new(&checksums);
+    let (out, gh) = l.run(&[("SLURM_FACTORY_RELEASE_URL", server.url.as_str())]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("checksum mismatch"), "{}", text(&out));
+    assert!(outputs(&gh).is_empty(), "{gh}");
+
+    // Only https, or plain http to the loopback address.
+    for bad in [
+        "http://example.com",
+        "http://127.0.0.1.example.com",
+        "http://localhost:1@example.com",
+        "ftp://127.0.0.1",
+    ] {
+        let l = Layout::new(&checksums);
+        let (out, _) = l.run(&[("SLURM_FACTORY_RELEASE_URL", bad)]);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(
+            text(&out).contains("SLURM_FACTORY_RELEASE_URL"),
+            "{bad}: {}",
+            text(&out)
+        );
+    }
+}

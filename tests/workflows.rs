@@ -343,7 +343,11 @@ fn every_run_script_and_the_install_script_pass_shellcheck() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut scripts = vec![root().join("actions/_shared/install.sh")];
+    let mut scripts = vec![
+        root().join("actions/_shared/install.sh"),
+        root().join("scripts/release-package"),
+        root().join("scripts/release-checksums"),
+    ];
     let mut count = 0;
     for f in rendered() {
         let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
@@ -961,15 +965,21 @@ fn the_release_job_moves_the_major_tag_of_the_version() {
         std::fs::write(p.join("README.md"), "x\n").unwrap();
         git(&["add", "README.md"]);
         git(&["commit", "-q", "-m", "init"]);
+        // The release job's previous step: scripts/release-checksums over the packaged assets.
         std::fs::create_dir_all(p.join("dist")).unwrap();
         std::fs::write(
-            p.join("dist/SHA256SUMS"),
-            format!(
-                "{}  slurm-factory-{tag}-x86_64-unknown-linux-musl.tar.gz\n",
-                "a".repeat(64)
-            ),
+            p.join(format!(
+                "dist/slurm-factory-{tag}-x86_64-unknown-linux-musl.tar.gz"
+            )),
+            b"asset",
         )
         .unwrap();
+        let sums = Command::new(root().join("scripts/release-checksums"))
+            .arg(tag)
+            .arg(p.join("dist"))
+            .output()
+            .unwrap();
+        assert!(sums.status.success(), "{}", text(&sums));
         let fake = p.join("fakebin");
         std::fs::create_dir_all(&fake).unwrap();
         let log = p.join("gh-calls");

@@ -15,7 +15,8 @@
 #     from the v<version> GitHub release over HTTPS only, verify its SHA-256, unpack it. The
 #     verified asset is kept next to the unpacked binaries; a later step reuses them only after
 #     the asset's SHA-256 matches checksums.txt again and the binary's own SHA-256 matches the
-#     copy inside the asset.
+#     copy inside the asset. SLURM_FACTORY_RELEASE_URL replaces the download base
+#     (https://, or http:// to 127.0.0.1/localhost only: a mirror or a test's release server).
 #  5. No entry for that version and target (no prebuilt binary exists for this ref): build from
 #     source with `cargo build --locked --release` in the action's checkout.
 # Everything else fails closed: an unsupported runner, a missing checksums.txt, a malformed or
@@ -203,11 +204,29 @@ case "$repository" in
   *) die "cannot tell which repository to download $asset from (got '$repository')" ;;
 esac
 server="${GITHUB_SERVER_URL:-https://github.com}"
-url="$server/$repository/releases/download/v${version}/$asset"
+base="$server/$repository/releases/download"
+proto='=https'
+# SLURM_FACTORY_RELEASE_URL replaces the release download base (<base>/v<version>/<asset>), for a
+# mirror of the release assets or a test's release server: https://, or plain http:// only to
+# the loopback address. The asset is verified against checksums.txt either way.
+if [ -n "${SLURM_FACTORY_RELEASE_URL:-}" ]; then
+  base=${SLURM_FACTORY_RELEASE_URL%/}
+  case "$base" in
+    https://[A-Za-z0-9]*) ;;
+    http://127.0.0.1 | http://127.0.0.1:[0-9]* | http://127.0.0.1/* | http://localhost | http://localhost:[0-9]* | http://localhost/*)
+      proto='=http'
+      ;;
+    *) die "SLURM_FACTORY_RELEASE_URL=$base is neither https:// nor http:// on the loopback address (127.0.0.1, localhost)" ;;
+  esac
+  case "$base" in
+    *[!A-Za-z0-9._~:/-]*) die "SLURM_FACTORY_RELEASE_URL=$base contains characters a URL base does not need" ;;
+  esac
+fi
+url="$base/v${version}/$asset"
 tmp=$(mktemp -d "${RUNNER_TEMP}/slurm-factory-download.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 log "downloading $url"
-curl --proto '=https' --tlsv1.2 -fsSL --retry 3 -o "$tmp/$asset" "$url" \
+curl --proto "$proto" --proto-redir '=https' --tlsv1.2 -fsSL --retry 3 -o "$tmp/$asset" "$url" \
   || die "cannot download $url"
 actual=$(sha256_of "$tmp/$asset")
 if [ "$actual" != "$expected" ]; then

@@ -309,6 +309,9 @@ pub struct SpecNode {
     pub hash: String,
     /// Hashes of direct dependencies.
     pub dependencies: Vec<String>,
+    /// Hashes of the direct dependencies needed at run time (link or run edges, see
+    /// [`is_runtime_edge`]): what `spack install --cache-only` installs with the spec.
+    pub runtime_dependencies: Vec<String>,
     /// The node JSON exactly as Spack wrote it.
     pub raw: Box<RawValue>,
 }
@@ -326,6 +329,22 @@ struct NodeFields {
 #[derive(Deserialize)]
 struct DepField {
     hash: String,
+    #[serde(default)]
+    parameters: Option<DepParams>,
+}
+
+#[derive(Deserialize)]
+struct DepParams {
+    #[serde(default)]
+    deptypes: Vec<String>,
+}
+
+/// Whether a dependency edge with `deptypes` is needed at run time: a `link` or `run` edge, or
+/// one that names no types (older spec formats). Build-only and test-only edges are not: Spack
+/// installs only link/run dependencies of a spec it takes from a buildcache
+/// (`installer.py`, `BuildRequest.get_depflags` with `cache_only`).
+pub fn is_runtime_edge(deptypes: &[String]) -> bool {
+    deptypes.is_empty() || deptypes.iter().any(|t| t == "link" || t == "run")
 }
 
 impl SpecNode {
@@ -338,11 +357,22 @@ impl SpecNode {
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
+        let runtime_dependencies = f
+            .dependencies
+            .iter()
+            .filter(|d| {
+                d.parameters
+                    .as_ref()
+                    .is_none_or(|p| is_runtime_edge(&p.deptypes))
+            })
+            .map(|d| d.hash.clone())
+            .collect();
         Ok(SpecNode {
             name: f.name,
             version,
             hash: f.hash,
             dependencies: f.dependencies.into_iter().map(|d| d.hash).collect(),
+            runtime_dependencies,
             raw,
         })
     }

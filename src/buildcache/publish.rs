@@ -56,7 +56,10 @@ pub enum PublishMode {
     /// Every spec in the source (Slurm and its dependencies).
     #[default]
     All,
-    /// Only Slurm's own spec (package name `slurm`).
+    /// Slurm (package name `slurm`) and everything it needs at run time: its link/run
+    /// dependency closure, which is what `spack install --cache-only slurm` and test-install
+    /// install with it. Left out: the other roots built beside it (openmpi, hdf5, ...) and
+    /// build-only tools. So a slurm-only cache installs Slurm on its own.
     SlurmOnly,
     /// Nothing: sign nothing, publish nothing.
     None,
@@ -106,6 +109,9 @@ pub struct PublishOptions {
     pub progress: ProgressMode,
     /// Interval of the periodic progress lines.
     pub progress_interval: Duration,
+    /// The package [`PublishMode::SlurmOnly`] keeps with its run-time closure: `slurm`. (Tests
+    /// name a package of the Spack-written fixture caches, which hold no Slurm.)
+    pub slurm_package: String,
 }
 
 impl Default for PublishOptions {
@@ -120,6 +126,7 @@ impl Default for PublishOptions {
             index_attempts: 40,
             progress: ProgressMode::Auto,
             progress_interval: Duration::from_secs(10),
+            slurm_package: "slurm".to_owned(),
         }
     }
 }
@@ -589,6 +596,50 @@ async fn load_source(
     ))
 }
 
+/// The DAG hashes of every spec named `root` in the source and of its link/run dependency
+/// closure, read from the root specs' own spec blobs (each spec JSON holds its whole DAG; the
+/// blob is checked against its manifest's digest first). Dependencies the source does not hold
+/// (externals) are simply not published.
+fn runtime_closure_of(
+    source: &LocalDir,
+    all: &[SourceSpec],
+    root: &str,
+) -> Result<BTreeSet<String>> {
+    let mut keep = BTreeSet::new();
+    for s in all.iter().filter(|s| s.entry.id.name == root) {
+        let rec = s
+            .entry
+            .manifest
+            .spec_blob()
+            .with_context(|| format!("{}: the manifest lists no spec blob", s.entry.id))?;
+        let sha = rec.sha256()?;
+        let path = source.path(&layout::blob_key(&sha))?;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("{}: cannot read {}", s.entry.id, path.display()))?;
+        if Sha256Hex::of(&bytes) != sha {
+            bail!(
+                "{}: the spec blob {} does not match its manifest's digest; nothing was written",
+                s.entry.id,
+                path.display()
+            );
+        }
+        let nodes =
+            layout::parse_spec_blob_capped(&bytes, &rec.compression, layout::SPEC_JSON_MAX_BYTES)?;
+        let by_hash: BTreeMap<&str, &SpecNode> =
+            nodes.iter().map(|n| (n.hash.as_str(), n)).collect();
+        let mut todo = vec![s.entry.id.hash.clone()];
+        while let Some(h) = todo.pop() {
+            if !keep.insert(h.clone()) {
+                continue;
+            }
+            if let Some(n) = by_hash.get(h.as_str()) {
+                todo.extend(n.runtime_dependencies.iter().cloned());
+            }
+        }
+    }
+    Ok(keep)
+}
+
 /// A pending write.
 enum Body {
     File(FileBody),
@@ -818,14 +869,19 @@ pub async fn publish(
         Remote::read(dest)
     );
     let (all, source_files) = loaded?;
+    let keep = match opts.mode {
+        PublishMode::All | PublishMode::None => None,
+        PublishMode::SlurmOnly => Some(runtime_closure_of(source, &all, &opts.slurm_package)?),
+    };
     let (selected, skipped): (Vec<SourceSpec>, Vec<SourceSpec>) = all
         .into_iter()
-        .partition(|s| opts.mode == PublishMode::All || s.entry.id.name == "slurm");
+        .partition(|s| keep.as_ref().is_none_or(|k| k.contains(&s.entry.id.hash)));
     report.skipped = skipped.into_iter().map(|s| s.entry.id).collect();
     if selected.is_empty() {
         bail!(
-            "publish mode slurm-only, but the source {} has no spec named `slurm` (it has: {}); nothing was written",
+            "publish mode slurm-only, but the source {} has no spec named `{}` (it has: {}); nothing was written",
             source.root().display(),
+            opts.slurm_package,
             report
                 .skipped
                 .iter()
@@ -833,6 +889,14 @@ pub async fn publish(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if keep.is_some() {
+        runner.info(&format!(
+            "publish slurm-only: {} and its run-time dependencies ({} specs); left out {} (other roots, build-only)",
+            opts.slurm_package,
+            selected.len(),
+            report.skipped.len()
+        ));
     }
     let mut selected = selected;
 

@@ -31,7 +31,9 @@ pub struct Args {
     /// Destination buildcache URL: file:///path or s3://bucket/prefix [input: destination]
     #[arg(long)]
     pub destination: Option<String>,
-    /// Which specs to publish: all, slurm-only or none [input: publish]
+    /// Which specs to publish: all, slurm-only (Slurm and its link/run dependency closure: a
+    /// cache that installs Slurm on its own, without the other roots or build-only tools) or
+    /// none [input: publish]
     #[arg(long)]
     pub publish: Option<String>,
     /// Report what would change without writing anything [input: dry_run]

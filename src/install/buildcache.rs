@@ -330,10 +330,9 @@ impl Node {
                 .dependencies
                 .iter()
                 .filter(|d| {
-                    d.parameters.as_ref().is_none_or(|p| {
-                        p.deptypes.is_empty()
-                            || p.deptypes.iter().any(|t| t == "link" || t == "run")
-                    })
+                    d.parameters
+                        .as_ref()
+                        .is_none_or(|p| crate::buildcache::layout::is_runtime_edge(&p.deptypes))
                 })
                 .map(|d| d.hash.clone())
                 .collect(),

@@ -230,6 +230,28 @@ fn the_toolchain_comes_from_the_buildcache_only_with_a_pinned_key() {
         "{t}"
     );
 
+    // As an action passes them: the input toolchain wins over a pinned input fingerprint.
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::in_actions("build-slurm", dir.path())
+        .env("INPUT_DRY_RUN", "true")
+        .env("INPUT_TOOLCHAIN", "source")
+        .env("INPUT_TRUSTED_FINGERPRINTS", format!("{FIXTURE_FPR}\n"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("built from source first"), "{t}");
+    // An empty input (publish: none skipped preflight) is no pin: auto builds from source.
+    let out = crate::common::in_actions("build-slurm", dir.path())
+        .env("INPUT_DRY_RUN", "true")
+        .env("INPUT_TOOLCHAIN", "auto")
+        .env("INPUT_TRUSTED_FINGERPRINTS", "\n")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("::notice::no signing key is pinned"), "{t}");
+
     let out = scrubbed("build-slurm")
         .args(["--dry-run", "--toolchain", "sideways"])
         .output()

@@ -356,13 +356,18 @@ fn dry_run_reports_and_writes_nothing() {
     assert_eq!(read_tree(&dest), before);
 }
 
+/// The DAG hashes of the Spack-written fixture specs.
+const DEMO_LIB: &str = "or7dti47ajgrd2y5bgs2dujuath2dz3p";
+const DEMO_APP: &str = "resh3sdm7oulbae23jllsxfemfp24cba";
+
 /// Adds a synthetic `slurm` spec (test-made, in Spack's v3 format) to a copy of the fixture.
+/// It links the fixture's demo-lib (a run-time dependency) and needs demo-app only to build.
 fn source_with_slurm(dir: &Path) {
     use slurm_factory::buildcache::{BlobRecord, Manifest};
     copy_tree(&fixtures().join("unsigned"), dir);
     let hash = "abcdefghijklmnopqrstuvwxyz234567";
     let spec = format!(
-        r#"{{"spec":{{"_meta":{{"version":5}},"nodes":[{{"name":"slurm","version":"25.11.6","namespace":"builtin","hash":"{hash}"}}]}},"buildcache_layout_version":2}}"#
+        r#"{{"spec":{{"_meta":{{"version":5}},"nodes":[{{"name":"slurm","version":"25.11.6","namespace":"builtin","hash":"{hash}","dependencies":[{{"name":"demo-lib","hash":"{DEMO_LIB}","parameters":{{"deptypes":["build","link"],"virtuals":[]}}}},{{"name":"demo-app","hash":"{DEMO_APP}","parameters":{{"deptypes":["build"],"virtuals":[]}}}}]}}]}},"buildcache_layout_version":2}}"#
     );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(spec.as_bytes()).unwrap();
@@ -393,22 +398,32 @@ fn publish_modes() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     source_with_slurm(&src);
-    // slurm-only: only Slurm's own spec is signed and indexed.
+    // slurm-only: Slurm and its run-time (link/run) closure are signed and indexed; a
+    // dependency needed only to build Slurm is not.
     let dest = t.path().join("slurm-only");
     let (ok, out, outputs) = sign_upload(t.path(), &src, &dest, &["--publish", "slurm-only"]);
     assert!(ok, "{out}");
-    assert!(outputs.contains("\n1\n"), "{outputs}");
-    let manifests = spec_manifests(&dest);
-    assert_eq!(manifests.len(), 1, "{manifests:?}");
-    assert!(
-        manifests[0]
-            .to_string_lossy()
-            .contains("/slurm/slurm-25.11.6-")
+    assert!(outputs.contains("\n2\n"), "{outputs}");
+    let mut manifests: Vec<String> = spec_manifests(&dest)
+        .iter()
+        .map(|m| m.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    manifests.sort();
+    assert_eq!(
+        manifests,
+        [
+            format!("demo-lib-1.0-{DEMO_LIB}.spec.manifest.json"),
+            "slurm-25.11.6-abcdefghijklmnopqrstuvwxyz234567.spec.manifest.json".to_owned()
+        ]
     );
-    assert_eq!(index_of(&dest).len(), 1);
+    assert_eq!(index_of(&dest).len(), 2);
     assert!(
-        !dest.join("blobs/sha256/aa").exists(),
-        "demo-lib tarball not published"
+        dest.join("blobs/sha256/aa").exists(),
+        "demo-lib's tarball (aaabfbfc...) is published"
+    );
+    assert!(
+        !dest.join("blobs/sha256/96").exists(),
+        "demo-app's tarball (96a55c59...), build-only, is not"
     );
     // all: everything.
     let dest = t.path().join("all");
@@ -516,4 +531,77 @@ fn bad_inputs_fail_before_writing() {
     let (ok, out) = run(c);
     assert!(ok, "{out}");
     assert_eq!(spec_manifests(&dest).len(), 2);
+}
+
+/// `publish: slurm-only` gives a cache that installs on its own: the root and its link/run
+/// closure. Shown on the Spack-written fixture through the publish engine sign-and-upload runs,
+/// naming demo-app as the root (the fixtures hold no Slurm; the engine's default root is
+/// `slurm`): demo-app and the demo-lib it links are published, and `test-install` of demo-app
+/// from that signed cache succeeds. With demo-lib as the root, demo-app is left out.
+#[tokio::test(flavor = "multi_thread")]
+async fn slurm_only_publishes_what_installs_and_test_install_succeeds() {
+    use slurm_factory::buildcache::LocalDir;
+    use slurm_factory::buildcache::publish::{PublishMode, PublishOptions, publish};
+    use slurm_factory::buildcache::storage::{self, Location, OpenOptions};
+    use slurm_factory::gha::Runner;
+    use slurm_factory::s3::progress::ProgressMode;
+
+    let t = tempfile::tempdir().unwrap();
+    let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
+    let key_file = t.path().join("key.asc");
+    std::fs::write(&key_file, fixture_secret()).unwrap();
+    let key =
+        slurm_factory::buildcache::publish::load_signing_key(Some(&key_file), &runner).unwrap();
+    let mut published = Vec::new();
+    for root in ["demo-app", "demo-lib"] {
+        let dest = t.path().join(root);
+        let store = storage::open(
+            &Location::parse(&format!("file://{}", dest.display())).unwrap(),
+            &OpenOptions {
+                writable: true,
+                ..OpenOptions::default()
+            },
+            &runner,
+        )
+        .await
+        .unwrap();
+        let opts = PublishOptions {
+            mode: PublishMode::SlurmOnly,
+            slurm_package: root.to_owned(),
+            progress: ProgressMode::Quiet,
+            ..PublishOptions::default()
+        };
+        let report = publish(
+            &runner,
+            &LocalDir::new(fixtures().join("unsigned")),
+            store.as_ref(),
+            Some(&key),
+            &opts,
+        )
+        .await
+        .unwrap();
+        let mut names: Vec<String> = report.specs.iter().map(|s| s.id.name.clone()).collect();
+        names.sort();
+        published.push(names);
+    }
+    assert_eq!(published, [vec!["demo-app", "demo-lib"], vec!["demo-lib"]]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    let out = common::in_actions("test-install", dir.path())
+        .arg("--buildcache")
+        .arg(format!("file://{}", t.path().join("demo-app").display()))
+        .args(["--spec", "demo-app"])
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--trusted-fingerprint")
+        .arg(FIXTURE_FPR)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "test-install from the slurm-only cache failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

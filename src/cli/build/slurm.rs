@@ -31,7 +31,8 @@ pub struct SlurmArgs {
     /// Build with NVIDIA NVML and AMD ROCm SMI support [input: gpu]
     #[arg(long)]
     pub gpu: bool,
-    /// What to publish after the build: all, slurm-only or none [input: publish]
+    /// What to publish after the build: all, slurm-only (Slurm and its link/run dependencies)
+    /// or none [input: publish]
     #[arg(long)]
     pub publish: Option<String>,
     /// Where to publish (file:// or s3://); default from the catalog [input: destination]
