@@ -153,18 +153,13 @@ fn real_slurm_cache(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     };
     let spack = common::real_spack()?;
     let cache = dir.join("real-slurm-cache");
+    // Slurm and its runtime dependencies that are not externals (gcc-runtime), as a leg pushes
+    // them.
     let out = spack
         .command(&entry.join("home"))
         .arg("-e")
         .arg(entry.join("env"))
-        .args([
-            "buildcache",
-            "push",
-            "--unsigned",
-            "--update-index",
-            "--only",
-            "package",
-        ])
+        .args(["buildcache", "push", "--unsigned", "--update-index"])
         .arg(&cache)
         .arg("slurm")
         .output()
