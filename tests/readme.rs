@@ -213,3 +213,188 @@ fn the_readme_tarball_snippet_runs_as_written() {
     assert!(!ok, "a tarball signed by another key passed:\n{out}");
     assert!(!opt2.exists(), "nothing may be unpacked: {out}");
 }
+
+/// The newest finished `scripts/real-slurm` build of `release`, or `None` after saying why the
+/// test is skipped (under CI: a failure).
+fn real_slurm(release: &str) -> Option<PathBuf> {
+    let found = std::fs::read_dir(common::repo_root().join(".real-slurm"))
+        .ok()
+        .and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{release}-")))
+                        && p.join("DONE").is_file()
+                })
+                .max()
+        });
+    if found.is_none() {
+        assert!(
+            !common::under_ci(),
+            "no real Slurm {release} build under .real-slurm (scripts/real-slurm)"
+        );
+        eprintln!("skipped: no real Slurm {release} build (run scripts/real-slurm {release})");
+    }
+    found
+}
+
+/// The `packages:` section of the build environment's spack.yaml, as a packages.yaml: the
+/// Debian libraries the real build used as externals. A consumer of that cache needs the same
+/// externals (in production the cache carries every dependency instead).
+fn externals_of(env_yaml: &Path) -> String {
+    let doc: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(env_yaml).unwrap()).unwrap();
+    let mut out = yaml_serde::Mapping::new();
+    out.insert("packages".into(), doc["spack"]["packages"].clone());
+    yaml_serde::to_string(&out).unwrap()
+}
+
+/// The README's Spack snippet, run by real Spack 1.0.0 (vendored) against a cache that our
+/// sign-and-upload signed: real Slurm 24.11.5 built from this repository's recipe
+/// (`slurm_factory.slurm`), served over loopback HTTP as the CDN serves it.
+#[test]
+fn the_readme_spack_snippet_installs_a_cache_we_signed() {
+    let Some(entry) = real_slurm("24.11.5") else {
+        return;
+    };
+    let Some(spack) = common::real_spack() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let block = readme_block("spack install --cache-only");
+    let cdn = "https://slurm-factory-spack-binary-cache.vantagecompute.ai";
+    let mirror_line = block
+        .lines()
+        .find(|l| l.starts_with("spack mirror add"))
+        .expect("the README's Spack snippet adds a mirror");
+    let url = mirror_line.split_whitespace().last().unwrap();
+    let path = url
+        .strip_prefix(cdn)
+        .unwrap_or_else(|| panic!("the README's mirror is not under {cdn}: {url}"));
+
+    // Real Spack pushes the real build (unsigned, as the leg's container does); our signer signs.
+    let build_home = t.path().join("build-home");
+    let unsigned = t.path().join("unsigned");
+    let out = spack
+        .command(&build_home)
+        .arg("-e")
+        .arg(entry.join("env"))
+        .args(["buildcache", "push", "--unsigned", "--update-index"])
+        .arg(&unsigned)
+        .arg("slurm")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "spack buildcache push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let www = t.path().join("www");
+    let dest = www.join(path.trim_start_matches('/'));
+    let out = Command::new(common::bin("sign-and-upload"))
+        .arg("--source")
+        .arg(&unsigned)
+        .arg("--destination")
+        .arg(format!("file://{}", dest.display()))
+        .arg("--key-file")
+        .arg(keys().join("demo-signer.sec.asc"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sign-and-upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Some(server) = common::HttpServer::start(&www) else {
+        return;
+    };
+
+    // The user's machine: a Spack of their own (this machine's site config: Debian's libraries
+    // as externals, an install tree of its own).
+    let home = t.path().join("home");
+    std::fs::create_dir_all(home.join(".spack")).unwrap();
+    std::fs::write(
+        home.join(".spack/packages.yaml"),
+        externals_of(&entry.join("env/spack.yaml")),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".spack/config.yaml"),
+        format!(
+            "config:\n  install_tree:\n    root: {}\n",
+            t.path().join("opt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".spack/repos.yaml"),
+        format!("repos:\n  builtin: {}\n", spack.builtin.display()),
+    )
+    .unwrap();
+    std::fs::copy(
+        keys().join("demo-signer.pub.asc"),
+        t.path().join("signer.pub.asc"),
+    )
+    .unwrap();
+    let script = block
+        .replace(
+            "https://github.com/vantagecompute/slurm-factory.git",
+            &format!("file://{}", common::repo_root().display()),
+        )
+        .replace(cdn, &server.url);
+    let mut sh = Command::new("bash");
+    sh.arg("-c")
+        .arg(format!("set -euxo pipefail\n{script}"))
+        .current_dir(t.path())
+        .env("SPACK_PYTHON", &spack.python)
+        .env("HOME", &home)
+        .env("SPACK_USER_CONFIG_PATH", home.join(".spack"))
+        .env("SPACK_USER_CACHE_PATH", home.join(".spack-cache"))
+        .env_remove("SPACK_ROOT")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                spack.root.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(std::process::Stdio::null());
+    let out = sh.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the README's Spack snippet failed:\n{script}\n---\n{text}"
+    );
+    let installed: Vec<PathBuf> = walk_find(&t.path().join("opt"), "sinfo");
+    assert!(
+        !installed.is_empty(),
+        "no sinfo was installed under the user's install tree:\n{text}"
+    );
+}
+
+/// Files named `name` under `root` (not following symlinks).
+fn walk_find(root: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
