@@ -298,3 +298,77 @@ async fn dropping_a_wiring_turns_the_compiler_rehearsal_red() {
         );
     }
 }
+
+/// A malformed signing key fails the leg in preflight, before any build step runs, and the
+/// report still runs last. (Our real build-slurm is in place: nothing of ours is stood in for.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_signing_key_fails_in_preflight_before_any_build_step() {
+    let Some(r) = Rehearsal::start().await else {
+        return;
+    };
+    let o = r.act(
+        "build-and-publish-slurm-all.yml",
+        &[
+            ("slurm_versions", "25.11"),
+            ("compiler_versions", "13.4.0"),
+            ("gpu", "false"),
+            ("publish", "all"),
+        ],
+        None,
+        |c| {
+            // act keeps the last value given for a secret.
+            c.args(["--secret", "GPG_PRIVATE_KEY=this is not an OpenPGP key"]);
+        },
+    );
+    assert!(!o.success, "{}", tail(&o.log));
+    assert!(
+        o.log.contains("Failure - Main Preflight"),
+        "the preflight step did not fail:\n{}",
+        tail(&o.log)
+    );
+    assert!(
+        !o.log.contains("Run Main Build Slurm"),
+        "a build step ran after a failed preflight:\n{}",
+        tail(&o.log)
+    );
+    assert!(
+        o.jobs
+            .iter()
+            .any(|(n, c)| n == "Run report" && c == "success"),
+        "the report job did not run last:\n{}",
+        o.job_conclusions()
+    );
+}
+
+/// `publish: none` skips preflight, signing and test-install; with no pinned key the leg
+/// builds its toolchain from source (the stand-in Spack says which it was asked) and is green.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_none_builds_the_toolchain_from_source_and_publishes_nothing() {
+    let Some(r) = Rehearsal::start().await else {
+        return;
+    };
+    let o = r.act(
+        "build-and-publish-slurm-all.yml",
+        &[
+            ("slurm_versions", "25.11"),
+            ("compiler_versions", "13.4.0"),
+            ("gpu", "false"),
+            ("publish", "none"),
+        ],
+        None,
+        |_| {},
+    );
+    assert_green(&o, &["Slurm 25.11 · GCC 13.4.0"]);
+    assert!(
+        o.log.contains("built from source (stand-in)"),
+        "{}",
+        tail(&o.log)
+    );
+    assert!(!o.log.contains("Run Main Preflight"), "{}", tail(&o.log));
+    assert!(
+        !o.log.contains("Run Main Sign and upload"),
+        "{}",
+        tail(&o.log)
+    );
+    assert_eq!(o.oidc_requests, 0, "nothing may ask for AWS credentials");
+}
