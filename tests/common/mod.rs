@@ -506,6 +506,8 @@ pub fn real_spack() -> Option<RealSpack> {
     if under_ci() {
         panic!("the vendored real Spack is not set up under .spack/ (run scripts/setup-spack)");
     }
-    eprintln!("skipped: the vendored real Spack is not set up (run scripts/setup-spack); under CI this fails");
+    eprintln!(
+        "skipped: the vendored real Spack is not set up (run scripts/setup-spack); under CI this fails"
+    );
     None
 }
