@@ -58,7 +58,7 @@ impl Found {
             for at in memchr::memmem::find_iter(bytes, needle.as_bytes()) {
                 let end = bytes[at..]
                     .iter()
-                    .position(|&b| b == 0 || !(b.is_ascii_graphic()))
+                    .position(|&b| !super::relocate::is_path_byte(b))
                     .map_or(bytes.len(), |n| at + n);
                 let Ok(text) = std::str::from_utf8(&bytes[at..end]) else {
                     stray = true;
@@ -293,7 +293,18 @@ mod tests {
         f.scan("view/lib/libslurmfull.so", &library(&build_prefix()), &p);
         f.scan("view/lib/other.so", b"\x7fELF\0/build/install/junk\0", &p);
         f.scan("view/bin/x", b"\x7fELF\0/build/view/share\0", &p);
-        assert_eq!(f.binaries, ["view/lib/libslurmfull.so", "view/bin/x"]);
+        // Slurm's libslurmfull.so also has `SLURM_PREFIX "<prefix>"` (its config.h): the path
+        // ends at the quote.
+        let quoted = format!("\x7fELF\0SLURM_PREFIX \"{}\"\0", build_prefix());
+        f.scan("view/lib/libslurm.so", quoted.as_bytes(), &p);
+        assert_eq!(
+            f.binaries,
+            [
+                "view/lib/libslurmfull.so",
+                "view/bin/x",
+                "view/lib/libslurm.so"
+            ]
+        );
         assert_eq!(
             f.prefixes.iter().collect::<Vec<_>>(),
             [&build_prefix(), &"/build/view".to_owned()]

@@ -218,7 +218,7 @@ fn is_spack_prefix_dir(comp: &str) -> bool {
     }
 }
 
-fn is_path_byte(b: u8) -> bool {
+pub(crate) fn is_path_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"/._-+~@%,=".contains(&b)
 }
 
