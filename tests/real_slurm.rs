@@ -173,14 +173,7 @@ fn buildcache_path(release: &'static str, auth: &str) {
     let mut push = spack.command(&home);
     push.arg("-e")
         .arg(b.dir.join("env"))
-        .args([
-            "buildcache",
-            "push",
-            "--unsigned",
-            "--update-index",
-            "--only",
-            "package",
-        ])
+        .args(["buildcache", "push", "--unsigned", "--update-index"])
         .arg(d.join("unsigned"))
         .arg("slurm");
     let (out, text) = run(push);
@@ -211,7 +204,7 @@ fn buildcache_path(release: &'static str, auth: &str) {
         .arg("--cluster-smoke");
     let (out, text) = run(hidden(&b, &ti));
     let summary = std::fs::read_to_string(d.join("summary.md")).unwrap();
-    assert!(out.status.success(), "{text}\n{summary}");
+    assert!(out.status.success(), "{}: {text}\n{summary}", out.status);
     assert_cluster_smoke_passed(&summary, b.release, auth);
 }
 
@@ -275,7 +268,7 @@ fn tarball_path(release: &'static str, auth: &str) {
         .arg("--cluster-smoke");
     let (out, text) = run(hidden(&b, &ti));
     let summary = std::fs::read_to_string(d.join("summary.md")).unwrap();
-    assert!(out.status.success(), "{text}\n{summary}");
+    assert!(out.status.success(), "{}: {text}\n{summary}", out.status);
     assert_cluster_smoke_passed(&summary, b.release, auth);
 }
 
