@@ -555,3 +555,30 @@ fn the_install_script_fails_loudly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the tarball"));
 }
+
+#[test]
+fn relocate_refuses_what_is_not_an_unpacked_tarball_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let relative = common::scrubbed("tarball-publish")
+        .args(["relocate", "some/relative/dir"])
+        .output()
+        .unwrap();
+    assert!(!relative.status.success());
+    let text = String::from_utf8_lossy(&relative.stderr).into_owned()
+        + &String::from_utf8_lossy(&relative.stdout);
+    assert!(text.contains("is not an absolute path"), "{text}");
+
+    let empty = common::scrubbed("tarball-publish")
+        .arg("relocate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    let text = String::from_utf8_lossy(&empty.stderr).into_owned()
+        + &String::from_utf8_lossy(&empty.stdout);
+    assert!(
+        text.contains("is not an unpacked slurm-factory tarball"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
