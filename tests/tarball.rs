@@ -555,3 +555,47 @@ fn the_install_script_fails_loudly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the tarball"));
 }
+
+#[test]
+fn relocate_refuses_what_is_not_an_unpacked_tarball_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let relative = common::scrubbed("tarball-publish")
+        .args(["relocate", "some/relative/dir"])
+        .output()
+        .unwrap();
+    assert!(!relative.status.success());
+    let text = String::from_utf8_lossy(&relative.stderr).into_owned()
+        + &String::from_utf8_lossy(&relative.stdout);
+    assert!(text.contains("is not an absolute path"), "{text}");
+
+    let empty = common::scrubbed("tarball-publish")
+        .arg("relocate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    let text = String::from_utf8_lossy(&empty.stderr).into_owned()
+        + &String::from_utf8_lossy(&empty.stdout);
+    assert!(
+        text.contains("is not an unpacked slurm-factory tarball"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Spack 1.0 writes the view root as a symlink to `._view/<hash>`; that is the view to pack.
+#[test]
+fn a_view_root_that_is_a_symlink_to_spack_1_0s_view_directory_is_packed() {
+    let Some(b) = build(false) else { return };
+    let real = b.ns.join("._view/4fpwwbutgilgoaz6exlo6ukmzazepvko");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::rename(b.view(), &real).unwrap();
+    std::os::unix::fs::symlink(&real, b.view()).unwrap();
+    let out = b.tmp.path().join("dist");
+    let tarball = pack(&b, &out);
+    let root = b.tmp.path().join("unpacked");
+    unpack_and_install(&tarball, &root);
+    let (ok, text) = run_clean(Command::new(root.join("view/bin/sinfo")).arg("--version"));
+    assert!(ok && text == "slurm 25.11.6\n", "{text}");
+    assert!(root.join("view/bin/srun").is_file());
+}

@@ -25,6 +25,9 @@ use crate::tarball::publish::{self, Request, Source};
     after_help = "Examples:\n  tarball-publish --build-dir ./slurm-factory-build --slurm-version 25.11 --compiler-version 13.4.0\n  tarball-publish --view ./ns/view --modules ./ns/modules --slurm-version 25.11 --compiler-version 13.4.0 --output ./out\n  GPG_PRIVATE_KEY=\"$(cat key.asc)\" tarball-publish --build-dir ./out --slurm-version 25.11 --compiler-version 13.4.0 --destination s3://vantage-public-assets/slurm-factory/25.11/13.4.0/"
 )]
 pub struct Args {
+    /// Not publishing: finish installing an unpacked tarball (what data/install.sh runs)
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Output directory of `build-slurm` (holds the build's view/, modules/ and env/) [input: build_dir]
     #[arg(long, conflicts_with = "view")]
     pub build_dir: Option<PathBuf>,
@@ -72,8 +75,27 @@ pub struct Args {
     pub s3: S3Args,
 }
 
+/// What `tarball-publish` does besides publishing.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Rewrite the build prefixes compiled into the binaries of a tarball unpacked at ROOT to
+    /// ROOT/view (data/install.sh runs the copy the tarball carries; run that script instead)
+    Relocate {
+        /// The directory the tarball was unpacked into (holds view/, modules/, data/)
+        root: PathBuf,
+    },
+}
+
 /// Runs `tarball-publish`.
 pub async fn run(args: Args, runner: Runner) -> Result<()> {
+    if let Some(Command::Relocate { root }) = args.command {
+        let done = crate::tarball::prefixes::relocate_unpacked(&root)?;
+        println!(
+            "relocated compiled-in paths in {} of {} binaries to {}",
+            done.rewritten, done.listed, done.view
+        );
+        return Ok(());
+    }
     let slurm = flag_or_input(args.slurm_version, &runner, "slurm_version")
         .context("no Slurm version: pass --slurm-version (e.g. 25.11)")?
         .parse()?;

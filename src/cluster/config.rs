@@ -46,10 +46,14 @@ const PLUGIN_DIRS: &[&str] = &[
 ];
 
 /// The plugins the generated configuration loads; a plugin directory without them is wrong.
+/// None may be one a release lacks: Slurm 24.11 has no `task/none` (its `TaskPlugin` is unset by
+/// default), so the smoke cluster uses `task/affinity`, which 22.05 and 24.11 both build (their
+/// source trees have `src/plugins/task/affinity`). `tests/real_slurm.rs` checks this list against
+/// real Spack builds of Slurm 22.05.8 and 24.11.5.
 pub const REQUIRED_PLUGINS: &[&str] = &[
     "select_cons_tres.so",
     "proctrack_linuxproc.so",
-    "task_none.so",
+    "task_affinity.so",
     "sched_backfill.so",
 ];
 
@@ -406,7 +410,7 @@ impl ClusterConfig {
         let _ = writeln!(s, "SlurmdDebug=info");
         let _ = writeln!(s, "MailProg=/bin/true");
         let _ = writeln!(s, "ProctrackType=proctrack/linuxproc");
-        let _ = writeln!(s, "TaskPlugin=task/none");
+        let _ = writeln!(s, "TaskPlugin=task/affinity");
         let _ = writeln!(s, "JobAcctGatherType=jobacct_gather/none");
         let _ = writeln!(s, "AccountingStorageType=accounting_storage/none");
         let _ = writeln!(s, "JobCompType=jobcomp/none");
@@ -535,7 +539,7 @@ mod tests {
         assert!(text.contains("AuthInfo=socket=/tmp/x/munge/munge.socket\n"));
         assert!(text.contains("SlurmctldHost=node1(127.0.0.1)\n"));
         assert!(text.contains("ProctrackType=proctrack/linuxproc\n"));
-        assert!(text.contains("TaskPlugin=task/none\n"));
+        assert!(text.contains("TaskPlugin=task/affinity\n"));
         assert_eq!(text.matches("\nNodeName=").count(), 1);
         assert_eq!(text.matches("\nPartitionName=").count(), 1);
         assert!(text.contains("NodeName=node1 NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000"));

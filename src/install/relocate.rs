@@ -304,7 +304,7 @@ impl PrefixMap {
 
 /// Writes `bytes` over the regular file `path` (same inode, mode kept), making it writable
 /// for the duration when it is read-only.
-fn rewrite_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn rewrite_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mode = fs::symlink_metadata(path)?.permissions().mode();
     if mode & 0o200 == 0 {
         fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o200))?;

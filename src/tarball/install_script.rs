@@ -2,10 +2,12 @@
 //! replaces the placeholder in the files `relocate-text.txt` lists, idempotently) and the
 //! `slurm.conf`/`cgroup.conf` templates of the Slurm release.
 //!
-//! Slurm compiles its PluginDir and sysconfdir in at build time, and both point into the build
-//! tree. A moved install therefore needs `PluginDir=<view>/lib/slurm` in slurm.conf (the template
-//! has it, with the placeholder the install script resolves) and `SLURM_CONF` (the module sets
-//! it; default `/etc/slurm/slurm.conf`).
+//! Slurm compiles its prefix, `SBINDIR` and default PluginDir in at build time; `install.sh`
+//! rewrites them where the tarball is unpacked ([`super::prefixes`]), so commands and daemons
+//! find their plugins and `slurmstepd` without any setting. The template still names
+//! `PluginDir=<view>/lib/slurm` (the placeholder the install script resolves) so a copied
+//! slurm.conf says where the plugins are. slurm.conf itself is found through `SLURM_CONF` (the
+//! module sets it; default `/etc/slurm/slurm.conf`).
 
 use crate::catalog::SlurmVersion;
 

@@ -32,6 +32,7 @@ use crate::catalog::{GccVersion, SlurmVersion};
 pub(crate) mod archive;
 pub(crate) mod install_script;
 pub(crate) mod modulefile;
+pub mod prefixes;
 pub mod publish;
 pub(crate) mod relocate;
 pub(crate) mod spack_build;
@@ -59,8 +60,12 @@ pub struct PackOptions {
     pub spack_lock: Option<PathBuf>,
     /// The install tree root the build used (as configured, without padding).
     pub install_root: String,
-    /// Where the view was generated, if known.
+    /// Where the view was generated, if known (as configured; a symlink is resolved too).
     pub view_root: Option<String>,
+    /// The program `data/install.sh` runs to rewrite build prefixes compiled into binaries
+    /// (`<it> relocate <root>`; `tarball-publish` passes itself). Needed only when the view
+    /// has such binaries; the tarball carries it as `data/bin/tarball-publish`.
+    pub relocator: Option<PathBuf>,
     /// The Slurm release.
     pub slurm: SlurmVersion,
     /// The GCC toolchain.
@@ -96,7 +101,11 @@ pub struct Packed {
     pub text_relocated: usize,
     /// Build-tree paths left in text files because they name no package (a warning).
     pub text_unmapped: usize,
-    /// Non-ELF binary files that still contain a build path (a warning: nothing can fix them).
+    /// Binaries whose compiled-in build prefixes `data/install.sh` rewrites where the tarball
+    /// is unpacked ([`prefixes`]).
+    pub binary_relocated: usize,
+    /// Binaries with a build-tree path that names no package prefix or the view (left as they
+    /// are: a warning).
     pub binary_with_build_path: Vec<String>,
     /// Files and directories left out of the view, by reason.
     pub dropped: BTreeMap<&'static str, usize>,
@@ -107,9 +116,32 @@ pub struct Packed {
 /// Packs the view into a reproducible, relocatable tarball in `opts.output` (see the module
 /// documentation). Checks every input before writing anything.
 pub fn pack(opts: &PackOptions) -> Result<Packed> {
-    let paths = relocate::BuildPaths::new(&opts.install_root, opts.view_root.as_deref())?;
+    // Spack 1.0 writes the view root as a symlink to `._view/<hash>`: walk what it points at,
+    // and treat both names as the view for relocation.
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let view_dir = if is_link(&opts.view) {
+        std::fs::canonicalize(&opts.view).with_context(|| {
+            format!(
+                "the view {} is a symlink that does not resolve; pass the view of a finished build",
+                opts.view.display()
+            )
+        })?
+    } else {
+        opts.view.clone()
+    };
+    let mut view_roots: Vec<String> = opts.view_root.iter().cloned().collect();
+    for p in std::iter::once(opts.view.as_path()).chain(opts.view_root.as_deref().map(Path::new)) {
+        if is_link(p)
+            && let Ok(r) = std::fs::canonicalize(p)
+            && let Some(r) = r.to_str()
+            && !view_roots.iter().any(|v| v == r)
+        {
+            view_roots.push(r.to_owned());
+        }
+    }
+    let paths = relocate::BuildPaths::new(&opts.install_root, &view_roots)?;
     let absolute_link = |t: &str| paths.map(t).map(|(_, rel)| rel);
-    let selection = view::select(&opts.view, &absolute_link)?;
+    let selection = view::select(&view_dir, &absolute_link)?;
     let has_slurm = SLURM_COMMANDS.iter().any(|c| {
         selection
             .entries
@@ -190,12 +222,14 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
         elf_relocated: 0,
         text_relocated: 0,
         text_unmapped: 0,
+        binary_relocated: 0,
         binary_with_build_path: Vec::new(),
         dropped: selection.dropped.clone(),
         modulefiles: modulefiles.iter().map(|m| m.path.clone()).collect(),
     };
     let mut manifest = Manifest::default();
     let mut relocate_list: Vec<String> = Vec::new();
+    let mut found = prefixes::Found::default();
     let needles = paths.needles();
     let finders: Vec<memchr::memmem::Finder<'_>> = needles
         .iter()
@@ -212,7 +246,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
                 tar.symlink(&arc, target)?;
             }
             view::Entry::File { path, executable } => {
-                let disk = opts.view.join(path);
+                let disk = view_dir.join(path);
                 let mut bytes = std::fs::read(&disk)
                     .with_context(|| format!("cannot read {}", disk.display()))?;
                 packed.view_files += 1;
@@ -222,9 +256,12 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
                     {
                         packed.elf_relocated += 1;
                     }
+                    if finders.iter().any(|f| f.find(&bytes).is_some()) {
+                        found.scan(&arc, &bytes, &paths);
+                    }
                 } else if finders.iter().any(|f| f.find(&bytes).is_some()) {
                     if memchr::memchr(0, &bytes).is_some() {
-                        packed.binary_with_build_path.push(arc.clone());
+                        found.scan(&arc, &bytes, &paths);
                     } else {
                         let (new, unmapped) = paths.rewrite_text(&bytes);
                         packed.text_unmapped += unmapped;
@@ -258,7 +295,33 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
     let slurm_conf = install_script::slurm_conf(&opts.slurm);
     let cgroup_conf = install_script::cgroup_conf(&opts.slurm);
     relocate_list.push("data/slurm.conf".to_owned());
-    let mut data: Vec<(&str, bool, Vec<u8>)> = vec![
+    packed.binary_relocated = found.binaries.len();
+    packed.binary_with_build_path = std::mem::take(&mut found.unmapped);
+    let mut data: Vec<(&str, bool, Vec<u8>)> = Vec::new();
+    if !found.binaries.is_empty() {
+        let Some(relocator) = &opts.relocator else {
+            bail!(
+                "{} binaries of the view name the build tree (e.g. {}) and must be rewritten where the tarball is unpacked, but no relocator was given to carry in the tarball",
+                found.binaries.len(),
+                found.binaries[0]
+            );
+        };
+        let exe = std::fs::read(relocator)
+            .with_context(|| format!("cannot read the relocator {}", relocator.display()))?;
+        tar.dir("data/bin")?;
+        data.push((prefixes::RELOCATOR, true, exe));
+        data.push((
+            prefixes::PREFIX_LIST,
+            false,
+            found
+                .prefixes
+                .iter()
+                .map(|p| format!("{p}\n"))
+                .collect::<String>()
+                .into_bytes(),
+        ));
+    }
+    data.extend([
         ("data/cgroup.conf", false, cgroup_conf.into_bytes()),
         (
             "data/install.sh",
@@ -271,7 +334,19 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
             lines(&relocate_list).into_bytes(),
         ),
         ("data/slurm.conf", false, slurm_conf.into_bytes()),
-    ];
+    ]);
+    if !found.binaries.is_empty() {
+        // Before relocate-text.txt: the archive's entries stay sorted.
+        let at = data.len() - 2;
+        data.insert(
+            at,
+            (
+                prefixes::BINARY_LIST,
+                false,
+                lines(&found.binaries).into_bytes(),
+            ),
+        );
+    }
     if let Some(b) = lock_bytes {
         data.push(("data/spack.lock", false, b));
     }

@@ -330,6 +330,10 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
         spack_lock: req.spack_lock.clone().or(build.spack_lock.clone()),
         install_root,
         view_root,
+        // The tarball carries this very program to rewrite compiled-in build prefixes where it
+        // is unpacked (`tarball-publish relocate`, run by data/install.sh): the same engine as
+        // the buildcache installer, and always at hand wherever a tarball is packed.
+        relocator: std::env::current_exe().ok(),
         slurm: req.slurm.clone(),
         gcc: req.gcc.clone(),
         output,
@@ -343,13 +347,13 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
         tokio::task::spawn_blocking(move || super::pack(&opts)).await??
     };
     runner.info(&format!(
-        "{}: {} bytes ({} uncompressed), sha256 {}; {} view files, {} ELF and {} text files relocated",
+        "{}: {} bytes ({} uncompressed), sha256 {}; {} view files, {} ELF RPATHs and {} text files relocated, {} binaries with compiled-in build prefixes (data/install.sh rewrites them where the tarball is unpacked)",
         packed.path.display(), packed.size, packed.uncompressed, packed.sha256,
-        packed.view_files, packed.elf_relocated, packed.text_relocated
+        packed.view_files, packed.elf_relocated, packed.text_relocated, packed.binary_relocated
     ));
     for f in &packed.binary_with_build_path {
         runner.warning(&format!(
-            "{f} is a binary that still names the build tree; it may not work when moved"
+            "{f} is a binary that names a build-tree path outside every package prefix and the view; install.sh cannot map it, so it keeps naming the build tree"
         ));
     }
     if packed.text_unmapped > 0 {
@@ -392,7 +396,7 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
 
 fn summary(p: &super::Packed, url: &str, key: Option<&SigningKey>, dry_run: bool) -> String {
     let mut s = format!(
-        "### Slurm tarball\n\n| | |\n|---|---|\n| Download | <{url}>{} |\n| SHA-256 | `{}` |\n| Size | {} bytes |\n| Signed by | {} |\n| Relocated | {} ELF, {} text files |\n| Modules | {} |\n",
+        "### Slurm tarball\n\n| | |\n|---|---|\n| Download | <{url}>{} |\n| SHA-256 | `{}` |\n| Size | {} bytes |\n| Signed by | {} |\n| Relocated | {} ELF RPATHs, {} text files; {} binaries at install |\n| Modules | {} |\n",
         if dry_run {
             " (dry run: not uploaded)"
         } else {
@@ -406,6 +410,7 @@ fn summary(p: &super::Packed, url: &str, key: Option<&SigningKey>, dry_run: bool
         )),
         p.elf_relocated,
         p.text_relocated,
+        p.binary_relocated,
         p.modulefiles.join(", ")
     );
     s.push_str(&format!(

@@ -19,14 +19,15 @@ pub const PLACEHOLDER: &str = "@SLURM_FACTORY_PREFIX@";
 pub(crate) struct BuildPaths {
     /// Spack's install tree root as configured (unpadded; the padding follows it).
     install_root: String,
-    /// Where the view was generated, when known.
-    view_root: Option<String>,
+    /// Where the view was generated, when known: the root as configured and, when that is a
+    /// symlink (Spack 1.0 points it at `._view/<hash>`), the directory it resolves to.
+    view_roots: Vec<String>,
 }
 
 impl BuildPaths {
     /// Paths from the install tree root and, optionally, the view root. Both are absolute and
     /// long enough not to match ordinary text by accident.
-    pub(crate) fn new(install_root: &str, view_root: Option<&str>) -> Result<Self> {
+    pub(crate) fn new(install_root: &str, view_roots: &[String]) -> Result<Self> {
         let clean = |p: &str, what: &str| -> Result<String> {
             let p = p.trim_end_matches('/');
             if !p.starts_with('/') || p.len() < 8 || p.contains(['\n', '\0', ':']) {
@@ -38,7 +39,10 @@ impl BuildPaths {
         };
         Ok(BuildPaths {
             install_root: clean(install_root, "install tree root")?,
-            view_root: view_root.map(|v| clean(v, "view root")).transpose()?,
+            view_roots: view_roots
+                .iter()
+                .map(|v| clean(v, "view root"))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -50,7 +54,7 @@ impl BuildPaths {
     /// The strings whose presence marks a file as naming the build (the roots).
     pub(crate) fn needles(&self) -> Vec<&str> {
         let mut v = vec![self.install_root.as_str()];
-        v.extend(self.view_root.as_deref());
+        v.extend(self.view_roots.iter().map(String::as_str));
         v
     }
 
@@ -63,7 +67,7 @@ impl BuildPaths {
             let rest = path.strip_prefix(root)?;
             (rest.is_empty() || rest.starts_with('/')).then_some(root.len())
         };
-        if let Some(n) = self.view_root.as_deref().and_then(under) {
+        if let Some(n) = self.view_roots.iter().find_map(|v| under(v)) {
             return Some((n, path[n..].trim_start_matches('/').to_owned()));
         }
         let n = under(&self.install_root)?;
@@ -84,10 +88,7 @@ impl BuildPaths {
     /// Returns `None` when nothing matched; the second value counts build paths that name no
     /// package (left as they were).
     pub(crate) fn rewrite_text(&self, text: &[u8]) -> (Option<Vec<u8>>, usize) {
-        let mut roots: Vec<&[u8]> = vec![self.install_root.as_bytes()];
-        if let Some(v) = &self.view_root {
-            roots.push(v.as_bytes());
-        }
+        let roots: Vec<&[u8]> = self.needles().into_iter().map(str::as_bytes).collect();
         let mut out: Vec<u8> = Vec::new();
         let mut copied = 0;
         let mut unmapped = 0;
@@ -137,7 +138,7 @@ impl BuildPaths {
             let new = if let Some((_, rel)) = self.map(e) {
                 Some(origin_relative(&dir, &rel))
             } else if e.starts_with(&self.install_root)
-                || self.view_root.as_deref().is_some_and(|v| e.starts_with(v))
+                || self.view_roots.iter().any(|v| e.starts_with(v.as_str()))
             {
                 None
             } else {
@@ -217,7 +218,7 @@ fn is_spack_prefix_dir(comp: &str) -> bool {
     }
 }
 
-fn is_path_byte(b: u8) -> bool {
+pub(crate) fn is_path_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"/._-+~@%,=".contains(&b)
 }
 
@@ -252,7 +253,11 @@ mod tests {
     const HASH: &str = "abcdefghijklmnopqrstuvwxyz234567";
 
     fn paths() -> BuildPaths {
-        BuildPaths::new("/slurm-factory/ns/install", Some("/slurm-factory/ns/view")).unwrap()
+        BuildPaths::new(
+            "/slurm-factory/ns/install",
+            &["/slurm-factory/ns/view".to_owned()],
+        )
+        .unwrap()
     }
 
     fn pkg(name: &str) -> String {
@@ -330,8 +335,9 @@ mod tests {
 
     #[test]
     fn refuses_unusable_roots() {
-        assert!(BuildPaths::new("relative/path", None).is_err());
-        assert!(BuildPaths::new("/a", None).is_err());
-        assert!(BuildPaths::new("/long/enough:x", None).is_err());
+        assert!(BuildPaths::new("relative/path", &[]).is_err());
+        assert!(BuildPaths::new("/a", &[]).is_err());
+        assert!(BuildPaths::new("/long/enough:x", &[]).is_err());
+        assert!(BuildPaths::new("/long/enough", &["view".to_owned()]).is_err());
     }
 }

@@ -1,11 +1,16 @@
 #!/bin/sh
 # install.sh: finish installing an unpacked slurm-factory tarball where it is.
 #
-# The tarball's text files name their own location with the placeholder
-# @SLURM_FACTORY_PREFIX@ (the absolute path of view/); data/relocate-text.txt lists them.
-# This script replaces it with the real path. Binaries need nothing: their RPATHs are
-# $ORIGIN-relative. Run it again after moving the directory: it remembers the path it wrote
-# (data/.installed-prefix) and replaces that one. Running it twice in place changes nothing.
+# Binaries find their libraries through $ORIGIN-relative RPATHs, but some have the build's
+# prefix compiled in as C strings (Slurm's libslurmfull.so: its prefix, SBINDIR and default
+# PluginDir). data/relocate-binary.txt lists them and data/build-prefixes.txt the prefixes;
+# the program the tarball carries (data/bin/tarball-publish, static, the same relocation
+# engine as slurm-factory's buildcache installer) rewrites them in place to this view.
+# Text files name their own location with the placeholder @SLURM_FACTORY_PREFIX@ (the
+# absolute path of view/); data/relocate-text.txt lists them, and sed writes the real path.
+# Run it again after moving the directory: it remembers the path it wrote
+# (data/.installed-prefix) and rewrites from that one. Running it twice in place changes
+# nothing. Needs only a POSIX shell and sed: no Spack, Python or Perl.
 #
 # Usage: sh <prefix>/data/install.sh
 set -eu
@@ -48,6 +53,13 @@ esac
 pattern=$(printf '%s\n' "$old" | sed -e 's/[][\\.*^$]/\\&/g')
 replacement=$(printf '%s\n' "$view" | sed -e 's/[\\&]/\\&/g')
 
+# Binaries first: if this fails, the state below still names what the text files say.
+if [ -s "$here/relocate-binary.txt" ]; then
+  relocator="$here/bin/tarball-publish"
+  [ -x "$relocator" ] || fail "$relocator is missing or not executable: the tarball is incomplete; unpack it again"
+  "$relocator" relocate "$root" || fail "could not rewrite the compiled-in paths of the binaries listed in $here/relocate-binary.txt (see above)"
+fi
+
 count=0
 while IFS= read -r rel || [ -n "$rel" ]; do
   [ -n "$rel" ] || continue
@@ -70,5 +82,5 @@ done < "$list"
 
 printf '%s\n' "$view" > "$state" || fail "cannot write $state"
 printf 'install.sh: relocated %s file(s) to %s\n' "$count" "$view"
-printf 'install.sh: Slurm looks for plugins and slurm.conf where it was built; %s/slurm.conf sets PluginDir=%s/lib/slurm\n' "$here" "$view"
+printf 'install.sh: Slurm finds its plugins in %s/lib/slurm; point SLURM_CONF at your slurm.conf (template: %s/slurm.conf)\n' "$view" "$here"
 printf 'install.sh: load it with: module use %s/modules && module load slurm\n' "$root"

@@ -18,9 +18,9 @@ Sets PATH, MANPATH, SLURM_ROOT and SLURM_CONF. SLURM_CONF keeps a value you set 
 loading; otherwise it is /etc/slurm/slurm.conf (set SLURM_FACTORY_SLURM_CONF to choose
 another default).
 
-Slurm compiles its plugin directory and sysconfdir in at build time, and they point into the
-build tree, not here. Daemons and commands that load plugins need PluginDir in slurm.conf:
-PluginDir=]] .. pathJoin(view, "lib/slurm") .. [[ (data/slurm.conf has it, after data/install.sh ran).
+Slurm compiles its prefix, sbin directory and default plugin directory in; data/install.sh
+rewrote them to this location (]] .. pathJoin(view, "lib/slurm") .. [[), so no slurm.conf
+setting is needed for them. After moving the directory, run data/install.sh again.
 ]])
 
 conflict("slurm")
