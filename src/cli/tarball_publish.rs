@@ -55,7 +55,7 @@ pub struct Args {
     /// Upload to s3://bucket/dir/ or file:///dir, or to the full key of the tarball (…/name.tar.gz); the catalog's publish.tarball_* with --publish [input: destination]
     #[arg(long)]
     pub destination: Option<String>,
-    /// Upload to the catalog's default location (s3://<tarball_bucket>/<tarball_key>)
+    /// Upload to the catalog's default location (s3://<tarball_bucket>/<tarball_key>; the catalog is the embedded one, or SLURM_FACTORY_CATALOG)
     #[arg(long, conflicts_with = "destination")]
     pub publish: bool,
     /// With --publish: the build has GPU support (the key carries -gpu)
@@ -119,7 +119,9 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let mut destination =
         flag_or_input(args.destination, &runner, "destination").filter(|d| !d.trim().is_empty());
     if args.publish {
-        let catalog = crate::catalog::Catalog::embedded();
+        let catalog = crate::catalog::Catalog::load_or_embedded(
+            super::catalog_path(None, &runner).as_deref(),
+        )?;
         let arch = args
             .arch
             .map(crate::catalog::Arch)
