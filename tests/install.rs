@@ -9,6 +9,8 @@ mod common;
 mod elf;
 #[path = "install/extract.rs"]
 mod extract;
+#[path = "install/floor.rs"]
+mod floor;
 #[path = "s3/harness.rs"]
 mod harness;
 #[path = "install/relocate.rs"]

@@ -1,0 +1,360 @@
+//! The glibc floor (`slurm_factory::glibc_floor`) on ELF files compiled here with the host's gcc
+//! (glibc 2.36 in the dev container, ≥ 2.34 on any current CI runner) and on a patched copy whose
+//! version-needed entry names `GLIBC_2.99`, cross-checked against `readelf -V` and the real
+//! dynamic loader.
+//!
+//! How the `GLIBC_2.99` copy is made ([`patch_glibc_version`]): a program built on glibc ≥ 2.34
+//! needs `GLIBC_2.34` (for `__libc_start_main`). In the `.gnu.version_r` section we find the
+//! `Elf64_Vernaux` entry whose `vna_name` points at the string `GLIBC_2.34` in `.dynstr`,
+//! overwrite those string bytes with `GLIBC_2.99` (same length, so nothing moves) and set the
+//! entry's `vna_hash` to the System V ELF hash of the new name. The entry is then consistent:
+//! `readelf -V` lists `GLIBC_2.99` and the loader refuses to start the program with
+//! "version `GLIBC_2.99' not found", exactly as on a host older than the file needs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use slurm_factory::glibc_floor::{self, Version, elf_hash};
+
+use crate::support;
+
+/// Builds `dir/bin/app` (C, calls `puts`), `dir/lib/libplain.so` and `dir/bin/cxx` (C++, needs
+/// libstdc++'s `GLIBCXX_`/`CXXABI_` versions), plus a script and a data file. Returns `dir`.
+pub fn build_tree(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    let bin = dir.join("bin");
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    let app_c = support::write(
+        &src,
+        "app.c",
+        "#include <stdio.h>\nint main(void){ puts(\"floor app\"); return 0; }\n",
+    );
+    support::gcc(&[
+        "-O1",
+        "-o",
+        bin.join("app").to_str().unwrap(),
+        app_c.to_str().unwrap(),
+    ]);
+    let plain_c = support::write(
+        &src,
+        "plain.c",
+        "#include <string.h>\nsize_t plain(const char *s){ return strlen(s); }\n",
+    );
+    support::gcc(&[
+        "-shared",
+        "-fPIC",
+        "-o",
+        lib.join("libplain.so").to_str().unwrap(),
+        plain_c.to_str().unwrap(),
+    ]);
+    let cxx = support::write(
+        &src,
+        "cxx.cc",
+        "#include <iostream>\n#include <string>\n#include <stdexcept>\nint main(int c, char**){ try { if (c > 5) throw std::runtime_error(\"x\"); std::string s(\"floor cxx\"); std::cout << s << std::endl; } catch (const std::exception &e) { return 1; } return 0; }\n",
+    );
+    let out = Command::new("g++")
+        .args(["-O1", "-o"])
+        .arg(bin.join("cxx"))
+        .arg(&cxx)
+        .output()
+        .expect("g++ runs");
+    assert!(
+        out.status.success(),
+        "g++ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(bin.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(dir.join("README"), "not ELF\n").unwrap();
+    std::os::unix::fs::symlink("app", bin.join("app-link")).unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
+    dir.to_owned()
+}
+
+/// Every `Name: <FAMILY>_x.y` of `readelf -V` over the files, with the file that needs it.
+fn readelf_needs(files: &[PathBuf], family: &str) -> Vec<(Version, String, PathBuf)> {
+    let mut out = Vec::new();
+    for f in files {
+        let o = Command::new("readelf")
+            .arg("-V")
+            .arg(f)
+            .output()
+            .expect("readelf runs");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut in_needs = false;
+        for line in text.lines() {
+            if line.starts_with("Version needs section") {
+                in_needs = true;
+            } else if line.starts_with("Version ") {
+                in_needs = false;
+            }
+            if !in_needs {
+                continue;
+            }
+            if let Some(rest) = line.split("Name: ").nth(1) {
+                let name = rest.split_whitespace().next().unwrap();
+                if let Some(v) = name
+                    .strip_prefix(family)
+                    .and_then(|r| r.strip_prefix('_'))
+                    .and_then(Version::parse)
+                {
+                    out.push((v, name.to_owned(), f.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The maximum of `readelf_needs`, the first file in the given (sorted) order winning ties.
+fn readelf_max(files: &[PathBuf], family: &str) -> Option<(Version, String, PathBuf)> {
+    let mut best: Option<(Version, String, PathBuf)> = None;
+    for n in readelf_needs(files, family) {
+        if best.as_ref().is_none_or(|b| n.0 > b.0) {
+            best = Some(n);
+        }
+    }
+    best
+}
+
+fn le_u16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+}
+fn le_u32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn le_u64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Section `(offset, size, link)` of the first section of type `sh_type` in a 64-bit
+/// little-endian ELF image, and the sections' table.
+fn section(b: &[u8], sh_type: u32) -> (usize, usize, usize, Vec<(usize, usize)>) {
+    let shoff = le_u64(b, 0x28) as usize;
+    let shentsize = le_u16(b, 0x3a) as usize;
+    let shnum = le_u16(b, 0x3c) as usize;
+    let table: Vec<(u32, usize, usize, usize)> = (0..shnum)
+        .map(|i| {
+            let s = shoff + i * shentsize;
+            (
+                le_u32(b, s + 4),
+                le_u64(b, s + 0x18) as usize,
+                le_u64(b, s + 0x20) as usize,
+                le_u32(b, s + 0x28) as usize,
+            )
+        })
+        .collect();
+    let (_, off, size, link) = *table
+        .iter()
+        .find(|s| s.0 == sh_type)
+        .expect("the section exists");
+    (off, size, link, table.iter().map(|s| (s.1, s.2)).collect())
+}
+
+/// Rewrites the version-needed entry `from` (e.g. `GLIBC_2.34`) of the x86_64/aarch64 ELF file
+/// `path` to `to` (same length) in place: the `.dynstr` bytes and the `vna_hash`. With
+/// `fix_hash == false` the hash is left stale (an inconsistent entry).
+pub fn patch_glibc_version(path: &Path, from: &str, to: &str, fix_hash: bool) {
+    assert_eq!(from.len(), to.len(), "same length, so nothing moves");
+    let mut b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..4], b"\x7fELF");
+    assert_eq!(b[4], 2, "64-bit");
+    assert_eq!(b[5], 1, "little-endian");
+    const SHT_GNU_VERNEED: u32 = 0x6fff_fffe;
+    let (vr_off, _, link, table) = section(&b, SHT_GNU_VERNEED);
+    let strtab = table[link].0;
+    let count = {
+        let shoff = le_u64(&b, 0x28) as usize;
+        let shentsize = le_u16(&b, 0x3a) as usize;
+        let i = (0..le_u16(&b, 0x3c) as usize)
+            .find(|i| le_u32(&b, shoff + i * shentsize + 4) == SHT_GNU_VERNEED)
+            .unwrap();
+        le_u32(&b, shoff + i * shentsize + 0x2c) as usize
+    };
+    let mut patched = 0;
+    let mut vn = vr_off;
+    for _ in 0..count {
+        let cnt = le_u16(&b, vn + 2) as usize;
+        let mut aux = vn + le_u32(&b, vn + 8) as usize;
+        for _ in 0..cnt {
+            let name_at = strtab + le_u32(&b, aux + 8) as usize;
+            let end = name_at + b[name_at..].iter().position(|&c| c == 0).unwrap();
+            if &b[name_at..end] == from.as_bytes() {
+                assert_eq!(le_u32(&b, aux), elf_hash(from.as_bytes()));
+                b[name_at..end].copy_from_slice(to.as_bytes());
+                if fix_hash {
+                    b[aux..aux + 4].copy_from_slice(&elf_hash(to.as_bytes()).to_le_bytes());
+                }
+                patched += 1;
+            }
+            aux += le_u32(&b, aux + 12) as usize;
+        }
+        vn += le_u32(&b, vn + 12) as usize;
+    }
+    assert_eq!(patched, 1, "{} needs {from} exactly once", path.display());
+    std::fs::write(path, b).unwrap();
+}
+
+/// Builds the tree in `dir` and patches its `bin/app` to need `GLIBC_2.99`.
+pub fn build_tree_needing_2_99(dir: &Path) -> PathBuf {
+    build_tree(dir);
+    patch_glibc_version(&dir.join("bin/app"), "GLIBC_2.34", "GLIBC_2.99", true);
+    dir.to_owned()
+}
+
+fn elf_files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| std::fs::read(p).unwrap().starts_with(b"\x7fELF"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn floor_of_files_built_here_matches_readelf() {
+    let t = tempfile::tempdir().unwrap();
+    let root = build_tree(t.path());
+    let floor = glibc_floor::scan_dir(&root).unwrap();
+    let files = elf_files(&root);
+    assert_eq!(floor.elf_files, files.len() as u64);
+    assert_eq!(files.len(), 3, "{files:?}");
+
+    let g = floor.glibc.clone().expect("a glibc floor");
+    let (rv, rname, rfile) = readelf_max(&files, "GLIBC").unwrap();
+    assert_eq!(g.version, rv);
+    assert_eq!(g.name, rname);
+    assert_eq!(root.join(&g.file), rfile);
+    // Any program built on glibc >= 2.34 needs GLIBC_2.34 for __libc_start_main.
+    assert!(g.version >= Version::parse("2.34").unwrap(), "{g}");
+    // bin/app and bin/cxx both need it; the first in path order is kept.
+    assert_eq!(g.file, Path::new("bin/app"));
+
+    let x = floor.glibcxx.clone().expect("a GLIBCXX floor from bin/cxx");
+    let (xv, xname, _) = readelf_max(&files, "GLIBCXX").unwrap();
+    assert_eq!((x.version.clone(), x.name.clone()), (xv, xname));
+    assert_eq!(x.file, Path::new("bin/cxx"));
+    let c = floor.cxxabi.clone().expect("a CXXABI floor from bin/cxx");
+    let (cv, _, _) = readelf_max(&files, "CXXABI").unwrap();
+    assert_eq!(c.version, cv);
+
+    // objdump -T agrees that the GLIBC_2.34 need comes from a versioned dynamic symbol.
+    let o = Command::new("objdump")
+        .arg("-T")
+        .arg(root.join("bin/app"))
+        .output()
+        .expect("objdump runs");
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.lines()
+            .any(|l| l.contains(&format!("({})", g.name)) || l.contains(&format!(" {} ", g.name))),
+        "objdump -T shows no symbol versioned {}:\n{t}",
+        g.name
+    );
+
+    let text = floor.to_text();
+    assert!(
+        text.contains(&format!("glibc: {} {} bin/app\n", g.version, g.name)),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_copy_patched_to_need_glibc_2_99_raises_the_floor_and_the_loader_agrees() {
+    let t = tempfile::tempdir().unwrap();
+    let root = build_tree_needing_2_99(t.path());
+    let app = root.join("bin/app");
+
+    let readelf = Command::new("readelf")
+        .arg("-V")
+        .arg(&app)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&readelf.stdout);
+    assert!(text.contains("Name: GLIBC_2.99"), "{text}");
+    assert!(!text.contains("GLIBC_2.34"), "{text}");
+
+    let floor = glibc_floor::scan_dir(&root).unwrap();
+    let g = floor.glibc.unwrap();
+    assert_eq!(g.version, Version::parse("2.99").unwrap());
+    assert_eq!(g.name, "GLIBC_2.99");
+    assert_eq!(g.file, Path::new("bin/app"));
+    assert_eq!(
+        readelf_max(&elf_files(&root), "GLIBC").unwrap().0,
+        g.version
+    );
+
+    // The real loader refuses it the way an old host refuses a new build.
+    let (ok, _, err) = support::run(&app);
+    assert!(!ok);
+    assert!(err.contains("GLIBC_2.99' not found"), "{err}");
+
+    // The same tree as a tar stream gives the same floor, with archive paths.
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all("pkg", &root).unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let from_tar = glibc_floor::scan_tar(bytes.as_slice(), 1 << 30).unwrap();
+    let tg = from_tar.glibc.unwrap();
+    assert_eq!(tg.name, "GLIBC_2.99");
+    assert_eq!(tg.file, Path::new("pkg/bin/app"));
+    assert_eq!(from_tar.elf_files, 3);
+}
+
+#[test]
+fn inconsistent_truncated_and_non_elf_files_are_reported_not_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let root = build_tree(t.path());
+    let app = root.join("bin/app");
+
+    // The name patched but not the hash: an inconsistent entry is an error naming the file.
+    let stale = t.path().join("stale");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::copy(&app, stale.join("app")).unwrap();
+    patch_glibc_version(&stale.join("app"), "GLIBC_2.34", "GLIBC_2.99", false);
+    let e = glibc_floor::scan_dir(&stale).unwrap_err().to_string();
+    assert!(e.contains("vna_hash") && e.contains("stale/app"), "{e}");
+
+    // A truncated copy: reported with its path.
+    let cut = t.path().join("cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    let bytes = std::fs::read(&app).unwrap();
+    std::fs::write(cut.join("app"), &bytes[..bytes.len() / 3]).unwrap();
+    let e = glibc_floor::scan_dir(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut/app") && e.contains("malformed ELF"), "{e}");
+
+    // Only the magic: reported too.
+    let magic = t.path().join("magic");
+    std::fs::create_dir_all(&magic).unwrap();
+    std::fs::write(magic.join("x"), b"\x7fELF").unwrap();
+    let e = glibc_floor::scan_dir(&magic).unwrap_err().to_string();
+    assert!(e.contains("magic/x"), "{e}");
+
+    // Nothing ELF: an empty floor, not an error.
+    let none = t.path().join("none");
+    std::fs::create_dir_all(&none).unwrap();
+    std::fs::write(none.join("a.txt"), "text").unwrap();
+    let f = glibc_floor::scan_dir(&none).unwrap();
+    assert_eq!(f.elf_files, 0);
+    assert!(f.glibc.is_none());
+}
+
+#[test]
+fn the_host_glibc_is_read_from_the_mapped_libc_and_matches_ldd() {
+    let host = glibc_floor::host_glibc().unwrap();
+    assert!(host.path.is_absolute());
+    let out = Command::new("ldd").arg("--version").output().unwrap();
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let ldd = Version::parse(first.split_whitespace().last().unwrap()).unwrap();
+    assert_eq!(host.version, ldd, "{first}");
+}
