@@ -185,6 +185,48 @@ impl Floor {
         }
     }
 
+    /// One line for summaries: `glibc floor 2.34 (GLIBC_2.34, bin/sinfo)`, or that no file
+    /// needs a versioned glibc symbol.
+    pub fn describe(&self) -> String {
+        match &self.glibc {
+            Some(n) => format!(
+                "glibc floor {} ({}, {})",
+                n.version,
+                n.name,
+                n.file.display()
+            ),
+            None => format!(
+                "no versioned glibc symbols needed ({} ELF files)",
+                self.elf_files
+            ),
+        }
+    }
+
+    /// Rewrites the file of every maximum with `f` (e.g. to drop an archive's build prefix).
+    pub fn map_files(&mut self, f: impl Fn(&Path) -> PathBuf) {
+        for need in [&mut self.glibc, &mut self.glibcxx, &mut self.cxxabi]
+            .into_iter()
+            .flatten()
+        {
+            need.file = f(&need.file);
+        }
+    }
+
+    /// Takes the floor `other` of the part `label` (a spec) into this one; its files are shown
+    /// as `<label>: <file>`. Earlier parts win ties.
+    pub fn merge(&mut self, other: Floor, label: &str) {
+        self.elf_files += other.elf_files;
+        for need in [other.glibc, other.glibcxx, other.cxxabi]
+            .into_iter()
+            .flatten()
+        {
+            self.offer(
+                &PathBuf::from(format!("{label}: {}", need.file.display())),
+                &need.name,
+            );
+        }
+    }
+
     /// The floor as `data/glibc-floor.txt` records it: one `key: value` line per family found,
     /// plus the number of ELF files read.
     pub fn to_text(&self) -> String {
@@ -372,12 +414,41 @@ fn add_file(floor: &mut Floor, shown: &Path, rel: &Path, bytes: &[u8]) -> Result
     Ok(())
 }
 
+/// The largest single ELF file [`scan_tar`] reads into memory.
+pub const MAX_ELF_FILE_BYTES: u64 = 4 << 30;
+
+/// A reader that fails (rather than ending early, which would hide entries) after `left` bytes.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "more than {} decompressed bytes; the archive is damaged or an archive bomb",
+                self.cap
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// The floor of the (uncompressed) tar stream `reader`, read without extracting anything: every
 /// regular-file entry that starts with the ELF magic, by its archive path. Entries are sorted by
-/// path before the maximum is taken, so the result does not depend on archive order. A file
-/// larger than `max_file_bytes` is an error.
-pub fn scan_tar(reader: impl Read, max_file_bytes: u64) -> Result<Floor, FloorError> {
-    let mut archive = tar::Archive::new(reader);
+/// path before the maximum is taken, so the result does not depend on archive order. More than
+/// `max_bytes` of archive, or an ELF file larger than [`MAX_ELF_FILE_BYTES`], is an error.
+pub fn scan_tar(reader: impl Read, max_bytes: u64) -> Result<Floor, FloorError> {
+    let max_file_bytes = max_bytes.min(MAX_ELF_FILE_BYTES);
+    let mut archive = tar::Archive::new(Capped {
+        inner: reader,
+        left: max_bytes,
+        cap: max_bytes,
+    });
     let mut found: Vec<(PathBuf, Vec<String>)> = Vec::new();
     let mut elf_files = 0;
     let entries = archive
@@ -475,13 +546,50 @@ pub struct HostGlibc {
     pub version: Version,
 }
 
-/// Finds the host's glibc ([`host_libc_path`], [`defined_glibc_version`]).
+/// The `libc.so.6` the host's dynamic loader resolves for `/bin/sh`: the loader named by
+/// `/bin/sh`'s `PT_INTERP`, run as `<loader> --list /bin/sh` (what `ldd` does). This is how a
+/// static (musl) build of this tool, which maps no C library itself, finds the host's glibc.
+pub fn host_libc_via_loader() -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let sh = Path::new("/bin/sh");
+    let interp = crate::elf::read(sh)?
+        .and_then(|e| e.interpreter)
+        .with_context(|| {
+            format!(
+                "{} has no program interpreter; cannot find the host's dynamic loader",
+                sh.display()
+            )
+        })?
+        .text();
+    let out = std::process::Command::new(&interp)
+        .arg("--list")
+        .arg(sh)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .with_context(|| format!("cannot run the host's dynamic loader {interp}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            (name.starts_with("libc.so") && path.starts_with('/')).then(|| PathBuf::from(path))
+        })
+        .with_context(|| {
+            format!(
+                "{interp} --list /bin/sh names no libc.so; this host does not run glibc programs (musl?), and slurm-factory artifacts need glibc"
+            )
+        })
+}
+
+/// Finds the host's glibc: the C library mapped into this process ([`host_libc_path`]), or,
+/// for a static build, the one the host's loader resolves ([`host_libc_via_loader`]); then the
+/// highest version it defines ([`defined_glibc_version`]).
 pub fn host_glibc() -> anyhow::Result<HostGlibc> {
-    let path = host_libc_path()?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "cannot tell this host's glibc version: no libc.so is mapped into this process (a static build?); run a dynamically linked test-install"
-        )
-    })?;
+    let path = match host_libc_path()? {
+        Some(p) => p,
+        None => host_libc_via_loader()?,
+    };
     let version = defined_glibc_version(&path)?;
     Ok(HostGlibc { path, version })
 }

@@ -357,4 +357,156 @@ fn the_host_glibc_is_read_from_the_mapped_libc_and_matches_ldd() {
         .to_owned();
     let ldd = Version::parse(first.split_whitespace().last().unwrap()).unwrap();
     assert_eq!(host.version, ldd, "{first}");
+    // A static build finds it through the loader instead: the same file.
+    let via_loader = glibc_floor::host_libc_via_loader().unwrap();
+    assert_eq!(
+        std::fs::canonicalize(via_loader).unwrap(),
+        std::fs::canonicalize(&host.path).unwrap()
+    );
+}
+
+/// The `::error::` line of a `test-install` run, unescaped.
+fn error_line(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("::error::"))
+        .unwrap_or_else(|| panic!("no ::error:: in {stdout}"));
+    crate::common::runner_unescape_data(line)
+}
+
+#[test]
+fn test_install_refuses_a_tarball_whose_floor_is_above_the_hosts_glibc_before_writing() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = crate::tarball::build_tarball(t.path(), |stage| {
+        let tree = build_tree_needing_2_99(&stage.join("floor-src"));
+        std::fs::copy(tree.join("bin/app"), stage.join("view/bin/new-app")).unwrap();
+        std::fs::remove_dir_all(stage.join("floor-src")).unwrap();
+    });
+    let key = crate::buildcache::signer_key();
+    // An existing empty mount point stays as it was; a missing prefix is not created.
+    for (i, pre_create) in [(0, true), (1, false)] {
+        let prefix = t.path().join(format!("p{i}"));
+        if pre_create {
+            std::fs::create_dir(&prefix).unwrap();
+        }
+        let work = t.path().join(format!("w{i}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let (code, stdout, _) = crate::buildcache::test_install(
+            &work,
+            &[
+                "--tarball",
+                tarball.to_str().unwrap(),
+                "--prefix",
+                prefix.to_str().unwrap(),
+                "--trusted-key",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 1, "{stdout}");
+        let err = error_line(&stdout);
+        let host = glibc_floor::host_glibc().unwrap();
+        assert!(
+            err.contains(&format!(
+                "({}): view/bin/new-app needs GLIBC_2.99",
+                host.path.display()
+            )) && err.contains("needs glibc 2.99 but this host has glibc")
+                && err.contains(crate::tarball::NAME),
+            "{err}"
+        );
+        if pre_create {
+            assert_eq!(std::fs::read_dir(&prefix).unwrap().count(), 0, "untouched");
+        } else {
+            assert!(!prefix.exists(), "nothing written");
+        }
+    }
+}
+
+#[test]
+fn test_install_refuses_a_buildcache_whose_floor_is_above_the_hosts_glibc_before_writing() {
+    use crate::synth::{Node, Package, write_cache};
+    let t = tempfile::tempdir().unwrap();
+    let good = build_tree(&t.path().join("good"));
+    let bad = build_tree_needing_2_99(&t.path().join("bad"));
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
+    let dep = Node::new("libplain", "1.0", "plainaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let mut root = Node::new("hello", "1.0", "helloaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    root.deps.push(serde_json::json!({
+        "name": dep.name, "hash": dep.hash,
+        "parameters": {"deptypes": ["build", "link"], "virtuals": []}
+    }));
+    let packages = [
+        Package {
+            node: dep.clone(),
+            dag: vec![],
+            files: vec![(
+                "lib/libplain.so".into(),
+                read(good.join("lib/libplain.so")),
+                0o755,
+            )],
+            text: vec![],
+        },
+        Package {
+            node: root.clone(),
+            dag: vec![dep.clone()],
+            files: vec![
+                ("bin/app".into(), read(bad.join("bin/app")), 0o755),
+                ("bin/cxx".into(), read(good.join("bin/cxx")), 0o755),
+            ],
+            text: vec![],
+        },
+    ];
+    let cache = t.path().join("cache");
+    write_cache(&cache, &packages);
+    let prefix = t.path().join("prefix");
+    let key = crate::buildcache::signer_key();
+    let (code, stdout, _) = crate::buildcache::test_install(
+        t.path(),
+        &[
+            "--buildcache",
+            &format!("file://{}", cache.display()),
+            "--spec",
+            "hello",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    let err = error_line(&stdout);
+    assert!(
+        err.contains("needs glibc 2.99 but this host has glibc")
+            && err.contains("hello@1.0/helloaa")
+            && err.contains("helloaa: bin/app needs GLIBC_2.99"),
+        "{err}"
+    );
+    assert!(!prefix.exists(), "nothing written, not even the dependency");
+}
+
+#[test]
+fn a_tarball_within_the_hosts_glibc_installs_and_its_floor_is_in_the_summary() {
+    let t = tempfile::tempdir().unwrap();
+    let tarball = crate::tarball::build_tarball(t.path(), |_| {});
+    let want = readelf_max(&[t.path().join("stage/view/bin/app")], "GLIBC").unwrap();
+    let key = crate::buildcache::signer_key();
+    let prefix = t.path().join("p");
+    let (code, stdout, summary) = crate::buildcache::test_install(
+        t.path(),
+        &[
+            "--tarball",
+            tarball.to_str().unwrap(),
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        summary.contains(&format!(
+            "install script ran; glibc floor {} ({}, view/bin/app)",
+            want.0, want.1
+        )),
+        "{summary}"
+    );
 }
