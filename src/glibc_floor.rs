@@ -405,13 +405,47 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn add_file(floor: &mut Floor, shown: &Path, rel: &Path, bytes: &[u8]) -> Result<(), ElfError> {
-    if let Some(names) = version_needs(shown, bytes)? {
-        floor.elf_files += 1;
-        for n in &names {
-            floor.offer(rel, n);
+    floor.add(shown, rel, bytes)
+}
+
+impl Floor {
+    /// Takes the file `bytes` into account (nothing when it is not ELF): `rel` is how the
+    /// floor names it, `shown` how errors do. Offer files in sorted path order.
+    pub fn add(&mut self, shown: &Path, rel: &Path, bytes: &[u8]) -> Result<(), ElfError> {
+        if let Some(names) = version_needs(shown, bytes)? {
+            self.elf_files += 1;
+            for n in &names {
+                self.offer(rel, n);
+            }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Refuses a floor above `platform`'s glibc, naming the file and the symbol version that
+    /// raised it. `what` names the artifact.
+    pub fn check_platform(
+        &self,
+        platform: &crate::catalog::Platform,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(need) = &self.glibc
+            && need.version > platform.glibc_version()
+        {
+            anyhow::bail!(
+                "{what} needs glibc {} but the catalog promises platform {} ({}) runs it with glibc {}: {} needs {}. Build it on the {} image ({}), or publish it for a platform whose glibc is {} or newer",
+                need.version,
+                platform.name,
+                platform.os,
+                platform.glibc,
+                need.file.display(),
+                need.name,
+                platform.name,
+                platform.image_ref(),
+                need.version
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The largest single ELF file [`scan_tar`] reads into memory.

@@ -11,6 +11,8 @@ mod elf;
 mod extract;
 #[path = "install/floor.rs"]
 mod floor;
+#[path = "common/glibc_patch.rs"]
+mod glibc_patch;
 #[path = "s3/harness.rs"]
 mod harness;
 #[path = "install/relocate.rs"]
