@@ -117,7 +117,10 @@ fn a_catalog_platform_change_fails_the_check_until_the_platforms_page_is_regener
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("--- a/docs/platforms.md"), "{t}");
-    assert!(t.contains("+| RHEL / Rocky / Alma 9 | 2.34 | ✅ | ❌ | ❌ |"), "{t}");
+    assert!(
+        t.contains("+| RHEL / Rocky / Alma 9 | 2.34 | ✅ | ❌ | ❌ |"),
+        "{t}"
+    );
     assert!(workflows_cmd(dir.path(), "generate").status.success());
     assert!(workflows_cmd(dir.path(), "check").status.success());
 }

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slurm_factory::glibc_floor::{self, Version, elf_hash};
+use slurm_factory::glibc_floor::{self, Version};
 
 use crate::glibc_patch::patch_glibc_version;
 use crate::support;
