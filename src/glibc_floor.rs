@@ -542,7 +542,11 @@ pub fn host_libc_path() -> std::io::Result<Option<PathBuf>> {
     Ok(maps.lines().find_map(|line| {
         let path = line.split_whitespace().nth(5)?;
         let name = Path::new(path).file_name()?.to_str()?;
-        (path.starts_with('/') && (name.starts_with("libc.so") || name.starts_with("libc-")))
+        // `libc.so.6`, or `libc-2.28.so` as glibc before 2.34 names the file itself.
+        let old_style = name
+            .strip_prefix("libc-")
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()) && r.ends_with(".so"));
+        (path.starts_with('/') && (name.starts_with("libc.so") || old_style))
             .then(|| PathBuf::from(path))
     }))
 }

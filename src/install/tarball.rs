@@ -303,7 +303,9 @@ pub fn install(
         limits.max_bytes,
     )
     .with_context(|| format!("{}: cannot compute its glibc floor", dl.file_name))?;
-    crate::glibc_floor::check_host(&floor, &crate::glibc_floor::host_glibc()?, &dl.file_name)?;
+    if floor.glibc.is_some() {
+        crate::glibc_floor::check_host(&floor, &crate::glibc_floor::host_glibc()?, &dl.file_name)?;
+    }
     // An existing empty directory is fine (a fresh mount point); anything else is refused.
     if let Ok(mut rd) = std::fs::read_dir(prefix) {
         if rd.next().is_some() {
