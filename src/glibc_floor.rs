@@ -5,8 +5,9 @@
 //! The dynamic loader refuses to start a program whose version-needed entries name a version its
 //! C library does not define (`version 'GLIBC_2.34' not found`), so the highest such version is
 //! the oldest glibc the artifact can run on. Versions compare numerically, component by
-//! component (`2.9 < 2.28 < 2.34`, `2.2.5 < 2.3`). For each maximum the first file (in sorted
-//! path order) that needs it is kept, so an error can say which file raised the floor.
+//! component (`2.9 < 2.28 < 2.34`, `2.2.5 < 2.3`). For each maximum the first file that needs it
+//! is kept (walk order for a tree, depth first with names sorted; sorted paths for an archive),
+//! so an error can say which file raised the floor.
 //!
 //! What counts:
 //! - every non-weak version-needed entry named `GLIBC_<n>(.<n>)*`, `GLIBCXX_<n>(.<n>)*` or
@@ -280,6 +281,20 @@ pub fn version_needs(path: &Path, bytes: &[u8]) -> Result<Option<Vec<String>>, E
     }
     let elf = Elf::parse(bytes).map_err(|e| malformed(path, e.to_string()))?;
     let Some(verneed) = &elf.verneed else {
+        // The loader finds the section through DT_VERNEED; goblin through the section headers.
+        // A file stripped of its section headers but still needing versions cannot be read here:
+        // say so rather than report a floor that is too low.
+        let needs_versions = elf.dynamic.as_ref().is_some_and(|d| {
+            d.dyns
+                .iter()
+                .any(|x| x.d_tag == goblin::elf::dynamic::DT_VERNEED)
+        });
+        if needs_versions {
+            return Err(malformed(
+                path,
+                "it has DT_VERNEED but no SHT_GNU_VERNEED section header (section headers stripped?), so the glibc versions it needs cannot be read",
+            ));
+        }
         return Ok(Some(Vec::new()));
     };
     // goblin's iterators stop quietly on a short read; count what they give against what the

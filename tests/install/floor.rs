@@ -259,6 +259,17 @@ fn inconsistent_truncated_and_non_elf_files_are_reported_not_skipped() {
     let e = glibc_floor::scan_dir(&magic).unwrap_err().to_string();
     assert!(e.contains("magic/x"), "{e}");
 
+    // Section headers stripped (e_shoff, e_shnum, e_shstrndx zeroed) while DT_VERNEED remains:
+    // the versions cannot be read through goblin, which is an error, not an empty floor.
+    let noshdr = t.path().join("noshdr");
+    std::fs::create_dir_all(&noshdr).unwrap();
+    let mut b = std::fs::read(&app).unwrap();
+    b[0x28..0x30].fill(0);
+    b[0x3c..0x40].fill(0);
+    std::fs::write(noshdr.join("app"), &b).unwrap();
+    let e = glibc_floor::scan_dir(&noshdr).unwrap_err().to_string();
+    assert!(e.contains("noshdr/app") && e.contains("DT_VERNEED"), "{e}");
+
     // Nothing ELF: an empty floor, not an error.
     let none = t.path().join("none");
     std::fs::create_dir_all(&none).unwrap();
