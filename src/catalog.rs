@@ -325,6 +325,89 @@ pub struct Architectures {
     pub targets: Vec<Target>,
 }
 
+/// A build platform's name (`el8`, `el9`, `ubuntu24.04`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlatformName(pub String);
+
+impl fmt::Display for PlatformName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_platform_name(s: &str) -> Result<(), &'static str> {
+    let ok = (1..=24).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.');
+    ok.then_some(()).ok_or(
+        "a platform name is 1 to 24 lower-case letters, digits or '.', starting with a letter (el8, ubuntu24.04)",
+    )
+}
+
+fn is_image_ref(s: &str) -> Result<(), &'static str> {
+    let ok = (1..=200).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'))
+        && !s.contains("..")
+        && !s.contains('@');
+    ok.then_some(()).ok_or(
+        "an image reference is registry/repository:tag in letters, digits and . - _ / : (the digest goes in its own field)",
+    )
+}
+
+fn is_digest(s: &str) -> Result<(), &'static str> {
+    let ok = s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    ok.then_some(())
+        .ok_or("a digest is sha256: followed by 64 lower-case hex digits")
+}
+
+/// One build platform: the OS image a build runs in and the glibc its artifacts may need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    /// The platform name.
+    pub name: PlatformName,
+    /// The OS, for people (`Rocky Linux 8`).
+    pub os: String,
+    /// The build image (registry/repository:tag).
+    pub image: String,
+    /// The image's index digest, when recorded (`None`: still to be recorded).
+    pub digest: Option<String>,
+    /// The image's glibc: the highest `GLIBC_x.y` an artifact built there may need.
+    pub glibc: String,
+    /// The image's system compiler (bootstraps the catalog's GCC toolchains).
+    pub system_gcc: GccVersion,
+}
+
+impl Platform {
+    /// The glibc floor as a comparable version.
+    pub fn glibc_version(&self) -> crate::glibc_floor::Version {
+        crate::glibc_floor::Version::parse(&self.glibc)
+            .expect("validated when the catalog was loaded")
+    }
+
+    /// The image reference to pull: `image@digest` when the digest is recorded.
+    pub fn image_ref(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}@{d}", self.image),
+            None => self.image.clone(),
+        }
+    }
+}
+
+/// The platforms section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platforms {
+    /// The default platform (the lowest floor).
+    pub default: PlatformName,
+    /// All platforms.
+    pub images: Vec<Platform>,
+}
+
 /// Job timeouts in minutes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -383,6 +466,8 @@ pub struct Catalog {
     pub slurm: SlurmReleases,
     /// Target architectures.
     pub architectures: Architectures,
+    /// Build platforms (OS images and their glibc floors).
+    pub platforms: Platforms,
     /// Job timeouts.
     pub timeouts: Timeouts,
     /// Publishing locations.
@@ -473,6 +558,32 @@ impl Catalog {
                 );
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.platforms.images {
+            if !seen.insert(&p.name) {
+                bail!("platform {} is listed twice", p.name);
+            }
+        }
+        let Some(default) = self.platform(&self.platforms.default) else {
+            bail!(
+                "the default platform {} is not listed",
+                self.platforms.default
+            );
+        };
+        if let Some(lower) = self
+            .platforms
+            .images
+            .iter()
+            .find(|p| p.glibc_version() < default.glibc_version())
+        {
+            bail!(
+                "the default platform {} has glibc {}, but {} has the lower {}: the default must be the lowest floor, so the public artifacts run on the oldest supported clusters",
+                default.name,
+                default.glibc,
+                lower.name,
+                lower.glibc
+            );
+        }
         if self.target(&self.architectures.default).is_none() {
             bail!(
                 "the default architecture {} is not listed",
@@ -509,6 +620,31 @@ impl Catalog {
             &self.architectures.default.0,
             is_arch_name,
         )?;
+        check_field(
+            "platforms.default",
+            &self.platforms.default.0,
+            is_platform_name,
+        )?;
+        for p in &self.platforms.images {
+            check_field("platforms.images[].name", &p.name.0, is_platform_name)?;
+            let f = |k: &str| format!("platforms.images[{}].{k}", p.name);
+            check_field(&f("image"), &p.image, is_image_ref)?;
+            if let Some(d) = &p.digest {
+                check_field(&f("digest"), d, is_digest)?;
+            }
+            check_field(&f("glibc"), &p.glibc, |s| {
+                (crate::glibc_floor::Version::parse(s).is_some_and(|v| v.0.len() == 2))
+                    .then_some(())
+                    .ok_or("a glibc version is two dot-separated numbers, like 2.28")
+            })?;
+            check_field(&f("os"), &p.os, |s| {
+                ((1..=64).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'.' | b'-')))
+                .then_some(())
+                .ok_or("an OS name is up to 64 letters, digits, spaces, '.' or '-'")
+            })?;
+        }
         let p = &self.publish;
         check_field("publish.buildcache_bucket", &p.buildcache_bucket, is_bucket)?;
         check_field("publish.tarball_bucket", &p.tarball_bucket, is_bucket)?;
@@ -548,6 +684,27 @@ impl Catalog {
     /// The target named `a`.
     pub fn target(&self, a: &Arch) -> Option<&Target> {
         self.architectures.targets.iter().find(|t| &t.name == a)
+    }
+
+    /// The platform named `p`.
+    pub fn platform(&self, p: &PlatformName) -> Option<&Platform> {
+        self.platforms.images.iter().find(|x| &x.name == p)
+    }
+
+    /// The platform named `name`, or an error listing the catalog's platforms.
+    pub fn platform_named(&self, name: &str) -> Result<&Platform> {
+        self.platform(&PlatformName(name.to_owned()))
+            .with_context(|| {
+                format!(
+                    "{name:?} is not a platform of the catalog; choose one of {}",
+                    self.platforms
+                        .images
+                        .iter()
+                        .map(|p| p.name.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
     }
 
     /// Every compiler version, in catalog order.
@@ -845,6 +1002,65 @@ mod tests {
             let err = format!("{:#}", Catalog::parse(&text, "hostile").unwrap_err());
             assert!(err.contains(needle), "{to}: {err}");
             assert!(!err.contains('\n'), "the message escapes newlines: {err}");
+        }
+    }
+
+    #[test]
+    fn platforms_default_to_the_lowest_glibc_floor() {
+        let c = Catalog::embedded();
+        let names: Vec<&str> = c
+            .platforms
+            .images
+            .iter()
+            .map(|p| p.name.0.as_str())
+            .collect();
+        assert_eq!(names, ["el8", "el9", "ubuntu24.04"]);
+        let el8 = c.platform_named("el8").unwrap();
+        assert_eq!(c.platforms.default, el8.name);
+        assert_eq!(el8.glibc, "2.28");
+        assert_eq!(el8.system_gcc.as_str(), "8.5.0");
+        assert_eq!(el8.image_ref(), "docker.io/rockylinux/rockylinux:8");
+        assert_eq!(c.platform_named("el9").unwrap().glibc, "2.34");
+        let u = c.platform_named("ubuntu24.04").unwrap();
+        assert_eq!(u.glibc, "2.39");
+        // The same digest docker/Dockerfile pins.
+        let dockerfile = include_str!("../docker/Dockerfile");
+        let pinned = u.image_ref().replace("docker.io/library/", "");
+        assert!(dockerfile.contains(&format!("FROM {pinned}")), "{pinned}");
+        let err = c.platform_named("sles15").unwrap_err().to_string();
+        assert!(err.contains("el8, el9, ubuntu24.04"), "{err}");
+    }
+
+    #[test]
+    fn platform_mistakes_are_rejected() {
+        for (from, to, needle) in [
+            ("default: el8", "default: el9", "must be the lowest floor"),
+            (
+                "default: el8",
+                "default: sles15",
+                "default platform sles15 is not listed",
+            ),
+            (
+                "glibc: \"2.34\"",
+                "glibc: \"2.x\"",
+                "two dot-separated numbers",
+            ),
+            (
+                "digest: null\n      glibc: \"2.34\"",
+                "digest: \"sha256:abc\"\n      glibc: \"2.34\"",
+                "64 lower-case hex",
+            ),
+            (
+                "image: docker.io/rockylinux/rockylinux:9",
+                "image: docker.io/rockylinux/rockylinux:9@sha256:00",
+                "own field",
+            ),
+            ("- name: el9", "- name: el8", "platform el8 is listed twice"),
+        ] {
+            let text = EMBEDDED.replacen(from, to, 1);
+            assert_ne!(text, EMBEDDED, "{from}");
+            let err = format!("{:#}", Catalog::parse(&text, "test").unwrap_err());
+            assert!(err.contains(needle), "{to}: {err}");
         }
     }
 

@@ -17,6 +17,8 @@
 //! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
 //!   verification.
 //! - [`elf`]: reading and in-place rewriting of ELF RPATH/RUNPATH/interpreter strings.
+//! - [`glibc_floor`]: the oldest glibc an install tree or archive runs on, from its ELF
+//!   files' version-needed sections, and the check against the host's glibc.
 //! - [`install`]: the Spack-free verifying installer behind `test-install` (hardened
 //!   extraction, Spack-style relocation, smoke checks).
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
@@ -38,6 +40,7 @@ pub mod cluster;
 pub mod docker;
 pub mod elf;
 pub mod gha;
+pub mod glibc_floor;
 pub mod install;
 pub mod matrix;
 pub(crate) mod net;

@@ -9,6 +9,10 @@ mod common;
 mod elf;
 #[path = "install/extract.rs"]
 mod extract;
+#[path = "install/floor.rs"]
+mod floor;
+#[path = "common/glibc_patch.rs"]
+mod glibc_patch;
 #[path = "s3/harness.rs"]
 mod harness;
 #[path = "install/relocate.rs"]

@@ -4,6 +4,10 @@
 //! moto_server on loopback for the upload.
 
 mod common;
+#[path = "tarball/floor.rs"]
+mod floor;
+#[path = "common/glibc_patch.rs"]
+mod glibc_patch;
 #[path = "tarball/support.rs"]
 mod support;
 

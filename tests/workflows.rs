@@ -37,6 +37,9 @@ fn temp_tree() -> tempfile::TempDir {
     for d in ["workflows-src", ".github/workflows", "actions"] {
         copy_dir(&root().join(d), &dir.path().join(d));
     }
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    let page = workflows::docs::PLATFORMS_PAGE;
+    std::fs::copy(root().join(page), dir.path().join(page)).unwrap();
     dir
 }
 
@@ -96,6 +99,28 @@ fn a_hand_edit_of_a_generated_file_fails_the_check_with_a_diff() {
     assert!(t.contains("workflows generate"), "no fix command in:\n{t}");
 
     // `generate` repairs it.
+    assert!(workflows_cmd(dir.path(), "generate").status.success());
+    assert!(workflows_cmd(dir.path(), "check").status.success());
+}
+
+#[test]
+fn a_catalog_platform_change_fails_the_check_until_the_platforms_page_is_regenerated() {
+    let dir = temp_tree();
+    let catalog = dir.path().join("catalog.yaml");
+    let s = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(
+        &catalog,
+        s.replacen("glibc: \"2.34\"", "glibc: \"2.35\"", 1),
+    )
+    .unwrap();
+    let out = workflows_cmd(dir.path(), "check");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("--- a/docs/platforms.md"), "{t}");
+    assert!(
+        t.contains("+| RHEL / Rocky / Alma 9 | 2.34 | ✅ | ❌ | ❌ |"),
+        "{t}"
+    );
     assert!(workflows_cmd(dir.path(), "generate").status.success());
     assert!(workflows_cmd(dir.path(), "check").status.success());
 }

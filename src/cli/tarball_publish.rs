@@ -64,6 +64,9 @@ pub struct Args {
     /// With --publish: the build's architecture (default: the catalog's; others carry -<arch>)
     #[arg(long, requires = "publish")]
     pub arch: Option<String>,
+    /// The catalog platform the build ran on (el8, el9, ubuntu24.04): refuse a tarball that needs a newer glibc than it has; without it the floor is only recorded [input: platform]
+    #[arg(long)]
+    pub platform: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub key: SigningKeyArgs,
@@ -139,7 +142,16 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             catalog.tarball_key(&slurm, &gcc, &variant)
         ));
     }
+    let platform = flag_or_input(args.platform, &runner, "platform")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            crate::catalog::Catalog::embedded()
+                .platform_named(p.trim())
+                .cloned()
+        })
+        .transpose()?;
     let request = Request {
+        platform,
         source,
         spack_lock: args.spack_lock,
         build_prefix: args.build_prefix,

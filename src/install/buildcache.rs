@@ -587,11 +587,47 @@ pub async fn install(
         .map(|n| (n.hash.clone(), root.join(n.rel_prefix())))
         .collect();
 
+    // Fetch and check every tarball still to install, and refuse a glibc floor above the
+    // host's, before anything is written.
+    let mut blobs: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut floor = crate::glibc_floor::Floor::default();
+    for spec in &specs {
+        if std::fs::symlink_metadata(root.join(spec.node.rel_prefix())).is_ok() {
+            blobs.push(None);
+            continue;
+        }
+        let bytes = fetch_tarball(storage, spec).await?;
+        let id = spec.node.id();
+        let mut f = crate::glibc_floor::scan_tar(
+            flate2::read::GzDecoder::new(bytes.as_slice()),
+            limits.max_bytes,
+        )
+        .with_context(|| format!("{id}: cannot compute the glibc floor of its install tarball"))?;
+        // Show files relative to the package prefix, not under the padded build path.
+        let dir = spec.node.rel_prefix();
+        let dir = dir.file_name().unwrap_or_default();
+        f.map_files(|p| {
+            let mut c = p.components();
+            match c.by_ref().position(|x| x.as_os_str() == dir) {
+                Some(_) => c.as_path().to_owned(),
+                None => p.to_owned(),
+            }
+        });
+        floor.merge(f, &id.to_string());
+        blobs.push(Some(bytes));
+    }
+    if floor.glibc.is_some() {
+        crate::glibc_floor::check_host(
+            &floor,
+            &crate::glibc_floor::host_glibc()?,
+            &query.to_string(),
+        )?;
+    }
     let mut created: Vec<PathBuf> = Vec::new();
     let had_sbang = std::fs::symlink_metadata(root.join(sbang::REL_PATH)).is_ok();
     let mut done = Vec::new();
-    for spec in &specs {
-        match install_one(storage, spec, root, &new_prefix_of, limits).await {
+    for (spec, bytes) in specs.iter().zip(blobs) {
+        match install_one(spec, bytes, root, &new_prefix_of, limits) {
             Ok((prefix, relocated)) => {
                 if relocated.is_some() {
                     created.push(prefix.clone());
@@ -617,20 +653,10 @@ pub async fn install(
     Ok(done)
 }
 
-async fn install_one(
-    storage: &dyn Storage,
-    spec: &VerifiedSpec,
-    root: &Path,
-    new_prefix_of: &BTreeMap<String, PathBuf>,
-    limits: Limits,
-) -> Result<(PathBuf, Option<Relocated>)> {
+/// Fetches the install tarball of `spec` and checks it against the sha256 and size of its
+/// signed manifest.
+async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec) -> Result<Vec<u8>> {
     let id = spec.node.id();
-    let rel = spec.node.rel_prefix();
-    let prefix = root.join(&rel);
-    if std::fs::symlink_metadata(&prefix).is_ok() {
-        check_installed(root, &rel, &id)?;
-        return Ok((prefix, None));
-    }
     let rec = &spec.tarball;
     let key = rec.key()?;
     let bytes = storage
@@ -652,6 +678,26 @@ async fn install_one(
             rec.compression
         );
     }
+    Ok(bytes)
+}
+
+/// Installs `spec` from its fetched and checked tarball `bytes` (`None` when its prefix already
+/// existed before this install started).
+fn install_one(
+    spec: &VerifiedSpec,
+    bytes: Option<Vec<u8>>,
+    root: &Path,
+    new_prefix_of: &BTreeMap<String, PathBuf>,
+    limits: Limits,
+) -> Result<(PathBuf, Option<Relocated>)> {
+    let id = spec.node.id();
+    let rel = spec.node.rel_prefix();
+    let prefix = root.join(&rel);
+    let Some(bytes) = bytes else {
+        check_installed(root, &rel, &id)?;
+        return Ok((prefix, None));
+    };
+    let key = spec.tarball.key()?;
     let gz = || flate2::read::GzDecoder::new(bytes.as_slice());
     let found = extract::inspect_spack_tarball(gz(), limits)
         .with_context(|| format!("{id}: install tarball {key}"))?;

@@ -194,8 +194,10 @@ pub async fn run(req: Request, runner: &Runner) -> Result<Report> {
             report.checks.push(Check::pass(
                 format!("install `{}`", dl.file_name),
                 format!(
-                    "signed by {}, sha256 {}, install script ran",
-                    t.signer, t.sha256
+                    "signed by {}, sha256 {}, install script ran; {}",
+                    t.signer,
+                    t.sha256,
+                    t.floor.describe()
                 ),
             ));
             let view = prefix.join("view");

@@ -263,6 +263,8 @@ pub struct TarballInstall {
     pub entries: u64,
     /// The install script's output.
     pub script_output: String,
+    /// The glibc floor of what was unpacked.
+    pub floor: crate::glibc_floor::Floor,
 }
 
 /// Verifies `dl` against `trusted` and `SHA256SUMS`, extracts it into `prefix` (which must not
@@ -295,6 +297,15 @@ pub fn install(
             "{} has sha256 {sha} but SHA256SUMS lists {want}; the download is damaged or the files do not belong together",
             dl.file_name
         );
+    }
+    // The glibc floor, read from the verified bytes before anything is written.
+    let floor = crate::glibc_floor::scan_tar(
+        flate2::read::GzDecoder::new(dl.tarball.as_slice()),
+        limits.max_bytes,
+    )
+    .with_context(|| format!("{}: cannot compute its glibc floor", dl.file_name))?;
+    if floor.glibc.is_some() {
+        crate::glibc_floor::check_host(&floor, &crate::glibc_floor::host_glibc()?, &dl.file_name)?;
     }
     // An existing empty directory is fine (a fresh mount point); anything else is refused.
     if let Ok(mut rd) = std::fs::read_dir(prefix) {
@@ -351,6 +362,7 @@ pub fn install(
             sha256: sha,
             entries: x.entries,
             script_output,
+            floor,
         }),
         Err(e) => {
             remove_tree(prefix);

@@ -111,6 +111,8 @@ pub struct Packed {
     pub dropped: BTreeMap<&'static str, usize>,
     /// Modulefiles shipped (paths under `modules/`).
     pub modulefiles: Vec<String>,
+    /// The glibc floor of the packed files (recorded as `data/glibc-floor.txt`).
+    pub floor: crate::glibc_floor::Floor,
 }
 
 /// Packs the view into a reproducible, relocatable tarball in `opts.output` (see the module
@@ -226,6 +228,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
         binary_with_build_path: Vec::new(),
         dropped: selection.dropped.clone(),
         modulefiles: modulefiles.iter().map(|m| m.path.clone()).collect(),
+        floor: crate::glibc_floor::Floor::default(),
     };
     let mut manifest = Manifest::default();
     let mut relocate_list: Vec<String> = Vec::new();
@@ -251,6 +254,7 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
                     .with_context(|| format!("cannot read {}", disk.display()))?;
                 packed.view_files += 1;
                 if relocate::is_elf(&bytes) {
+                    packed.floor.add(&disk, Path::new(&arc), &bytes)?;
                     if relocate::relocate_elf(&mut bytes, path, &paths)
                         .with_context(|| format!("cannot make {} relocatable", disk.display()))?
                     {
@@ -323,6 +327,11 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
     }
     data.extend([
         ("data/cgroup.conf", false, cgroup_conf.into_bytes()),
+        (
+            "data/glibc-floor.txt",
+            false,
+            packed.floor.to_text().into_bytes(),
+        ),
         (
             "data/install.sh",
             true,

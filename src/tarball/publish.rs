@@ -264,6 +264,9 @@ pub struct Request {
     pub dry_run: bool,
     /// S3 endpoint, region and role.
     pub s3: crate::cli::sign_and_upload::S3Flags,
+    /// The catalog platform the build ran on: its glibc caps the tarball's floor. `None`:
+    /// the floor is recorded but not checked (with a warning).
+    pub platform: Option<crate::catalog::Platform>,
 }
 
 /// Runs a request: checks the destination, key and bucket first, packs, writes `SHA256SUMS`
@@ -362,6 +365,23 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
             packed.text_unmapped
         ));
     }
+    runner.info(&format!(
+        "{}: {}",
+        packed.file_name,
+        packed.floor.describe()
+    ));
+    match &req.platform {
+        Some(p) => {
+            if let Err(e) = packed.floor.check_platform(p, &packed.file_name) {
+                let _ = std::fs::remove_file(&packed.path);
+                return Err(e.context("nothing was signed or uploaded"));
+            }
+        }
+        None => runner.warning(&format!(
+            "no --platform: the glibc floor of {} is recorded in data/glibc-floor.txt but not checked against a catalog platform",
+            packed.file_name
+        )),
+    }
     let dest_name = dest.as_ref().map_or(name.as_str(), |d| d.name.as_str());
     let sig = write_local(&packed.path, dest_name, &packed.sha256, key.as_ref())?;
     let url = match (&dest, &store, &sig) {
@@ -390,11 +410,23 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
     };
     println!("{url}");
     runner.set_outputs(&[("url", &url), ("sha256", &packed.sha256)])?;
-    runner.append_summary(&summary(&packed, &url, key.as_ref(), req.dry_run))?;
+    runner.append_summary(&summary(
+        &packed,
+        &url,
+        key.as_ref(),
+        req.dry_run,
+        req.platform.as_ref(),
+    ))?;
     Ok(())
 }
 
-fn summary(p: &super::Packed, url: &str, key: Option<&SigningKey>, dry_run: bool) -> String {
+fn summary(
+    p: &super::Packed,
+    url: &str,
+    key: Option<&SigningKey>,
+    dry_run: bool,
+    platform: Option<&crate::catalog::Platform>,
+) -> String {
     let mut s = format!(
         "### Slurm tarball\n\n| | |\n|---|---|\n| Download | <{url}>{} |\n| SHA-256 | `{}` |\n| Size | {} bytes |\n| Signed by | {} |\n| Relocated | {} ELF RPATHs, {} text files; {} binaries at install |\n| Modules | {} |\n",
         if dry_run {
@@ -413,6 +445,14 @@ fn summary(p: &super::Packed, url: &str, key: Option<&SigningKey>, dry_run: bool
         p.binary_relocated,
         p.modulefiles.join(", ")
     );
+    s.push_str(&format!(
+        "| glibc floor | {} |\n| Platform | {} |\n",
+        p.floor.describe(),
+        platform.map_or("not given (floor not checked)".to_owned(), |x| format!(
+            "{} ({}, glibc {})",
+            x.name, x.os, x.glibc
+        ))
+    ));
     s.push_str(&format!(
         "\n~~~sh\ncurl -fLO {url}\ncurl -fLO {url}.asc\ngpg --verify {0}.asc {0}\n~~~\n",
         p.file_name

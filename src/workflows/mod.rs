@@ -25,6 +25,7 @@
 //! [`check`] re-renders in memory and reports drift as unified diffs; [`generate`] writes the
 //! files. The CLI is `slurm-factory workflows generate|check`.
 
+pub mod docs;
 pub mod emit;
 pub mod source;
 
@@ -352,6 +353,14 @@ pub fn render_all(root: &Path) -> Result<Vec<GeneratedFile>> {
     Sources::load(root)?.render()
 }
 
+/// [`render_all`] plus the documentation pages generated from the catalog ([`docs`]).
+fn render_with_docs(root: &Path) -> Result<Vec<GeneratedFile>> {
+    let sources = Sources::load(root)?;
+    let mut files = sources.render()?;
+    files.extend(docs::render(sources.catalog()));
+    Ok(files)
+}
+
 /// Generated files on disk (carrying [`GENERATED_MARKER`]) that the sources no longer produce.
 fn orphans(root: &Path, generated: &[GeneratedFile]) -> Result<Vec<PathBuf>> {
     let mut candidates = Vec::new();
@@ -389,7 +398,7 @@ fn orphans(root: &Path, generated: &[GeneratedFile]) -> Result<Vec<PathBuf>> {
 /// Writes every generated file under `root` and deletes generated files whose source is gone.
 /// Returns the paths written or deleted (relative to `root`).
 pub fn generate(root: &Path) -> Result<Vec<PathBuf>> {
-    let files = render_all(root)?;
+    let files = render_with_docs(root)?;
     let mut changed = Vec::new();
     for f in &files {
         let path = root.join(&f.path);
@@ -414,7 +423,7 @@ pub fn generate(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Re-renders in memory and compares with the files under `root`.
 pub fn check(root: &Path) -> Result<Vec<Drift>> {
-    let files = render_all(root)?;
+    let files = render_with_docs(root)?;
     let mut drift = Vec::new();
     for f in &files {
         let committed = std::fs::read_to_string(root.join(&f.path)).ok();

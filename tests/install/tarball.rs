@@ -9,7 +9,7 @@ use sha2::Digest;
 use crate::buildcache::{fixtures, signer_key, test_install};
 use crate::support::{build_app, gcc, write};
 
-const NAME: &str = "slurm-25.11-gcc13.4.0-software.tar.gz";
+pub(crate) const NAME: &str = "slurm-25.11-gcc13.4.0-software.tar.gz";
 
 const INSTALL_SH: &str = r#"#!/bin/sh
 # Resolves the placeholder in the files data/relocate-text.txt lists, from this script's location.
@@ -31,7 +31,7 @@ prepend_path("PATH", pathJoin(prefix, "view/bin"))
 /// Builds a view with real ELF files ($ORIGIN RUNPATH) into `stage`, packs it as the contract
 /// says into `out/NAME`, and writes SHA256SUMS and NAME.asc signed by the fixture key.
 /// `tweak` may edit the stage before packing.
-fn build_tarball(dir: &Path, tweak: impl FnOnce(&Path)) -> PathBuf {
+pub(crate) fn build_tarball(dir: &Path, tweak: impl FnOnce(&Path)) -> PathBuf {
     let stage = dir.join("stage");
     let view = stage.join("view");
     let app = build_app(&view.join("lib"), &view.join("bin"), "$ORIGIN/../lib", &[]);
