@@ -588,8 +588,13 @@ pub async fn install(
         .collect();
 
     // Fetch and check every tarball still to install, and refuse a glibc floor above the
-    // host's, before anything is written.
-    let mut blobs: Vec<Option<Vec<u8>>> = Vec::new();
+    // host's, before anything is written. Checked tarballs wait in private temporary files
+    // (not in memory: a GPU closure holds gigabytes), one read back at a time to install.
+    let spill = tempfile::Builder::new()
+        .prefix("slurm-factory-fetch-")
+        .tempdir()
+        .context("cannot create a private temporary directory for the fetched tarballs")?;
+    let mut blobs: Vec<Option<PathBuf>> = Vec::new();
     let mut floor = crate::glibc_floor::Floor::default();
     for spec in &specs {
         if std::fs::symlink_metadata(root.join(spec.node.rel_prefix())).is_ok() {
@@ -614,7 +619,14 @@ pub async fn install(
             }
         });
         floor.merge(f, &id.to_string());
-        blobs.push(Some(bytes));
+        let file = spill.path().join(format!("{}.tar.gz", blobs.len()));
+        std::fs::write(&file, &bytes).with_context(|| {
+            format!(
+                "{id}: cannot keep its checked tarball in {}",
+                file.display()
+            )
+        })?;
+        blobs.push(Some(file));
     }
     if floor.glibc.is_some() {
         crate::glibc_floor::check_host(
@@ -681,11 +693,11 @@ async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec) -> Result<Vec
     Ok(bytes)
 }
 
-/// Installs `spec` from its fetched and checked tarball `bytes` (`None` when its prefix already
+/// Installs `spec` from its fetched and checked tarball, kept in the private file `fetched` (`None` when
 /// existed before this install started).
 fn install_one(
     spec: &VerifiedSpec,
-    bytes: Option<Vec<u8>>,
+    fetched: Option<PathBuf>,
     root: &Path,
     new_prefix_of: &BTreeMap<String, PathBuf>,
     limits: Limits,
@@ -693,10 +705,16 @@ fn install_one(
     let id = spec.node.id();
     let rel = spec.node.rel_prefix();
     let prefix = root.join(&rel);
-    let Some(bytes) = bytes else {
+    let Some(fetched) = fetched else {
         check_installed(root, &rel, &id)?;
         return Ok((prefix, None));
     };
+    let bytes = std::fs::read(&fetched).with_context(|| {
+        format!(
+            "{id}: cannot read its checked tarball {}",
+            fetched.display()
+        )
+    })?;
     let key = spec.tarball.key()?;
     let gz = || flate2::read::GzDecoder::new(bytes.as_slice());
     let found = extract::inspect_spack_tarball(gz(), limits)
