@@ -693,8 +693,8 @@ async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec) -> Result<Vec
     Ok(bytes)
 }
 
-/// Installs `spec` from its fetched and checked tarball, kept in the private file `fetched` (`None` when
-/// existed before this install started).
+/// Installs `spec` from its fetched and checked tarball, kept in the private file `fetched`
+/// (`None` when its prefix already existed before this install started).
 fn install_one(
     spec: &VerifiedSpec,
     fetched: Option<PathBuf>,
