@@ -603,3 +603,30 @@ fn a_view_root_that_is_a_symlink_to_spack_1_0s_view_directory_is_packed() {
     assert!(ok && text == "slurm 25.11.6\n", "{text}");
     assert!(root.join("view/bin/srun").is_file());
 }
+
+/// A tarball whose binaries need rewriting but whose relocator is gone (a partial copy) is
+/// refused by install.sh with what to do, and nothing is recorded as installed.
+#[test]
+fn install_sh_refuses_binaries_to_relocate_without_the_relocator() {
+    let Some(b) = build(false) else { return };
+    let tarball = pack(&b, &b.tmp.path().join("dist"));
+    let root = b.tmp.path().join("partial");
+    std::fs::create_dir_all(&root).unwrap();
+    let st = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(root.join("data/relocate-binary.txt"), "view/bin/sinfo\n").unwrap();
+    let (ok, text) = run_clean(Command::new("sh").arg(root.join("data/install.sh")));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("data/bin/tarball-publish is missing or not executable")
+            && text.contains("unpack it again"),
+        "{text}"
+    );
+    assert!(!root.join("data/.installed-prefix").exists());
+}

@@ -15,7 +15,9 @@ use crate::tarball::publish::{self, Request, Source};
 ///
 /// The archive holds view/ (RPATHs rewritten to $ORIGIN, text paths as @SLURM_FACTORY_PREFIX@),
 /// modules/ (slurm, and openmpi when built) and data/ (install.sh, slurm.conf/cgroup.conf
-/// templates, MANIFEST, spack.lock). After unpacking: `sh <prefix>/data/install.sh`, then
+/// templates, MANIFEST, spack.lock; when binaries have build prefixes compiled in, this program
+/// as data/bin/tarball-publish, which install.sh runs as `relocate` to rewrite them in place).
+/// After unpacking: `sh <prefix>/data/install.sh`, then
 /// `module use <prefix>/modules; module load slurm`. The signing key comes from GPG_PRIVATE_KEY
 /// (with GPG_PASSPHRASE, GPG_KEY_ID) or --key-file; SOURCE_DATE_EPOCH sets every timestamp.
 #[derive(Debug, Parser)]
