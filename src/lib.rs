@@ -39,6 +39,7 @@ pub mod cli;
 pub mod cluster;
 pub mod docker;
 pub mod elf;
+pub mod fingerprint;
 pub mod gha;
 pub mod glibc_floor;
 pub mod install;

@@ -529,33 +529,6 @@ fn outside_actions_it_prints_key_value() {
     );
 }
 
-/// Commands whose implementation belongs to a later issue exist with their real argument
-/// surface, but refuse to run: a clear `::error::`, exit 1, and nothing written to the
-/// runner's files. No fake success.
-#[test]
-fn unimplemented_commands_fail_honestly_and_write_nothing() {
-    let cases: [(&str, &[&str]); 1] = [(
-        "slurm-factory",
-        &["fingerprint", "--slurm-version", "25.11"],
-    )];
-    for (bin, args) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let out = in_actions(bin, dir.path()).args(args).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{bin} {args:?}: {stdout}");
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.starts_with("::error::") && l.contains("not implemented yet")),
-            "{bin}: no ::error:: saying `not implemented yet` in {stdout:?}"
-        );
-        for f in ["output", "summary.md", "env"] {
-            let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
-            assert!(text.is_empty(), "{bin} wrote to {f}: {text:?}");
-        }
-    }
-}
-
 /// Variant isolation over the whole matrix: `prepare-matrix` for every kind, all compilers,
 /// all Slurm releases and all architectures, with and without GPU (through the action input,
 /// as the pipelines pass it). Every distinct leg writes its own buildcache prefix (compiler and

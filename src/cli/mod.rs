@@ -55,13 +55,6 @@ where
     }
 }
 
-/// The error of a command whose implementation has not landed yet.
-pub fn not_implemented(what: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{what}: not implemented yet. This command's arguments are final, but its implementation is tracked in an open issue; nothing was done"
-    )
-}
-
 /// `flag` if given, else input `name` of the action.
 pub fn flag_or_input(flag: Option<String>, runner: &Runner, name: &str) -> Option<String> {
     flag.or_else(|| runner.input(name))

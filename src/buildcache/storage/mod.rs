@@ -803,7 +803,7 @@ mod tests {
         .await
         .unwrap();
         assert!(!s.can_list());
-        assert_eq!(s.url(), "http://127.0.0.1:1/bc");
+        assert_eq!(s.url(), "http://192.0.2.1:1/bc");
     }
 
     #[tokio::test]

@@ -1,0 +1,421 @@
+//! The input fingerprint of one leg: a stable SHA-256 of everything that can change what the leg
+//! builds, with each ingredient and its own hash, so a plan can tell which ingredient changed.
+//!
+//! Ingredients (each hashed from a canonical form, so formatting-only edits change nothing):
+//! - `tool`: the slurm-factory version (its generators and packers);
+//! - `leg`: the cell as the catalog resolves it (kind, GCC, Slurm release and its Spack version,
+//!   GPU, architecture and Spack target), as canonical JSON of the typed values, never the
+//!   catalog's text;
+//! - `environment`: the Spack environment the leg runs (the generated `spack.yaml`, parsed and
+//!   re-serialized as canonical JSON, with a fixed namespace in place of the run's);
+//! - `spack-repo`: every file of the `slurm_factory` package repository (path and bytes);
+//! - `docker`: every file of the build image's context (the Dockerfile pins the base image by
+//!   digest and Spack and spack-packages by commit, shown as their own ingredients too).
+//!
+//! The workflows and the rest of the catalog (buckets, timeouts, runner labels) are not
+//! ingredients: they change where and how a leg runs, not what it builds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::spack::{Job, Layout, RunId};
+
+/// One ingredient: what it is, briefly, and its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ingredient {
+    /// A short human description (a version, a file count, a commit).
+    pub value: String,
+    /// SHA-256 of the ingredient's canonical bytes, hex.
+    pub sha256: String,
+}
+
+/// The fingerprint of one leg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fingerprint {
+    /// The leg's label (`slurm-25.11-gcc13.4.0-cpu-amd64`, `gcc-13.4.0-amd64`).
+    pub leg: String,
+    /// `sha256:<hex>` over the ingredients' names and hashes.
+    pub fingerprint: String,
+    /// Every ingredient by name.
+    pub ingredients: BTreeMap<&'static str, Ingredient>,
+}
+
+/// The files an ingredient is made of: (path relative to its root, bytes).
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// Where the package repository and the image context come from.
+#[derive(Debug, Clone)]
+pub enum Sources {
+    /// The copies embedded in this binary (what its builds use).
+    Embedded,
+    /// A checkout: `<root>/spack-repo` and `<root>/docker` (what a plan job sees).
+    Checkout(std::path::PathBuf),
+}
+
+impl Sources {
+    fn spack_repo(&self) -> Result<Files> {
+        match self {
+            Sources::Embedded => {
+                let mut files: Files = crate::spack::repo::FILES
+                    .iter()
+                    .map(|(p, t)| ((*p).to_owned(), t.as_bytes().to_vec()))
+                    .collect();
+                files.sort();
+                Ok(files)
+            }
+            Sources::Checkout(root) => files_under(
+                &root
+                    .join("spack-repo")
+                    .join(crate::spack::repo::REPO_SUBDIR),
+            )
+            .map(|f| {
+                f.into_iter()
+                    .map(|(p, b)| (format!("{}/{p}", crate::spack::repo::REPO_SUBDIR), b))
+                    .collect()
+            }),
+        }
+    }
+
+    fn docker(&self) -> Result<Files> {
+        match self {
+            Sources::Embedded => Ok(vec![(
+                "Dockerfile".to_owned(),
+                crate::docker::context::EMBEDDED_DOCKERFILE
+                    .as_bytes()
+                    .to_vec(),
+            )]),
+            Sources::Checkout(root) => files_under(&root.join("docker")),
+        }
+    }
+}
+
+/// Every regular file under `dir` (sorted, relative paths with `/`), skipping Python bytecode.
+fn files_under(dir: &Path) -> Result<Files> {
+    fn walk(root: &Path, dir: &Path, out: &mut Files) -> Result<()> {
+        let rd =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        for e in rd {
+            let e = e?;
+            let p = e.path();
+            let ft = e.file_type()?;
+            let name = e.file_name();
+            if name == "__pycache__" || p.extension().is_some_and(|x| x == "pyc") {
+                continue;
+            }
+            if ft.is_dir() {
+                walk(root, &p, out)?;
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((
+                    rel,
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+                ));
+            } else {
+                bail!(
+                    "{} is neither a file nor a directory; a fingerprint covers regular files only",
+                    p.display()
+                );
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hash of a file set: each file as `<path>\0<len>\0<bytes>`, in path order.
+fn hash_files(files: &Files) -> String {
+    let mut h = Sha256::new();
+    for (p, b) in files {
+        h.update(p.as_bytes());
+        h.update([0]);
+        h.update(b.len().to_string().as_bytes());
+        h.update([0]);
+        h.update(b);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The `ARG <name>=<value>` of a Dockerfile.
+fn dockerfile_arg(dockerfile: &str, name: &str) -> Option<String> {
+    dockerfile.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("ARG ")
+            .and_then(|a| a.strip_prefix(name))
+            .and_then(|a| a.strip_prefix('='))
+            .map(str::to_owned)
+    })
+}
+
+/// The leg as the catalog resolves it, as canonical JSON.
+fn leg_json(job: &Job, tarball: bool) -> serde_json::Value {
+    match job {
+        Job::Compiler(c) => serde_json::json!({
+            "kind": "compiler",
+            "gcc": c.gcc.to_string(),
+            "arch": c.arch.to_string(),
+            "spack_target": c.spack_target,
+        }),
+        Job::Slurm(s) => serde_json::json!({
+            "kind": if tarball { "tarball" } else { "slurm" },
+            "gcc": s.gcc.to_string(),
+            "slurm": s.slurm.version.to_string(),
+            "slurm_spack": s.slurm.spack.to_string(),
+            "gpu": s.gpu,
+            "arch": s.arch.to_string(),
+            "spack_target": s.spack_target,
+        }),
+    }
+}
+
+/// Computes the fingerprint of `job` (a tarball leg when `tarball`).
+pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
+    let mut ingredients = BTreeMap::new();
+    let tool = format!("slurm-factory {}", env!("CARGO_PKG_VERSION"));
+    ingredients.insert(
+        "tool",
+        Ingredient {
+            sha256: sha256_hex(tool.as_bytes()),
+            value: tool,
+        },
+    );
+    let leg = leg_json(job, tarball);
+    let leg_text = serde_json::to_string(&leg)?;
+    ingredients.insert(
+        "leg",
+        Ingredient {
+            sha256: sha256_hex(leg_text.as_bytes()),
+            value: leg_text,
+        },
+    );
+    // The environment with a fixed namespace: the run id is not an input.
+    let layout = Layout::new(
+        Path::new("/fingerprint"),
+        job.namespace(&RunId::new("fingerprint")?),
+    )?;
+    let yaml = job.environment(&layout).render("")?;
+    let parsed: serde_json::Value =
+        yaml_serde::from_str(&yaml).context("cannot read back the generated spack.yaml")?;
+    let canonical = serde_json::to_string(&parsed)?;
+    ingredients.insert(
+        "environment",
+        Ingredient {
+            value: format!("spack.yaml, {} lines", yaml.lines().count()),
+            sha256: sha256_hex(canonical.as_bytes()),
+        },
+    );
+    let repo = sources.spack_repo()?;
+    ingredients.insert(
+        "spack-repo",
+        Ingredient {
+            value: format!("{} files", repo.len()),
+            sha256: hash_files(&repo),
+        },
+    );
+    let docker = sources.docker()?;
+    let dockerfile = docker
+        .iter()
+        .find(|(p, _)| p == "Dockerfile")
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .context("the image context has no Dockerfile")?;
+    ingredients.insert(
+        "docker",
+        Ingredient {
+            value: format!("{} files", docker.len()),
+            sha256: hash_files(&docker),
+        },
+    );
+    for (name, arg) in [
+        ("spack", "SPACK_COMMIT"),
+        ("spack-packages", "SPACK_PACKAGES_COMMIT"),
+    ] {
+        let v = dockerfile_arg(&dockerfile, arg)
+            .with_context(|| format!("the Dockerfile has no `ARG {arg}=<commit>`"))?;
+        ingredients.insert(
+            name,
+            Ingredient {
+                sha256: sha256_hex(v.as_bytes()),
+                value: v,
+            },
+        );
+    }
+    let mut h = Sha256::new();
+    for (name, i) in &ingredients {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(i.sha256.as_bytes());
+        h.update(b"\n");
+    }
+    let label = match (job, tarball) {
+        (Job::Slurm(_), true) => format!("{}-tarball", job.label()),
+        _ => job.label(),
+    };
+    Ok(Fingerprint {
+        leg: label,
+        fingerprint: format!("sha256:{}", hex::encode(h.finalize())),
+        ingredients,
+    })
+}
+
+impl Fingerprint {
+    /// The text form: the fingerprint, then one line per ingredient.
+    pub fn text(&self) -> String {
+        let mut s = format!("{}  {}\n", self.leg, self.fingerprint);
+        for (name, i) in &self.ingredients {
+            let value: String = if i.value.chars().count() > 60 {
+                i.value.chars().take(57).chain("...".chars()).collect()
+            } else {
+                i.value.clone()
+            };
+            s.push_str(&format!(
+                "  {name:<15} {value:<60} {}\n",
+                &i.sha256[..16.min(i.sha256.len())]
+            ));
+        }
+        s
+    }
+
+    /// The ingredients whose hash differs from `other`'s (or that only one has).
+    pub fn changed_from(&self, other: &Fingerprint) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
+            .ingredients
+            .iter()
+            .filter(|(n, i)| other.ingredients.get(*n).map(|o| &o.sha256) != Some(&i.sha256))
+            .map(|(n, _)| *n)
+            .collect();
+        for n in other.ingredients.keys() {
+            if !self.ingredients.contains_key(n) {
+                names.push(n);
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::spack::SlurmJobRequest;
+
+    fn slurm_job(catalog: &Catalog, gpu: bool) -> Job {
+        SlurmJobRequest {
+            slurm: "25.11".parse().unwrap(),
+            gcc: "13.4.0".parse().unwrap(),
+            gpu,
+            arch: catalog.architectures.default.clone(),
+            compiler_mirror: None,
+            slurm_mirror: None,
+        }
+        .resolve(catalog)
+        .unwrap()
+    }
+
+    #[test]
+    fn stable_and_sensitive_to_what_changes_the_bits() {
+        let c = Catalog::embedded();
+        let a = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
+        let b = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
+        assert_eq!(a, b, "the same leg has the same fingerprint");
+        assert!(a.fingerprint.starts_with("sha256:") && a.fingerprint.len() == 71);
+        let gpu = of(&slurm_job(&c, true), false, &Sources::Embedded).unwrap();
+        assert_ne!(a.fingerprint, gpu.fingerprint);
+        assert_eq!(gpu.changed_from(&a), ["environment", "leg"]);
+        let tarball = of(&slurm_job(&c, false), true, &Sources::Embedded).unwrap();
+        assert_eq!(tarball.changed_from(&a), ["leg"]);
+        for name in [
+            "tool",
+            "leg",
+            "environment",
+            "spack-repo",
+            "docker",
+            "spack",
+            "spack-packages",
+        ] {
+            assert!(a.ingredients.contains_key(name), "{name}");
+        }
+        assert!(a.text().contains("spack-repo"), "{}", a.text());
+    }
+
+    #[test]
+    fn a_catalog_reformatted_gives_the_same_fingerprint_and_a_version_change_does_not() {
+        let text = include_str!("../catalog.yaml");
+        let base = of(
+            &slurm_job(&Catalog::parse(text, "catalog").unwrap(), false),
+            false,
+            &Sources::Embedded,
+        )
+        .unwrap();
+        // Whitespace, comments and flow style: the same typed values.
+        let reformatted = format!(
+            "# reformatted\n{}",
+            text.replace(
+                "- { version: \"25.11\", spack: \"25-11-6-1\" }",
+                "-   version:   \"25.11\"\n        spack: \"25-11-6-1\"   # moved"
+            )
+        );
+        assert_ne!(reformatted, text);
+        let same = of(
+            &slurm_job(&Catalog::parse(&reformatted, "catalog").unwrap(), false),
+            false,
+            &Sources::Embedded,
+        )
+        .unwrap();
+        assert_eq!(base.fingerprint, same.fingerprint);
+        // A new patch release of 25.11 changes the leg and its environment.
+        let bumped = text.replace("spack: \"25-11-6-1\"", "spack: \"25-11-7-1\"");
+        let c = Catalog::parse(&bumped, "catalog").unwrap();
+        let changed = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
+        assert_ne!(base.fingerprint, changed.fingerprint);
+        assert!(changed.changed_from(&base).contains(&"leg"));
+    }
+
+    #[test]
+    fn a_recipe_change_in_a_checkout_changes_the_spack_repo_ingredient_only() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root
+            .path()
+            .join("spack-repo")
+            .join(crate::spack::repo::REPO_SUBDIR);
+        crate::spack::repo::write_to(&root.path().join("spack-repo")).unwrap();
+        std::fs::create_dir_all(root.path().join("docker")).unwrap();
+        std::fs::write(
+            root.path().join("docker/Dockerfile"),
+            crate::docker::context::EMBEDDED_DOCKERFILE,
+        )
+        .unwrap();
+        let c = Catalog::embedded();
+        let job = slurm_job(&c, false);
+        let embedded = of(&job, false, &Sources::Embedded).unwrap();
+        let checkout = Sources::Checkout(root.path().to_owned());
+        let same = of(&job, false, &checkout).unwrap();
+        assert_eq!(
+            embedded.fingerprint,
+            same.fingerprint,
+            "{}\n{}",
+            embedded.text(),
+            same.text()
+        );
+        let recipe = repo.join("packages/slurm/package.py");
+        let mut text = std::fs::read_to_string(&recipe).unwrap();
+        text.push_str("\n# a changed recipe\n");
+        std::fs::write(&recipe, text).unwrap();
+        let changed = of(&job, false, &checkout).unwrap();
+        assert_eq!(changed.changed_from(&same), ["spack-repo"]);
+    }
+}
