@@ -91,6 +91,16 @@ fn report_lists(o: &Outcome, n: usize, gccs: &[&str]) {
     }
 }
 
+/// The dispatch inputs of one CPU slurm-all leg with GCC 13.4.0.
+fn slurm_all<'a>(slurm: &'a str, publish: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("slurm_versions", slurm),
+        ("compiler_versions", "13.4.0"),
+        ("gpu", "false"),
+        ("publish", publish),
+    ]
+}
+
 /// Runs the compiler pipeline for GCC 13.4.0 and checks it is green: the first pipeline of a
 /// fresh bucket, whose cache the Slurm pipelines take their toolchain from.
 fn publish_the_compiler(r: &Rehearsal) -> Outcome {
@@ -185,12 +195,7 @@ async fn the_slurm_all_pipeline_runs_end_to_end() {
     publish_the_compiler(&r);
     let o = r.act(
         "build-and-publish-slurm-all.yml",
-        &[
-            ("slurm_versions", "24.11"),
-            ("compiler_versions", "13.4.0"),
-            ("gpu", "false"),
-            ("publish", "all"),
-        ],
+        &slurm_all("24.11", "all"),
         Some(&cache),
         |_| {},
     );
@@ -308,12 +313,7 @@ async fn a_malformed_signing_key_fails_in_preflight_before_any_build_step() {
     };
     let o = r.act(
         "build-and-publish-slurm-all.yml",
-        &[
-            ("slurm_versions", "25.11"),
-            ("compiler_versions", "13.4.0"),
-            ("gpu", "false"),
-            ("publish", "all"),
-        ],
+        &slurm_all("25.11", "all"),
         None,
         |c| {
             // act keeps the last value given for a secret.
@@ -349,12 +349,7 @@ async fn publish_none_builds_the_toolchain_from_source_and_publishes_nothing() {
     };
     let o = r.act(
         "build-and-publish-slurm-all.yml",
-        &[
-            ("slurm_versions", "25.11"),
-            ("compiler_versions", "13.4.0"),
-            ("gpu", "false"),
-            ("publish", "none"),
-        ],
+        &slurm_all("25.11", "none"),
         None,
         |_| {},
     );
