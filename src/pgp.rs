@@ -2,7 +2,7 @@
 //! and without an agent.
 //!
 //! - [`SigningKey`] loads a secret key from its ASCII armor (or base64 of the armor, as the
-//!   upstream `GPG_PRIVATE_KEY` secret stores it), unlocks it with a passphrase, and selects the
+//!   upstream pipelines' key secret stores it), unlocks it with a passphrase, and selects the
 //!   signing-capable (sub)key, optionally by key id or fingerprint. Secret material stays in
 //!   memory (sequoia additionally keeps unlocked secrets encrypted in memory); nothing is
 //!   written to disk and [`std::fmt::Debug`] shows only the public fingerprint.
@@ -59,14 +59,16 @@ impl KeyFingerprint {
 impl std::str::FromStr for KeyFingerprint {
     type Err = anyhow::Error;
     /// Parses a full fingerprint (40 hex digits for v4 keys, 64 for v6), upper or lower case,
-    /// spaces allowed (as `gpg --fingerprint` prints it). Key ids are refused: only a full
-    /// fingerprint pins a key.
+    /// spaces allowed (as `gpg --fingerprint` prints it), an `0x` prefix allowed. Key ids are
+    /// refused: only a full fingerprint pins a key. The one parser of a user-given fingerprint.
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let clean: String = s
-            .trim()
-            .trim_start_matches("0x")
+        let trimmed = s.trim();
+        let clean: String = trimmed
+            .strip_prefix("0x")
+            .or_else(|| trimmed.strip_prefix("0X"))
+            .unwrap_or(trimmed)
             .chars()
-            .filter(|c| *c != ' ')
+            .filter(|c| !c.is_whitespace())
             .collect();
         if !matches!(clean.len(), 40 | 64) || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
             anyhow::bail!(
@@ -94,9 +96,7 @@ impl std::fmt::Display for KeyFingerprint {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The input is empty.
-    #[error(
-        "no signing key was given: set GPG_PRIVATE_KEY to the ASCII-armored secret key (or base64 of it), or pass --key-file"
-    )]
+    #[error("no signing key was given")]
     Missing,
     /// The input is neither OpenPGP data nor base64 of it.
     #[error(
@@ -105,32 +105,30 @@ pub enum KeyError {
     NotAKey(String),
     /// The input held several certificates and no key id chose one.
     #[error(
-        "the key material holds {0} certificates ({1}); set GPG_KEY_ID to the fingerprint of the one to sign with"
+        "the key material holds {0} certificates ({1}); give the fingerprint of the one to sign with as the key id"
     )]
     Ambiguous(usize, String),
     /// Only public keys were given.
     #[error(
-        "the key {0} has no secret key material: GPG_PRIVATE_KEY must hold the secret key (gpg --armor --export-secret-keys), not the public key"
+        "the key {0} has no secret key material: give the secret key (gpg --armor --export-secret-keys), not the public key"
     )]
     PublicOnly(KeyFingerprint),
     /// The requested key id is not in the key material.
-    #[error(
-        "GPG_KEY_ID {wanted} does not match the given key: it holds {available}. Fix GPG_KEY_ID or the key secret"
-    )]
+    #[error("the key id {wanted} does not match the given key: it holds {available}")]
     KeyIdMismatch {
         /// What was asked for.
         wanted: String,
         /// The fingerprints present.
         available: String,
     },
-    /// `GPG_KEY_ID` is not a key id or fingerprint.
+    /// The key id is not a key id or fingerprint.
     #[error(
-        "GPG_KEY_ID {0:?} is not a key id or fingerprint: use the 16-hex-digit long key id or the 40-hex-digit fingerprint (gpg --list-secret-keys --keyid-format long)"
+        "the key id {0:?} is not a key id or fingerprint: use the 16-hex-digit long key id or the 40-hex-digit fingerprint (gpg --list-secret-keys --keyid-format long)"
     )]
     BadKeyId(String),
     /// The certificate is expired.
     #[error(
-        "the key {0} has expired ({1}); extend its expiry with `gpg --quick-set-expire` and update GPG_PRIVATE_KEY, or use another key"
+        "the key {0} has expired ({1}); extend its expiry with `gpg --quick-set-expire` and export it again, or use another key"
     )]
     Expired(KeyFingerprint, String),
     /// The certificate is revoked.
@@ -145,12 +143,10 @@ pub enum KeyError {
     )]
     NoSigningKey(KeyFingerprint, String),
     /// The key is protected and no passphrase was given.
-    #[error("the signing key {0} is passphrase-protected: set GPG_PASSPHRASE to its passphrase")]
+    #[error("the signing key {0} is passphrase-protected and no passphrase was given")]
     NeedPassphrase(KeyFingerprint),
     /// The passphrase does not unlock the key.
-    #[error(
-        "wrong passphrase for the signing key {0}: GPG_PASSPHRASE does not unlock it; check the secret's value"
-    )]
+    #[error("wrong passphrase for the signing key {0}: the passphrase given does not unlock it")]
     WrongPassphrase(KeyFingerprint),
     /// Any other OpenPGP failure while preparing the key.
     #[error("cannot use the signing key: {0}")]
@@ -198,7 +194,7 @@ fn decode_material(material: &[u8]) -> Result<Vec<u8>, KeyError> {
     }
 }
 
-/// Parses `GPG_KEY_ID`-style input (`0x` prefix, spaces allowed) into a key handle.
+/// Parses a key id given by the user (`0x` prefix, spaces allowed) into a key handle.
 fn parse_key_id(id: &str) -> Result<KeyHandle, KeyError> {
     let clean: String = id
         .trim()
@@ -354,7 +350,7 @@ impl SigningKey {
         {
             return Err(KeyError::NoSigningKey(
                 fpr,
-                format!(" matching GPG_KEY_ID {} (it is not signing-capable)", h),
+                format!(" matching the key id {} (it is not signing-capable)", h),
             ));
         }
         // Newest key first, like GnuPG's default choice.

@@ -105,7 +105,8 @@ async fn bad_secrets_fail_in_seconds_with_what_to_fix() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        error_of(&out).contains("GPG_KEY_ID 0123456789ABCDEF does not match"),
+        error_of(&out).contains("key id 0123456789ABCDEF does not match")
+            && error_of(&out).contains("Fix GPG_KEY_ID"),
         "{}",
         error_of(&out)
     );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::buildcache::publish::{Publisher, S3Flags};
+use crate::buildcache::publish::{PublishTarget, Publisher};
 use crate::buildcache::sign::PublishMode;
 use crate::buildcache::trust::Pins;
 use crate::docker::{
@@ -40,12 +40,10 @@ pub struct Request {
     pub opts: BuildOptions,
     /// Print the plan and stop.
     pub dry_run: bool,
-    /// What to publish, and where, after a successful build.
-    pub publish: Option<(PublishMode, String)>,
-    /// The signing key file (else `GPG_PRIVATE_KEY`).
-    pub key_file: Option<PathBuf>,
-    /// How to reach `s3://` destinations and mirrors.
-    pub s3: S3Flags,
+    /// What to publish, and where, after a successful build (`None` for a dry run).
+    pub publish: Option<(PublishMode, PublishTarget)>,
+    /// How to reach `s3://` mirrors.
+    pub s3: crate::s3::S3Settings,
     /// The pinned keys a Slurm build trusts.
     pub trust: Option<Pins>,
 }
@@ -331,7 +329,6 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
         opts,
         dry_run,
         publish,
-        key_file,
         s3,
         trust,
     } = request;
@@ -355,17 +352,23 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
     ) {
         runner.warning(&w);
     }
-    let open = s3.open_options();
-    // The key, the destination, the credentials and the bucket are checked before the
-    // (hours-long) build, so a bad secret fails in seconds and nothing is built.
-    let publisher = match &publish {
-        Some((scope, dest)) => Some(
-            Publisher::prepare(&runner, dest, key_file.as_deref(), s3, *scope, false)
-                .await
-                .with_context(|| {
-                    format!("--publish {scope} to {dest} cannot work, so nothing was built")
-                })?,
-        ),
+    let open = crate::buildcache::storage::OpenOptions {
+        s3,
+        ..Default::default()
+    };
+    // The key (loaded by the caller), the destination, the credentials and the bucket are
+    // checked before the (hours-long) build, so a bad secret fails in seconds.
+    let publisher = match publish {
+        Some((scope, target)) => {
+            let dest = target.destination.clone();
+            Some(
+                Publisher::prepare(&runner, target, scope, false)
+                    .await
+                    .with_context(|| {
+                        format!("--publish {scope} to {dest} cannot work, so nothing was built")
+                    })?,
+            )
+        }
         None => None,
     };
 

@@ -98,9 +98,8 @@ pub struct PublishOptions {
     pub trusted: TrustedKeys,
     /// Without a signing key: publish unsigned spec manifests as they are.
     pub allow_unsigned: bool,
-    /// Fingerprints (upper-case hex) of further keys to publish from the source and to accept
-    /// in the destination's key index.
-    pub publish_key_fingerprints: Vec<String>,
+    /// Further keys to publish from the source and to accept in the destination's key index.
+    pub publish_key_fingerprints: Vec<KeyFingerprint>,
     /// Keep a destination key index that names keys this publish does not know.
     pub accept_unknown_keys: bool,
     /// Read-merge-write cycles of each pointer manifest before giving up.
@@ -129,20 +128,6 @@ impl Default for PublishOptions {
             slurm_package: "slurm".to_owned(),
         }
     }
-}
-
-/// Parses a key fingerprint given by a user: 40 (v4) or 64 (v6) hex digits, spaces allowed.
-pub fn parse_fingerprint(s: &str) -> Result<String> {
-    let f: String = s
-        .split_whitespace()
-        .collect::<String>()
-        .to_ascii_uppercase();
-    if !(f.len() == 40 || f.len() == 64) || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!(
-            "{s:?} is not an OpenPGP key fingerprint (40 hex digits, as `gpg --list-keys --with-colons` prints in its fpr line)"
-        );
-    }
-    Ok(f)
 }
 
 /// What happens (or would happen) to one object.
@@ -901,7 +886,11 @@ pub async fn publish(
     let mut selected = selected;
 
     // Keys: ours, the signers of what we publish, and the listed ones.
-    let mut allowed: BTreeSet<String> = opts.publish_key_fingerprints.iter().cloned().collect();
+    let mut allowed: BTreeSet<String> = opts
+        .publish_key_fingerprints
+        .iter()
+        .map(KeyFingerprint::to_string)
+        .collect();
     if let Some(k) = key {
         allowed.insert(k.fingerprint().to_string());
     }
@@ -1480,78 +1469,27 @@ pub fn write_outputs(runner: &Runner, report: &PublishReport) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // A publication prepared before the work that produces the source.
 
-/// Registers the key material and passphrase with the runner's log masker: every line of
-/// the value as given and of its decoded armor (the runner masks line by line).
-fn mask_secrets(runner: &Runner, material: &str, passphrase: Option<&str>) {
-    use base64::Engine as _;
-    if let Some(p) = passphrase {
-        runner.add_mask(p);
-    }
-    let mut lines: Vec<String> = material.lines().map(|l| l.trim().to_owned()).collect();
-    let compact: String = material.split_whitespace().collect();
-    if !material.trim_start().starts_with("-----BEGIN")
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes())
-        && let Ok(text) = String::from_utf8(decoded)
-    {
-        lines.push(compact);
-        lines.extend(text.lines().map(|l| l.trim().to_owned()));
-    }
-    for line in lines {
-        let public_armor = line.starts_with("-----")
-            || line.starts_with("Comment:")
-            || line.starts_with("Version:");
-        if line.len() >= 4 && !public_armor {
-            runner.add_mask(&line);
-        }
-    }
+/// Where a leg publishes and with what: the destination URL (`s3://bucket/prefix` or
+/// `file:///path`), the loaded signing key and how to reach S3. The one value preflight, the
+/// builds, sign-and-upload and tarball-publish take; the command line builds it (it alone
+/// reads the key's and S3's environment).
+#[derive(Debug)]
+pub struct PublishTarget {
+    /// The destination URL.
+    pub destination: String,
+    /// The signing key (its `Debug` shows only public fingerprints).
+    pub key: SigningKey,
+    /// How to reach `s3://` destinations.
+    pub s3: crate::s3::S3Settings,
 }
 
-/// Loads the signing key from `key_file` or `GPG_PRIVATE_KEY`, with `GPG_PASSPHRASE` and
-/// `GPG_KEY_ID`, masking the secrets first. Prints only the public fingerprint.
-pub fn load_signing_key(key_file: Option<&std::path::Path>, runner: &Runner) -> Result<SigningKey> {
-    let passphrase = runner.var("GPG_PASSPHRASE").filter(|p| !p.is_empty());
-    let key_id = runner.var("GPG_KEY_ID").filter(|k| !k.trim().is_empty());
-    let material: Vec<u8> = match key_file {
-        Some(path) => std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read the signing key file {}; pass the path of an ASCII-armored secret key",
-                path.display()
-            )
-        })?,
-        None => runner
-            .var("GPG_PRIVATE_KEY")
-            .map(|s| s.as_bytes().to_vec())
-            .unwrap_or_default(),
-    };
-    mask_secrets(runner, &String::from_utf8_lossy(&material), passphrase);
-    let key = SigningKey::load(&material, passphrase, key_id).map_err(anyhow::Error::new)?;
-    runner.info(&format!(
-        "signing key: {} (signing subkey {})",
-        key.fingerprint(),
-        key.signing_fingerprint()
-    ));
-    Ok(key)
-}
-
-/// The S3 options of a publication (`--endpoint-url`, `--region`, `--role-arn`).
-#[derive(Debug, Clone, Default)]
-pub struct S3Flags {
-    /// S3-compatible endpoint (path-style addressing).
-    pub endpoint_url: Option<String>,
-    /// AWS region.
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token.
-    pub role_arn: Option<String>,
-}
-
-impl S3Flags {
-    /// The options of [`super::storage::open`] for reading with these flags.
+impl PublishTarget {
+    /// The storage options for writing to this target.
     pub fn open_options(&self) -> super::storage::OpenOptions {
         super::storage::OpenOptions {
-            endpoint_url: self.endpoint_url.clone(),
-            region: self.region.clone(),
-            role_arn: self.role_arn.clone(),
-            ..Default::default()
+            writable: true,
+            s3: self.s3.clone(),
+            ..super::storage::OpenOptions::default()
         }
     }
 }
@@ -1574,41 +1512,44 @@ impl fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Checks everything that can be wrong before any write: the publish mode, the
-    /// destination URL, the signing key (`key_file` or `GPG_PRIVATE_KEY`, masked), and for
-    /// `s3://` the credentials (assuming the OIDC role) and the bucket.
+    /// A publication of nothing (`--publish none`): signs and uploads nothing, and says so.
+    pub fn none() -> Publisher {
+        Publisher {
+            opts: PublishOptions {
+                mode: PublishMode::None,
+                ..PublishOptions::default()
+            },
+            target: None,
+        }
+    }
+
+    /// Checks everything that can be wrong before any write: the destination URL, and for
+    /// `s3://` the credentials (assuming the OIDC role) and the bucket. The key was loaded by
+    /// the caller. `mode` [`PublishMode::None`] is [`Publisher::none`].
     pub async fn prepare(
         runner: &Runner,
-        destination: &str,
-        key_file: Option<&std::path::Path>,
-        s3: S3Flags,
+        target: PublishTarget,
         mode: PublishMode,
         dry_run: bool,
     ) -> Result<Publisher> {
+        if mode == PublishMode::None {
+            return Ok(Publisher::none());
+        }
         let opts = PublishOptions {
             mode,
             dry_run,
             ..PublishOptions::default()
         };
-        if mode == PublishMode::None {
-            return Ok(Publisher { opts, target: None });
-        }
-        let location = super::storage::Location::parse(destination)?;
+        let location = super::storage::Location::parse(&target.destination)?;
         if let super::storage::Location::Http(u) = &location {
             bail!(
                 "{u}: HTTP(S) buildcaches are read-only; publish to the s3:// or file:// location of the same buildcache"
             );
         }
-        // Nothing touches the network before the key loads.
-        let key = load_signing_key(key_file, runner)?;
-        let open = super::storage::OpenOptions {
-            writable: true,
-            ..s3.open_options()
-        };
-        let dest = super::storage::open(&location, &open, runner).await?;
+        let dest = super::storage::open(&location, &target.open_options(), runner).await?;
         Ok(Publisher {
             opts,
-            target: Some((key, dest)),
+            target: Some((target.key, dest)),
         })
     }
 
@@ -1653,7 +1594,7 @@ impl Publisher {
     pub fn with_policy(
         mut self,
         trusted: TrustedKeys,
-        publish_key_fingerprints: Vec<String>,
+        publish_key_fingerprints: Vec<KeyFingerprint>,
         accept_unknown_keys: bool,
     ) -> Self {
         self.opts.trusted = trusted;

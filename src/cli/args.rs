@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::flag_or_input;
-use crate::buildcache::publish::S3Flags;
+pub use super::signing_key::SigningKeyArgs;
+use crate::buildcache::publish::PublishTarget;
 use crate::buildcache::trust::{Pins, load_key_files};
 use crate::gha::Runner;
 use crate::pgp::TrustedKeys;
+use crate::s3::S3Settings;
 
 /// How to reach `s3://` locations.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -18,7 +20,7 @@ pub struct S3Args {
     /// For s3:// URLs: S3-compatible endpoint (path-style addressing) [input: endpoint_url] [env: AWS_ENDPOINT_URL]
     #[arg(long)]
     pub endpoint_url: Option<String>,
-    /// For s3:// URLs: AWS region [input: region]
+    /// For s3:// URLs: AWS region [input: region] [env: AWS_REGION, AWS_DEFAULT_REGION]
     #[arg(long)]
     pub region: Option<String>,
     /// For s3:// URLs: IAM role to assume with the job's OIDC token [input: role_arn] [env: AWS_ROLE_ARN]
@@ -27,31 +29,44 @@ pub struct S3Args {
 }
 
 impl S3Args {
-    /// The flags, each falling back to its action input.
-    pub fn resolve(&self, runner: &Runner) -> S3Flags {
-        S3Flags {
-            endpoint_url: flag_or_input(self.endpoint_url.clone(), runner, "endpoint_url"),
-            region: flag_or_input(self.region.clone(), runner, "region"),
-            role_arn: flag_or_input(self.role_arn.clone(), runner, "role_arn"),
-        }
+    /// The S3 settings: each flag, else its action input, else its `AWS_*` variable
+    /// (`AWS_ENDPOINT_URL_STS` has no flag). This is the only place that reads them.
+    pub fn resolve(&self, runner: &Runner) -> Result<S3Settings> {
+        let env = |vars: &[&str]| {
+            vars.iter()
+                .filter_map(|v| runner.var(v))
+                .find(|v| !v.trim().is_empty())
+                .map(str::to_owned)
+        };
+        let pick = |flag: &Option<String>, input: &str, vars: &[&str]| {
+            flag_or_input(flag.clone(), runner, input)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| env(vars))
+        };
+        S3Settings::new(
+            pick(&self.endpoint_url, "endpoint_url", &["AWS_ENDPOINT_URL"]),
+            env(&["AWS_ENDPOINT_URL_STS"]),
+            pick(&self.region, "region", &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+            pick(&self.role_arn, "role_arn", &["AWS_ROLE_ARN"]),
+        )
+        .context("the S3 settings (--endpoint-url/AWS_ENDPOINT_URL, --region/AWS_REGION, --role-arn/AWS_ROLE_ARN) are invalid")
     }
 }
 
-/// Where the OpenPGP signing key comes from, when not from `GPG_PRIVATE_KEY`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SigningKeyArgs {
-    /// Read the armored secret key from this file instead of GPG_PRIVATE_KEY (unlocked with GPG_PASSPHRASE) [input: key_file]
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-}
-
-impl SigningKeyArgs {
-    /// `--key-file`, else the action input `key_file`.
-    pub fn resolve(&self, runner: &Runner) -> Option<PathBuf> {
-        self.key_file
-            .clone()
-            .or_else(|| runner.input("key_file").map(PathBuf::from))
-    }
+/// A leg's publish target: `destination`, the signing key (loaded and masked here) and the
+/// S3 settings, the one value preflight, the builds, sign-and-upload and tarball-publish take.
+pub fn publish_target(
+    destination: String,
+    key: &SigningKeyArgs,
+    s3: &S3Args,
+    runner: &Runner,
+) -> Result<PublishTarget> {
+    let key = key.load(runner)?;
+    Ok(PublishTarget {
+        destination,
+        key,
+        s3: s3.resolve(runner)?,
+    })
 }
 
 /// The keys a consumer trusts: pinned out of band, never what a mirror publishes.
@@ -133,10 +148,11 @@ mod tests {
             region: Some("us-east-2".into()),
             ..S3Args::default()
         }
-        .resolve(&r);
+        .resolve(&r)
+        .unwrap();
         assert_eq!(s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(s3.region.as_deref(), Some("us-east-2"));
-        assert_eq!(s3.role_arn, None);
+        assert!(matches!(s3.credentials, crate::s3::CredentialSource::Chain));
         assert_eq!(
             SigningKeyArgs::default().resolve(&r),
             Some(PathBuf::from("/in/key.asc"))
@@ -153,6 +169,47 @@ mod tests {
         assert_eq!(t.key_files, vec![PathBuf::from("a.asc")]);
         assert!(!t.is_empty());
         assert!(Pins::default().is_empty());
+    }
+
+    #[test]
+    fn s3_settings_fall_back_to_the_aws_environment() {
+        let r = runner(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_REGION", ""),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r"),
+            ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2"),
+        ]);
+        let s = S3Args::default().resolve(&r).unwrap();
+        assert_eq!(s.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(s.sts_endpoint_url.as_deref(), Some("http://127.0.0.1:2"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert!(matches!(
+            s.credentials,
+            crate::s3::CredentialSource::GithubOidc { .. }
+        ));
+        // A flag wins over the environment; an invalid value is refused by name.
+        let s = S3Args {
+            endpoint_url: Some("https://minio:9000".into()),
+            ..S3Args::default()
+        }
+        .resolve(&r)
+        .unwrap();
+        assert_eq!(s.endpoint_url.as_deref(), Some("https://minio:9000"));
+        let e = S3Args {
+            endpoint_url: Some("minio:9000".into()),
+            ..S3Args::default()
+        }
+        .resolve(&r)
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("minio:9000"), "{e:#}");
+        let none = S3Args::default()
+            .resolve(&runner(&[("AWS_ROLE_ARN", "")]))
+            .unwrap();
+        assert!(matches!(
+            none.credentials,
+            crate::s3::CredentialSource::Chain
+        ));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod prepare_matrix;
 pub mod report;
 pub mod sign_and_upload;
+pub mod signing_key;
 pub mod tarball_publish;
 pub mod test_install;
 pub mod verify;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use super::args::{S3Args, SigningKeyArgs};
+use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::flag_or_input;
 use crate::buildcache::sign::PublishMode;
 use crate::gha::Runner;
@@ -43,20 +43,24 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .as_deref()
         .unwrap_or("all")
         .parse()?;
-    let destination = match flag_or_input(args.destination, &runner, "destination") {
-        Some(d) => d,
-        None if mode == PublishMode::None => String::new(),
-        None => {
-            return Err(anyhow::anyhow!("no destination")).context(
-                "pass --destination s3://bucket/prefix or file:///path (the action input `destination`)",
-            );
-        }
-    };
-    let req = Request {
-        destination,
-        mode,
-        key_file: args.key.resolve(&runner),
-        s3: args.s3.resolve(&runner),
-    };
-    preflight::run(&runner, &req).await.map(|_| ())
+    if mode == PublishMode::None {
+        return preflight::run(&runner, Request::Nothing).await.map(|_| ());
+    }
+    let destination = flag_or_input(args.destination, &runner, "destination")
+        .filter(|d| !d.trim().is_empty())
+        .context(
+            "no destination: pass --destination s3://bucket/prefix or file:///path (the action input `destination`)",
+        )?;
+    let context =
+        format!("preflight: publishing to {destination} would fail, so the build did not start");
+    let target = publish_target(destination, &args.key, &args.s3, &runner).context(context)?;
+    preflight::run(
+        &runner,
+        Request::Publish {
+            mode,
+            target: Box::new(target),
+        },
+    )
+    .await
+    .map(|_| ())
 }

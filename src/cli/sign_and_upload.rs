@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use super::args::{S3Args, SigningKeyArgs, load_trusted_key_files, paths_or_input};
+use super::args::{S3Args, SigningKeyArgs, load_trusted_key_files, paths_or_input, publish_target};
 use super::{bool_flag_or_input, flag_or_input};
-use crate::buildcache::publish::{PublishMode, parse_fingerprint};
-pub use crate::buildcache::publish::{Publisher, S3Flags, load_signing_key};
+use crate::buildcache::publish::{PublishMode, Publisher};
 use crate::gha::Runner;
 
 /// Sign a Spack buildcache with OpenPGP and publish it (file:// or s3://).
@@ -76,30 +75,27 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .source
         .or_else(|| runner.input("source").map(PathBuf::from))
         .context("no source: pass --source <dir> (the buildcache the build wrote)")?;
-    let key_file = args.key.resolve(&runner);
     let mut fingerprints = args.publish_key_fingerprints;
     if fingerprints.is_empty() {
         fingerprints = runner.input_list("publish_key_fingerprints");
     }
     let fingerprints = fingerprints
         .iter()
-        .map(|f| parse_fingerprint(f))
+        .map(|f| f.parse())
         .collect::<Result<Vec<_>>>()?;
     let trusted = load_trusted_key_files(
         &paths_or_input(&args.trusted_keys, &runner, "trusted_keys"),
         &runner,
     )?;
-    let s3 = args.s3.resolve(&runner);
-    Publisher::prepare(
-        &runner,
-        &destination,
-        key_file.as_deref(),
-        s3,
-        publish,
-        dry_run,
-    )
-    .await?
-    .with_policy(trusted, fingerprints, accept_unknown_keys)
-    .publish(&runner, &source)
-    .await
+    let publisher = if publish == PublishMode::None {
+        Publisher::none()
+    } else {
+        // The key loads before anything touches the network.
+        let target = publish_target(destination, &args.key, &args.s3, &runner)?;
+        Publisher::prepare(&runner, target, publish, dry_run).await?
+    };
+    publisher
+        .with_policy(trusted, fingerprints, accept_unknown_keys)
+        .publish(&runner, &source)
+        .await
 }

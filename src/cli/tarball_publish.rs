@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use super::args::{S3Args, SigningKeyArgs};
+use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::gha::Runner;
 use crate::tarball::publish::{self, Request, Source};
@@ -152,6 +152,18 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
                 .cloned()
         })
         .transpose()?;
+    // The key and the S3 settings are checked before hours of packing could be wasted.
+    if let Some(d) = &destination {
+        publish::Destination::parse(d, "slurm.tar.gz")?;
+    }
+    let (publish, local_key) = match destination {
+        Some(d) if !args.key.is_given(&runner) => anyhow::bail!(
+            "refusing to publish {d} unsigned: set GPG_PRIVATE_KEY (the armored secret key; GPG_PASSPHRASE if it is protected) or pass --key-file <secret key file>. Nothing was packed or uploaded."
+        ),
+        Some(d) => (Some(publish_target(d, &args.key, &args.s3, &runner)?), None),
+        None if args.key.is_given(&runner) => (None, Some(args.key.load(&runner)?)),
+        None => (None, None),
+    };
     let request = Request {
         platform,
         source,
@@ -160,10 +172,9 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         slurm,
         gcc,
         output: args.output,
-        destination,
-        key_file: args.key.resolve(&runner),
+        publish,
+        local_key,
         dry_run: bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?,
-        s3: args.s3.resolve(&runner),
     };
     publish::run(&runner, request).await
 }

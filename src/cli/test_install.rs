@@ -76,7 +76,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     )?;
     let open = crate::buildcache::storage::OpenOptions {
         allow_insecure_http: allow_http,
-        ..args.s3.resolve(&runner).open_options()
+        writable: false,
+        s3: args.s3.resolve(&runner)?,
     };
     let prefix = args
         .prefix

@@ -69,7 +69,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             "allow_insecure_http",
             false,
         )?,
-        ..args.s3.resolve(&runner).open_options()
+        writable: false,
+        s3: args.s3.resolve(&runner)?,
     };
     let storage = storage::open(&storage::Location::parse(&location)?, &open, &runner).await?;
     let trusted = pins.resolve(storage.as_ref()).await?;

@@ -1,6 +1,6 @@
 //! An S3 client with the right credentials, endpoint and region.
 //!
-//! In GitHub Actions with a role (`--role-arn` / `AWS_ROLE_ARN`) the job's OIDC token (audience
+//! In GitHub Actions with a role ([`CredentialSource::GithubOidc`], from `--role-arn`) the job's OIDC token (audience
 //! `sts.amazonaws.com`) is exchanged for temporary credentials with STS
 //! `AssumeRoleWithWebIdentity`. [`GithubOidcProvider`] implements the SDK's
 //! `ProvideCredentials`: the SDK's identity cache calls it again [`REFRESH_BEFORE`] before the
@@ -65,9 +65,9 @@ pub enum CredentialSource {
 pub struct S3Settings {
     /// S3-compatible endpoint (enables path-style addressing); `None` = AWS.
     pub endpoint_url: Option<String>,
-    /// STS endpoint for `AssumeRoleWithWebIdentity`; `None` = `AWS_ENDPOINT_URL_STS` or AWS.
+    /// STS endpoint for `AssumeRoleWithWebIdentity`; `None` = AWS.
     pub sts_endpoint_url: Option<String>,
-    /// Region; `None` = `AWS_REGION`/`AWS_DEFAULT_REGION`/profile, else [`DEFAULT_REGION`].
+    /// Region; `None` = the SDK's profile, else [`DEFAULT_REGION`].
     pub region: Option<String>,
     /// Where the credentials come from.
     pub credentials: CredentialSource,
@@ -102,30 +102,27 @@ impl Default for S3Settings {
 }
 
 impl S3Settings {
-    /// Settings from a command's flags, falling back to the runner's environment:
-    /// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_STS`, `AWS_REGION`/`AWS_DEFAULT_REGION` and
-    /// `AWS_ROLE_ARN`. A role selects [`CredentialSource::GithubOidc`], otherwise the chain.
-    pub fn resolve(
-        runner: &Runner,
+    /// Settings for these values, each already resolved by the caller (the command line takes
+    /// a flag, else the action input, else the AWS environment): the endpoint must be an
+    /// `http(s)://` URL and the role a well-formed IAM role ARN. A role selects
+    /// [`CredentialSource::GithubOidc`], otherwise the standard chain. Empty values count as
+    /// absent.
+    pub fn new(
         endpoint_url: Option<String>,
+        sts_endpoint_url: Option<String>,
         region: Option<String>,
         role_arn: Option<String>,
     ) -> Result<Self> {
-        let nonempty = |v: Option<&str>| {
-            v.map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        let endpoint_url = endpoint_url.or_else(|| nonempty(runner.var("AWS_ENDPOINT_URL")));
+        let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let endpoint_url = nonempty(endpoint_url);
         if let Some(e) = &endpoint_url {
             check_endpoint(e)?;
         }
-        let sts_endpoint_url = nonempty(runner.var("AWS_ENDPOINT_URL_STS"));
-        let region = region
-            .or_else(|| nonempty(runner.var("AWS_REGION")))
-            .or_else(|| nonempty(runner.var("AWS_DEFAULT_REGION")));
-        let role_arn = role_arn.or_else(|| nonempty(runner.var("AWS_ROLE_ARN")));
-        let credentials = match role_arn {
+        let sts_endpoint_url = nonempty(sts_endpoint_url);
+        if let Some(e) = &sts_endpoint_url {
+            check_endpoint(e)?;
+        }
+        let credentials = match nonempty(role_arn) {
             Some(role_arn) => {
                 check_role_arn(&role_arn)?;
                 CredentialSource::GithubOidc { role_arn }
@@ -135,7 +132,7 @@ impl S3Settings {
         Ok(S3Settings {
             endpoint_url,
             sts_endpoint_url,
-            region,
+            region: nonempty(region),
             credentials,
             ..S3Settings::default()
         })
@@ -162,7 +159,7 @@ pub fn check_role_arn(arn: &str) -> Result<()> {
         && parts[5].len() > 5;
     if !ok {
         bail!(
-            "invalid role ARN {arn:?}: expected arn:aws:iam::<12-digit account>:role/<name> (check the AWS_ROLE_ARN secret or --role-arn)"
+            "invalid role ARN {arn:?}: expected arn:aws:iam::<12-digit account>:role/<name> (check --role-arn or the secret it comes from)"
         );
     }
     Ok(())
@@ -330,7 +327,7 @@ pub async fn connection(runner: &Runner, settings: &S3Settings) -> Result<Connec
         CredentialSource::Chain => match shared.credentials_provider() {
             Some(p) => p,
             None => bail!(
-                "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a profile), or pass --role-arn / AWS_ROLE_ARN inside GitHub Actions"
+                "no AWS credentials in the standard chain (environment, profile, web identity, instance metadata): provide some, or pass --role-arn inside GitHub Actions"
             ),
         },
         CredentialSource::Static {
@@ -375,7 +372,7 @@ pub async fn connection(runner: &Runner, settings: &S3Settings) -> Result<Connec
         // Resolve once so missing or broken credentials fail before any work, and mask them.
         let creds = provider.provide_credentials().await.map_err(|e| {
             anyhow::anyhow!(
-                "cannot load AWS credentials from the standard chain: {}. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or a profile), or pass --role-arn / AWS_ROLE_ARN inside GitHub Actions",
+                "cannot load AWS credentials from the standard chain (environment, profile, web identity, instance metadata): {}. Provide some, or pass --role-arn inside GitHub Actions",
                 aws_sdk_s3::error::DisplayErrorContext(&e)
             )
         })?;
@@ -464,28 +461,22 @@ mod tests {
     }
 
     #[test]
-    fn settings_resolve_from_environment_and_flags_win() {
-        let r = Runner::from_vars([
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
-            ("AWS_REGION", "eu-west-1"),
-            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/r"),
-        ]);
-        let s = S3Settings::resolve(&r, None, None, None).unwrap();
+    fn settings_check_their_values() {
+        let s = S3Settings::new(
+            Some("http://127.0.0.1:1".into()),
+            None,
+            Some(" eu-west-1 ".into()),
+            Some("arn:aws:iam::123456789012:role/r".into()),
+        )
+        .unwrap();
         assert_eq!(s.endpoint_url.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
         assert!(matches!(s.credentials, CredentialSource::GithubOidc { .. }));
-        let s = S3Settings::resolve(
-            &r,
-            Some("https://minio:9000".into()),
-            Some("x".into()),
-            None,
-        )
-        .unwrap();
-        assert_eq!(s.endpoint_url.as_deref(), Some("https://minio:9000"));
-        assert_eq!(s.region.as_deref(), Some("x"));
-        assert!(S3Settings::resolve(&r, Some("minio:9000".into()), None, None).is_err());
-        let none = Runner::from_vars([("AWS_ROLE_ARN", "")]);
-        let s = S3Settings::resolve(&none, None, None, None).unwrap();
+        assert!(S3Settings::new(Some("minio:9000".into()), None, None, None).is_err());
+        assert!(S3Settings::new(None, Some("sts".into()), None, None).is_err());
+        assert!(S3Settings::new(None, None, None, Some("role/x".into())).is_err());
+        let s = S3Settings::new(Some(" ".into()), None, None, Some(String::new())).unwrap();
+        assert!(s.endpoint_url.is_none());
         assert!(matches!(s.credentials, CredentialSource::Chain));
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::buildcache::publish::PublishTarget;
 use crate::buildcache::storage::{
     self, Location, Precondition, PreconditionFailed, PutOptions, Storage,
 };
@@ -242,7 +243,7 @@ pub enum Source {
 }
 
 /// One `tarball-publish` run, its inputs checked by the caller's parser.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     /// The build to pack.
     pub source: Source,
@@ -256,14 +257,13 @@ pub struct Request {
     pub gcc: crate::catalog::GccVersion,
     /// Output directory (default: `<build dir>/tarball`).
     pub output: Option<PathBuf>,
-    /// Upload destination, if any.
-    pub destination: Option<String>,
-    /// Secret key file instead of `GPG_PRIVATE_KEY`.
-    pub key_file: Option<PathBuf>,
+    /// Upload to this target (its destination, signing key and S3 settings); `None`: pack
+    /// locally only (signed with `local_key`, if given).
+    pub publish: Option<PublishTarget>,
+    /// The key that signs a tarball packed locally only (when `publish` is `None`).
+    pub local_key: Option<SigningKey>,
     /// Build, sign and report, but upload nothing.
     pub dry_run: bool,
-    /// S3 endpoint, region and role.
-    pub s3: crate::cli::sign_and_upload::S3Flags,
     /// The catalog platform the build ran on: its glibc caps the tarball's floor. `None`:
     /// the floor is recorded but not checked (with a warning).
     pub platform: Option<crate::catalog::Platform>,
@@ -298,34 +298,25 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
     };
     let name = super::file_name(&req.slurm, &req.gcc);
     let dest = req
-        .destination
-        .as_deref()
-        .map(|d| Destination::parse(d, &name))
+        .publish
+        .as_ref()
+        .map(|t| Destination::parse(&t.destination, &name))
         .transpose()?;
-    // The key and the bucket are checked before hours of packing could be wasted.
-    let env_key = runner
-        .var("GPG_PRIVATE_KEY")
-        .filter(|k| !k.trim().is_empty());
-    let key = match (&dest, &req.key_file, env_key) {
-        (Some(d), None, None) => bail!(
-            "refusing to publish {} unsigned: set GPG_PRIVATE_KEY (the armored secret key; GPG_PASSPHRASE if it is protected) or pass --key-file <secret key file>. Nothing was packed or uploaded.",
-            d.dir_url
-        ),
-        (None, None, None) => None,
-        _ => {
-            let k = crate::cli::sign_and_upload::load_signing_key(req.key_file.as_deref(), runner)?;
-            runner.info(&format!("signing key: {}", k.fingerprint()));
-            Some(k)
-        }
-    };
+    // An upload is always signed: its target carries the key, loaded by the caller.
+    let key = req
+        .publish
+        .as_ref()
+        .map(|t| &t.key)
+        .or(req.local_key.as_ref());
     if key.is_none() {
         runner.warning(
-            "NOT SIGNED: no GPG_PRIVATE_KEY or --key-file, so the tarball gets no .asc and test-install will refuse it; fine for a local try, never for publishing",
+            "NOT SIGNED: no signing key was given, so the tarball gets no .asc and test-install will refuse it; fine for a local try, never for publishing",
         );
     }
-    let store = match &dest {
-        Some(d) => Some(open_destination(runner, &d.dir_url, &req.s3).await?),
-        None => None,
+    // The bucket is checked before hours of packing could be wasted.
+    let store = match (&dest, &req.publish) {
+        (Some(d), Some(t)) => Some(open_destination(runner, &d.dir_url, &t.s3).await?),
+        _ => None,
     };
     let opts = super::PackOptions {
         view: build.view.clone(),
@@ -385,7 +376,7 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
         )),
     }
     let dest_name = dest.as_ref().map_or(name.as_str(), |d| d.name.as_str());
-    let sig = write_local(&packed.path, dest_name, &packed.sha256, key.as_ref())?;
+    let sig = write_local(&packed.path, dest_name, &packed.sha256, key)?;
     let url = match (&dest, &store, &sig) {
         (Some(d), Some((store, base)), Some(signed)) => {
             let url = format!("{base}/{}", d.name);
@@ -415,7 +406,7 @@ pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
     runner.append_summary(&summary(
         &packed,
         &url,
-        key.as_ref(),
+        key,
         req.dry_run,
         req.platform.as_ref(),
     ))?;
@@ -477,7 +468,7 @@ fn source_date_epoch(runner: &crate::gha::Runner) -> Result<u64> {
 async fn open_destination(
     runner: &crate::gha::Runner,
     dir_url: &str,
-    s3: &crate::cli::sign_and_upload::S3Flags,
+    s3: &crate::s3::S3Settings,
 ) -> Result<(Box<dyn Storage>, String)> {
     let location = Location::parse(dir_url)?;
     if let Location::Http(u) = &location {
@@ -485,9 +476,7 @@ async fn open_destination(
     }
     let opts = storage::OpenOptions {
         writable: true,
-        endpoint_url: s3.endpoint_url.clone(),
-        region: s3.region.clone(),
-        role_arn: s3.role_arn.clone(),
+        s3: s3.clone(),
         ..storage::OpenOptions::default()
     };
     let store = storage::open(&location, &opts, runner).await?;

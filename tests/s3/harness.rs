@@ -299,7 +299,10 @@ pub async fn publish_buildcache(
         dry_run: o.dry_run,
         trusted,
         allow_unsigned: !o.require_signed,
-        publish_key_fingerprints: fprs,
+        publish_key_fingerprints: fprs
+            .iter()
+            .map(|f| f.parse())
+            .collect::<anyhow::Result<_>>()?,
         index_attempts: o.index_attempts,
         progress: o.progress,
         progress_interval: o.progress_interval,

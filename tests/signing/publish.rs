@@ -548,10 +548,7 @@ async fn slurm_only_publishes_what_installs_and_test_install_succeeds() {
 
     let t = tempfile::tempdir().unwrap();
     let runner = Runner::from_vars([("NO_COLOR", "1")]).with_sink(Box::new(std::io::sink()));
-    let key_file = t.path().join("key.asc");
-    std::fs::write(&key_file, fixture_secret()).unwrap();
-    let key =
-        slurm_factory::buildcache::publish::load_signing_key(Some(&key_file), &runner).unwrap();
+    let key = slurm_factory::pgp::SigningKey::load(fixture_secret().as_ref(), None, None).unwrap();
     let mut published = Vec::new();
     for root in ["demo-app", "demo-lib"] {
         let dest = t.path().join(root);

@@ -562,18 +562,15 @@ fn percent_decode(s: &str) -> Result<String> {
 /// How [`open`] connects.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
-    /// Accept `http://` URLs (loopback tests, private mirrors). Signatures are checked either
-    /// way; without this only `https://` is read.
+    /// Accept `http://` URLs to hosts other than loopback (private mirrors). Signatures are
+    /// checked either way; without this only `https://` and loopback `http://` are read.
     pub allow_insecure_http: bool,
     /// The buildcache will be written: for `s3://`, check first that the bucket exists and
     /// the credentials may list it (before anything else happens).
     pub writable: bool,
-    /// S3-compatible endpoint (path-style addressing); else `AWS_ENDPOINT_URL` or AWS.
-    pub endpoint_url: Option<String>,
-    /// AWS region; else `AWS_REGION`/`AWS_DEFAULT_REGION`.
-    pub region: Option<String>,
-    /// IAM role to assume with the job's OIDC token; else `AWS_ROLE_ARN`.
-    pub role_arn: Option<String>,
+    /// How to reach `s3://` locations (endpoint, region, credentials), resolved by the caller
+    /// (the command line reads its flags and the AWS environment).
+    pub s3: crate::s3::S3Settings,
 }
 
 /// Opens the buildcache at `location`: the one place that turns a URL into a backend.
@@ -589,15 +586,9 @@ pub async fn open(
         Location::Http(u) => Ok(Box::new(HttpStore::new(u, opts.allow_insecure_http)?)),
         Location::S3 { bucket, prefix } => {
             let url = crate::s3::S3Url::new(bucket.clone(), prefix)?;
-            let settings = crate::s3::S3Settings::resolve(
-                runner,
-                opts.endpoint_url.clone(),
-                opts.region.clone(),
-                opts.role_arn.clone(),
-            )?;
-            let conn = crate::s3::credentials::connection(runner, &settings).await?;
+            let conn = crate::s3::credentials::connection(runner, &opts.s3).await?;
             let store = S3Store::new(conn.client, url)
-                .with_public_endpoint(settings.endpoint_url.clone(), conn.region.clone());
+                .with_public_endpoint(opts.s3.endpoint_url.clone(), conn.region.clone());
             if opts.writable {
                 store.preflight().await?;
             }

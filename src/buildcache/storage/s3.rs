@@ -327,7 +327,7 @@ impl S3Store {
                     url.bucket()
                 ),
                 ErrorKind::Denied => bail!(
-                    "the credentials were refused for bucket {:?}: {text}. Check AWS_ROLE_ARN/--role-arn (and that the role may s3:ListBucket, s3:GetObject and s3:PutObject on {url}) or the AWS_* credentials",
+                    "the credentials were refused for bucket {:?}: {text}. Check the role (--role-arn) and that it may s3:ListBucket, s3:GetObject and s3:PutObject on {url}, or the credentials of the standard AWS chain",
                     url.bucket()
                 ),
                 _ => bail!("cannot reach bucket {:?}: {text}", url.bucket()),

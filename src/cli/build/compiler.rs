@@ -37,14 +37,17 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
         Some(v) => v.parse()?,
         None => c.catalog.compilers.default.clone(),
     };
+    let publish = c.publish_target(
+        &args.common,
+        &runner,
+        flag_or_input(args.publish, &runner, "publish_to").map(|dest| (PublishMode::All, dest)),
+    )?;
     let request = Request {
-        job: Job::compiler(&c.catalog, gcc, c.arch)?,
+        job: Job::compiler(&c.catalog, gcc, c.arch.clone())?,
         opts: c.opts,
         dry_run: c.dry_run,
-        publish: flag_or_input(args.publish, &runner, "publish_to")
-            .map(|dest| (PublishMode::All, dest)),
-        key_file: args.common.key.resolve(&runner),
-        s3: args.common.s3.resolve(&runner),
+        publish,
+        s3: c.s3,
         trust: None,
     };
     build::run(request, runner).await

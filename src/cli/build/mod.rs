@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
-use super::args::{S3Args, SigningKeyArgs};
+use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::build::{BuildOptions, DEFAULT_OUTPUT_DIR};
+use crate::buildcache::publish::PublishTarget;
+use crate::buildcache::sign::PublishMode;
 use crate::catalog::{Arch, Catalog};
 use crate::gha::Runner;
 use crate::spack::RunId;
@@ -59,6 +61,29 @@ struct Common {
     arch: Arch,
     opts: BuildOptions,
     dry_run: bool,
+    s3: crate::s3::S3Settings,
+}
+
+impl Common {
+    /// The publish target of `publish` (mode and destination): the signing key is loaded (and
+    /// masked) now, before anything is built. A dry run publishes nothing and loads no key.
+    fn publish_target(
+        &self,
+        args: &CommonBuildArgs,
+        runner: &Runner,
+        publish: Option<(PublishMode, String)>,
+    ) -> Result<Option<(PublishMode, PublishTarget)>> {
+        match publish {
+            Some((mode, destination)) if !self.dry_run && mode != PublishMode::None => {
+                let context =
+                    format!("--publish {mode} to {destination} cannot work, so nothing was built");
+                let target =
+                    publish_target(destination, &args.key, &args.s3, runner).context(context)?;
+                Ok(Some((mode, target)))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 impl CommonBuildArgs {
@@ -108,6 +133,7 @@ impl CommonBuildArgs {
             arch,
             opts,
             dry_run,
+            s3: self.s3.resolve(runner)?,
         })
     }
 }

@@ -94,6 +94,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
             }),
         )),
     };
+    let publish = c.publish_target(&args.common, &runner, publish)?;
     let job = SlurmJobRequest {
         slurm,
         gcc,
@@ -126,8 +127,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         opts: c.opts,
         dry_run: c.dry_run,
         publish,
-        key_file: args.common.key.resolve(&runner),
-        s3: args.common.s3.resolve(&runner),
+        s3: c.s3.clone(),
         trust,
     };
     build::run(request, runner).await
