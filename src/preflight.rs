@@ -16,8 +16,8 @@
 
 use anyhow::{Context, Result};
 
+use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::{PublishTarget, Publisher};
-use crate::buildcache::sign::PublishMode;
 use crate::gha::Runner;
 use crate::pgp::KeyFingerprint;
 

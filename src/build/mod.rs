@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::{PublishTarget, Publisher};
-use crate::buildcache::sign::PublishMode;
 use crate::buildcache::trust::Pins;
 use crate::docker::{
     BindMount, BuildContext, Cancel, Engine, Failure, ImageBuild, LABEL_NAMESPACE, LABEL_RUN,

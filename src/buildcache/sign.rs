@@ -5,8 +5,6 @@ use anyhow::Result;
 
 use crate::pgp::SigningKey;
 
-pub use super::publish::PublishMode;
-
 /// Cleartext-signs many texts, in parallel over the available cores, preserving order.
 pub fn sign_all(key: &SigningKey, texts: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
     let threads = std::thread::available_parallelism()

@@ -6,7 +6,7 @@ use clap::Parser;
 
 use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::flag_or_input;
-use crate::buildcache::sign::PublishMode;
+use crate::buildcache::publish::PublishMode;
 use crate::gha::Runner;
 use crate::preflight::{self, Request};
 
