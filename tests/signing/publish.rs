@@ -602,3 +602,33 @@ async fn slurm_only_publishes_what_installs_and_test_install_succeeds() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A source manifest that no cleartext signature could cover as GnuPG reads it (a line ending
+/// in whitespace) is refused before anything is written, and the refusal names the manifest.
+#[test]
+fn an_unsignable_source_manifest_is_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    copy_tree(&fixtures().join("unsigned"), &src);
+    let manifest = spec_manifests(&src)
+        .into_iter()
+        .find(|m| m.to_string_lossy().contains("demo-lib"))
+        .unwrap();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let bad = text.replacen("\"version\":3,\n", "\"version\":3, \n", 1);
+    assert_ne!(bad, text, "the fixture's layout changed");
+    std::fs::write(&manifest, bad).unwrap();
+    let dest = t.path().join("dest");
+    let (ok, out, _) = sign_upload(t.path(), &src, &dest, &[]);
+    assert!(!ok, "{out}");
+    let name = manifest
+        .strip_prefix(&src)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        out.contains("ends with whitespace") && out.contains(&name),
+        "the refusal must name {name}: {out}"
+    );
+    assert!(!dest.exists(), "nothing may be written");
+}

@@ -55,9 +55,12 @@ pub(super) fn sign_manifests(
             }
         }
     }
-    let texts: Vec<&[u8]> = to_sign
+    let texts: Vec<(&str, &[u8])> = to_sign
         .iter()
-        .map(|&i| text_to_sign(&selected[i].entry.text))
+        .map(|&i| {
+            let e = &selected[i].entry;
+            (e.key.as_str(), text_to_sign(&e.text))
+        })
         .collect();
     let signed =
         crate::buildcache::sign::sign_all(key, &texts).context("cannot sign the spec manifests")?;
