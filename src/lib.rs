@@ -13,6 +13,8 @@
 //! - [`matrix`]: turning user input into a validated build matrix.
 //! - [`spack`]: the Spack environments, namespaces and build steps of a job.
 //! - [`docker`]: the build container (image build, step execution, cancellation) on bollard.
+//! - [`builder`]: the build engine of `build-compiler` and `build-slurm`: the plan of a
+//!   dry run, or the build itself (namespace, image, steps, outputs, then publishing).
 //! - [`workflows`]: the generator of `.github/workflows` and `actions/` from `workflows-src/`.
 //! - [`buildcache`]: the Spack layout-v3 buildcache model, storage, signing, index merge and
 //!   verification.
@@ -32,8 +34,8 @@
 //!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
-pub mod build;
 pub mod buildcache;
+pub mod builder;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

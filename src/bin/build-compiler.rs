@@ -1,11 +1,11 @@
-//! `build-compiler`: see [`slurm_factory::cli::build`].
+//! `build-compiler`: see [`slurm_factory::cli::builder`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use slurm_factory::cli::{build, main_with};
+use slurm_factory::cli::{builder, main_with};
 
 fn main() -> ExitCode {
-    let args = build::CompilerArgs::parse();
-    main_with(|runner| build::run_compiler(args, runner))
+    let args = builder::CompilerArgs::parse();
+    main_with(|runner| builder::run_compiler(args, runner))
 }

@@ -1,11 +1,11 @@
-//! `build-slurm`: see [`slurm_factory::cli::build`].
+//! `build-slurm`: see [`slurm_factory::cli::builder`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use slurm_factory::cli::{build, main_with};
+use slurm_factory::cli::{builder, main_with};
 
 fn main() -> ExitCode {
-    let args = build::SlurmArgs::parse();
-    main_with(|runner| build::run_slurm(args, runner))
+    let args = builder::SlurmArgs::parse();
+    main_with(|runner| builder::run_slurm(args, runner))
 }

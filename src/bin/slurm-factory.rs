@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use slurm_factory::cli::{
-    build, fingerprint, main_with, notify, preflight, prepare_matrix, report, sign_and_upload,
+    builder, fingerprint, main_with, notify, preflight, prepare_matrix, report, sign_and_upload,
     tarball_publish, test_install, verify, workflows,
 };
 
@@ -26,9 +26,9 @@ enum Command {
     /// Expand requested versions into a GitHub Actions build matrix
     PrepareMatrix(prepare_matrix::Args),
     /// Build a GCC toolchain into an unsigned local buildcache
-    BuildCompiler(build::CompilerArgs),
+    BuildCompiler(builder::CompilerArgs),
     /// Build Slurm into an unsigned local buildcache, a view and modules
-    BuildSlurm(build::SlurmArgs),
+    BuildSlurm(builder::SlurmArgs),
     /// Sign a local buildcache and publish it
     SignAndUpload(sign_and_upload::Args),
     /// Install from a published buildcache or tarball and smoke-test it
@@ -54,8 +54,8 @@ fn main() -> ExitCode {
     main_with(|runner| async move {
         match cli.command {
             Command::PrepareMatrix(a) => prepare_matrix::run(a, runner).await,
-            Command::BuildCompiler(a) => build::run_compiler(a, runner).await,
-            Command::BuildSlurm(a) => build::run_slurm(a, runner).await,
+            Command::BuildCompiler(a) => builder::run_compiler(a, runner).await,
+            Command::BuildSlurm(a) => builder::run_slurm(a, runner).await,
             Command::SignAndUpload(a) => sign_and_upload::run(a, runner).await,
             Command::TestInstall(a) => test_install::run(a, runner).await,
             Command::TarballPublish(a) => tarball_publish::run(a, runner).await,

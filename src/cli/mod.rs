@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::gha::Runner;
 
 pub mod args;
-pub mod build;
+pub mod builder;
 pub mod fingerprint;
 pub mod notify;
 pub mod preflight;

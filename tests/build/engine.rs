@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use slurm_factory::build::{BuildOptions, execute};
+use slurm_factory::builder::{BuildOptions, execute};
 use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::docker::{
     BuildContext, Cancel, Engine, Failure, ImageBuild, LABEL_RUN, UserSpec,

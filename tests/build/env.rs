@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use slurm_factory::build::render_environment;
+use slurm_factory::builder::render_environment;
 use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::spack::{Area, Job, Layout, RunId, SlurmJobRequest, repo, spec_name};
 
@@ -247,7 +247,7 @@ fn slurm_toolchain_is_an_external_installed_by_the_toolchain_step() {
     let names: Vec<String> = job.steps(&l).into_iter().map(|s| s.name).collect();
     let at = |n: &str| names.iter().position(|x| x == n).unwrap();
     assert!(at("toolchain") < at("concretize"), "{names:?}");
-    let text = slurm_factory::build::render_toolchain_environment(&job, &l)
+    let text = slurm_factory::builder::render_toolchain_environment(&job, &l)
         .unwrap()
         .unwrap();
     insta::assert_snapshot!("toolchain_23.11_gcc7.5.0_cpu_amd64", text);

@@ -1,11 +1,11 @@
-//! `build-compiler`: build a GCC toolchain into a local buildcache (see [`crate::build`]).
+//! `build-compiler`: build a GCC toolchain into a local buildcache (see [`crate::builder`]).
 
 use anyhow::Result;
 use clap::Parser;
 
 use super::CommonBuildArgs;
-use crate::build::{self, Request};
 use crate::buildcache::publish::PublishMode;
+use crate::builder::{self, Request};
 use crate::catalog::GccVersion;
 use crate::cli::flag_or_input;
 use crate::gha::Runner;
@@ -50,5 +50,5 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
         s3: c.s3,
         trust: None,
     };
-    build::run(request, runner).await
+    builder::run(request, runner).await
 }

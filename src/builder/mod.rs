@@ -2,7 +2,7 @@
 //! its plan (`--dry-run`: the generated `spack.yaml`, the Dockerfile and the steps, without
 //! touching Docker or the disk) or is [`execute`]d: connect to Docker (failing fast), create the
 //! build's namespace, build the image, run the steps, and report the outputs (`$GITHUB_OUTPUT`
-//! and the job summary). The argument surfaces are in [`crate::cli::build`].
+//! and the job summary). The argument surfaces are in [`crate::cli::builder`].
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

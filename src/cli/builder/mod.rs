@@ -1,5 +1,5 @@
 //! `build-compiler` and `build-slurm`: the argument surfaces of the build engine
-//! ([`crate::build`]). Both turn flags and action inputs into a [`crate::build::Request`].
+//! ([`crate::builder`]). Both turn flags and action inputs into a [`crate::builder::Request`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,9 +8,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::{bool_flag_or_input, flag_or_input};
-use crate::build::{BuildOptions, DEFAULT_OUTPUT_DIR};
 use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::PublishTarget;
+use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR};
 use crate::catalog::{Arch, Catalog};
 use crate::gha::Runner;
 use crate::spack::RunId;

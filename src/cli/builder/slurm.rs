@@ -1,12 +1,12 @@
 //! `build-slurm`: build Slurm with a toolchain from the signed compiler buildcache, or from
-//! source when no key is pinned (see [`crate::build`] and [`crate::spack::keys`]).
+//! source when no key is pinned (see [`crate::builder`] and [`crate::spack::keys`]).
 
 use anyhow::Result;
 use clap::Parser;
 
 use super::CommonBuildArgs;
-use crate::build::{self, Request};
 use crate::buildcache::publish::PublishMode;
+use crate::builder::{self, Request};
 use crate::catalog::{GccVersion, SlurmVersion, Variant};
 use crate::cli::args::TrustArgs;
 use crate::cli::{bool_flag_or_input, flag_or_input};
@@ -130,7 +130,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         s3: c.s3.clone(),
         trust,
     };
-    build::run(request, runner).await
+    builder::run(request, runner).await
 }
 
 fn compiler_mirror_of(job: &crate::spack::Job) -> &str {
