@@ -709,7 +709,6 @@ const SIG_END: &str = "-----END PGP SIGNATURE-----";
 /// (the signature does not cover it) or longer than GnuPG reads, and any malformed line in the
 /// signature armor.
 fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
-    let armor = |m: String| Err(VerifyError::Armor(m));
     if !signed.starts_with(CLEARSIGN_HEADER.as_bytes()) {
         if contains_armor(signed) {
             return armor(format!(
@@ -734,11 +733,25 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
             "the first line is not exactly '{CLEARSIGN_HEADER}'"
         ));
     }
-    // Armor headers, up to the first empty line.
     let mut i = 1;
+    let hash = armor_headers(&lines, &mut i)?;
+    i += 1;
+    dash_escaped_text(&lines, &mut i)?;
+    i += 1;
+    signature_armor(&lines, &mut i)?;
+    Ok(hash.to_owned())
+}
+
+fn armor<T>(m: String) -> Result<T, VerifyError> {
+    Err(VerifyError::Armor(m))
+}
+
+/// The armor headers from line `i` (0-based) up to the first empty line (left at `i`): exactly
+/// one `Hash:` header naming one algorithm, which is returned.
+fn armor_headers<'a>(lines: &[&'a str], i: &mut usize) -> Result<&'a str, VerifyError> {
     let mut hashes = Vec::new();
     loop {
-        let Some(line) = lines.get(i) else {
+        let Some(line) = lines.get(*i) else {
             return armor("no empty line ends the armor headers".into());
         };
         if line.is_empty() {
@@ -747,7 +760,7 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
         if line.trim().is_empty() {
             return armor(format!(
                 "armor header line {} holds only whitespace (readers disagree on whether it ends the headers)",
-                i + 1
+                *i + 1
             ));
         }
         match line.strip_prefix("Hash: ") {
@@ -755,11 +768,11 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
             None => {
                 return armor(format!(
                     "line {} is not a 'Hash:' armor header ({line:?}); a cleartext signature allows only 'Hash:'",
-                    i + 1
+                    *i + 1
                 ));
             }
         }
-        i += 1;
+        *i += 1;
     }
     let hash = match hashes.as_slice() {
         [one] => *one,
@@ -779,19 +792,22 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
             "'Hash: {hash}' does not name exactly one digest algorithm"
         ));
     }
-    // The dash-escaped text, up to the signature.
-    i += 1;
+    Ok(hash)
+}
+
+/// The dash-escaped text from line `i` up to the signature's first line (left at `i`).
+fn dash_escaped_text(lines: &[&str], i: &mut usize) -> Result<(), VerifyError> {
     loop {
-        let Some(line) = lines.get(i) else {
+        let Some(line) = lines.get(*i) else {
             return armor(format!("no '{SIG_BEGIN}' line"));
         };
         if *line == SIG_BEGIN {
-            break;
+            return Ok(());
         }
         if line.starts_with('-') && !line.starts_with("- ") {
             return armor(format!(
                 "line {} starts with '-' but is not dash-escaped ('- ')",
-                i + 1
+                *i + 1
             ));
         }
         if let Some(rest) = line.strip_prefix("- ")
@@ -800,29 +816,31 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
         {
             return armor(format!(
                 "line {} is dash-escaped but does not start with '-' (GnuPG escapes only lines starting with '-' or 'From ')",
-                i + 1
+                *i + 1
             ));
         }
         if line.ends_with([' ', '\t']) {
             return armor(format!(
                 "line {} ends with whitespace, which the signature does not cover",
-                i + 1
+                *i + 1
             ));
         }
         if line.len() > GNUPG_MAX_LINE {
             return armor(format!(
                 "line {} is {} bytes long; GnuPG truncates lines over {GNUPG_MAX_LINE} bytes",
-                i + 1,
+                *i + 1,
                 line.len()
             ));
         }
-        i += 1;
+        *i += 1;
     }
-    // The signature armor: optional Version/Comment headers, an empty line, base64, an
-    // optional checksum, the end line, and nothing after it.
-    i += 1;
+}
+
+/// The signature armor from line `i`: optional Version/Comment headers, an empty line,
+/// base64, an optional checksum, the end line, and nothing after it.
+fn signature_armor(lines: &[&str], i: &mut usize) -> Result<(), VerifyError> {
     loop {
-        let Some(line) = lines.get(i) else {
+        let Some(line) = lines.get(*i) else {
             return armor(format!("the signature block has no '{SIG_END}' line"));
         };
         if line.is_empty() {
@@ -832,16 +850,16 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
         {
             return armor(format!(
                 "line {} is not an empty line or a Version/Comment header in the signature armor ({line:?})",
-                i + 1
+                *i + 1
             ));
         }
-        i += 1;
+        *i += 1;
     }
-    i += 1;
+    *i += 1;
     let mut base64_lines = 0;
     let mut checksum = false;
     loop {
-        let Some(line) = lines.get(i) else {
+        let Some(line) = lines.get(*i) else {
             return armor(format!("the signature block has no '{SIG_END}' line"));
         };
         if *line == SIG_END {
@@ -854,7 +872,7 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
         if checksum || !is_b64 {
             return armor(format!(
                 "line {} of the signature armor is not base64 ({line:?})",
-                i + 1
+                *i + 1
             ));
         }
         if line.starts_with('=') {
@@ -862,18 +880,18 @@ fn check_armor(signed: &[u8]) -> Result<String, VerifyError> {
         } else {
             base64_lines += 1;
         }
-        i += 1;
+        *i += 1;
     }
     if base64_lines == 0 {
         return armor("the signature block is empty".into());
     }
-    if i + 1 != lines.len() {
+    if *i + 1 != lines.len() {
         return armor(format!(
             "the file continues after '{SIG_END}' (line {}): trailing data or a second message",
-            i + 2
+            *i + 2
         ));
     }
-    Ok(hash.to_owned())
+    Ok(())
 }
 
 /// The name GnuPG writes in a `Hash:` header for `algo`.
