@@ -213,6 +213,33 @@ fn parse_key_id(id: &str) -> Result<KeyHandle, KeyError> {
         .map_err(|_| KeyError::BadKeyId(id.to_owned()))
 }
 
+/// The certificate that holds the key `wanted` (`key_id` as the user gave it), or the only one.
+fn choose_cert(
+    certs: Vec<Cert>,
+    wanted: Option<&KeyHandle>,
+    key_id: Option<&str>,
+) -> Result<Cert, KeyError> {
+    let list = |certs: &[Cert]| {
+        certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match wanted {
+        Some(h) => certs
+            .iter()
+            .find(|c| c.keys().any(|k| k.key().key_handle().aliases(h)))
+            .cloned()
+            .ok_or_else(|| KeyError::KeyIdMismatch {
+                wanted: key_id.unwrap_or_default().trim().to_owned(),
+                available: list(&certs),
+            }),
+        None if certs.len() == 1 => Ok(certs.into_iter().next().expect("one certificate")),
+        None => Err(KeyError::Ambiguous(certs.len(), list(&certs))),
+    }
+}
+
 fn is_stub(material: &SecretKeyMaterial) -> bool {
     matches!(material, SecretKeyMaterial::Encrypted(e)
         if matches!(e.s2k(), S2K::Private { tag: 101, .. }))
@@ -276,25 +303,7 @@ impl SigningKey {
             .filter(|s| !s.is_empty())
             .map(parse_key_id)
             .transpose()?;
-        let list = |certs: &[Cert]| {
-            certs
-                .iter()
-                .map(|c| c.fingerprint().to_hex())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let cert = match &wanted {
-            Some(h) => certs
-                .iter()
-                .find(|c| c.keys().any(|k| k.key().key_handle().aliases(h)))
-                .cloned()
-                .ok_or_else(|| KeyError::KeyIdMismatch {
-                    wanted: key_id.unwrap_or_default().trim().to_owned(),
-                    available: list(&certs),
-                })?,
-            None if certs.len() == 1 => certs[0].clone(),
-            None => return Err(KeyError::Ambiguous(certs.len(), list(&certs))),
-        };
+        let cert = choose_cert(certs, wanted.as_ref(), key_id)?;
         let fpr = KeyFingerprint::of(&cert.fingerprint());
         if !cert.is_tsk() {
             return Err(KeyError::PublicOnly(fpr));

@@ -109,25 +109,7 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
 
     let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
     layout.create()?;
-    let env_file = layout.host(Area::Env).join("spack.yaml");
-    std::fs::write(&env_file, render_environment(job, &layout)?)
-        .with_context(|| format!("cannot write {}", env_file.display()))?;
-    if let Some(text) = render_toolchain_environment(job, &layout)? {
-        let file = layout.host(Area::ToolchainEnv).join("spack.yaml");
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
-    }
-    repo::write_to(&layout.host(Area::SpackRepo))?;
-    if let Job::Slurm(s) = job
-        && s.toolchain == Toolchain::Buildcache
-    {
-        if s.trusted_keyring.is_empty() {
-            bail!(
-                "no pinned signing key was resolved for {job}: pass --trusted-fingerprint or --trusted-key"
-            );
-        }
-        std::fs::write(layout.host_trusted_keys(), &s.trusted_keyring)
-            .with_context(|| format!("cannot write {}", layout.host_trusted_keys().display()))?;
-    }
+    let env_file = write_namespace(job, &layout)?;
     let user = match opts.user {
         Some(u) => u,
         None => UserSpec::current()?,
@@ -224,6 +206,31 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     }
     outcome.stats.total = started.elapsed();
     Ok(outcome)
+}
+
+/// Writes what the steps read into the namespace: the environment(s), the Spack repository
+/// and, for a toolchain from the buildcache, the pinned keys. Returns the environment file.
+fn write_namespace(job: &Job, layout: &Layout) -> Result<PathBuf> {
+    let env_file = layout.host(Area::Env).join("spack.yaml");
+    std::fs::write(&env_file, render_environment(job, layout)?)
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
+    if let Some(text) = render_toolchain_environment(job, layout)? {
+        let file = layout.host(Area::ToolchainEnv).join("spack.yaml");
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    repo::write_to(&layout.host(Area::SpackRepo))?;
+    if let Job::Slurm(s) = job
+        && s.toolchain == Toolchain::Buildcache
+    {
+        if s.trusted_keyring.is_empty() {
+            bail!(
+                "no pinned signing key was resolved for {job}: pass --trusted-fingerprint or --trusted-key"
+            );
+        }
+        std::fs::write(layout.host_trusted_keys(), &s.trusted_keyring)
+            .with_context(|| format!("cannot write {}", layout.host_trusted_keys().display()))?;
+    }
+    Ok(env_file)
 }
 
 /// The `spack.yaml` text of `job` in `layout`.

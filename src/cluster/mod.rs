@@ -164,21 +164,7 @@ pub async fn run(prefix: &Path, opts: &Options, runner: &Runner) -> Result<Repor
         checks.push(Check::fail("smoke test", format!("{e:#}"), None));
     }
 
-    let pids = daemons.pids();
-    let stopped = daemons.stop().await;
-    let mut stop_detail: Vec<String> = stopped
-        .iter()
-        .map(|s| format!("{} (pid {}) {}", s.name, s.pid, s.how))
-        .collect();
-    let mut marker = b"SLURM_CONF=".to_vec();
-    marker.extend_from_slice(cfg.conf_path().as_os_str().as_encoded_bytes());
-    let swept = daemons::sweep(&marker);
-    if !swept.is_empty() {
-        stop_detail.push(format!("{} leftover job process(es) killed", swept.len()));
-    }
-    if !stopped.is_empty() {
-        checks.push(Check::pass("daemons stopped", stop_detail.join("; "), None));
-    }
+    let pids = stop_all(&mut daemons, &cfg, &mut checks).await;
 
     let logs = log_files(&cfg);
     let mut bundle_files = logs.clone();
@@ -214,6 +200,31 @@ pub async fn run(prefix: &Path, opts: &Options, runner: &Runner) -> Result<Repor
         daemons: pids,
         bundle: opts.debug_bundle.clone(),
     })
+}
+
+/// Stops the daemons (and sweeps what jobs left behind), records it in `checks`, and returns
+/// the daemons' pids (for the debug bundle).
+async fn stop_all(
+    daemons: &mut Daemons,
+    cfg: &ClusterConfig,
+    checks: &mut Vec<Check>,
+) -> Vec<(&'static str, u32)> {
+    let pids = daemons.pids();
+    let stopped = daemons.stop().await;
+    let mut stop_detail: Vec<String> = stopped
+        .iter()
+        .map(|s| format!("{} (pid {}) {}", s.name, s.pid, s.how))
+        .collect();
+    let mut marker = b"SLURM_CONF=".to_vec();
+    marker.extend_from_slice(cfg.conf_path().as_os_str().as_encoded_bytes());
+    let swept = daemons::sweep(&marker);
+    if !swept.is_empty() {
+        stop_detail.push(format!("{} leftover job process(es) killed", swept.len()));
+    }
+    if !stopped.is_empty() {
+        checks.push(Check::pass("daemons stopped", stop_detail.join("; "), None));
+    }
+    pids
 }
 
 /// The checks, in order; every step records its row in `checks`.
