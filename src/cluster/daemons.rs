@@ -176,7 +176,7 @@ async fn stop_one(d: &mut Daemon) -> String {
 /// slurm.conf>`): job steps and `slurmstepd`s of the smoke cluster that outlived `slurmd`
 /// (Slurm keeps running jobs when `slurmd` stops, by design). Only this cluster's processes
 /// carry that entry. Returns the pids killed.
-pub fn sweep(entry: &[u8]) -> Vec<u32> {
+pub(crate) fn sweep(entry: &[u8]) -> Vec<u32> {
     let me = std::process::id();
     let mut killed = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
