@@ -35,6 +35,10 @@
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 pub mod buildcache;
+
+// What `pub` marks is the API; anything else is `pub(crate)` (the integration tests and the
+// binaries use the API only).
+#![warn(unreachable_pub)]
 pub mod builder;
 pub mod catalog;
 pub mod cli;
