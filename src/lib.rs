@@ -34,11 +34,10 @@
 //!   cluster: controller, node daemon, `srun` and `sbatch`).
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
-pub mod buildcache;
-
-// What `pub` marks is the API; anything else is `pub(crate)` (the integration tests and the
-// binaries use the API only).
+// What `pub` marks is the API; anything else is `pub(crate)`.
 #![warn(unreachable_pub)]
+
+pub mod buildcache;
 pub mod builder;
 pub mod catalog;
 pub mod cli;
