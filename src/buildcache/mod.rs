@@ -14,8 +14,8 @@ pub mod publish;
 pub mod sign;
 pub mod signed;
 pub mod storage;
-pub mod trust;
-pub mod verify;
+pub(crate) mod trust;
+pub(crate) mod verify;
 
 pub use index::{Index, KeyIndex, MergeStats};
 pub use layout::{BlobRecord, Manifest, Sha256Hex, SpecId, SpecNode};

@@ -21,18 +21,7 @@ use super::storage::Storage;
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 
 /// A published public key blob larger than this is refused (real keys are a few KiB).
-pub const MAX_KEY_BLOB_BYTES: u64 = 1 << 20;
-
-/// A key a buildcache publishes, checked against a pinned fingerprint.
-#[derive(Debug, Clone)]
-pub struct PublishedKey {
-    /// The pinned fingerprint (equal to the certificate's).
-    pub fingerprint: KeyFingerprint,
-    /// The certificate alone, ASCII-armored, public parts only (what `spack gpg trust` reads).
-    pub armored: Vec<u8>,
-    /// Where it was read from (the key manifest's key).
-    pub source: String,
-}
+pub(crate) const MAX_KEY_BLOB_BYTES: u64 = 1 << 20;
 
 /// Keys pinned out of band: public key files, trusted as given, and fingerprints, resolved
 /// against the keys a cache publishes (a published key is taken only under exactly a pinned
@@ -59,7 +48,10 @@ impl Pins {
 }
 
 /// Reads the public key files in `paths` into a trust set (every certificate in each file).
-pub fn load_key_files(trusted: &mut TrustedKeys, paths: &[PathBuf]) -> Result<Vec<KeyFingerprint>> {
+pub(crate) fn load_key_files(
+    trusted: &mut TrustedKeys,
+    paths: &[PathBuf],
+) -> Result<Vec<KeyFingerprint>> {
     let mut all = Vec::new();
     for p in paths {
         all.extend(load_key_file(trusted, p)?);
@@ -82,7 +74,7 @@ fn load_key_file(trusted: &mut TrustedKeys, path: &Path) -> Result<Vec<KeyFinger
 /// only. Fails when the cache publishes no such key, when its blob does not match its
 /// manifest, or when the published blob does not hold a certificate with exactly this
 /// fingerprint.
-pub async fn published_key(storage: &dyn Storage, fpr: &KeyFingerprint) -> Result<PublishedKey> {
+pub(crate) async fn published_key(storage: &dyn Storage, fpr: &KeyFingerprint) -> Result<Vec<u8>> {
     let url = storage.url();
     let mkey = layout::key_manifest_key(fpr);
     let Some(obj) = storage
@@ -117,19 +109,14 @@ pub async fn published_key(storage: &dyn Storage, fpr: &KeyFingerprint) -> Resul
     if blob.len() as u64 != rec.content_length || Sha256Hex::of(&blob) != sha {
         bail!("{url}: key blob {bkey} does not match its manifest {mkey} (size or sha256)");
     }
-    let armored = pinned_cert(&blob, fpr, &format!("{url} publishes under {mkey}"))?;
-    Ok(PublishedKey {
-        fingerprint: fpr.clone(),
-        armored,
-        source: mkey,
-    })
+    pinned_cert(&blob, fpr, &format!("{url} publishes under {mkey}"))
 }
 
 /// From published key material `bytes` (described by `what`, e.g. "https://…/x.asc"), the
 /// one certificate whose primary fingerprint is exactly the pinned `fpr`, ASCII-armored,
 /// public parts only. Every other certificate in `bytes` is ignored; none matching is an
 /// error. The one rule for resolving a pin against what a mirror publishes.
-pub fn pinned_cert(bytes: &[u8], fpr: &KeyFingerprint, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn pinned_cert(bytes: &[u8], fpr: &KeyFingerprint, what: &str) -> Result<Vec<u8>> {
     if bytes.len() as u64 > MAX_KEY_BLOB_BYTES {
         bail!(
             "the key {what} has {} bytes; a public key is a few KiB, so it is refused",
@@ -164,7 +151,7 @@ pub fn pinned_cert(bytes: &[u8], fpr: &KeyFingerprint, what: &str) -> Result<Vec
 /// The keys a consumer trusts: every certificate in `key_files`, plus, for each pinned
 /// fingerprint not already given by a file, the certificate `storage` publishes under exactly
 /// that fingerprint ([`published_key`]). Nothing else the cache publishes is trusted.
-pub async fn pinned_keys(
+pub(crate) async fn pinned_keys(
     storage: &dyn Storage,
     key_files: &[PathBuf],
     fingerprints: &[KeyFingerprint],
@@ -176,7 +163,7 @@ pub async fn pinned_keys(
             continue;
         }
         let key = published_key(storage, fpr).await?;
-        trusted.add_armored(&key.armored)?;
+        trusted.add_armored(&key)?;
     }
     Ok(trusted)
 }

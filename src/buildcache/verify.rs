@@ -19,7 +19,7 @@ use crate::pgp::{KeyFingerprint, TrustedKeys};
 
 /// Options of [`verify_buildcache`] and [`verify_spec`].
 #[derive(Debug, Clone)]
-pub struct VerifyOptions {
+pub(crate) struct VerifyOptions {
     /// Accept unsigned spec manifests (blobs are still checked; signed ones still verified).
     pub allow_unsigned: bool,
     /// Cap on a spec blob's decompressed JSON, in bytes.
@@ -37,7 +37,7 @@ impl Default for VerifyOptions {
 
 /// A spec that verified.
 #[derive(Debug, Clone)]
-pub struct VerifiedSpec {
+pub(crate) struct VerifiedSpec {
     /// The spec.
     pub id: SpecId,
     /// Its manifest's key.
@@ -53,7 +53,7 @@ pub struct VerifiedSpec {
 /// A spec that did not verify, with every reason found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{id} (manifest {key}): {}", problems.join("; "))]
-pub struct SpecRejected {
+pub(crate) struct SpecRejected {
     /// The spec.
     pub id: SpecId,
     /// Its manifest's key.
@@ -69,7 +69,7 @@ pub struct SpecRejected {
 /// Verifies one spec of the buildcache in `storage`: its manifest's signature against
 /// `trusted` (the manifest is parsed from the signed text only), every blob's size and sha256,
 /// and that the spec blob's root is `id`. Nothing is trusted on failure.
-pub async fn verify_spec(
+pub(crate) async fn verify_spec(
     storage: &dyn Storage,
     trusted: &TrustedKeys,
     id: &SpecId,
@@ -131,7 +131,7 @@ pub async fn verify_spec(
 
 /// The result for one spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecVerdict {
+pub(crate) struct SpecVerdict {
     /// The spec (from the manifest key), or `None` when the key itself is malformed.
     pub id: Option<SpecId>,
     /// The manifest key.
@@ -146,11 +146,11 @@ pub struct SpecVerdict {
 
 impl SpecVerdict {
     /// Whether the spec passed.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.problems.is_empty()
     }
     /// The spec's display name (or its key).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.id
             .as_ref()
             .map(|i| i.to_string())
@@ -179,7 +179,7 @@ impl SpecVerdict {
 
 /// A key the buildcache publishes (from its key index).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyVerdict {
+pub(crate) struct KeyVerdict {
     /// The fingerprint the key index names.
     pub fingerprint: String,
     /// Whether it is one of the trusted keys (publishing a key never makes it trusted).
@@ -190,7 +190,7 @@ pub struct KeyVerdict {
 
 /// The result of [`verify_buildcache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     /// The buildcache URL.
     pub url: String,
     /// Per spec, in index order, then manifests found by listing that the index does not name.
@@ -205,7 +205,7 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     /// Whether everything verified.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.index_problems.is_empty()
             && self.specs.iter().all(SpecVerdict::ok)
             && !self.specs.is_empty()
@@ -213,13 +213,13 @@ impl VerifyReport {
     }
 
     /// Failed specs.
-    pub fn failures(&self) -> impl Iterator<Item = &SpecVerdict> {
+    pub(crate) fn failures(&self) -> impl Iterator<Item = &SpecVerdict> {
         self.specs.iter().filter(|s| !s.ok())
     }
 
     /// Logs one line per spec (errors as `::error::`), the index's problems, the published
     /// keys that are broken or not trusted, and the notes.
-    pub fn log(&self, runner: &crate::gha::Runner) {
+    pub(crate) fn log(&self, runner: &crate::gha::Runner) {
         for v in &self.specs {
             if v.ok() {
                 runner.info(&format!(
@@ -254,7 +254,7 @@ impl VerifyReport {
     }
 
     /// `Ok` when everything verified, else an error listing every failure.
-    pub fn outcome(&self) -> Result<()> {
+    pub(crate) fn outcome(&self) -> Result<()> {
         if self.ok() {
             return Ok(());
         }
@@ -281,7 +281,7 @@ impl VerifyReport {
     }
 
     /// A Markdown table of the results.
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
         let mut s = format!(
             "### Buildcache verification: {}\n\n`{}`\n\n| Spec | Signer | Blobs | Result |\n|---|---|---:|---|\n",
@@ -465,7 +465,7 @@ async fn blob_bytes(
 /// Verifies the buildcache in `storage` against `trusted`, walking from its index (see the
 /// module documentation). Failures are reported per spec, not returned as errors; an `Err`
 /// means the buildcache could not be read at all.
-pub async fn verify_buildcache(
+pub(crate) async fn verify_buildcache(
     storage: &dyn Storage,
     trusted: &TrustedKeys,
     opts: &VerifyOptions,

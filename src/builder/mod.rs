@@ -22,8 +22,8 @@ use crate::spack::keys;
 use crate::spack::stats::{self, BuildStats};
 use crate::spack::{Area, Job, Layout, RunId, Toolchain, repo};
 
-pub mod resources;
-pub mod summary;
+pub(crate) mod resources;
+pub(crate) mod summary;
 
 pub use resources::{LEG_DISK_BYTES, LEG_MEMORY_BYTES, resource_warnings};
 pub use summary::report;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::flag_or_input;
-pub use super::signing_key::SigningKeyArgs;
+pub(crate) use super::signing_key::SigningKeyArgs;
 use crate::buildcache::publish::PublishTarget;
 use crate::buildcache::trust::{Pins, load_key_files};
 use crate::gha::Runner;
@@ -55,7 +55,7 @@ impl S3Args {
 
 /// A leg's publish target: `destination`, the signing key (loaded and masked here) and the
 /// S3 settings, the one value preflight, the builds, sign-and-upload and tarball-publish take.
-pub fn publish_target(
+pub(crate) fn publish_target(
     destination: String,
     key: &SigningKeyArgs,
     s3: &S3Args,
@@ -102,7 +102,7 @@ impl TrustArgs {
 }
 
 /// A repeatable path flag, else the action input `input` (one path per line).
-pub fn paths_or_input(flag: &[PathBuf], runner: &Runner, input: &str) -> Vec<PathBuf> {
+pub(crate) fn paths_or_input(flag: &[PathBuf], runner: &Runner, input: &str) -> Vec<PathBuf> {
     if flag.is_empty() {
         runner
             .input_list(input)
@@ -115,7 +115,7 @@ pub fn paths_or_input(flag: &[PathBuf], runner: &Runner, input: &str) -> Vec<Pat
 }
 
 /// Loads public key files into a trust set, logging each fingerprint with its file.
-pub fn load_trusted_key_files(files: &[PathBuf], runner: &Runner) -> Result<TrustedKeys> {
+pub(crate) fn load_trusted_key_files(files: &[PathBuf], runner: &Runner) -> Result<TrustedKeys> {
     let mut trusted = TrustedKeys::new();
     for f in files {
         for fpr in load_key_files(&mut trusted, std::slice::from_ref(f))? {

@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::gha::Runner;
 
-pub mod args;
+pub(crate) mod args;
 pub mod builder;
 pub mod fingerprint;
 pub mod notify;
@@ -20,7 +20,7 @@ pub mod preflight;
 pub mod prepare_matrix;
 pub mod report;
 pub mod sign_and_upload;
-pub mod signing_key;
+pub(crate) mod signing_key;
 pub mod tarball_publish;
 pub mod test_install;
 pub mod verify;

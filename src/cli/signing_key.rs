@@ -12,11 +12,11 @@ use crate::gha::Runner;
 use crate::pgp::{KeyError, SigningKey};
 
 /// The variable holding the ASCII-armored secret key (or base64 of it).
-pub const PRIVATE_KEY_VAR: &str = "GPG_PRIVATE_KEY";
+pub(crate) const PRIVATE_KEY_VAR: &str = "GPG_PRIVATE_KEY";
 /// The variable holding the key's passphrase.
-pub const PASSPHRASE_VAR: &str = "GPG_PASSPHRASE";
+pub(crate) const PASSPHRASE_VAR: &str = "GPG_PASSPHRASE";
 /// The variable selecting the key (long key id or fingerprint).
-pub const KEY_ID_VAR: &str = "GPG_KEY_ID";
+pub(crate) const KEY_ID_VAR: &str = "GPG_KEY_ID";
 
 /// Where the OpenPGP signing key comes from, when not from `GPG_PRIVATE_KEY`.
 #[derive(Debug, Clone, Default, clap::Args)]

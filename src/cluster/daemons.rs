@@ -15,20 +15,18 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// One started daemon.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// `munged`, `slurmctld` or `slurmd`.
     pub name: &'static str,
     /// Its process id, which is also its process group id.
     pub pid: u32,
-    /// The file receiving its stdout and stderr.
-    pub output: PathBuf,
     child: tokio::process::Child,
     exited: Option<ExitStatus>,
 }
 
 /// How a daemon ended when it was stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stopped {
+pub(crate) struct Stopped {
     /// The daemon.
     pub name: &'static str,
     /// Its pid.
@@ -40,13 +38,13 @@ pub struct Stopped {
 
 /// The started daemons. Stops them all, in reverse start order, whatever happens.
 #[derive(Debug, Default)]
-pub struct Daemons {
+pub(crate) struct Daemons {
     list: Vec<Daemon>,
 }
 
 /// What to start.
 #[derive(Debug, Clone)]
-pub struct Launch<'a> {
+pub(crate) struct Launch<'a> {
     /// Name in reports.
     pub name: &'static str,
     /// The executable.
@@ -62,7 +60,7 @@ pub struct Launch<'a> {
 impl Daemons {
     /// Starts a daemon in a new process group (so stopping it also stops what it forked),
     /// stdin closed and output appended to `launch.output`.
-    pub fn spawn(&mut self, launch: Launch<'_>) -> Result<u32> {
+    pub(crate) fn spawn(&mut self, launch: Launch<'_>) -> Result<u32> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,7 +88,6 @@ impl Daemons {
         self.list.push(Daemon {
             name: launch.name,
             pid,
-            output: launch.output,
             child,
             exited: None,
         });
@@ -98,17 +95,12 @@ impl Daemons {
     }
 
     /// The started daemons' names and pids, in start order.
-    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+    pub(crate) fn pids(&self) -> Vec<(&'static str, u32)> {
         self.list.iter().map(|d| (d.name, d.pid)).collect()
     }
 
-    /// The daemons.
-    pub fn list(&self) -> &[Daemon] {
-        &self.list
-    }
-
     /// The first daemon that has exited (it should run until stopped), with its status.
-    pub fn exited(&mut self) -> Option<(&'static str, ExitStatus)> {
+    pub(crate) fn exited(&mut self) -> Option<(&'static str, ExitStatus)> {
         for d in &mut self.list {
             if d.exited.is_none()
                 && let Ok(Some(st)) = d.child.try_wait()
@@ -124,7 +116,7 @@ impl Daemons {
 
     /// Stops every daemon, last started first: SIGTERM to its process group, then SIGKILL to
     /// the group after [`GRACE`]. Each is reaped, so none is left running or as a zombie.
-    pub async fn stop(&mut self) -> Vec<Stopped> {
+    pub(crate) async fn stop(&mut self) -> Vec<Stopped> {
         let mut out = Vec::new();
         while let Some(mut d) = self.list.pop() {
             let how = stop_one(&mut d).await;

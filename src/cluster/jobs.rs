@@ -12,14 +12,14 @@ use super::config::{Installation, PARTITION};
 use super::daemons::Daemons;
 
 /// How often the cluster is polled.
-pub const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Longest a single client command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the installation's client commands against the smoke cluster (`SLURM_CONF`).
 #[derive(Debug, Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     /// The installation.
     pub install: Installation,
     /// The generated `slurm.conf`.
@@ -28,7 +28,7 @@ pub struct Clients {
 
 /// What a client command printed.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     /// Exit code (`None` when killed by a signal).
     pub code: Option<i32>,
     /// stdout.
@@ -43,7 +43,7 @@ impl Output {
     }
 
     /// `stderr` (or stdout) trimmed to its last lines, for error messages.
-    pub fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let text = if self.stderr.trim().is_empty() {
             &self.stdout
         } else {
@@ -56,7 +56,7 @@ impl Output {
 
 impl Clients {
     /// Runs `program args` with `SLURM_CONF` set, killed after `limit`.
-    pub async fn run<S: AsRef<OsStr>>(
+    pub(crate) async fn run<S: AsRef<OsStr>>(
         &self,
         program: &Path,
         args: &[S],
@@ -85,7 +85,11 @@ impl Clients {
 
     /// Polls `sinfo -h -o %T` until the node reports `idle`, a daemon exits, or `limit`
     /// passes. Returns how long it took.
-    pub async fn wait_idle(&self, daemons: &mut Daemons, limit: Duration) -> Result<Duration> {
+    pub(crate) async fn wait_idle(
+        &self,
+        daemons: &mut Daemons,
+        limit: Duration,
+    ) -> Result<Duration> {
         let started = Instant::now();
         let mut last;
         loop {
@@ -117,7 +121,7 @@ impl Clients {
     }
 
     /// `srun -N1 hostname`; the step must print this node's name.
-    pub async fn srun_hostname(&self, node: &str) -> Result<String> {
+    pub(crate) async fn srun_hostname(&self, node: &str) -> Result<String> {
         let args = ["-N1", "-n1", "-t", "1", "hostname"];
         let o = self
             .run(&self.install.srun, &args, COMMAND_TIMEOUT)
@@ -141,7 +145,7 @@ impl Clients {
     }
 
     /// Submits `sbatch --wrap <command>` with its output in `jobs/` and returns the job id.
-    pub async fn sbatch(&self, jobs: &Path, command: &str) -> Result<u64> {
+    pub(crate) async fn sbatch(&self, jobs: &Path, command: &str) -> Result<u64> {
         let out = jobs.join("job-%j.out");
         let args = [
             "--parsable".as_ref(),
@@ -172,7 +176,7 @@ impl Clients {
 
     /// Waits until job `id` leaves the queue (`squeue`) and returns its final `JobState` and
     /// `ExitCode` from `scontrol -o show job`.
-    pub async fn wait_job(&self, id: u64, limit: Duration) -> Result<JobEnd> {
+    pub(crate) async fn wait_job(&self, id: u64, limit: Duration) -> Result<JobEnd> {
         let started = Instant::now();
         let id_s = id.to_string();
         loop {
@@ -221,7 +225,7 @@ impl Clients {
 
 /// A job's state as `scontrol -o show job` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobEnd {
+pub(crate) struct JobEnd {
     /// `JobState` (`COMPLETED`, `FAILED`, …).
     pub state: String,
     /// `ExitCode` (`exit:signal`, `0:0` for success).
@@ -229,14 +233,9 @@ pub struct JobEnd {
 }
 
 impl JobEnd {
-    /// Reads `JobState=` and `ExitCode=` from one line of `scontrol -o show job`.
-    ///
-    /// ```
-    /// use slurm_factory::cluster::jobs::JobEnd;
-    /// let j = JobEnd::parse("JobId=3 JobName=wrap JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 X=Y").unwrap();
-    /// assert_eq!((j.state.as_str(), j.exit_code.as_str()), ("FAILED", "1:0"));
-    /// ```
-    pub fn parse(line: &str) -> Result<JobEnd> {
+    /// Reads `JobState=` and `ExitCode=` from one line of `scontrol -o show job`, e.g.
+    /// `JobId=3 JobName=wrap JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0`.
+    pub(crate) fn parse(line: &str) -> Result<JobEnd> {
         let field = |key: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
@@ -252,7 +251,7 @@ impl JobEnd {
     }
 
     /// Whether the job succeeded.
-    pub fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         self.state == "COMPLETED" && self.exit_code == "0:0"
     }
 }
@@ -276,6 +275,17 @@ fn is_final(state: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_ends_are_read_from_scontrol_lines() {
+        let j = JobEnd::parse(
+            "JobId=3 JobName=wrap JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 X=Y",
+        )
+        .unwrap();
+        assert_eq!((j.state.as_str(), j.exit_code.as_str()), ("FAILED", "1:0"));
+        assert!(!j.succeeded());
+        assert!(JobEnd::parse("JobId=3 JobState=COMPLETED").is_err());
+    }
 
     #[test]
     fn job_state_parsing_needs_both_fields() {

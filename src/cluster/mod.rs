@@ -15,8 +15,8 @@
 
 pub mod config;
 pub(crate) mod daemons;
-pub mod jobs;
-pub mod report;
+pub(crate) mod jobs;
+pub(crate) mod report;
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::gha::Runner;
 
 /// Lines of each log printed on failure.
-pub const TAIL_LINES: usize = 40;
+pub(crate) const TAIL_LINES: usize = 40;
 
 /// One row of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ fn cell(s: &str) -> String {
 }
 
 /// The job-summary table.
-pub fn summary(title: &str, checks: &[Check]) -> String {
+pub(crate) fn summary(title: &str, checks: &[Check]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "### {}\n", cell(title));
     let _ = writeln!(md, "| Check | Result | Time |\n|---|---|---:|");
@@ -86,7 +86,7 @@ pub fn summary(title: &str, checks: &[Check]) -> String {
 }
 
 /// The last `n` lines of `path` (lossy UTF-8), or why it cannot be read.
-pub fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
@@ -100,7 +100,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// Prints the tail of each log inside its own collapsible group. The logs are untrusted
 /// text (a job's output could contain `::` lines), so they are printed with workflow
 /// commands stopped.
-pub fn print_tails(runner: &Runner, logs: &[(String, PathBuf)]) {
+pub(crate) fn print_tails(runner: &Runner, logs: &[(String, PathBuf)]) {
     for (name, path) in logs {
         if !path.is_file() {
             continue;
@@ -114,7 +114,7 @@ pub fn print_tails(runner: &Runner, logs: &[(String, PathBuf)]) {
 /// Copies `files` (name in the bundle, source) into `bundle` and writes `daemons.txt` (one
 /// `name pid` line per started daemon, so anyone can check none survived). Secrets (keys)
 /// are never passed here.
-pub fn write_bundle(
+pub(crate) fn write_bundle(
     bundle: &Path,
     files: &[(String, PathBuf)],
     pids: &[(&str, u32)],

@@ -15,11 +15,11 @@ use super::{RunJob, State};
 use crate::gha::Secret;
 
 /// Most pages read (100 jobs each; a matrix has at most 256 legs).
-pub const MAX_PAGES: usize = 20;
+pub(crate) const MAX_PAGES: usize = 20;
 
 /// Which run to read, and how.
 #[derive(Debug, Clone)]
-pub struct RunRef {
+pub(crate) struct RunRef {
     /// API root, e.g. `https://api.github.com` (`GITHUB_API_URL`).
     pub api_url: String,
     /// `owner/repo` (`GITHUB_REPOSITORY`).
@@ -30,7 +30,7 @@ pub struct RunRef {
 
 /// Checks the API URL: `https://`, or `http://` to a loopback address (a local mock); the token
 /// is sent there, so never in clear text over a network.
-pub fn validate_api_url(url: &str) -> Result<()> {
+pub(crate) fn validate_api_url(url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         anyhow::anyhow!(
             "GITHUB_API_URL {url:?} is not a URL ({e}): leave it unset for https://api.github.com"
@@ -106,7 +106,7 @@ fn explain(e: octocrab::Error, what: &str) -> anyhow::Error {
 }
 
 /// Every job of the run's latest attempt, in API order.
-pub async fn run_jobs(run: &RunRef, token: &Secret) -> Result<Vec<RunJob>> {
+pub(crate) async fn run_jobs(run: &RunRef, token: &Secret) -> Result<Vec<RunJob>> {
     validate_api_url(&run.api_url)?;
     let (owner, repo) = run
         .repository

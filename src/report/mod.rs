@@ -7,8 +7,8 @@
 //! amd64`, `Slurm 25.11 tarball · GCC 13.4.0 · amd64`, `GCC 13.4.0 · amd64`) and renders the
 //! table ([`Report::markdown`]) and the message ([`Report::slack_text`]).
 
-pub mod github;
-pub mod slack;
+pub(crate) mod github;
+pub(crate) mod slack;
 
 pub(crate) use crate::net::is_loopback;
 

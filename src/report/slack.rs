@@ -11,11 +11,11 @@ use anyhow::{Context, Result, bail};
 use crate::gha::{Runner, Secret};
 
 /// The environment variable holding the Slack incoming-webhook URL.
-pub const WEBHOOK_VAR: &str = "SLACK_WEBHOOK_URL";
+pub(crate) const WEBHOOK_VAR: &str = "SLACK_WEBHOOK_URL";
 
 /// The message, after defaults are applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     /// Pipeline name.
     pub pipeline: String,
     /// Leg name.
@@ -28,7 +28,7 @@ pub struct Message {
 
 /// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
 /// GITHUB_RUN_ID; `None` outside Actions.
-pub fn run_url(runner: &Runner) -> Option<String> {
+pub(crate) fn run_url(runner: &Runner) -> Option<String> {
     let server = runner
         .var("GITHUB_SERVER_URL")
         .unwrap_or("https://github.com");
@@ -42,7 +42,7 @@ pub fn run_url(runner: &Runner) -> Option<String> {
 }
 
 /// The webhook from SLACK_WEBHOOK_URL, masked and validated; `None` when it is unset or empty.
-pub fn webhook(runner: &Runner) -> Result<Option<reqwest::Url>> {
+pub(crate) fn webhook(runner: &Runner) -> Result<Option<reqwest::Url>> {
     let Some(url) = runner
         .var(WEBHOOK_VAR)
         .map(str::trim)
@@ -56,7 +56,7 @@ pub fn webhook(runner: &Runner) -> Result<Option<reqwest::Url>> {
 }
 
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
-pub fn slack_escape(s: &str) -> String {
+pub(crate) fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -64,7 +64,7 @@ pub fn slack_escape(s: &str) -> String {
 
 impl Message {
     /// The Slack `text` (mrkdwn): one line naming the pipeline, the leg and the run.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut t = format!(
             ":x: *{}* {}: `{}`",
             slack_escape(&self.pipeline),
@@ -76,16 +76,11 @@ impl Message {
         }
         t
     }
-
-    /// The webhook payload.
-    pub fn payload(&self) -> serde_json::Value {
-        serde_json::json!({ "text": self.text() })
-    }
 }
 
 /// Checks the webhook URL: `https://`, or `http://` to a loopback address (a local relay or a
 /// test server). The error never contains the URL.
-pub fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
+pub(crate) fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(url.expose()).map_err(|_| {
         anyhow::anyhow!("{WEBHOOK_VAR} is not a valid URL (value not shown): set it to the Slack incoming-webhook URL, https://hooks.slack.com/services/...")
     })?;
@@ -100,13 +95,13 @@ pub fn validate_webhook(url: &Secret) -> Result<reqwest::Url> {
 }
 
 /// Posts `msg` to the webhook, retrying once on a 5xx, 429 or transport error.
-pub async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
+pub(crate) async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
     post_text(url, &msg.text()).await
 }
 
 /// Posts one message with mrkdwn `text` to the webhook, retrying once on a 5xx, 429 or
 /// transport error. Errors never contain the URL.
-pub async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
+pub(crate) async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()

@@ -16,7 +16,7 @@ use anyhow::{Result, bail};
 
 pub mod credentials;
 pub mod progress;
-pub mod retry;
+pub(crate) mod retry;
 
 pub use credentials::{CredentialSource, S3Settings, connect};
 

@@ -13,7 +13,7 @@ use rand::Rng;
 
 /// Full-jitter exponential backoff: a random delay in `[0, min(cap, base·2^attempt)]`, at
 /// least `base / 2` so retries never spin.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(16));
     let ceiling = exp.min(cap).max(base);
     let ms = ceiling.as_millis().max(1) as u64;
@@ -23,7 +23,7 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 
 /// What an error means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// A conditional write lost (412 `PreconditionFailed`, 409 `ConditionalRequestConflict`).
     Conflict,
     /// The server does not implement the request (501 `NotImplemented`).
@@ -39,7 +39,7 @@ pub enum ErrorKind {
 }
 
 /// Classifies an SDK error.
-pub fn classify<E, R>(err: &SdkError<E, R>) -> ErrorKind
+pub(crate) fn classify<E, R>(err: &SdkError<E, R>) -> ErrorKind
 where
     E: ProvideErrorMetadata,
     R: HttpStatus,
@@ -77,7 +77,7 @@ where
 }
 
 /// Access to the HTTP status of a raw response (implemented for the SDK's response type).
-pub trait HttpStatus {
+pub(crate) trait HttpStatus {
     /// The status code.
     fn status_code(&self) -> u16;
 }
@@ -89,7 +89,7 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
 }
 
 /// Formats an SDK error with its whole chain of causes.
-pub fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(
+pub(crate) fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(
     err: &SdkError<E, R>,
 ) -> String {
     format!("{}", DisplayErrorContext(err))
@@ -97,7 +97,7 @@ pub fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(
 
 /// Runs `op` up to `attempts` times while it fails with a transient error, sleeping with
 /// [`backoff`] in between. `transient` decides which errors are worth another attempt.
-pub async fn with_retries<T, E, F, Fut>(
+pub(crate) async fn with_retries<T, E, F, Fut>(
     attempts: u32,
     base: Duration,
     transient: impl Fn(&E) -> bool,

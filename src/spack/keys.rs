@@ -17,7 +17,7 @@ use crate::spack::Toolchain;
 
 /// `--toolchain`: where a Slurm build's GCC toolchain comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolchainMode {
+pub(crate) enum ToolchainMode {
     /// The compiler buildcache when a key is pinned, else from source.
     Auto,
     /// The compiler buildcache; refused without a pinned key.
@@ -42,7 +42,7 @@ impl std::str::FromStr for ToolchainMode {
 
 /// The pins of a Slurm build: `given` (flags or inputs) plus the catalog's
 /// `publish.signing_fingerprints` (catalog pins always apply).
-pub fn with_catalog_pins(mut given: Pins, catalog: &Catalog) -> Pins {
+pub(crate) fn with_catalog_pins(mut given: Pins, catalog: &Catalog) -> Pins {
     for f in catalog.signing_fingerprints() {
         if !given.fingerprints.contains(&f) {
             given.fingerprints.push(f);
@@ -54,7 +54,10 @@ pub fn with_catalog_pins(mut given: Pins, catalog: &Catalog) -> Pins {
 /// Where the toolchain of a Slurm build with `pins` comes from, and the pins it then trusts:
 /// `auto` takes the compiler buildcache when anything is pinned and otherwise builds from
 /// source; `buildcache` without a pin is refused; `source` trusts (and reads) nothing.
-pub fn choose_toolchain(mode: ToolchainMode, pins: Pins) -> Result<(Toolchain, Option<Pins>)> {
+pub(crate) fn choose_toolchain(
+    mode: ToolchainMode,
+    pins: Pins,
+) -> Result<(Toolchain, Option<Pins>)> {
     match mode {
         ToolchainMode::Source => Ok((Toolchain::Source, None)),
         ToolchainMode::Auto if pins.is_empty() => Ok((Toolchain::Source, None)),
@@ -69,7 +72,7 @@ pub fn choose_toolchain(mode: ToolchainMode, pins: Pins) -> Result<(Toolchain, O
 /// The armored keyring to trust: the key files, plus each pinned fingerprint's key as the
 /// compiler buildcache at `mirror` publishes it (only under exactly that fingerprint). The
 /// mirror is opened (through [`storage::open`]) only when a pin is not covered by the files.
-pub async fn keyring(
+pub(crate) async fn keyring(
     pins: &Pins,
     mirror: &str,
     open: &OpenOptions,

@@ -16,11 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Arch, Catalog, GccVersion, SlurmRelease};
 use crate::gha::Runner;
 
-pub mod env;
-pub mod keys;
+pub(crate) mod env;
+pub(crate) mod keys;
 pub mod pins;
 pub mod repo;
-pub mod stats;
+pub(crate) mod stats;
 
 use env::{
     Concretizer, Config, Environment, External, ExtraAttributes, InstallTree, Lmod, Mirror,

@@ -57,7 +57,7 @@ const MAX_DEPTH: usize = 16;
 
 /// Lists the packages of the install tree at `root`: every directory holding
 /// `.spack/spec.json` is one prefix.
-pub fn census(root: &Path) -> Result<InstallCensus> {
+pub(crate) fn census(root: &Path) -> Result<InstallCensus> {
     let mut out = InstallCensus::default();
     if root.is_dir() {
         walk_prefixes(root, 0, &mut out)?;
@@ -121,7 +121,8 @@ fn read_spec(spec: &Path, prefix: &Path) -> Installed {
 }
 
 /// The files a failed Spack build leaves in its stage that explain the failure.
-pub const DEBUG_FILES: &[&str] = &["spack-build-out.txt", "spack-build-env.txt", "config.log"];
+pub(crate) const DEBUG_FILES: &[&str] =
+    &["spack-build-out.txt", "spack-build-env.txt", "config.log"];
 
 /// Largest single file copied into a debug bundle.
 const MAX_DEBUG_FILE: u64 = 64 * 1024 * 1024;
@@ -129,7 +130,7 @@ const MAX_DEBUG_FILE: u64 = 64 * 1024 * 1024;
 /// Copies every [`DEBUG_FILES`] file found under `stage` into `bundle`, keeping the path below
 /// `stage` (so each failed package gets its own directory), plus `extra` files by name.
 /// Returns the copied files.
-pub fn collect_debug_bundle(
+pub(crate) fn collect_debug_bundle(
     stage: &Path,
     bundle: &Path,
     extra: &[(&str, &Path)],

@@ -33,7 +33,7 @@ pub(crate) mod archive;
 pub(crate) mod install_script;
 pub(crate) mod modulefile;
 pub mod prefixes;
-pub mod publish;
+pub(crate) mod publish;
 pub(crate) mod relocate;
 pub(crate) mod spack_build;
 pub(crate) mod view;

@@ -21,11 +21,11 @@ use crate::buildcache::storage::{
 use crate::pgp::{KeyFingerprint, SigningKey};
 
 /// The name of the checksum file beside the tarball.
-pub const SUMS: &str = "SHA256SUMS";
+pub(crate) const SUMS: &str = "SHA256SUMS";
 
 /// Where a tarball goes: a directory-like location and the object name of the tarball in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     /// The location of the directory (`s3://bucket/prefix` or `file:///dir`).
     pub dir_url: String,
     /// The object name of the tarball there.
@@ -35,7 +35,7 @@ pub struct Destination {
 impl Destination {
     /// `s3://bucket/dir/` or `file:///dir` (the tarball keeps `default_name`), or the full URL
     /// of the tarball object, ending in `.tar.gz` (as the pipelines pass the catalog's key).
-    pub fn parse(url: &str, default_name: &str) -> Result<Destination> {
+    pub(crate) fn parse(url: &str, default_name: &str) -> Result<Destination> {
         let url = url.trim();
         if !(url.starts_with("s3://") || url.starts_with("file:///")) {
             bail!(
@@ -58,19 +58,19 @@ impl Destination {
 
 /// The name of the signer's public key beside the tarball: `<FPR>.pub.asc`, the primary
 /// key's fingerprint in upper-case hex (what `--trusted-fingerprint` pins).
-pub fn public_key_name(fpr: &KeyFingerprint) -> String {
+pub(crate) fn public_key_name(fpr: &KeyFingerprint) -> String {
     format!("{fpr}.pub.asc")
 }
 
 /// The line of `SHA256SUMS` for `name`.
-pub fn sums_line(sha256: &str, name: &str) -> String {
+pub(crate) fn sums_line(sha256: &str, name: &str) -> String {
     format!("{sha256}  {name}\n")
 }
 
 /// `existing` (another publication's `SHA256SUMS`) with the line of `name` replaced by
 /// `sha256`, lines sorted by name. Refuses a file that is not `<64 hex>  <name>` lines, rather
 /// than publishing something a verifier would read differently.
-pub fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<String> {
+pub(crate) fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<String> {
     let mut lines: Vec<(String, String)> = Vec::new();
     for (i, line) in existing.split('\n').enumerate() {
         if line.is_empty() {
@@ -103,7 +103,7 @@ pub fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<String> {
 
 /// The signature files written beside a tarball.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed {
+pub(crate) struct Signed {
     /// `<name>.asc`, the detached armored signature.
     pub signature: PathBuf,
     /// `<FPR>.pub.asc`, the signer's public key ([`public_key_name`]).
@@ -112,7 +112,7 @@ pub struct Signed {
 
 /// Writes `SHA256SUMS` and, with a key, `<name>.asc` and the public key `<FPR>.pub.asc` beside
 /// the tarball. Returns what was signed, `None` when there was no key.
-pub fn write_local(
+pub(crate) fn write_local(
     tarball: &Path,
     name: &str,
     sha256: &str,
@@ -148,7 +148,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Uploads the signer's public key, the tarball, its signature and the merged `SHA256SUMS` to
 /// `storage` (rooted at the destination directory). Returns the bytes uploaded.
-pub async fn upload(
+pub(crate) async fn upload(
     storage: &dyn Storage,
     tarball: &Path,
     name: &str,
@@ -230,7 +230,7 @@ pub async fn upload(
 
 /// Where the view comes from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     /// build-slurm's output directory (one build namespace inside, or the namespace itself).
     BuildDir(PathBuf),
     /// A view directory, with Spack's modules directory optionally.
@@ -244,7 +244,7 @@ pub enum Source {
 
 /// One `tarball-publish` run, its inputs checked by the caller's parser.
 #[derive(Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// The build to pack.
     pub source: Source,
     /// The build's spack.lock (found next to the view when not given).
@@ -271,7 +271,7 @@ pub struct Request {
 
 /// Runs a request: checks the destination, key and bucket first, packs, writes `SHA256SUMS`
 /// and the signature, uploads, and writes the outputs `url` and `sha256` and the job summary.
-pub async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
+pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()> {
     use super::spack_build::{self, BuildDir};
     let (build, modules_override) = match &req.source {
         Source::BuildDir(d) => (BuildDir::find(d)?, None),
@@ -487,7 +487,7 @@ async fn open_destination(
 /// The URL consumers download from: under the catalog's `publish.tarball_url` for its tarball
 /// bucket on AWS itself, otherwise the store's own public URL (the S3 endpoint's HTTP URL,
 /// or `file://`).
-pub fn public_base_url(location: &Location, store: &dyn Storage) -> String {
+pub(crate) fn public_base_url(location: &Location, store: &dyn Storage) -> String {
     let public = store.public_url();
     let catalog = crate::catalog::Catalog::embedded();
     match location {

@@ -23,7 +23,7 @@ use crate::gha::Runner;
 
 mod http;
 mod local;
-pub mod s3;
+pub(crate) mod s3;
 
 pub use http::HttpStore;
 pub use local::LocalDir;

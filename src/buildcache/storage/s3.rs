@@ -35,13 +35,13 @@ use crate::s3::S3Url;
 use crate::s3::retry::{self, ErrorKind, classify, describe};
 
 /// S3's smallest multipart part (except the last).
-pub const MIN_PART: u64 = 5 * 1024 * 1024;
+pub(crate) const MIN_PART: u64 = 5 * 1024 * 1024;
 /// `Cache-Control` of content-addressed blobs: a CDN may keep them forever.
-pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub(crate) const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` of spec/key manifests and the layout file.
-pub const CACHE_MANIFEST: &str = "public, max-age=60, must-revalidate";
+pub(crate) const CACHE_MANIFEST: &str = "public, max-age=60, must-revalidate";
 /// `Cache-Control` of the index and key index manifests: always revalidate (cheap 304s).
-pub const CACHE_INDEX: &str = "no-cache";
+pub(crate) const CACHE_INDEX: &str = "no-cache";
 
 /// How a read-modify-write of the index is made safe against concurrent writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl std::fmt::Display for WriteMode {
 }
 
 /// The engine's Cache-Control policy by key.
-pub fn cache_control_for(key: &str) -> &'static str {
+pub(crate) fn cache_control_for(key: &str) -> &'static str {
     if key.starts_with("blobs/") {
         CACHE_IMMUTABLE
     } else if key.ends_with("index.manifest.json") || key.ends_with("keys.manifest.json") {
