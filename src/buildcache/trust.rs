@@ -40,10 +40,45 @@ impl Pins {
         self.key_files.is_empty() && self.fingerprints.is_empty()
     }
 
-    /// The trust set: every key file, plus each pinned fingerprint's key as `storage`
-    /// publishes it ([`pinned_keys`]).
+    /// The keys the key files give, and the pinned fingerprints they do not cover (those
+    /// must be resolved against what a mirror publishes).
+    pub fn given_by_files(&self) -> Result<(TrustedKeys, Vec<KeyFingerprint>)> {
+        let mut trusted = TrustedKeys::new();
+        load_key_files(&mut trusted, &self.key_files)?;
+        let rest = self
+            .fingerprints
+            .iter()
+            .filter(|f| !trusted.contains(f))
+            .cloned()
+            .collect();
+        Ok((trusted, rest))
+    }
+
+    /// The trust set, the one way pins become trusted keys: every key file, plus, for each
+    /// pinned fingerprint no file gives, the certificate `fetch` returns for it (armored; the
+    /// fetcher takes only the certificate with exactly that fingerprint from what a mirror
+    /// publishes, e.g. [`published_key`] for a buildcache).
+    pub async fn trusted_keys<F, Fut>(&self, fetch: F) -> Result<TrustedKeys>
+    where
+        F: Fn(KeyFingerprint) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>>>,
+    {
+        let (mut trusted, rest) = self.given_by_files()?;
+        for fpr in rest {
+            let armored = fetch(fpr.clone()).await?;
+            let got = trusted.add_armored(&armored)?;
+            if !got.contains(&fpr) {
+                bail!("the key resolved for the pinned {fpr} is another key; it is not trusted");
+            }
+        }
+        Ok(trusted)
+    }
+
+    /// The trust set against a buildcache: [`Pins::trusted_keys`] with each pinned key as
+    /// `storage` publishes it ([`published_key`]).
     pub async fn resolve(&self, storage: &dyn Storage) -> Result<TrustedKeys> {
-        pinned_keys(storage, &self.key_files, &self.fingerprints).await
+        self.trusted_keys(|f| async move { published_key(storage, &f).await })
+            .await
     }
 }
 
@@ -148,26 +183,6 @@ pub(crate) fn pinned_cert(bytes: &[u8], fpr: &KeyFingerprint, what: &str) -> Res
     )
 }
 
-/// The keys a consumer trusts: every certificate in `key_files`, plus, for each pinned
-/// fingerprint not already given by a file, the certificate `storage` publishes under exactly
-/// that fingerprint ([`published_key`]). Nothing else the cache publishes is trusted.
-pub(crate) async fn pinned_keys(
-    storage: &dyn Storage,
-    key_files: &[PathBuf],
-    fingerprints: &[KeyFingerprint],
-) -> Result<TrustedKeys> {
-    let mut trusted = TrustedKeys::new();
-    load_key_files(&mut trusted, key_files)?;
-    for fpr in fingerprints {
-        if trusted.contains(fpr) {
-            continue;
-        }
-        let key = published_key(storage, fpr).await?;
-        trusted.add_armored(&key)?;
-    }
-    Ok(trusted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,19 +195,21 @@ mod tests {
     async fn pinned_fingerprint_resolves_only_the_pinned_key() {
         let cache = LocalDir::new(format!("{FIX}/signed"));
         let fpr: KeyFingerprint = FPR.to_lowercase().parse().unwrap();
-        let t = pinned_keys(&cache, &[], std::slice::from_ref(&fpr))
-            .await
-            .unwrap();
+        let pins = |fingerprints: Vec<KeyFingerprint>| Pins {
+            key_files: Vec::new(),
+            fingerprints,
+        };
+        let t = pins(vec![fpr.clone()]).resolve(&cache).await.unwrap();
         assert_eq!(t.fingerprints(), vec![fpr]);
         // A fingerprint the cache does not publish is an error, not an empty trust set.
         let other: KeyFingerprint = "0123456789ABCDEF0123456789ABCDEF01234567".parse().unwrap();
-        let e = pinned_keys(&cache, &[], &[other]).await.unwrap_err();
+        let e = pins(vec![other]).resolve(&cache).await.unwrap_err();
         assert!(
             format!("{e:#}").contains("publishes no key 0123456789ABCDEF"),
             "{e:#}"
         );
         // Nothing pinned, nothing trusted, whatever the cache publishes.
-        assert!(pinned_keys(&cache, &[], &[]).await.unwrap().is_empty());
+        assert!(pins(vec![]).resolve(&cache).await.unwrap().is_empty());
         assert!("E145321FBC9F04BD".parse::<KeyFingerprint>().is_err());
     }
 }

@@ -65,7 +65,7 @@ pub enum What {
 /// Opens what `what` names and resolves the trusted keys: every key file, plus, for each pinned
 /// fingerprint no key file gives, the key published under exactly that fingerprint next to
 /// what is installed: for a buildcache its key manifest
-/// ([`crate::buildcache::trust::pinned_keys`]), for a tarball the `<FPR>.pub.asc` beside it
+/// ([`crate::buildcache::trust::Pins::resolve`]), for a tarball the `<FPR>.pub.asc` beside it
 /// ([`tarball::published_key`]). A published key that was not pinned is never trusted.
 /// Refuses to go on without a trusted key unless nothing is installed.
 pub async fn prepare(

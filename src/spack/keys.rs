@@ -9,10 +9,9 @@
 use anyhow::{Context, Result, bail};
 
 use crate::buildcache::storage::{self, Location, OpenOptions};
-use crate::buildcache::trust::{Pins, load_key_files};
+use crate::buildcache::trust::Pins;
 use crate::catalog::Catalog;
 use crate::gha::Runner;
-use crate::pgp::TrustedKeys;
 use crate::spack::Toolchain;
 
 /// `--toolchain`: where a Slurm build's GCC toolchain comes from.
@@ -78,9 +77,8 @@ pub(crate) async fn keyring(
     open: &OpenOptions,
     runner: &Runner,
 ) -> Result<Vec<u8>> {
-    let mut given = TrustedKeys::new();
-    load_key_files(&mut given, &pins.key_files)?;
-    if pins.fingerprints.iter().all(|f| given.contains(f)) {
+    let (given, rest) = pins.given_by_files()?;
+    if rest.is_empty() {
         return given.armored();
     }
     let location = Location::parse(mirror)?;
@@ -88,18 +86,13 @@ pub(crate) async fn keyring(
         .await
         .with_context(|| format!("cannot open the compiler buildcache {mirror}"))?;
     let trusted = pins.resolve(cache.as_ref()).await?;
-    for f in &pins.fingerprints {
-        if !trusted.contains(f) {
-            bail!("the pinned key {f} was not found in {mirror}");
-        }
-    }
     trusted.armored()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pgp::KeyFingerprint;
+    use crate::pgp::{KeyFingerprint, TrustedKeys};
 
     const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spack-v3");
     const FPR: &str = "1A00B8893F4FAE1A76DB389DE145321FBC9F04BD";
