@@ -144,7 +144,7 @@ fn a_signed_tarball_installs_runs_from_two_places_and_module_loads() {
             "{summary}"
         );
         assert!(
-            summary.contains("libraries resolve (`ldd`, 2 ELF files) | ✅ ok"),
+            summary.contains("libraries resolve (2 ELF files) | ✅ ok"),
             "{summary}"
         );
         let env = std::fs::read_to_string(prefix.join("view/etc/slurm-env.sh")).unwrap();
