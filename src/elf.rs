@@ -382,7 +382,9 @@ fn write_at(path: &Path, writes: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
             f.seek(SeekFrom::Start(*off))?;
             f.write_all(data)?;
         }
-        f.sync_data()
+        // Not synced here: the installer makes the whole tree durable at once (one `syncfs`
+        // before its prefixes are moved into place).
+        Ok(())
     })();
     if made_writable {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
