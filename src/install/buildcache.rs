@@ -571,15 +571,19 @@ pub async fn install(
 
     let order = runtime_closure(&root_id.hash, &root_spec.dag)?;
 
-    let mut specs: Vec<VerifiedSpec> = Vec::new();
-    for h in &order {
-        if *h == root_id.hash {
-            specs.push(root_spec.clone());
-        } else {
-            let id = root_spec.dag[h].id();
-            specs.push(verified(storage, trusted, &id).await?);
+    // Every dependency's manifest is verified at once (the reads overlap).
+    let specs: Vec<VerifiedSpec> = futures::future::try_join_all(order.iter().map(|h| {
+        let root_spec = &root_spec;
+        let root_hash = &root_id.hash;
+        async move {
+            if h == root_hash {
+                Ok(root_spec.clone())
+            } else {
+                verified(storage, trusted, &root_spec.dag[h].id()).await
+            }
         }
-    }
+    }))
+    .await?;
     let new_prefix_of: BTreeMap<String, PathBuf> = root_spec
         .dag
         .values()
@@ -852,25 +856,21 @@ async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec, file: &Path) 
             rec.compression
         );
     }
-    let bytes = storage
-        .get(&key)
-        .await?
-        .with_context(|| format!("{id}: install tarball {key} disappeared"))?
-        .bytes;
-    // Hash the bytes we extract, not just what was checked before.
-    if bytes.len() as u64 != rec.content_length
-        || layout::Sha256Hex::of(&bytes).as_str() != rec.checksum
-    {
+    let mut out = std::fs::File::create(file)
+        .with_context(|| format!("{id}: cannot keep its tarball in {}", file.display()))?;
+    // Streamed into the private file while it is hashed: the bytes checked are the bytes
+    // extracted, and memory stays bounded.
+    let (sha, n) = storage
+        .copy_to(&key, &mut out, rec.content_length)
+        .await
+        .with_context(|| format!("{id}: install tarball {key}"))?
+        .with_context(|| format!("{id}: install tarball {key} disappeared"))?;
+    if n != rec.content_length || sha.as_str() != rec.checksum {
         bail!(
             "{id}: install tarball {key} does not match the sha256 in its signed manifest; the buildcache is damaged or was tampered with"
         );
     }
-    std::fs::write(file, &bytes).with_context(|| {
-        format!(
-            "{id}: cannot keep its checked tarball in {}",
-            file.display()
-        )
-    })
+    Ok(())
 }
 
 /// An existing prefix counts as installed only when its `.spack/spec.json` (read without

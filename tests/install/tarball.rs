@@ -314,7 +314,11 @@ fn an_oversized_or_special_sidecar_file_is_refused_before_it_is_read() {
         .status()
         .unwrap();
     assert!(st.success());
-    refused(&tarball, &signer_key(), "SHA256SUMS is not a regular file");
+    refused(
+        &tarball,
+        &signer_key(),
+        "SHA256SUMS: it is a FIFO (named pipe)",
+    );
     std::fs::remove_file(&sums).unwrap();
     std::fs::write(&sums, &good_sums).unwrap();
 
