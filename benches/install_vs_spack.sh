@@ -91,10 +91,10 @@ for i in $(seq 1 "$rounds"); do
   for tool in $order; do
     if [ "$tool" = spack ]; then
       read -r w m < <(one spack "$i" "$work/r/s$i")
-      s_wall[$i]=$w; s_rss[$i]=$m
+      s_wall[i]=$w; s_rss[i]=$m
     else
       read -r w m < <(one ours "$i" "$work/r/o$i")
-      o_wall[$i]=$w; o_rss[$i]=$m
+      o_wall[i]=$w; o_rss[i]=$m
     fi
   done
   log "round $i: spack ${s_wall[$i]} s ${s_rss[$i]} KiB, test-install ${o_wall[$i]} s ${o_rss[$i]} KiB"
@@ -146,7 +146,7 @@ echo
 echo "| round | \`spack install --cache-only\` | peak RSS | test-install | peak RSS | speed-up |"
 echo "|---:|---:|---:|---:|---:|---:|"
 for i in $(seq 1 "$rounds"); do
-  echo "| $i | ${s_wall[$i]} s | $((s_rss[$i] / 1024)) MiB | ${o_wall[$i]} s | $((o_rss[$i] / 1024)) MiB | $(awk -v s="${s_wall[$i]}" -v o="${o_wall[$i]}" 'BEGIN{printf "%.1f×", s/o}') |"
+  echo "| $i | ${s_wall[$i]} s | $((s_rss[i] / 1024)) MiB | ${o_wall[$i]} s | $((o_rss[i] / 1024)) MiB | $(awk -v s="${s_wall[$i]}" -v o="${o_wall[$i]}" 'BEGIN{printf "%.1f×", s/o}') |"
 done
 echo
 echo "Best of $rounds: Spack $bs s, test-install $bo s: **${speedup}×**. Trees: $same."
