@@ -391,7 +391,7 @@ fn agrees_with_ldd_on_the_relocated_fixture_install() {
         ],
     );
     assert_eq!(code, 0, "{stdout}\n{summary}");
-    let files = slurm_factory::install::smoke::dynamic_elf_files(&[prefix.clone()]);
+    let files = slurm_factory::install::smoke::dynamic_elf_files(std::slice::from_ref(&prefix));
     assert!(!files.is_empty(), "{files:?}");
     let loader = Loader::host(None);
     for f in &files {

@@ -588,6 +588,33 @@ impl FileBody {
     }
 }
 
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hash: sha2::Digest::new(),
+        }
+    }
+    fn finish(self) -> Sha256Hex {
+        Sha256Hex::parse(&hex::encode(sha2::Digest::finalize(self.hash)))
+            .expect("a SHA-256 is 64 hex digits")
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,32 +735,5 @@ mod tests {
         s.delete("blobs/x").await.unwrap();
         s.delete("blobs/x").await.unwrap();
         assert!(s.head("blobs/x").await.unwrap().is_none());
-    }
-}
-
-/// A reader that hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hash: sha2::Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hash: sha2::Digest::new(),
-        }
-    }
-    fn finish(self) -> Sha256Hex {
-        Sha256Hex::parse(&hex::encode(sha2::Digest::finalize(self.hash)))
-            .expect("a SHA-256 is 64 hex digits")
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        sha2::Digest::update(&mut self.hash, &buf[..n]);
-        Ok(n)
     }
 }

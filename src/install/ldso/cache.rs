@@ -238,7 +238,7 @@ impl Cache {
             }
             let off = r.u32_at(at + 8).ok_or("truncated extension section")? as usize;
             let size = r.u32_at(at + 12).ok_or("truncated extension section")? as usize;
-            if size % 4 != 0 || off.checked_add(size).is_none_or(|e| e > r.bytes.len()) {
+            if !size.is_multiple_of(4) || off.checked_add(size).is_none_or(|e| e > r.bytes.len()) {
                 return Err("the glibc-hwcaps section lies outside the file".into());
             }
             for k in 0..size / 4 {

@@ -265,6 +265,9 @@ struct Obj {
     loader: Option<usize>,
 }
 
+/// A library found: its path and its identity (device, inode).
+type Hit = (PathBuf, (u64, u64));
+
 /// What a candidate path turned out to be.
 enum Candidate {
     Missing,
@@ -523,7 +526,7 @@ impl Loader {
         abi: Abi,
         layout: &Layout,
         other_abi: &mut bool,
-    ) -> Result<Option<(PathBuf, (u64, u64))>, String> {
+    ) -> Result<Option<Hit>, String> {
         let name = OsStr::from_bytes(name);
         for d in dirs {
             let hw = d.join("glibc-hwcaps");
@@ -641,7 +644,7 @@ impl Loader {
                     }
                 };
                 if let Some(i) = objs.iter().position(|o| {
-                    o.names.iter().any(|n| *n == nb)
+                    o.names.contains(&nb)
                         || o.elf.soname.as_deref().map(str::as_bytes) == Some(nb.as_slice())
                 }) {
                     if i != 0 && objs[i].loader.is_none() {
@@ -714,7 +717,7 @@ impl Loader {
         abi: Abi,
         layout: &Layout,
         env_dirs: Option<&[PathBuf]>,
-    ) -> Result<Option<(PathBuf, (u64, u64))>, String> {
+    ) -> Result<Option<Hit>, String> {
         let mut other_abi = false;
         if name.contains(&b'/') {
             let p = PathBuf::from(OsStr::from_bytes(name));
