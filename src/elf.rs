@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
-use goblin::elf::dynamic::{DT_NEEDED, DT_RPATH, DT_RUNPATH};
+use goblin::elf::dynamic::{DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME};
 use goblin::elf::program_header::PT_INTERP;
 
 /// The ELF magic number.
@@ -81,6 +81,11 @@ pub struct ElfFile {
     pub runpath: Option<InPlaceString>,
     /// `PT_INTERP`, when present.
     pub interpreter: Option<InPlaceString>,
+    /// `DT_SONAME`, when present.
+    pub soname: Option<String>,
+    /// `DF_1_NODEFLIB` in `DT_FLAGS_1`: the loader searches neither `ld.so.cache` nor the
+    /// default directories for this object's dependencies.
+    pub nodeflib: bool,
 }
 
 impl ElfFile {
@@ -192,6 +197,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Option<ElfFile>, ElfError> {
         rpath: None,
         runpath: None,
         interpreter: None,
+        soname: None,
+        nodeflib: false,
     };
     for ph in &elf.program_headers {
         if ph.p_type == PT_INTERP {
@@ -218,7 +225,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Option<ElfFile>, ElfError> {
         let has_strings = dynamic
             .dyns
             .iter()
-            .any(|d| matches!(d.d_tag, DT_NEEDED | DT_RPATH | DT_RUNPATH));
+            .any(|d| matches!(d.d_tag, DT_NEEDED | DT_RPATH | DT_RUNPATH | DT_SONAME));
         if has_strings && (strtab == 0 || strsz == 0) {
             return Err(malformed(
                 path,
@@ -235,7 +242,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Option<ElfFile>, ElfError> {
             ));
         }
         for d in &dynamic.dyns {
-            if !matches!(d.d_tag, DT_NEEDED | DT_RPATH | DT_RUNPATH) {
+            if d.d_tag == DT_FLAGS_1 {
+                out.nodeflib = d.d_val & DF_1_NODEFLIB != 0;
+            }
+            if !matches!(d.d_tag, DT_NEEDED | DT_RPATH | DT_RUNPATH | DT_SONAME) {
                 continue;
             }
             let rel = usize::try_from(d.d_val).map_err(|_| malformed(path, "string offset"))?;
@@ -258,6 +268,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Option<ElfFile>, ElfError> {
             match d.d_tag {
                 DT_NEEDED => out.needed.push(string.text()),
                 DT_RPATH => out.rpath = Some(string),
+                DT_SONAME => out.soname = Some(string.text()),
                 _ => out.runpath = Some(string),
             }
         }
@@ -371,7 +382,9 @@ fn write_at(path: &Path, writes: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
             f.seek(SeekFrom::Start(*off))?;
             f.write_all(data)?;
         }
-        f.sync_data()
+        // Not synced here: the installer makes the whole tree durable at once (one `syncfs`
+        // before its prefixes are moved into place).
+        Ok(())
     })();
     if made_writable {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;

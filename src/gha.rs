@@ -796,9 +796,7 @@ impl Runner {
             url.push_str(&url_encode(aud));
         }
         self.debug(&format!("ID token url is {url}"));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
+        let client = crate::net::http_client(Some(Duration::from_secs(30)), None)
             .context("cannot build the HTTP client for the OIDC request")?;
         let attempts = 5;
         let mut last_err = String::new();

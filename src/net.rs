@@ -3,6 +3,28 @@
 //! nothing leaves the machine (as browsers treat `http://localhost` as a secure origin); any
 //! other `http://` only when the user asked for it (`--allow-insecure-http`).
 
+/// The one way this crate builds an HTTP client (rustls, `slurm-factory/<version>` as the
+/// User-Agent, 30 s to connect): `timeout` bounds a whole request (for small API calls);
+/// without it only a read that stalls for 120 s fails, so a large download may take as long
+/// as it needs. `redirect` is reqwest's default (10 hops) unless given.
+pub(crate) fn http_client(
+    timeout: Option<std::time::Duration>,
+    redirect: Option<reqwest::redirect::Policy>,
+) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .user_agent(concat!("slurm-factory/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    if let Some(r) = redirect {
+        b = b.redirect(r);
+    }
+    b.build().context("cannot build the HTTP client")
+}
+
 /// Whether `url` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
 pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or("").trim_matches(['[', ']']);

@@ -674,6 +674,16 @@ impl TrustedKeys {
     /// Verifies a detached (armored or binary) signature over `data`, with the same key
     /// validity rules as [`TrustedKeys::verify_cleartext`].
     pub fn verify_detached(&self, signature: &[u8], data: &[u8]) -> Result<Verified, VerifyError> {
+        self.verify_detached_reader(signature, data)
+    }
+
+    /// [`TrustedKeys::verify_detached`] over data read from `data` as it is hashed (a large
+    /// file is never held in memory).
+    pub fn verify_detached_reader<R: std::io::Read + Send + Sync>(
+        &self,
+        signature: &[u8],
+        data: R,
+    ) -> Result<Verified, VerifyError> {
         let now = SystemTime::now();
         let policy = StandardPolicy::new();
         let helper = Helper::new(&self.certs, now, None);
@@ -681,7 +691,7 @@ impl TrustedKeys {
             .map_err(|e| VerifyError::Malformed(e.to_string()))?
             .with_policy(&policy, Some(now), helper)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let r = v.verify_bytes(data);
+        let r = v.verify_reader(data);
         let helper = v.into_helper();
         let (signer, signing_key) = helper.result()?;
         r.map_err(|e| VerifyError::BadSignature(e.to_string()))?;

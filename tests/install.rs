@@ -15,6 +15,8 @@ mod floor;
 mod glibc_patch;
 #[path = "s3/harness.rs"]
 mod harness;
+#[path = "install/ldso.rs"]
+mod ldso;
 #[path = "install/relocate.rs"]
 mod relocate;
 #[path = "install/remote.rs"]

@@ -630,3 +630,89 @@ fn install_sh_refuses_binaries_to_relocate_without_the_relocator() {
     );
     assert!(!root.join("data/.installed-prefix").exists());
 }
+
+/// `--view <path>` without env/spack.yaml beside it: the path is the view root, so a program
+/// whose RPATH is `<view>/lib` gets an `$ORIGIN`-relative one and, unpacked elsewhere with the
+/// view gone, still finds its library.
+#[test]
+fn a_bare_view_is_its_own_root_and_rpaths_into_it_become_origin_relative() {
+    let t = tempfile::tempdir().unwrap();
+    let view = t.path().join("bare/view");
+    let lib = view.join("lib");
+    let bin = view.join("bin");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let src = t.path().join("greet.c");
+    std::fs::write(
+        &src,
+        "const char* greet(void){return \"hello from greet\";}\n",
+    )
+    .unwrap();
+    let gcc = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("gcc").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let so = lib.join("libgreet.so");
+    gcc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-o".as_ref(),
+        so.as_os_str(),
+        src.as_os_str(),
+    ]);
+    let main = t.path().join("sinfo.c");
+    std::fs::write(
+        &main,
+        "#include <stdio.h>\nconst char* greet(void);\nint main(){ printf(\"slurm 25.11.0 (%s)\\n\", greet()); return 0; }\n",
+    )
+    .unwrap();
+    let sinfo = bin.join("sinfo");
+    let l = format!("-L{}", lib.display());
+    let rpath = format!("-Wl,-rpath,{}", lib.display());
+    gcc(&[
+        "-o".as_ref(),
+        sinfo.as_os_str(),
+        main.as_os_str(),
+        l.as_ref(),
+        "-lgreet".as_ref(),
+        rpath.as_ref(),
+    ]);
+    assert!(readelf_dynamic(&sinfo).contains(lib.to_str().unwrap()));
+    let out = t.path().join("out");
+    let res = common::scrubbed("tarball-publish")
+        .arg("--view")
+        .arg(&view)
+        .args([
+            "--slurm-version",
+            "25.11",
+            "--compiler-version",
+            "13.4.0",
+            "--build-prefix",
+            "/slurm-factory/x/install",
+            "--output",
+        ])
+        .arg(&out)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // The build's view is gone; the tarball is unpacked somewhere else.
+    std::fs::remove_dir_all(t.path().join("bare")).unwrap();
+    let dir = t.path().join("elsewhere/slurm");
+    unpack_and_install(&out.join("slurm-25.11-gcc13.4.0-software.tar.gz"), &dir);
+    let unpacked = dir.join("view/bin/sinfo");
+    let dynamic = readelf_dynamic(&unpacked);
+    assert!(dynamic.contains("[$ORIGIN/../lib]"), "{dynamic}");
+    let (ok, text) = run_clean(&mut Command::new(&unpacked));
+    assert!(ok, "{text}");
+    assert_eq!(text, "slurm 25.11.0 (hello from greet)\n");
+}

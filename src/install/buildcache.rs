@@ -571,15 +571,19 @@ pub async fn install(
 
     let order = runtime_closure(&root_id.hash, &root_spec.dag)?;
 
-    let mut specs: Vec<VerifiedSpec> = Vec::new();
-    for h in &order {
-        if *h == root_id.hash {
-            specs.push(root_spec.clone());
-        } else {
-            let id = root_spec.dag[h].id();
-            specs.push(verified(storage, trusted, &id).await?);
+    // Every dependency's manifest is verified at once (the reads overlap).
+    let specs: Vec<VerifiedSpec> = futures::future::try_join_all(order.iter().map(|h| {
+        let root_spec = &root_spec;
+        let root_hash = &root_id.hash;
+        async move {
+            if h == root_hash {
+                Ok(root_spec.clone())
+            } else {
+                verified(storage, trusted, &root_spec.dag[h].id()).await
+            }
         }
-    }
+    }))
+    .await?;
     let new_prefix_of: BTreeMap<String, PathBuf> = root_spec
         .dag
         .values()
@@ -587,137 +591,126 @@ pub async fn install(
         .map(|n| (n.hash.clone(), root.join(n.rel_prefix())))
         .collect();
 
-    // Fetch and check every tarball still to install, and refuse a glibc floor above the
-    // host's, before anything is written. Checked tarballs wait in private temporary files
-    // (not in memory: a GPU closure holds gigabytes), one read back at a time to install.
+    // Fetch and check every tarball still to install. Checked tarballs wait in private
+    // temporary files (not in memory: a GPU closure holds gigabytes).
     let spill = tempfile::Builder::new()
         .prefix("slurm-factory-fetch-")
         .tempdir()
         .context("cannot create a private temporary directory for the fetched tarballs")?;
-    let mut blobs: Vec<Option<PathBuf>> = Vec::new();
-    let mut floor = crate::glibc_floor::Floor::default();
+    let mut fetched: Vec<Option<PathBuf>> = Vec::new();
     for spec in &specs {
         if std::fs::symlink_metadata(root.join(spec.node.rel_prefix())).is_ok() {
-            blobs.push(None);
+            check_installed(root, &spec.node.rel_prefix(), &spec.node.id())?;
+            fetched.push(None);
             continue;
         }
-        let bytes = fetch_tarball(storage, spec).await?;
-        let id = spec.node.id();
-        let mut f = crate::glibc_floor::scan_tar(
-            flate2::read::GzDecoder::new(bytes.as_slice()),
-            limits.max_bytes,
-        )
-        .with_context(|| format!("{id}: cannot compute the glibc floor of its install tarball"))?;
-        // Show files relative to the package prefix, not under the padded build path.
-        let dir = spec.node.rel_prefix();
-        let dir = dir.file_name().unwrap_or_default();
-        f.map_files(|p| {
-            let mut c = p.components();
-            match c.by_ref().position(|x| x.as_os_str() == dir) {
-                Some(_) => c.as_path().to_owned(),
-                None => p.to_owned(),
-            }
-        });
-        floor.merge(f, &id.to_string());
-        let file = spill.path().join(format!("{}.tar.gz", blobs.len()));
-        std::fs::write(&file, &bytes).with_context(|| {
-            format!(
-                "{id}: cannot keep its checked tarball in {}",
-                file.display()
-            )
-        })?;
-        blobs.push(Some(file));
+        let file = spill.path().join(format!("{}.tar.gz", fetched.len()));
+        fetch_tarball(storage, spec, &file).await?;
+        fetched.push(Some(file));
     }
-    if floor.glibc.is_some() {
-        crate::glibc_floor::check_host(
-            &floor,
-            &crate::glibc_floor::host_glibc()?,
-            &query.to_string(),
-        )?;
-    }
-    let mut created: Vec<PathBuf> = Vec::new();
-    let had_sbang = std::fs::symlink_metadata(root.join(sbang::REL_PATH)).is_ok();
-    let mut done = Vec::new();
-    for (spec, bytes) in specs.iter().zip(blobs) {
-        match install_one(spec, bytes, root, &new_prefix_of, limits) {
-            Ok((prefix, relocated)) => {
-                if relocated.is_some() {
-                    created.push(prefix.clone());
-                }
-                done.push(Installed {
-                    id: spec.node.id(),
-                    prefix,
-                    signer: spec.signer.clone(),
-                    relocated,
-                });
-            }
-            Err(e) => {
-                for p in &created {
-                    remove_tree(p);
-                }
-                if !had_sbang {
-                    sbang::uninstall(root);
-                }
-                return Err(e);
-            }
+    // The directories this run creates for the root, removed again (when empty) on failure.
+    let new_dirs: Vec<PathBuf> = root
+        .ancestors()
+        .take_while(|a| std::fs::symlink_metadata(a).is_err())
+        .map(Path::to_owned)
+        .collect();
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("cannot create the install root {}", root.display()))?;
+    let staging = Staging::new(root)?;
+    let result = stage_all(&specs, &fetched, &staging, root, &new_prefix_of, limits)
+        .and_then(|staged| commit(&specs, staged, &staging, root, query));
+    drop(spill);
+    staging.remove();
+    if result.is_err() {
+        for d in &new_dirs {
+            let _ = std::fs::remove_dir(d);
         }
     }
-    Ok(done)
+    result
 }
 
-/// Fetches the install tarball of `spec` and checks it against the sha256 and size of its
-/// signed manifest.
-async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec) -> Result<Vec<u8>> {
-    let id = spec.node.id();
-    let rec = &spec.tarball;
-    let key = rec.key()?;
-    let bytes = storage
-        .get(&key)
-        .await?
-        .with_context(|| format!("{id}: install tarball {key} disappeared"))?
-        .bytes;
-    // Hash the bytes we extract, not just what was checked before.
-    if bytes.len() as u64 != rec.content_length
-        || layout::Sha256Hex::of(&bytes).as_str() != rec.checksum
-    {
-        bail!(
-            "{id}: install tarball {key} does not match the sha256 in its signed manifest; the buildcache is damaged or was tampered with"
-        );
-    }
-    if rec.compression != "gzip" {
-        bail!(
-            "{id}: unsupported install tarball compression {:?}",
-            rec.compression
-        );
-    }
-    Ok(bytes)
+/// A private directory inside the install root where prefixes are extracted and relocated
+/// before they are moved into place (same file system, so the move is a rename).
+struct Staging {
+    dir: PathBuf,
 }
 
-/// Installs `spec` from its fetched and checked tarball, kept in the private file `fetched`
-/// (`None` when its prefix already existed before this install started).
-fn install_one(
-    spec: &VerifiedSpec,
-    fetched: Option<PathBuf>,
+impl Staging {
+    fn new(root: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(".slurm-factory-staging-")
+            .tempdir_in(root)
+            .with_context(|| format!("cannot create a staging directory in {}", root.display()))?
+            .keep();
+        Ok(Staging { dir })
+    }
+    fn remove(&self) {
+        remove_tree(&self.dir);
+    }
+}
+
+/// A spec extracted and relocated in the staging directory.
+struct Staged {
+    /// Where it is now (`None`: it was installed before this run).
+    at: Option<PathBuf>,
+    relocated: Option<Relocated>,
+    floor: crate::glibc_floor::Floor,
+    needs_sbang: bool,
+    symlinks: Vec<PathBuf>,
+}
+
+/// Extracts and relocates every fetched spec into the staging directory, all at once (one
+/// thread per spec and per file within it, as the machine allows): nothing depends on another
+/// spec being in place, since relocation only writes the final prefixes into the files.
+fn stage_all(
+    specs: &[VerifiedSpec],
+    fetched: &[Option<PathBuf>],
+    staging: &Staging,
     root: &Path,
     new_prefix_of: &BTreeMap<String, PathBuf>,
     limits: Limits,
-) -> Result<(PathBuf, Option<Relocated>)> {
+) -> Result<Vec<Staged>> {
+    use rayon::prelude::*;
+    specs
+        .par_iter()
+        .zip(fetched.par_iter())
+        .map(|(spec, file)| match file {
+            None => Ok(Staged {
+                at: None,
+                relocated: None,
+                floor: Default::default(),
+                needs_sbang: false,
+                symlinks: Vec::new(),
+            }),
+            Some(file) => stage_one(spec, file, &staging.dir, root, new_prefix_of, limits),
+        })
+        .collect()
+}
+
+/// Extracts `spec`'s checked tarball `fetched` into `<staging>/<hash>` and relocates it for its
+/// final prefix under `root`; computes its glibc floor from the relocated files.
+fn stage_one(
+    spec: &VerifiedSpec,
+    fetched: &Path,
+    staging: &Path,
+    root: &Path,
+    new_prefix_of: &BTreeMap<String, PathBuf>,
+    limits: Limits,
+) -> Result<Staged> {
     let id = spec.node.id();
-    let rel = spec.node.rel_prefix();
-    let prefix = root.join(&rel);
-    let Some(fetched) = fetched else {
-        check_installed(root, &rel, &id)?;
-        return Ok((prefix, None));
-    };
-    let bytes = std::fs::read(&fetched).with_context(|| {
-        format!(
-            "{id}: cannot read its checked tarball {}",
-            fetched.display()
-        )
-    })?;
     let key = spec.tarball.key()?;
-    let gz = || flate2::read::GzDecoder::new(bytes.as_slice());
-    let found = extract::inspect_spack_tarball(gz(), limits)
+    let open = || -> Result<_> {
+        let f = std::fs::File::open(fetched).with_context(|| {
+            format!(
+                "{id}: cannot read its checked tarball {}",
+                fetched.display()
+            )
+        })?;
+        Ok(flate2::read::GzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, f),
+        ))
+    };
+    let found = extract::inspect_spack_tarball(open()?, limits)
         .with_context(|| format!("{id}: install tarball {key}"))?;
     let info = BuildInfo::parse(&found.buildinfo)
         .with_context(|| format!("{id}: .spack/binary_distribution"))?;
@@ -729,26 +722,155 @@ fn install_one(
         strip: Some(found.prefix.clone()),
         absolute_link_prefixes: absolute,
     };
-    let x = extract::extract_fresh(gz(), &prefix, &opts)
+    let at = staging.join(&spec.node.hash);
+    let x = extract::extract_fresh(open()?, &at, &opts)
         .with_context(|| format!("{id}: install tarball {key}"))?;
-    let finish = || -> Result<Relocated> {
-        let new_sbang = root.join(sbang::REL_PATH);
-        let map = PrefixMap::for_spec(&info, new_prefix_of, root, &new_sbang)?;
-        let r = relocate_package(&prefix, &info, &map)?;
-        let links: Vec<PathBuf> = x.symlinks.iter().map(|l| rel.join(l)).collect();
-        check_links_confined(root, &links)?;
-        if sbang::needed(&prefix, &info, &new_sbang)? {
+    let new_sbang = root.join(sbang::REL_PATH);
+    let map = PrefixMap::for_spec(&info, new_prefix_of, root, &new_sbang)?;
+    let relocated =
+        relocate_package(&at, &info, &map).with_context(|| format!("{id}: cannot relocate it"))?;
+    let needs_sbang = sbang::needed(&at, &info, &new_sbang)?;
+    let floor = crate::glibc_floor::scan_dir(&at)
+        .with_context(|| format!("{id}: cannot compute the glibc floor of its install tarball"))?;
+    Ok(Staged {
+        at: Some(at),
+        relocated: Some(relocated),
+        floor,
+        needs_sbang,
+        symlinks: x.symlinks,
+    })
+}
+
+/// Refuses a glibc floor above the host's, then makes the staged tree durable (one `syncfs`)
+/// and moves each staged prefix into place, dependencies first, without replacing anything
+/// (`RENAME_NOREPLACE`); the renames are made durable by syncing their parent directories. On
+/// any failure, the prefixes moved so far and an `sbang` put in place are removed again.
+fn commit(
+    specs: &[VerifiedSpec],
+    staged: Vec<Staged>,
+    staging: &Staging,
+    root: &Path,
+    query: &SpecQuery,
+) -> Result<Vec<Installed>> {
+    let mut floor = crate::glibc_floor::Floor::default();
+    for (spec, s) in specs.iter().zip(&staged) {
+        floor.merge(s.floor.clone(), &spec.node.id().to_string());
+    }
+    if floor.glibc.is_some() {
+        crate::glibc_floor::check_host(
+            &floor,
+            &crate::glibc_floor::host_glibc()?,
+            &query.to_string(),
+        )?;
+    }
+    let had_sbang = std::fs::symlink_metadata(root.join(sbang::REL_PATH)).is_ok();
+    let mut created: Vec<PathBuf> = Vec::new();
+    let undo = |created: &[PathBuf]| {
+        for p in created {
+            remove_tree(p);
+        }
+        if !had_sbang {
+            sbang::uninstall(root);
+        }
+    };
+    let result = (|| -> Result<Vec<Installed>> {
+        if staged.iter().any(|s| s.needs_sbang) {
             sbang::install(root)?;
         }
-        Ok(r)
-    };
-    match finish() {
-        Ok(r) => Ok((prefix, Some(r))),
-        Err(e) => {
-            remove_tree(&prefix);
-            Err(e.context(format!("{id}: cannot relocate into {}", prefix.display())))
+        if staged.iter().any(|s| s.at.is_some()) {
+            let dir = std::fs::File::open(&staging.dir)
+                .with_context(|| format!("cannot open {}", staging.dir.display()))?;
+            rustix::fs::syncfs(&dir).with_context(|| {
+                format!(
+                    "cannot flush the installed files to disk (syncfs on {})",
+                    staging.dir.display()
+                )
+            })?;
         }
+        let mut parents = BTreeSet::new();
+        let mut done = Vec::new();
+        for (spec, s) in specs.iter().zip(staged) {
+            let rel = spec.node.rel_prefix();
+            let prefix = root.join(&rel);
+            if let Some(at) = &s.at {
+                let parent = prefix.parent().expect("a prefix has a parent");
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    at,
+                    rustix::fs::CWD,
+                    &prefix,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                )
+                .with_context(|| {
+                    format!(
+                        "{}: cannot move it into place at {} (it appeared meanwhile, or the install root spans file systems)",
+                        spec.node.id(),
+                        prefix.display()
+                    )
+                })?;
+                created.push(prefix.clone());
+                parents.insert(parent.to_owned());
+                let links: Vec<PathBuf> = s.symlinks.iter().map(|l| rel.join(l)).collect();
+                check_links_confined(root, &links).with_context(|| {
+                    format!(
+                        "{}: cannot relocate into {}",
+                        spec.node.id(),
+                        prefix.display()
+                    )
+                })?;
+            }
+            done.push(Installed {
+                id: spec.node.id(),
+                prefix,
+                signer: spec.signer.clone(),
+                relocated: s.relocated,
+            });
+        }
+        if !parents.is_empty() {
+            parents.insert(root.to_owned());
+        }
+        for p in parents {
+            std::fs::File::open(&p)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot flush the directory {} to disk", p.display()))?;
+        }
+        Ok(done)
+    })();
+    if result.is_err() {
+        undo(&created);
     }
+    result
+}
+
+/// Fetches the install tarball of `spec` into the private file `file` and checks it against
+/// the sha256 and size of its signed manifest.
+async fn fetch_tarball(storage: &dyn Storage, spec: &VerifiedSpec, file: &Path) -> Result<()> {
+    let id = spec.node.id();
+    let rec = &spec.tarball;
+    let key = rec.key()?;
+    if rec.compression != "gzip" {
+        bail!(
+            "{id}: unsupported install tarball compression {:?}",
+            rec.compression
+        );
+    }
+    let mut out = std::fs::File::create(file)
+        .with_context(|| format!("{id}: cannot keep its tarball in {}", file.display()))?;
+    // Streamed into the private file while it is hashed: the bytes checked are the bytes
+    // extracted, and memory stays bounded.
+    let (sha, n) = storage
+        .copy_to(&key, &mut out, rec.content_length)
+        .await
+        .with_context(|| format!("{id}: install tarball {key}"))?
+        .with_context(|| format!("{id}: install tarball {key} disappeared"))?;
+    if n != rec.content_length || sha.as_str() != rec.checksum {
+        bail!(
+            "{id}: install tarball {key} does not match the sha256 in its signed manifest; the buildcache is damaged or was tampered with"
+        );
+    }
+    Ok(())
 }
 
 /// An existing prefix counts as installed only when its `.spack/spec.json` (read without

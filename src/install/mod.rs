@@ -9,11 +9,13 @@
 //! - [`sbang`]: the `sbang` that relocated scripts with long interpreter paths run through.
 //! - [`tarball`]: verify (`.asc`, `SHA256SUMS`), unpack and run the install script of the
 //!   relocatable Slurm tarball.
-//! - [`smoke`]: version checks, `ldd`, Lmod and compiler hello worlds.
+//! - [`ldso`]: which file each `DT_NEEDED` resolves to, found as glibc's loader finds it.
+//! - [`smoke`]: version checks, the library check, Lmod and compiler hello worlds.
 //! - [`summary`]: the per-check table written to the job summary.
 
 pub mod buildcache;
 pub mod extract;
+pub mod ldso;
 pub mod relocate;
 pub mod sbang;
 pub mod smoke;

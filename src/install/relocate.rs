@@ -23,6 +23,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
@@ -374,13 +375,25 @@ pub fn relocate_package(prefix: &Path, info: &BuildInfo, map: &PrefixMap) -> Res
             binaries.push(p);
         }
     }
-    for p in &binaries {
-        match crate::elf::substitute_prefixes(p, map.pairs()) {
-            Ok(true) => done.elf += 1,
-            Ok(false) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // Each binary on its own: its ELF strings in place, then the C strings that name a prefix.
+    // Files are independent, so they are done in parallel.
+    let per_binary: Vec<(bool, bool)> = binaries
+        .par_iter()
+        .map(|p| -> Result<(bool, bool)> {
+            let elf = crate::elf::substitute_prefixes(p, map.pairs())?;
+            let data = fs::read(p)?;
+            let bin = match map.replace_binary(&data, &p.display().to_string())? {
+                Some(new) => {
+                    rewrite_file(p, &new)?;
+                    true
+                }
+                None => false,
+            };
+            Ok((elf, bin))
+        })
+        .collect::<Result<_>>()?;
+    done.elf = per_binary.iter().filter(|(e, _)| *e).count();
+    done.binary = per_binary.iter().filter(|(_, b)| *b).count();
     for rel in &info.relocate_links {
         let p = listed(prefix, rel, "symlink", |t| t.is_symlink())?;
         let target = fs::read_link(&p)?;
@@ -399,24 +412,27 @@ pub fn relocate_package(prefix: &Path, info: &BuildInfo, map: &PrefixMap) -> Res
         }
     }
     let mut text_inodes = HashSet::new();
+    let mut texts = Vec::new();
     for rel in &info.relocate_textfiles {
         let p = listed(prefix, rel, "text file", is_file)?;
         let m = fs::symlink_metadata(&p)?;
-        if !text_inodes.insert((m.dev(), m.ino())) {
-            continue;
-        }
-        let data = fs::read(&p)?;
-        if let Some(new) = map.replace_text(&data)? {
-            rewrite_file(&p, &new)?;
-            done.text += 1;
+        if text_inodes.insert((m.dev(), m.ino())) {
+            texts.push(p);
         }
     }
-    for p in &binaries {
-        let data = fs::read(p)?;
-        if let Some(new) = map.replace_binary(&data, &p.display().to_string())? {
-            rewrite_file(p, &new)?;
-            done.binary += 1;
-        }
-    }
+    let changed: Vec<bool> = texts
+        .par_iter()
+        .map(|p| -> Result<bool> {
+            let data = fs::read(p)?;
+            Ok(match map.replace_text(&data)? {
+                Some(new) => {
+                    rewrite_file(p, &new)?;
+                    true
+                }
+                None => false,
+            })
+        })
+        .collect::<Result<_>>()?;
+    done.text = changed.iter().filter(|c| **c).count();
     Ok(done)
 }

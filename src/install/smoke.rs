@@ -1,5 +1,6 @@
 //! Smoke checks after an install: the Slurm tools report their version, every dynamically
-//! linked ELF file resolves all its libraries (`ldd` prints no `not found`), `module load slurm`
+//! linked ELF file resolves all its libraries (checked in-process the way the dynamic loader
+//! searches, [`super::ldso`]), `module load slurm`
 //! works under Lmod when Lmod is installed, and for a compiler: hello world in C, C++ and
 //! Fortran compiles and runs. Every command runs without `LD_LIBRARY_PATH`, so a check passes
 //! only when the install is relocatable on its own.
@@ -176,32 +177,53 @@ pub fn dynamic_elf_files_or_self(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// `ldd` over `files`: one check, failing with every unresolved library named.
+/// The in-process library check over `files` ([`super::ldso`], in parallel): one check,
+/// failing with every unresolved library named with the file that needs it. Like the other
+/// checks it runs without `LD_LIBRARY_PATH`, so it passes only when the install resolves its
+/// libraries on its own.
 pub fn libraries_resolve(files: &[PathBuf]) -> Check {
-    let name = format!("libraries resolve (`ldd`, {} ELF files)", files.len());
+    use rayon::prelude::*;
+    let name = format!("libraries resolve ({} ELF files)", files.len());
+    let loader = super::ldso::Loader::host(None);
+    let results: Vec<super::ldso::Resolution> =
+        files.par_iter().map(|f| loader.resolve(f)).collect();
     let mut missing = Vec::new();
-    for f in files {
-        match run({
-            let mut c = Command::new("ldd");
-            c.arg(f);
-            c
-        }) {
-            Ok(o) => {
-                for l in String::from_utf8_lossy(&o.stdout).lines() {
-                    if l.contains("not found") {
-                        missing.push(format!("{}: {}", f.display(), l.trim()));
-                    }
+    let mut libraries = std::collections::BTreeSet::new();
+    for r in &results {
+        missing.extend(r.errors.iter().cloned());
+        for l in &r.libraries {
+            match &l.path {
+                Some(p) => {
+                    libraries.insert(p.clone());
                 }
+                None => missing.push(format!(
+                    "{}: {} => not found (needed by {})",
+                    r.file.display(),
+                    l.name,
+                    l.needed_by.display()
+                )),
             }
-            Err(e) => return Check::fail(name, format!("cannot run ldd: {e}")),
         }
     }
+    let note = loader
+        .cache_error()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
     if missing.is_empty() {
-        Check::pass(name, "every DT_NEEDED library was found")
+        Check::pass(
+            name,
+            format!(
+                "every DT_NEEDED library was found ({} distinct libraries){note}",
+                libraries.len()
+            ),
+        )
     } else {
         let n = missing.len();
         missing.truncate(10);
-        Check::fail(name, format!("{n} unresolved: {}", missing.join("; ")))
+        Check::fail(
+            name,
+            format!("{n} unresolved: {}{note}", missing.join("; ")),
+        )
     }
 }
 

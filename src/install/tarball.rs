@@ -14,7 +14,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::extract::{self, Limits, Options, remove_tree};
+use crate::buildcache::Storage;
 use crate::buildcache::layout::Sha256Hex;
+use crate::buildcache::storage::{HttpStore, LocalDir};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
 use crate::tarball::publish::SUMS;
 
@@ -24,12 +26,16 @@ pub const TOP_LEVEL: [&str; 3] = ["view", "modules", "data"];
 pub const INSTALL_SCRIPT: &str = "data/install.sh";
 
 /// The tarball and the two files published beside it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Download {
     /// The tarball's file name (the name `SHA256SUMS` lists).
     pub file_name: String,
-    /// The tarball bytes.
-    pub tarball: Vec<u8>,
+    /// The tarball, copied into a private temporary file as it was read (removed on drop).
+    pub tarball: tempfile::NamedTempFile,
+    /// The tarball's sha256, computed while it was copied.
+    pub sha256: Sha256Hex,
+    /// Its size.
+    pub size: u64,
     /// `SHA256SUMS`.
     pub sums: Vec<u8>,
     /// `<tarball>.asc`.
@@ -44,46 +50,12 @@ fn file_name_of(s: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-/// `url`'s body, `None` on 404; a body larger than `max` is refused before more than `max`
-/// bytes are held.
-async fn http_get(client: &reqwest::Client, url: &str, max: u64) -> Result<Option<Vec<u8>>> {
-    let mut r = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("cannot download {url}"))?;
-    if r.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    if !r.status().is_success() {
-        bail!("cannot download {url}: HTTP {}", r.status());
-    }
-    let too_big = || anyhow::anyhow!("{url} is larger than {max} bytes; refusing it");
-    if r.content_length().is_some_and(|n| n > max) {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = r
-        .chunk()
-        .await
-        .with_context(|| format!("cannot download {url}"))?
-    {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
-
-/// The directory a tarball was published in: its siblings (`SHA256SUMS`, `<tarball>.asc`, the
-/// signer's `<FPR>.pub.asc`) are read from the same place.
-enum Origin {
-    Http {
-        client: reqwest::Client,
-        dir: String,
-    },
-    Local(PathBuf),
+/// The directory a tarball was published in, opened as a read-only store: its siblings
+/// (`SHA256SUMS`, `<tarball>.asc`, the signer's `<FPR>.pub.asc`) are read from the same place,
+/// through the storage layer's HTTPS reader ([`HttpStore`]) or from the local directory
+/// ([`LocalDir`]: regular files only, never through a symlink).
+struct Origin {
+    store: Box<dyn Storage>,
 }
 
 impl Origin {
@@ -98,11 +70,9 @@ impl Origin {
                     "{source} is plain http://; use https:// (or pass --allow-insecure-http for a private mirror; the signature is checked either way)"
                 );
             }
-            let client = reqwest::Client::builder()
-                .build()
-                .context("cannot build the HTTP client")?;
-            let dir = source[..source.len() - file_name.len()].to_owned();
-            return Ok((Origin::Http { client, dir }, file_name));
+            let dir = &source[..source.len() - file_name.len()];
+            let store = Box::new(HttpStore::new(dir, allow_http)?);
+            return Ok((Origin { store }, file_name));
         }
         if let Some((scheme, _)) = source.split_once("://")
             && scheme != "file"
@@ -112,65 +82,45 @@ impl Origin {
             );
         }
         let path = PathBuf::from(source.strip_prefix("file://").unwrap_or(source));
-        let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
-        Ok((Origin::Local(dir), file_name))
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let store = Box::new(LocalDir::new(dir));
+        Ok((Origin { store }, file_name))
     }
 
     /// Where `name` is, for messages.
     fn show(&self, name: &str) -> String {
-        match self {
-            Origin::Http { dir, .. } => format!("{dir}{name}"),
-            Origin::Local(dir) => dir.join(name).display().to_string(),
-        }
+        format!("{}/{name}", self.store.url().trim_end_matches('/'))
     }
 
     /// The bytes of `name`, or `None` when there is no such file; a file larger than `max`, or
-    /// one that is not a regular file, is refused.
+    /// one that is not a regular file, is refused before more than `max` bytes are read.
     async fn read(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
-        match self {
-            Origin::Http { client, dir } => http_get(client, &format!("{dir}{name}"), max).await,
-            Origin::Local(dir) => {
-                use std::io::Read;
-                let p = dir.join(name);
-                let m = match std::fs::metadata(&p) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => {
-                        return Err(
-                            anyhow::Error::new(e).context(format!("cannot read {}", p.display()))
-                        );
-                    }
-                };
-                // A FIFO or device would block or never end: only regular files are read.
-                if !m.is_file() {
-                    bail!("{} is not a regular file; refusing it", p.display());
-                }
-                let too_big =
-                    || anyhow::anyhow!("{} is larger than {max} bytes; refusing it", p.display());
-                if m.len() > max {
-                    return Err(too_big());
-                }
-                let mut b = Vec::new();
-                std::fs::File::open(&p)
-                    .and_then(|f| f.take(max.saturating_add(1)).read_to_end(&mut b))
-                    .with_context(|| format!("cannot read {}", p.display()))?;
-                // It may have grown since it was measured.
-                if b.len() as u64 > max {
-                    return Err(too_big());
-                }
-                Ok(Some(b))
-            }
+        use std::io::{Read, Seek};
+        let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
+        if self.store.copy_to(name, &mut tmp, max).await?.is_none() {
+            return Ok(None);
         }
+        let mut b = Vec::new();
+        tmp.seek(std::io::SeekFrom::Start(0))?;
+        tmp.read_to_end(&mut b)?;
+        Ok(Some(b))
     }
 
     /// [`Origin::read`] up to `max` bytes, with a missing file an error naming what it is.
     async fn need(&self, name: &str, what: &str, max: u64) -> Result<Vec<u8>> {
-        self.read(name, max).await?.with_context(|| {
-            format!(
-                "{what} {} is missing; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
-                self.show(name)
-            )
-        })
+        self.read(name, max)
+            .await?
+            .with_context(|| self.missing(name, what))
+    }
+
+    fn missing(&self, name: &str, what: &str) -> String {
+        format!(
+            "{what} {} is missing; the tarball, SHA256SUMS and <tarball>.asc must be in the same directory",
+            self.show(name)
+        )
     }
 }
 
@@ -179,24 +129,38 @@ impl Origin {
 pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 
 /// Fetches the tarball at `source` (a path, `file://` or `https://` URL; `http://` only with
-/// `allow_http`) with its `SHA256SUMS` and `.asc` from the same directory. Each is read up to a
-/// cap, checked before and while it is read: `max_tarball` bytes for the tarball,
-/// [`MAX_SIDECAR_BYTES`] for the others. A larger file is refused, not truncated.
+/// `allow_http`) with its `SHA256SUMS` and `.asc` from the same directory. The tarball streams
+/// into a private temporary file while it is hashed, so memory stays bounded whatever its size.
+/// Each file is read up to a cap, checked before and while it is read: `max_tarball` bytes for
+/// the tarball, [`MAX_SIDECAR_BYTES`] for the others. A larger file is refused, not truncated.
 pub async fn download(source: &str, allow_http: bool, max_tarball: u64) -> Result<Download> {
     let (origin, file_name) = Origin::of(source, allow_http)?;
+    let sums = origin
+        .need(SUMS, "the checksum file", MAX_SIDECAR_BYTES)
+        .await?;
+    let signature = origin
+        .need(
+            &format!("{file_name}.asc"),
+            "the signature",
+            MAX_SIDECAR_BYTES,
+        )
+        .await?;
+    let mut tarball = tempfile::Builder::new()
+        .prefix("slurm-factory-download-")
+        .tempfile()
+        .context("cannot create a private temporary file for the download")?;
+    let (sha256, size) = origin
+        .store
+        .copy_to(&file_name, tarball.as_file_mut(), max_tarball)
+        .await?
+        .with_context(|| origin.missing(&file_name, "the tarball"))?;
     Ok(Download {
-        sums: origin
-            .need(SUMS, "the checksum file", MAX_SIDECAR_BYTES)
-            .await?,
-        signature: origin
-            .need(
-                &format!("{file_name}.asc"),
-                "the signature",
-                MAX_SIDECAR_BYTES,
-            )
-            .await?,
-        tarball: origin.need(&file_name, "the tarball", max_tarball).await?,
         file_name,
+        tarball,
+        sha256,
+        size,
+        sums,
+        signature,
     })
 }
 
@@ -285,13 +249,23 @@ pub fn install(
     if !prefix.is_absolute() {
         bail!("--prefix {} must be an absolute path", prefix.display());
     }
+    // The signature over the private copy, then the checksum computed while it was copied:
+    // the bytes checked are the bytes extracted.
+    let open = || -> Result<std::io::BufReader<std::fs::File>> {
+        Ok(std::io::BufReader::with_capacity(
+            1 << 20,
+            dl.tarball
+                .reopen()
+                .with_context(|| format!("cannot read the downloaded {}", dl.file_name))?,
+        ))
+    };
     let verified = trusted
-        .verify_detached(&dl.signature, &dl.tarball)
+        .verify_detached_reader(&dl.signature, open()?)
         .map_err(|e| {
             anyhow::anyhow!("{}.asc does not verify {}: {e}", dl.file_name, dl.file_name)
         })?;
     let want = listed_digest(&dl.sums, &dl.file_name)?;
-    let sha = Sha256Hex::of(&dl.tarball);
+    let sha = dl.sha256.clone();
     if sha != want {
         bail!(
             "{} has sha256 {sha} but SHA256SUMS lists {want}; the download is damaged or the files do not belong together",
@@ -299,11 +273,9 @@ pub fn install(
         );
     }
     // The glibc floor, read from the verified bytes before anything is written.
-    let floor = crate::glibc_floor::scan_tar(
-        flate2::read::GzDecoder::new(dl.tarball.as_slice()),
-        limits.max_bytes,
-    )
-    .with_context(|| format!("{}: cannot compute its glibc floor", dl.file_name))?;
+    let floor =
+        crate::glibc_floor::scan_tar(flate2::read::GzDecoder::new(open()?), limits.max_bytes)
+            .with_context(|| format!("{}: cannot compute its glibc floor", dl.file_name))?;
     if floor.glibc.is_some() {
         crate::glibc_floor::check_host(&floor, &crate::glibc_floor::host_glibc()?, &dl.file_name)?;
     }
@@ -318,7 +290,7 @@ pub fn install(
         std::fs::remove_dir(prefix)?;
     }
     let x = extract::extract_fresh(
-        flate2::read::GzDecoder::new(dl.tarball.as_slice()),
+        flate2::read::GzDecoder::new(open()?),
         prefix,
         &Options {
             limits,

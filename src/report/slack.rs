@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::gha::{Runner, Secret};
 
@@ -102,10 +102,7 @@ pub(crate) async fn post(url: reqwest::Url, msg: &Message) -> Result<()> {
 /// Posts one message with mrkdwn `text` to the webhook, retrying once on a 5xx, 429 or
 /// transport error. Errors never contain the URL.
 pub(crate) async fn post_text(url: reqwest::Url, text: &str) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = crate::net::http_client(Some(Duration::from_secs(15)), None)?;
     let body = serde_json::json!({ "text": text });
     let mut last = String::new();
     for attempt in 0..2 {

@@ -132,6 +132,17 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
         opts.view.clone()
     };
     let mut view_roots: Vec<String> = opts.view_root.iter().cloned().collect();
+    // The view as given is a view root too: without env/spack.yaml nothing else names it, and
+    // an RPATH or a text file pointing into it must become `$ORIGIN`-relative (or the
+    // placeholder), not be dropped. Too short a path to be told from ordinary text is left out.
+    if let Ok(abs) = std::path::absolute(&opts.view)
+        && let Some(a) = abs.to_str()
+    {
+        let a = a.trim_end_matches('/');
+        if a.len() >= 8 && !a.contains(['\n', '\0', ':']) && !view_roots.iter().any(|v| v == a) {
+            view_roots.push(a.to_owned());
+        }
+    }
     for p in std::iter::once(opts.view.as_path()).chain(opts.view_root.as_deref().map(Path::new)) {
         if is_link(p)
             && let Ok(r) = std::fs::canonicalize(p)

@@ -108,7 +108,7 @@ fn demo_app_installs_relocated_into_a_prefix_of_a_different_length_and_runs() {
         summary.contains("| install `demo-app@2.0/resh3sd` | ✅ ok |"),
         "{summary}"
     );
-    assert!(summary.contains("libraries resolve (`ldd`"), "{summary}");
+    assert!(summary.contains("libraries resolve ("), "{summary}");
 
     let app = prefix.join(APP);
     let lib = prefix.join(LIB);
@@ -159,6 +159,14 @@ fn demo_app_installs_relocated_into_a_prefix_of_a_different_length_and_runs() {
             f.display()
         );
     }
+    // Nothing of the staging is left beside the prefixes.
+    let left: Vec<_> = std::fs::read_dir(&prefix)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".slurm-factory-staging"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // Installing again finds both installed and changes nothing.
     let again = tempfile::tempdir().unwrap();
     let (code, stdout, summary) = test_install(
@@ -475,4 +483,55 @@ fn an_installed_prefix_whose_spec_is_another_build_is_refused_and_left_alone() {
     // Refusing touched nothing: both installed prefixes are still there.
     assert!(prefix.join(LIB).join("lib/libdemo.so").is_file());
     assert!(prefix.join(APP).join("bin/demo-app").is_file());
+}
+
+/// Durable once: the install flushes its files with one `syncfs` and syncs only the directories
+/// its prefixes were renamed into, never a file at a time (strace counts the calls of the
+/// installer and its threads).
+#[test]
+fn the_install_is_made_durable_with_one_syncfs_and_no_per_file_syncs() {
+    let Some(strace) = common::find_tool("strace") else {
+        eprintln!("skipped: strace is not installed");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("opt/sw");
+    let cache = format!("file://{}", fixtures().join("signed").display());
+    let key = signer_key();
+    let log = t.path().join("strace.log");
+    let out = Command::new(strace)
+        .arg("-f")
+        .arg("-qq")
+        .arg("-e")
+        .arg("trace=fsync,fdatasync,syncfs,sync,sync_file_range")
+        .arg("-o")
+        .arg(&log)
+        .arg(common::bin("test-install"))
+        .args(install_args(
+            &cache,
+            prefix.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ))
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let count = |call: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("{call}(")))
+            .count()
+    };
+    assert_eq!(count("syncfs"), 1, "{text}");
+    assert_eq!(count("fdatasync"), 0, "{text}");
+    assert_eq!(count("sync_file_range"), 0, "{text}");
+    // The prefixes' parent directory and the root: two directory fsyncs.
+    assert_eq!(count("fsync"), 2, "{text}");
+    assert_demo_app_prints_its_new_lib_prefix(&prefix);
 }

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use futures::future::BoxFuture;
+use std::io::Write;
 
 use super::{Capabilities, FileBody, Object, ObjectMeta, PutOptions, Storage};
 
@@ -49,13 +50,7 @@ impl HttpStore {
                 attempt.follow()
             }
         });
-        let client = reqwest::Client::builder()
-            .redirect(policy)
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .read_timeout(std::time::Duration::from_secs(120))
-            .user_agent(concat!("slurm-factory/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot build an HTTP client")?;
+        let client = crate::net::http_client(None, Some(policy))?;
         Ok(HttpStore { base, client })
     }
 
@@ -188,6 +183,37 @@ impl Storage for HttpStore {
                 "{} is an HTTP(S) buildcache, which cannot be listed ({prefix}); read it from its index",
                 self.base
             )
+        })
+    }
+
+    fn copy_to<'a>(
+        &'a self,
+        key: &'a str,
+        out: &'a mut std::fs::File,
+        max: u64,
+    ) -> BoxFuture<'a, Result<Option<(crate::buildcache::layout::Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            use sha2::{Digest, Sha256};
+            let Some((url, mut resp)) = self.fetch(key).await? else {
+                return Ok(None);
+            };
+            let too_big = || anyhow::anyhow!("{url} is larger than {max} bytes; refusing it");
+            if resp.content_length().is_some_and(|n| n > max) {
+                return Err(too_big());
+            }
+            let mut h = Sha256::new();
+            let mut n = 0u64;
+            while let Some(chunk) = resp.chunk().await.with_context(|| format!("GET {url}"))? {
+                n += chunk.len() as u64;
+                if n > max {
+                    return Err(too_big());
+                }
+                h.update(&chunk);
+                out.write_all(&chunk)
+                    .with_context(|| format!("GET {url}: cannot write the download"))?;
+            }
+            let d = crate::buildcache::layout::Sha256Hex::parse(&hex::encode(h.finalize()))?;
+            Ok(Some((d, n)))
         })
     }
 

@@ -524,6 +524,32 @@ impl Storage for LocalDir {
         Box::pin(blocking(move || this.list_blocking(&prefix)))
     }
 
+    fn copy_to<'a>(
+        &'a self,
+        key: &'a str,
+        out: &'a mut std::fs::File,
+        max: u64,
+    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            let Some((f, size)) = self.open_file(key)? else {
+                return Ok(None);
+            };
+            let path = self.root.join(key);
+            if size > max {
+                bail!("{} is larger than {max} bytes; refusing it", path.display());
+            }
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+            let mut tee = HashingReader::new(f.take(size));
+            let n = std::io::copy(&mut tee, &mut out)
+                .and_then(|n| out.flush().map(|()| n))
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+            if n != size {
+                bail!("{} changed size while it was read", path.display());
+            }
+            Ok(Some((tee.finish(), n)))
+        })
+    }
+
     fn digest<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
         let (this, key) = (self.clone(), key.to_owned());
         Box::pin(blocking(move || {
@@ -559,6 +585,33 @@ impl FileBody {
             );
         }
         Ok(f)
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hash: sha2::Digest::new(),
+        }
+    }
+    fn finish(self) -> Sha256Hex {
+        Sha256Hex::parse(&hex::encode(sha2::Digest::finalize(self.hash)))
+            .expect("a SHA-256 is 64 hex digits")
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
     }
 }
 

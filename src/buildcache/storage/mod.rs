@@ -310,6 +310,30 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// Copies the object at `key` into `out` as it is read, never holding it whole: at most
+    /// `max` bytes (a larger object is refused, not truncated). Returns its SHA-256 and size,
+    /// or `None` when there is no object. The default reads it with [`Storage::get`]; stores
+    /// that can stream override it.
+    fn copy_to<'a>(
+        &'a self,
+        key: &'a str,
+        out: &'a mut std::fs::File,
+        max: u64,
+    ) -> BoxFuture<'a, Result<Option<(Sha256Hex, u64)>>> {
+        Box::pin(async move {
+            let Some(o) = self.get(key).await? else {
+                return Ok(None);
+            };
+            let n = o.bytes.len() as u64;
+            if n > max {
+                bail!("{key} is larger than {max} bytes; refusing it");
+            }
+            std::io::Write::write_all(out, &o.bytes)
+                .with_context(|| format!("{key}: cannot write the copy"))?;
+            Ok(Some((Sha256Hex::of(&o.bytes), n)))
+        })
+    }
+
     /// What the store says about the object at `key` without reading it (one request), or
     /// `None` when there is none. The default knows only its size; S3 adds the checksums
     /// and ETag it keeps.
