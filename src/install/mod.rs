@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::buildcache::Storage;
-use crate::buildcache::trust::{Pins, load_key_files};
+use crate::buildcache::trust::Pins;
 use crate::gha::Runner;
 use crate::pgp::TrustedKeys;
 use summary::{Check, Report};
@@ -76,7 +76,6 @@ pub async fn prepare(
     open: &crate::buildcache::storage::OpenOptions,
     runner: &Runner,
 ) -> Result<(Source, TrustedKeys)> {
-    let (key_files, fprs) = (&pins.key_files, &pins.fingerprints);
     let allow_insecure_http = open.allow_insecure_http;
     let (source, trusted) = match what {
         What::Buildcache { url, spec } => {
@@ -88,26 +87,21 @@ pub async fn prepare(
             (Source::Buildcache { storage, spec }, trusted)
         }
         What::Tarball(t) => {
-            let mut trusted = TrustedKeys::new();
-            load_key_files(&mut trusted, key_files)?;
-            for fpr in fprs {
-                if trusted.contains(fpr) {
-                    continue;
-                }
-                let key = tarball::published_key(&t, fpr, allow_insecure_http).await?;
-                trusted.add_armored(&key)?;
-            }
+            let trusted = pins
+                .trusted_keys(|fpr| {
+                    let t = &t;
+                    async move { tarball::published_key(t, &fpr, allow_insecure_http).await }
+                })
+                .await?;
             (Source::Tarball(t), trusted)
         }
         What::Nothing => {
-            if !fprs.is_empty() {
+            if !pins.fingerprints.is_empty() {
                 bail!(
                     "--trusted-fingerprint resolves the key published beside a buildcache or a tarball; --check-only installs nothing, so drop it"
                 );
             }
-            let mut trusted = TrustedKeys::new();
-            load_key_files(&mut trusted, key_files)?;
-            (Source::Nothing, trusted)
+            (Source::Nothing, pins.given_by_files()?.0)
         }
     };
     for f in trusted.fingerprints() {
