@@ -23,6 +23,9 @@
 //!   files' version-needed sections, and the check against the host's glibc.
 //! - [`install`]: the Spack-free verifying installer behind `test-install` (hardened
 //!   extraction, Spack-style relocation, smoke checks).
+//! - [`relocate`]: Spack 1.0's relocation of an extracted binary package (prefix map from
+//!   `.spack/binary_distribution`; ELF RPATHs, symlinks, text files, embedded C strings), shared
+//!   by the installer and the tarball packer.
 //! - [`pgp`]: OpenPGP signing and verification (sequoia, no gpg).
 //! - [`s3`]: publishing buildcaches to S3: OIDC→STS credentials, the upload engine and the
 //!   race-free index merge.
@@ -50,8 +53,10 @@ pub mod glibc_floor;
 pub mod install;
 pub mod matrix;
 pub(crate) mod net;
+pub(crate) mod paths;
 pub mod pgp;
 pub mod preflight;
+pub mod relocate;
 pub mod report;
 pub mod s3;
 pub mod spack;

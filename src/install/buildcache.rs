@@ -28,11 +28,11 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use super::extract::{self, Limits, Options, check_links_confined, remove_tree};
-use super::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
 use super::sbang;
 use crate::buildcache::layout::{self, BlobRecord, SpecId};
 use crate::buildcache::{Storage, read_index, verify};
 use crate::pgp::{KeyFingerprint, TrustedKeys};
+use crate::relocate::{BuildInfo, PrefixMap, Relocated, relocate_package};
 
 /// Which spec to install: `name`, `name@version`, `name%compiler@version`, `/hash`,
 /// `name/hash`, or any of these together in Spack's order (`name@version%compiler@version/hash`).

@@ -2,8 +2,8 @@
 //!
 //! - [`extract`]: hardened tar extraction (no absolute paths, `..`, escaping links, devices,
 //!   FIFOs, setuid/setgid, overwrites, or bombs).
-//! - [`relocate`]: Spack 1.0's relocation of an extracted binary package (prefix map from
-//!   `.spack/binary_distribution`; ELF RPATHs, symlinks, text files, embedded C strings).
+//! - [`crate::relocate`] (shared with the tarball packer): Spack 1.0's relocation of an
+//!   extracted binary package.
 //! - [`buildcache`]: pick a spec from a buildcache's index, verify its and its dependencies'
 //!   signed manifests and blobs, extract and relocate them into a new install tree.
 //! - [`sbang`]: the `sbang` that relocated scripts with long interpreter paths run through.
@@ -16,7 +16,6 @@
 pub mod buildcache;
 pub mod extract;
 pub mod ldso;
-pub mod relocate;
 pub mod sbang;
 pub mod smoke;
 pub mod summary;

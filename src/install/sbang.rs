@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::extract::no_follow_path;
-use super::relocate::BuildInfo;
+use crate::paths::no_follow_path;
+use crate::relocate::BuildInfo;
 
 /// The `sbang` script.
 pub const SCRIPT: &str = include_str!("sbang.sh");

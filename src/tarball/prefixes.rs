@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::relocate::BuildPaths;
-use crate::install::extract::no_follow_path;
-use crate::install::relocate::PrefixMap;
+use crate::paths::no_follow_path;
+use crate::relocate::PrefixMap;
 
 /// The binaries that name a build prefix, relative to the tarball root, one per line.
 pub const BINARY_LIST: &str = "data/relocate-binary.txt";
@@ -235,7 +235,7 @@ pub fn relocate_unpacked(root: &Path) -> Result<Unpacked> {
             .replace_binary(&pristine, &p.display().to_string())?
             .unwrap_or(pristine);
         if out != data {
-            crate::install::relocate::rewrite_file(&p, &out)?;
+            crate::relocate::rewrite_file(&p, &out)?;
             rewritten += 1;
         }
     }

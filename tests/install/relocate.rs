@@ -2,7 +2,7 @@
 //! Spack's own test suite uses to pin the behaviour down, plus the build info of the real
 //! fixture tarballs.
 
-use slurm_factory::install::relocate::{BuildInfo, PrefixMap};
+use slurm_factory::relocate::{BuildInfo, PrefixMap};
 
 fn map(pairs: &[(&str, &str)]) -> PrefixMap {
     PrefixMap::new(
@@ -236,7 +236,7 @@ fn the_fixture_build_info_parses_and_maps_in_spack_order() {
 
 #[test]
 fn build_info_lists_cannot_reach_outside_the_prefix() {
-    use slurm_factory::install::relocate::relocate_package;
+    use slurm_factory::relocate::relocate_package;
     let t = tempfile::tempdir().unwrap();
     let outside = t.path().join("outside.txt");
     std::fs::write(&outside, "/old/store/pkg\n").unwrap();

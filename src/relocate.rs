@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
-use super::extract::no_follow_path;
+use crate::paths::no_follow_path;
 
 /// The relocation metadata Spack writes to `<prefix>/.spack/binary_distribution`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
