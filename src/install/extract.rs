@@ -292,34 +292,7 @@ pub fn extract(reader: impl Read, root: &Path, opts: &Options) -> Result<Extract
                     .link_name_bytes()
                     .with_context(|| format!("archive entry {name:?}: symlink without a target"))?
                     .into_owned();
-                let link_path = Path::new(OsStr::from_bytes(&link)).to_path_buf();
-                if link.is_empty() || link.contains(&0) {
-                    bail!("archive entry {name:?}: symlink with an empty target");
-                }
-                if link_path.is_absolute() {
-                    let text = String::from_utf8_lossy(&link);
-                    let allowed = opts.absolute_link_prefixes.iter().any(|p| {
-                        let p = p.trim_end_matches('/');
-                        text == p || text.starts_with(&format!("{p}/"))
-                    });
-                    if !allowed || link_path.components().any(|c| c == Component::ParentDir) {
-                        bail!(
-                            "archive entry {name:?} is a symlink to the absolute path {text:?}, outside the package's build prefix; refusing a link that escapes the install prefix"
-                        );
-                    }
-                } else if let Err(why) = resolve_confined(root, parents, &link_path, 0) {
-                    bail!(
-                        "archive entry {name:?} is a symlink to {:?}, which escapes the install prefix ({why})",
-                        String::from_utf8_lossy(&link)
-                    );
-                }
-                ensure_dirs(root, parents).with_context(|| format!("archive entry {name:?}"))?;
-                std::os::unix::fs::symlink(&link_path, &target).with_context(|| {
-                    format!(
-                        "archive entry {name:?}: cannot create symlink {} (a duplicate entry or an existing path)",
-                        target.display()
-                    )
-                })?;
+                make_symlink(&name, &link, root, parents, &target, opts)?;
                 out.symlinks.push(PathBuf::from(show(&rel)));
             }
             EntryType::Link => {
@@ -327,30 +300,7 @@ pub fn extract(reader: impl Read, root: &Path, opts: &Options) -> Result<Extract
                     .link_name_bytes()
                     .with_context(|| format!("archive entry {name:?}: hardlink without a target"))?
                     .into_owned();
-                let lcomps = components(&link, "hardlink target")
-                    .with_context(|| format!("archive entry {name:?}"))?;
-                let Some(lrel) = strip(&lcomps, &strip_prefix).filter(|r| !r.is_empty()) else {
-                    bail!(
-                        "archive entry {name:?} is a hardlink to {:?}, outside the package prefix; refusing a link that escapes the install prefix",
-                        String::from_utf8_lossy(&link)
-                    );
-                };
-                let src = no_follow_path(root, &PathBuf::from(show(lrel)))
-                    .with_context(|| format!("archive entry {name:?}: hardlink target"))?;
-                match fs::symlink_metadata(&src) {
-                    Ok(m) if m.file_type().is_file() => {}
-                    _ => bail!(
-                        "archive entry {name:?} is a hardlink to {:?}, which is not a regular file extracted earlier from this archive",
-                        String::from_utf8_lossy(&link)
-                    ),
-                }
-                ensure_dirs(root, parents).with_context(|| format!("archive entry {name:?}"))?;
-                fs::hard_link(&src, &target).with_context(|| {
-                    format!(
-                        "archive entry {name:?}: cannot create hardlink {}",
-                        target.display()
-                    )
-                })?;
+                make_hardlink(&name, &link, root, parents, &target, &strip_prefix)?;
             }
             EntryType::Char | EntryType::Block => {
                 bail!("archive entry {name:?} is a device node; refusing to create devices")
@@ -385,6 +335,84 @@ pub fn extract(reader: impl Read, root: &Path, opts: &Options) -> Result<Extract
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
     }
     Ok(out)
+}
+
+/// Creates the symlink `target` (archive entry `name`) to `link`: a relative link must resolve
+/// inside `root`, an absolute one must lie under an allowed build prefix.
+fn make_symlink(
+    name: &str,
+    link: &[u8],
+    root: &Path,
+    parents: &[OsString],
+    target: &Path,
+    opts: &Options,
+) -> Result<()> {
+    let link_path = Path::new(OsStr::from_bytes(link)).to_path_buf();
+    if link.is_empty() || link.contains(&0) {
+        bail!("archive entry {name:?}: symlink with an empty target");
+    }
+    if link_path.is_absolute() {
+        let text = String::from_utf8_lossy(link);
+        let allowed = opts.absolute_link_prefixes.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            text == p || text.starts_with(&format!("{p}/"))
+        });
+        if !allowed || link_path.components().any(|c| c == Component::ParentDir) {
+            bail!(
+                "archive entry {name:?} is a symlink to the absolute path {text:?}, outside the package's build prefix; refusing a link that escapes the install prefix"
+            );
+        }
+    } else if let Err(why) = resolve_confined(root, parents, &link_path, 0) {
+        bail!(
+            "archive entry {name:?} is a symlink to {:?}, which escapes the install prefix ({why})",
+            String::from_utf8_lossy(link)
+        );
+    }
+    ensure_dirs(root, parents).with_context(|| format!("archive entry {name:?}"))?;
+    std::os::unix::fs::symlink(&link_path, target).with_context(|| {
+            format!(
+                "archive entry {name:?}: cannot create symlink {} (a duplicate entry or an existing path)",
+                target.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// Creates the hardlink `target` (archive entry `name`) to `link`, which must name a regular
+/// file extracted earlier from this archive, inside the package prefix.
+fn make_hardlink(
+    name: &str,
+    link: &[u8],
+    root: &Path,
+    parents: &[OsString],
+    target: &Path,
+    strip_prefix: &[OsString],
+) -> Result<()> {
+    let lcomps =
+        components(link, "hardlink target").with_context(|| format!("archive entry {name:?}"))?;
+    let Some(lrel) = strip(&lcomps, strip_prefix).filter(|r| !r.is_empty()) else {
+        bail!(
+            "archive entry {name:?} is a hardlink to {:?}, outside the package prefix; refusing a link that escapes the install prefix",
+            String::from_utf8_lossy(link)
+        );
+    };
+    let src = no_follow_path(root, &PathBuf::from(show(lrel)))
+        .with_context(|| format!("archive entry {name:?}: hardlink target"))?;
+    match fs::symlink_metadata(&src) {
+        Ok(m) if m.file_type().is_file() => {}
+        _ => bail!(
+            "archive entry {name:?} is a hardlink to {:?}, which is not a regular file extracted earlier from this archive",
+            String::from_utf8_lossy(link)
+        ),
+    }
+    ensure_dirs(root, parents).with_context(|| format!("archive entry {name:?}"))?;
+    fs::hard_link(&src, target).with_context(|| {
+        format!(
+            "archive entry {name:?}: cannot create hardlink {}",
+            target.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// Creates `root` (which must not exist yet; its parent is created when missing), extracts into

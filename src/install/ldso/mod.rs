@@ -581,41 +581,7 @@ impl Loader {
             loader: None,
         }];
         // The loader itself is loaded before any dependency.
-        let interp = match &main.interpreter {
-            Some(i) => Some(PathBuf::from(OsStr::from_bytes(&i.value))),
-            None => abi.default_interpreter().map(PathBuf::from),
-        };
-        if let Some(ip) = &interp {
-            // A program's interpreter is always loaded; for a shared library, the default one
-            // counts once something needs it.
-            if main.interpreter.is_some() {
-                res.interpreter = Some(ip.clone());
-            }
-            match std::fs::metadata(ip) {
-                Ok(m) => match self.parse(ip, (m.dev(), m.ino())) {
-                    Ok(elf) => {
-                        let mut names = vec![ip.as_os_str().as_bytes().to_vec()];
-                        if let Some(s) = &elf.soname {
-                            names.push(s.as_bytes().to_vec());
-                        }
-                        objs.push(Obj {
-                            path: ip.clone(),
-                            id: (m.dev(), m.ino()),
-                            names,
-                            elf,
-                            loader: None,
-                        });
-                    }
-                    Err(e) => res.errors.push(format!("the program interpreter {e}")),
-                },
-                Err(e) if main.interpreter.is_some() => res.errors.push(format!(
-                    "{}: its program interpreter {} cannot be used: {e}",
-                    file.display(),
-                    ip.display()
-                )),
-                Err(_) => {}
-            }
-        }
+        self.load_interpreter(file, &main, abi, &mut objs, &mut res);
         let env_dirs = self
             .ld_library_path
             .as_ref()
@@ -706,6 +672,53 @@ impl Loader {
             }
         }
         res
+    }
+
+    /// Loads the program interpreter of `main` (its `PT_INTERP`, or the ABI's default loader
+    /// for a shared library, counted once something needs it) into `objs`.
+    fn load_interpreter(
+        &self,
+        file: &Path,
+        main: &ElfFile,
+        abi: Abi,
+        objs: &mut Vec<Obj>,
+        res: &mut Resolution,
+    ) {
+        let interp = match &main.interpreter {
+            Some(i) => Some(PathBuf::from(OsStr::from_bytes(&i.value))),
+            None => abi.default_interpreter().map(PathBuf::from),
+        };
+        if let Some(ip) = &interp {
+            // A program's interpreter is always loaded; for a shared library, the default one
+            // counts once something needs it.
+            if main.interpreter.is_some() {
+                res.interpreter = Some(ip.clone());
+            }
+            match std::fs::metadata(ip) {
+                Ok(m) => match self.parse(ip, (m.dev(), m.ino())) {
+                    Ok(elf) => {
+                        let mut names = vec![ip.as_os_str().as_bytes().to_vec()];
+                        if let Some(s) = &elf.soname {
+                            names.push(s.as_bytes().to_vec());
+                        }
+                        objs.push(Obj {
+                            path: ip.clone(),
+                            id: (m.dev(), m.ino()),
+                            names,
+                            elf,
+                            loader: None,
+                        });
+                    }
+                    Err(e) => res.errors.push(format!("the program interpreter {e}")),
+                },
+                Err(e) if main.interpreter.is_some() => res.errors.push(format!(
+                    "{}: its program interpreter {} cannot be used: {e}",
+                    file.display(),
+                    ip.display()
+                )),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Finds `name`, needed by `objs[by]`, along the loader's search order.
