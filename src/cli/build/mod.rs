@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::args::{S3Args, SigningKeyArgs};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::build::{BuildOptions, DEFAULT_OUTPUT_DIR};
-use crate::catalog::{Arch, Catalog};
+use crate::catalog::{Arch, Catalog, PlatformName};
 use crate::gha::Runner;
 use crate::spack::RunId;
 
@@ -25,6 +25,11 @@ pub struct CommonBuildArgs {
     /// Target architecture: amd64 or arm64 [input: arch]
     #[arg(long)]
     pub arch: Option<String>,
+    /// Build platform, the OS image the build runs in: el8, el9 or ubuntu24.04 (default from
+    /// the catalog: el8, the lowest glibc floor). Refused when the catalog records no image
+    /// digest for it [input: platform]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Directory that receives the build's outputs (buildcache, view, modules, logs) [input: output_dir]
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -57,6 +62,7 @@ pub struct CommonBuildArgs {
 struct Common {
     catalog: Catalog,
     arch: Arch,
+    platform: PlatformName,
     opts: BuildOptions,
     dry_run: bool,
 }
@@ -69,6 +75,15 @@ impl CommonBuildArgs {
         let arch = flag_or_input(self.arch.clone(), runner, "arch")
             .map(Arch)
             .unwrap_or_else(|| catalog.architectures.default.clone());
+        let platform = match flag_or_input(self.platform.clone(), runner, "platform") {
+            Some(p) => catalog.platform_named(p.trim())?,
+            None => catalog
+                .platform(&catalog.platforms.default)
+                .context("the catalog's default platform is validated when it is loaded")?,
+        };
+        // Refused before anything else: an image the catalog cannot pin is never built.
+        platform.pinned_image()?;
+        let platform = platform.name.clone();
         let output_dir = self
             .output_dir
             .clone()
@@ -106,6 +121,7 @@ impl CommonBuildArgs {
         Ok(Common {
             catalog,
             arch,
+            platform,
             opts,
             dry_run,
         })
