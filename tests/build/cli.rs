@@ -495,3 +495,36 @@ fn publish_without_a_key_fails_before_building() {
     assert!(!dir.path().join("out").exists());
     assert!(!dir.path().join("mirror").exists());
 }
+
+/// Every platform's build image passes hadolint (the images cannot be built here: no registry
+/// is reachable, so linting and the FROM-digest check in `docker::context` are what runs).
+#[test]
+fn every_platform_dockerfile_passes_hadolint() {
+    let Some(hadolint) = crate::common::require_tool("hadolint") else {
+        return;
+    };
+    let catalog = Catalog::embedded();
+    let files: Vec<std::path::PathBuf> = catalog
+        .platforms
+        .images
+        .iter()
+        .map(|p| crate::common::repo_root().join(format!("docker/{}/Dockerfile", p.name)))
+        .collect();
+    assert_eq!(files.len(), 3);
+    let out = std::process::Command::new(hadolint)
+        .arg("--no-color")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hadolint:\n{}", text(&out));
+    // A finding turns it red (the check can fail).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("Dockerfile");
+    std::fs::write(&bad, "FROM scratch\nRUN cd /tmp && echo x\n").unwrap();
+    let out = std::process::Command::new(crate::common::require_tool("hadolint").unwrap())
+        .arg("--no-color")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+}
