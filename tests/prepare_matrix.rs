@@ -323,6 +323,25 @@ fn hostile_values_are_rejected_without_injecting_commands() {
         &[("INPUT_KIND", "slurm\n::set-env name=A::b")],
         &["kind", "compiler, slurm, tarball"],
     );
+    // The platforms input: shell and workflow-command injection, and names the catalog lacks.
+    const PLATFORMS: &str = "el8, el9, ubuntu24.04, all";
+    for (value, expect) in [
+        ("el8\n::add-mask::x", "':'"),
+        ("el8;reboot", "';'"),
+        ("$(id)", "'$'"),
+        ("../el8", "'/'"),
+        ("EL8", "\"EL8\" is not in the catalog"),
+        ("el8 rhel8", "\"rhel8\" is not in the catalog"),
+        ("el8,all", "`all` cannot be combined"),
+        ("el9 el9", "el9 is listed more than once"),
+        (" , ", "platforms is empty"),
+    ] {
+        assert_rejected(
+            &["--kind", "tarball"],
+            &[("INPUT_PLATFORMS", value)],
+            &["platforms", expect, PLATFORMS],
+        );
+    }
 }
 
 #[test]
