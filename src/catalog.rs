@@ -181,9 +181,11 @@ fn is_path_segment(seg: &str) -> bool {
 }
 
 /// Checks a key or prefix template: `/`-separated segments of safe characters and the
-/// placeholders `{gcc}`, `{slurm}`, `{arch}`, `{variant}`; each of `required` must appear.
+/// placeholders `{gcc}`, `{slurm}`, `{arch}`, `{variant}`, `{platform}`; each of `required`
+/// must appear.
 fn check_template(field: &str, value: &str, required: &[&str]) -> Result<()> {
     let plain = value
+        .replace("{platform}", "platform")
         .replace("{gcc}", "gcc")
         .replace("{slurm}", "slurm")
         .replace("{arch}", "arch")
@@ -194,13 +196,13 @@ fn check_template(field: &str, value: &str, required: &[&str]) -> Result<()> {
         && !plain.contains("..");
     if !ok {
         bail!(
-            "catalog field {field} = {value:?} is not allowed: an object key template is '/'-separated segments of letters, digits, '-', '_', '.' or '~' and the placeholders {{gcc}}, {{slurm}}, {{arch}}, {{variant}} (no leading '/', no '..', no spaces)"
+            "catalog field {field} = {value:?} is not allowed: an object key template is '/'-separated segments of letters, digits, '-', '_', '.' or '~' and the placeholders {{gcc}}, {{slurm}}, {{arch}}, {{variant}}, {{platform}} (no leading '/', no '..', no spaces)"
         );
     }
     for r in required {
         if !value.contains(r) {
             bail!(
-                "catalog field {field} = {value:?} lacks the placeholder {r}: without it, builds of different versions or variants (CPU/GPU, architecture) would overwrite each other"
+                "catalog field {field} = {value:?} lacks the placeholder {r}: without it, builds of different versions, variants (CPU/GPU, architecture) or platforms (el8, el9, ...) would overwrite each other"
             );
         }
     }
@@ -389,6 +391,22 @@ impl Platform {
             .expect("validated when the catalog was loaded")
     }
 
+    /// The pinned image (`image@digest`), or an error when the catalog records no digest: a
+    /// build never runs on an image it cannot name exactly.
+    pub fn pinned_image(&self) -> Result<String> {
+        match &self.digest {
+            Some(d) => Ok(format!("{}@{d}", self.image)),
+            None => bail!(
+                "platform {} ({}) has no image digest in the catalog (platforms.images[{}].digest is null), so its build image cannot be pinned; record the multi-arch index digest of {} (`docker buildx imagetools inspect {}`) in catalog.yaml and in its Dockerfile, or choose another platform",
+                self.name,
+                self.os,
+                self.name,
+                self.image,
+                self.image
+            ),
+        }
+    }
+
     /// The image reference to pull: `image@digest` when the digest is recorded.
     pub fn image_ref(&self) -> String {
         match &self.digest {
@@ -420,15 +438,18 @@ pub struct Timeouts {
     pub tarball: u32,
 }
 
-/// The axes besides the versions that change a build's bits: GPU support (NVML, ROCm SMI) and
-/// the architecture. Every published path carries them (the `{variant}` placeholder, see
-/// [`Catalog::variant_suffix`]), so no two builds write the same prefix or key.
+/// The axes besides the versions that change a build's bits: GPU support (NVML, ROCm SMI),
+/// the architecture and the build platform (the OS image, and so the glibc floor). Every
+/// published path carries them (the `{variant}` placeholder, see [`Catalog::variant_suffix`],
+/// and `{platform}`), so no two builds write the same prefix or key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Variant {
     /// Built with GPU support.
     pub gpu: bool,
     /// The target architecture.
     pub arch: Arch,
+    /// The build platform.
+    pub platform: PlatformName,
 }
 
 /// Where things are published.
@@ -548,20 +569,20 @@ impl Catalog {
                 bail!("architecture {} has no runner labels", t.name);
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.platforms.images {
+            if !seen.insert(&p.name) {
+                bail!("platform {} is listed twice", p.name);
+            }
+        }
         let mut suffixes = std::collections::HashSet::new();
         for v in self.variants() {
-            if !suffixes.insert(self.variant_suffix(&v)) {
+            if !suffixes.insert((v.platform.clone(), self.variant_suffix(&v))) {
                 bail!(
                     "architecture {} gives the path suffix {:?} twice (is an architecture named \"gpu\"?): rename it, or two builds would publish to one prefix",
                     v.arch,
                     self.variant_suffix(&v)
                 );
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for p in &self.platforms.images {
-            if !seen.insert(&p.name) {
-                bail!("platform {} is listed twice", p.name);
             }
         }
         let Some(default) = self.platform(&self.platforms.default) else {
@@ -653,17 +674,17 @@ impl Catalog {
         check_template(
             "publish.compiler_prefix",
             &p.compiler_prefix,
-            &["{gcc}", "{variant}"],
+            &["{gcc}", "{variant}", "{platform}"],
         )?;
         check_template(
             "publish.slurm_prefix",
             &p.slurm_prefix,
-            &["{slurm}", "{gcc}", "{variant}"],
+            &["{slurm}", "{gcc}", "{variant}", "{platform}"],
         )?;
         check_template(
             "publish.tarball_key",
             &p.tarball_key,
-            &["{slurm}", "{gcc}", "{variant}"],
+            &["{slurm}", "{gcc}", "{variant}", "{platform}"],
         )?;
         for f in &p.signing_fingerprints {
             check_field("publish.signing_fingerprints[]", f, is_fingerprint)?;
@@ -757,6 +778,7 @@ impl Catalog {
         v: &Variant,
     ) -> String {
         let t = template
+            .replace("{platform}", &v.platform.0)
             .replace("{gcc}", gcc.as_str())
             .replace("{arch}", &v.arch.0)
             .replace("{variant}", &self.variant_suffix(v));
@@ -767,11 +789,17 @@ impl Catalog {
     }
 
     /// Prefix (inside the buildcache bucket) of the compiler buildcache of `gcc` built for
-    /// `arch`. A toolchain has no GPU variant.
-    pub fn compiler_prefix(&self, gcc: &GccVersion, arch: &Arch) -> String {
+    /// `arch` on `platform`. A toolchain has no GPU variant.
+    pub fn compiler_prefix(
+        &self,
+        gcc: &GccVersion,
+        arch: &Arch,
+        platform: &PlatformName,
+    ) -> String {
         let v = Variant {
             gpu: false,
             arch: arch.clone(),
+            platform: platform.clone(),
         };
         self.fill(&self.publish.compiler_prefix, None, gcc, &v)
     }
@@ -796,18 +824,21 @@ impl Catalog {
         )
     }
 
-    /// Every variant the catalog can build: CPU and GPU for each architecture.
+    /// Every variant the catalog can build: CPU and GPU for each architecture and platform.
     pub fn variants(&self) -> Vec<Variant> {
-        self.architectures
-            .targets
-            .iter()
-            .flat_map(|t| {
-                [false, true].map(|gpu| Variant {
-                    gpu,
-                    arch: t.name.clone(),
-                })
-            })
-            .collect()
+        let mut all = Vec::new();
+        for p in &self.platforms.images {
+            for t in &self.architectures.targets {
+                for gpu in [false, true] {
+                    all.push(Variant {
+                        gpu,
+                        arch: t.name.clone(),
+                        platform: p.name.clone(),
+                    });
+                }
+            }
+        }
+        all
     }
 
     /// The pinned signing-key fingerprints (validated when the catalog was loaded).
@@ -848,43 +879,52 @@ mod tests {
         let c = Catalog::embedded();
         let s: SlurmVersion = "25.11".parse().unwrap();
         let g: GccVersion = "13.4.0".parse().unwrap();
-        let v = |gpu: bool, arch: &str| Variant {
+        let el8 = PlatformName("el8".into());
+        let v = |gpu: bool, arch: &str, platform: &str| Variant {
             gpu,
             arch: Arch(arch.into()),
+            platform: PlatformName(platform.into()),
         };
         let amd = Arch("amd64".into());
-        // The seed's paths for a CPU build of the default architecture.
-        assert_eq!(c.compiler_prefix(&g, &amd), "compilers/13.4.0/buildcache");
+        // A CPU build of the default architecture: the platform, then the seed's layout.
         assert_eq!(
-            c.slurm_prefix(&s, &g, &v(false, "amd64")),
-            "slurm/25.11/13.4.0/buildcache"
+            c.compiler_prefix(&g, &amd, &el8),
+            "compilers/el8/13.4.0/buildcache"
         );
         assert_eq!(
-            c.tarball_url(&s, &g, &v(false, "amd64")),
-            "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/25.11/13.4.0/slurm-25.11-gcc13.4.0-software.tar.gz"
-        );
-        // Every other variant is apart.
-        assert_eq!(
-            c.compiler_prefix(&g, &Arch("arm64".into())),
-            "compilers/13.4.0-arm64/buildcache"
+            c.slurm_prefix(&s, &g, &v(false, "amd64", "el8")),
+            "slurm/el8/25.11/13.4.0/buildcache"
         );
         assert_eq!(
-            c.slurm_prefix(&s, &g, &v(true, "amd64")),
-            "slurm/25.11/13.4.0-gpu/buildcache"
+            c.tarball_url(&s, &g, &v(false, "amd64", "el8")),
+            "https://vantage-public-assets.s3.amazonaws.com/slurm-factory/el8/25.11/13.4.0/slurm-25.11-gcc13.4.0-el8-software.tar.gz"
+        );
+        // Every other variant and platform is apart.
+        assert_eq!(
+            c.compiler_prefix(&g, &Arch("arm64".into()), &el8),
+            "compilers/el8/13.4.0-arm64/buildcache"
         );
         assert_eq!(
-            c.slurm_prefix(&s, &g, &v(true, "arm64")),
-            "slurm/25.11/13.4.0-gpu-arm64/buildcache"
+            c.compiler_prefix(&g, &amd, &PlatformName("ubuntu24.04".into())),
+            "compilers/ubuntu24.04/13.4.0/buildcache"
         );
         assert_eq!(
-            c.tarball_key(&s, &g, &v(true, "arm64")),
-            "slurm-factory/25.11/13.4.0-gpu-arm64/slurm-25.11-gcc13.4.0-gpu-arm64-software.tar.gz"
+            c.slurm_prefix(&s, &g, &v(true, "amd64", "el9")),
+            "slurm/el9/25.11/13.4.0-gpu/buildcache"
+        );
+        assert_eq!(
+            c.slurm_prefix(&s, &g, &v(true, "arm64", "el8")),
+            "slurm/el8/25.11/13.4.0-gpu-arm64/buildcache"
+        );
+        assert_eq!(
+            c.tarball_key(&s, &g, &v(true, "arm64", "ubuntu24.04")),
+            "slurm-factory/ubuntu24.04/25.11/13.4.0-gpu-arm64/slurm-25.11-gcc13.4.0-gpu-arm64-ubuntu24.04-software.tar.gz"
         );
         let mut templated = c.clone();
-        templated.publish.tarball_key = "t/{arch}/{slurm}-{gcc}{variant}.tgz".into();
+        templated.publish.tarball_key = "t/{arch}/{slurm}-{gcc}{variant}-{platform}.tgz".into();
         assert_eq!(
-            templated.tarball_key(&s, &g, &v(true, "amd64")),
-            "t/amd64/25.11-13.4.0-gpu.tgz"
+            templated.tarball_key(&s, &g, &v(true, "amd64", "el9")),
+            "t/amd64/25.11-13.4.0-gpu-el9.tgz"
         );
     }
 
@@ -965,34 +1005,44 @@ mod tests {
                 "publish.tarball_url",
             ),
             (
-                "compiler_prefix: \"compilers/{gcc}{variant}/buildcache\"",
-                "compiler_prefix: \"compilers/{gcc}{variant}/../buildcache\"",
+                "compiler_prefix: \"compilers/{platform}/{gcc}{variant}/buildcache\"",
+                "compiler_prefix: \"compilers/{platform}/{gcc}{variant}/../buildcache\"",
                 "publish.compiler_prefix",
             ),
             (
-                "compiler_prefix: \"compilers/{gcc}{variant}/buildcache\"",
-                "compiler_prefix: \"/compilers/{gcc}{variant}\"",
+                "compiler_prefix: \"compilers/{platform}/{gcc}{variant}/buildcache\"",
+                "compiler_prefix: \"/compilers/{platform}/{gcc}{variant}\"",
                 "publish.compiler_prefix",
             ),
             (
-                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
-                "slurm_prefix: \"slurm/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{gcc}{variant}/buildcache\"",
                 "lacks the placeholder {slurm}",
             ),
             (
-                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
-                "slurm_prefix: \"slurm/{slurm}/{gcc}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}/buildcache\"",
                 "lacks the placeholder {variant}",
             ),
             ("- name: arm64", "- name: gpu", "path suffix"),
             (
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
                 "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
-                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/{evil}\"",
+                "lacks the placeholder {platform}",
+            ),
+            (
+                "compiler_prefix: \"compilers/{platform}/{gcc}{variant}/buildcache\"",
+                "compiler_prefix: \"compilers/{gcc}{variant}/buildcache\"",
+                "lacks the placeholder {platform}",
+            ),
+            (
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/{evil}\"",
                 "publish.slurm_prefix",
             ),
             (
-                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/buildcache\"",
-                "slurm_prefix: \"slurm/{slurm}/{gcc}{variant}/build cache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
+                "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/build cache\"",
                 "publish.slurm_prefix",
             ),
         ];
@@ -1019,12 +1069,16 @@ mod tests {
         assert_eq!(c.platforms.default, el8.name);
         assert_eq!(el8.glibc, "2.28");
         assert_eq!(el8.system_gcc.as_str(), "8.5.0");
-        assert_eq!(el8.image_ref(), "docker.io/rockylinux/rockylinux:8");
+        assert_eq!(
+            el8.pinned_image().unwrap(),
+            "docker.io/rockylinux/rockylinux:8@sha256:e8a49c5403b687db05d4d67333fa45808fbe74f36e683cec7abb1f7d0f2338c6"
+        );
         assert_eq!(c.platform_named("el9").unwrap().glibc, "2.34");
         let u = c.platform_named("ubuntu24.04").unwrap();
         assert_eq!(u.glibc, "2.39");
-        // The same digest docker/Dockerfile pins.
-        let dockerfile = include_str!("../docker/Dockerfile");
+        // The same digest docker/ubuntu24.04/Dockerfile pins (every platform's is checked in
+        // docker::context's tests).
+        let dockerfile = include_str!("../docker/ubuntu24.04/Dockerfile");
         let pinned = u.image_ref().replace("docker.io/library/", "");
         assert!(dockerfile.contains(&format!("FROM {pinned}")), "{pinned}");
         let err = c.platform_named("sles15").unwrap_err().to_string();
@@ -1046,8 +1100,8 @@ mod tests {
                 "two dot-separated numbers",
             ),
             (
-                "digest: null\n      glibc: \"2.34\"",
-                "digest: \"sha256:abc\"\n      glibc: \"2.34\"",
+                "digest: \"sha256:8101994123cf3d0a8fee517bee7f39e555c7d92bd2d9eb3303cc988a0eeed00f\"",
+                "digest: \"sha256:abc\"",
                 "64 lower-case hex",
             ),
             (
@@ -1062,6 +1116,29 @@ mod tests {
             let err = format!("{:#}", Catalog::parse(&text, "test").unwrap_err());
             assert!(err.contains(needle), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn a_platform_without_a_digest_cannot_be_pinned() {
+        let text = EMBEDDED.replacen(
+            "digest: \"sha256:8101994123cf3d0a8fee517bee7f39e555c7d92bd2d9eb3303cc988a0eeed00f\"",
+            "digest: null",
+            1,
+        );
+        assert_ne!(text, EMBEDDED);
+        let c = Catalog::parse(&text, "test").unwrap();
+        let err = c
+            .platform_named("el9")
+            .unwrap()
+            .pinned_image()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("platform el9 (Rocky Linux 9) has no image digest")
+                && err
+                    .contains("docker buildx imagetools inspect docker.io/rockylinux/rockylinux:9"),
+            "{err}"
+        );
     }
 
     #[test]

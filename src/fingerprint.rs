@@ -80,15 +80,17 @@ impl Sources {
         }
     }
 
-    fn docker(&self) -> Result<Files> {
+    /// The image context of `platform`: `docker/<platform>/`.
+    fn docker(&self, platform: &crate::catalog::PlatformName) -> Result<Files> {
         match self {
-            Sources::Embedded => Ok(vec![(
-                "Dockerfile".to_owned(),
-                crate::docker::context::EMBEDDED_DOCKERFILE
-                    .as_bytes()
-                    .to_vec(),
-            )]),
-            Sources::Checkout(root) => files_under(&root.join("docker")),
+            Sources::Embedded => {
+                let d =
+                    crate::docker::context::embedded_dockerfile(platform).with_context(|| {
+                        format!("this binary has no Dockerfile for platform {platform}")
+                    })?;
+                Ok(vec![("Dockerfile".to_owned(), d.as_bytes().to_vec())])
+            }
+            Sources::Checkout(root) => files_under(&root.join("docker").join(&platform.0)),
         }
     }
 }
@@ -170,6 +172,8 @@ fn leg_json(job: &Job, tarball: bool) -> serde_json::Value {
             "gcc": c.gcc.to_string(),
             "arch": c.arch.to_string(),
             "spack_target": c.spack_target,
+            "platform": c.platform.name.to_string(),
+            "image": c.platform.image_ref(),
         }),
         Job::Slurm(s) => serde_json::json!({
             "kind": if tarball { "tarball" } else { "slurm" },
@@ -179,6 +183,8 @@ fn leg_json(job: &Job, tarball: bool) -> serde_json::Value {
             "gpu": s.gpu,
             "arch": s.arch.to_string(),
             "spack_target": s.spack_target,
+            "platform": s.platform.name.to_string(),
+            "image": s.platform.image_ref(),
         }),
     }
 }
@@ -227,7 +233,7 @@ pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
             sha256: hash_files(&repo),
         },
     );
-    let docker = sources.docker()?;
+    let docker = sources.docker(&job.platform().name)?;
     let dockerfile = docker
         .iter()
         .find(|(p, _)| p == "Dockerfile")
@@ -314,16 +320,25 @@ mod tests {
     use crate::spack::SlurmJobRequest;
 
     fn slurm_job(catalog: &Catalog, gpu: bool) -> Job {
+        slurm_job_on(catalog, gpu, None)
+    }
+
+    fn slurm_job_on(catalog: &Catalog, gpu: bool, platform: Option<&str>) -> Job {
         SlurmJobRequest {
             slurm: "25.11".parse().unwrap(),
             gcc: "13.4.0".parse().unwrap(),
             gpu,
             arch: catalog.architectures.default.clone(),
+            platform: platform.map(|p| crate::catalog::PlatformName(p.into())),
             compiler_mirror: None,
             slurm_mirror: None,
         }
         .resolve(catalog)
         .unwrap()
+    }
+
+    fn c_default() -> crate::catalog::PlatformName {
+        Catalog::embedded().platforms.default
     }
 
     #[test]
@@ -338,6 +353,19 @@ mod tests {
         assert_eq!(gpu.changed_from(&a), ["environment", "leg"]);
         let tarball = of(&slurm_job(&c, false), true, &Sources::Embedded).unwrap();
         assert_eq!(tarball.changed_from(&a), ["leg"]);
+        // Another platform: another image (docker), leg and namespace.
+        let el9 = of(
+            &slurm_job_on(&c, false, Some("el9")),
+            false,
+            &Sources::Embedded,
+        )
+        .unwrap();
+        assert_eq!(el9.changed_from(&a), ["docker", "environment", "leg"]);
+        assert!(
+            a.ingredients["leg"].value.contains("\"platform\":\"el8\""),
+            "{}",
+            a.text()
+        );
         for name in [
             "tool",
             "leg",
@@ -393,10 +421,10 @@ mod tests {
             .join("spack-repo")
             .join(crate::spack::repo::REPO_SUBDIR);
         crate::spack::repo::write_to(&root.path().join("spack-repo")).unwrap();
-        std::fs::create_dir_all(root.path().join("docker")).unwrap();
+        std::fs::create_dir_all(root.path().join("docker/el8")).unwrap();
         std::fs::write(
-            root.path().join("docker/Dockerfile"),
-            crate::docker::context::EMBEDDED_DOCKERFILE,
+            root.path().join("docker/el8/Dockerfile"),
+            crate::docker::context::embedded_dockerfile(&c_default()).unwrap(),
         )
         .unwrap();
         let c = Catalog::embedded();

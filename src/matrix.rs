@@ -1,7 +1,7 @@
 //! Turning user input into a validated build matrix.
 //!
-//! [`plan`] takes a [`Catalog`] and a [`Request`] (the raw `compiler_versions`, `slurm_versions`
-//! and `architectures` inputs plus the [`Kind`] of build) and returns a [`Matrix`] whose JSON is
+//! [`plan`] takes a [`Catalog`] and a [`Request`] (the raw `compiler_versions`, `slurm_versions`,
+//! `architectures` and `platforms` inputs plus the [`Kind`] of build) and returns a [`Matrix`] whose JSON is
 //! exactly what GitHub's `strategy.matrix` expects: `{"include":[...]}`, one [`MatrixEntry`] per
 //! job, each carrying every field a downstream job needs.
 //!
@@ -16,7 +16,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::catalog::{Arch, Catalog, GccVersion, SlurmVersion, SpackSlurmVersion, Variant};
+use crate::catalog::{
+    Arch, Catalog, GccVersion, PlatformName, SlurmVersion, SpackSlurmVersion, Variant,
+};
 
 /// GitHub's limit on the number of jobs one matrix can generate.
 pub const GITHUB_MATRIX_LIMIT: usize = 256;
@@ -85,6 +87,8 @@ pub enum Input {
     SlurmVersions,
     /// `architectures`
     Architectures,
+    /// `platforms`
+    Platforms,
 }
 
 impl fmt::Display for Input {
@@ -93,6 +97,7 @@ impl fmt::Display for Input {
             Input::CompilerVersions => "compiler_versions",
             Input::SlurmVersions => "slurm_versions",
             Input::Architectures => "architectures",
+            Input::Platforms => "platforms",
         })
     }
 }
@@ -247,6 +252,9 @@ pub struct Request {
     pub slurm_versions: Option<String>,
     /// Target architectures. Not given: the catalog's default; `all`: every target.
     pub architectures: Option<String>,
+    /// Build platforms (`el8`, `el9`, `ubuntu24.04`). Not given: the catalog's default (the
+    /// lowest glibc floor); `all`: every platform.
+    pub platforms: Option<String>,
     /// Slurm and tarball legs build with GPU support (their prefixes and keys carry `-gpu`);
     /// ignored for [`Kind::Compiler`] (a toolchain has no GPU variant).
     pub gpu: bool,
@@ -260,6 +268,7 @@ impl Request {
             compiler_versions: None,
             slurm_versions: None,
             architectures: None,
+            platforms: None,
             gpu: false,
         }
     }
@@ -283,6 +292,10 @@ pub struct MatrixEntry {
     pub slurm_spack_version: Option<SpackSlurmVersion>,
     /// The target architecture.
     pub arch: Arch,
+    /// The build platform (the OS image the job builds in).
+    pub platform: PlatformName,
+    /// The platform's glibc: the floor every artifact of the job must stay under.
+    pub glibc_floor: String,
     /// Built with GPU support (always false for compiler jobs).
     pub gpu: bool,
     /// Spack's `target=` for the architecture.
@@ -346,7 +359,14 @@ impl Matrix {
         if slurm {
             head.extend(["Slurm", "Spack version"]);
         }
-        head.extend(["GCC", "Arch", "Runner labels", "Buildcache"]);
+        head.extend([
+            "GCC",
+            "Arch",
+            "Platform",
+            "glibc floor",
+            "Runner labels",
+            "Buildcache",
+        ]);
         if tarball {
             head.push("Tarball");
         }
@@ -363,6 +383,8 @@ impl Matrix {
             }
             row.push(code(e.compiler_version.as_str()));
             row.push(code(&e.arch.0));
+            row.push(code(&e.platform.0));
+            row.push(code(&e.glibc_floor));
             row.push(code(&e.runs_on.join(", ")));
             row.push(format!(
                 "[{}]({})",
@@ -555,11 +577,28 @@ pub fn plan(catalog: &Catalog, request: &Request) -> Result<Matrix, MatrixError>
     }
     .select(request.architectures.as_deref())?;
 
+    let platform_all: Vec<PlatformName> = catalog
+        .platforms
+        .images
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let parse_platform = |t: &str| Some(PlatformName(t.to_owned()));
+    let platforms = ListSpec {
+        input: Input::Platforms,
+        known: platform_all.clone(),
+        all: platform_all,
+        default: vec![catalog.platforms.default.clone()],
+        parse: &parse_platform,
+        what: "a platform",
+    }
+    .select(request.platforms.as_deref())?;
+
     let slurm_axis = match kind {
         Kind::Compiler => 1,
         Kind::Slurm | Kind::Tarball => slurms.len(),
     };
-    let count = slurm_axis * compilers.len() * archs.len();
+    let count = slurm_axis * compilers.len() * archs.len() * platforms.len();
     if count > GITHUB_MATRIX_LIMIT {
         return Err(MatrixError::TooLarge { kind, count });
     }
@@ -569,14 +608,17 @@ pub fn plan(catalog: &Catalog, request: &Request) -> Result<Matrix, MatrixError>
         Kind::Compiler => vec![None],
         Kind::Slurm | Kind::Tarball => slurms.iter().map(Some).collect(),
     };
-    for slurm in slurm_opts {
-        for gcc in &compilers {
-            for arch in &archs {
-                let variant = Variant {
-                    gpu: request.gpu && kind != Kind::Compiler,
-                    arch: arch.clone(),
-                };
-                include.push(entry(catalog, kind, slurm, gcc, &variant));
+    for platform in &platforms {
+        for slurm in &slurm_opts {
+            for gcc in &compilers {
+                for arch in &archs {
+                    let variant = Variant {
+                        gpu: request.gpu && kind != Kind::Compiler,
+                        arch: arch.clone(),
+                        platform: platform.clone(),
+                    };
+                    include.push(entry(catalog, kind, *slurm, gcc, &variant));
+                }
             }
         }
     }
@@ -607,21 +649,25 @@ fn entry(
             .slurm_release(s)
             .expect("Slurm releases were validated against the catalog")
     });
+    let platform = catalog
+        .platform(&variant.platform)
+        .expect("platforms were validated against the catalog");
+    let p = &platform.name;
     let (name, prefix, artifact) = match (kind, slurm) {
         (Kind::Compiler, _) | (_, None) => (
-            format!("GCC {gcc} · {arch}"),
-            catalog.compiler_prefix(gcc, arch),
-            format!("gcc-{gcc}-{arch}"),
+            format!("GCC {gcc} · {arch} · {p}"),
+            catalog.compiler_prefix(gcc, arch, p),
+            format!("gcc-{gcc}-{arch}-{p}"),
         ),
         (Kind::Slurm, Some(s)) => (
-            format!("Slurm {s} · GCC {gcc} · {arch}"),
+            format!("Slurm {s} · GCC {gcc} · {arch} · {p}"),
             catalog.slurm_prefix(s, gcc, variant),
-            format!("slurm-{s}-gcc{gcc}-{arch}"),
+            format!("slurm-{s}-gcc{gcc}-{arch}-{p}"),
         ),
         (Kind::Tarball, Some(s)) => (
-            format!("Slurm {s} tarball · GCC {gcc} · {arch}"),
+            format!("Slurm {s} tarball · GCC {gcc} · {arch} · {p}"),
             catalog.slurm_prefix(s, gcc, variant),
-            format!("slurm-{s}-gcc{gcc}-{arch}-tarball"),
+            format!("slurm-{s}-gcc{gcc}-{arch}-{p}-tarball"),
         ),
     };
     let (tarball_key, tarball_url) = match (kind, slurm) {
@@ -638,6 +684,8 @@ fn entry(
         slurm_version: slurm.cloned(),
         slurm_spack_version: release.map(|r| r.spack.clone()),
         arch: arch.clone(),
+        platform: p.clone(),
+        glibc_floor: platform.glibc.clone(),
         gpu: variant.gpu,
         spack_target: target.spack_target.clone(),
         runs_on: target.runner_labels.clone(),
@@ -660,6 +708,7 @@ mod tests {
             compiler_versions: gcc.map(Into::into),
             slurm_versions: slurm.map(Into::into),
             architectures: arch.map(Into::into),
+            platforms: None,
             gpu: false,
         }
     }
@@ -675,8 +724,70 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(
             m.include[0].artifact_name,
-            "slurm-25.11-gcc15.2.0-amd64-tarball"
+            "slurm-25.11-gcc15.2.0-amd64-el8-tarball"
         );
+        assert_eq!(m.include[0].platform.0, "el8");
+        assert_eq!(m.include[0].glibc_floor, "2.28");
+    }
+
+    #[test]
+    fn the_platform_axis_defaults_to_the_lowest_floor_and_multiplies() {
+        let c = Catalog::embedded();
+        let mut r = req(Kind::Slurm, Some("13.4.0"), Some("25.11"), None);
+        let m = plan(&c, &r).unwrap();
+        let got: Vec<&str> = m.include.iter().map(|e| e.platform.0.as_str()).collect();
+        assert_eq!(got, ["el8"]);
+        r.platforms = Some("ubuntu24.04, el8".into());
+        let m = plan(&c, &r).unwrap();
+        let got: Vec<(&str, &str)> = m
+            .include
+            .iter()
+            .map(|e| (e.platform.0.as_str(), e.buildcache_prefix.as_str()))
+            .collect();
+        // Catalog order, each with its own prefix.
+        assert_eq!(
+            got,
+            [
+                ("el8", "slurm/el8/25.11/13.4.0/buildcache"),
+                ("ubuntu24.04", "slurm/ubuntu24.04/25.11/13.4.0/buildcache"),
+            ]
+        );
+        r.platforms = Some("all".into());
+        assert_eq!(plan(&c, &r).unwrap().len(), 3);
+        r.platforms = Some("el8 sles15".into());
+        let e = plan(&c, &r).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("platforms: \"sles15\" is not in the catalog; supported values: el8, el9, ubuntu24.04, all"),
+            "{e}"
+        );
+        r.platforms = Some("el8;id".into());
+        assert!(matches!(
+            plan(&c, &r).unwrap_err(),
+            MatrixError::ForbiddenCharacter {
+                input: Input::Platforms,
+                ..
+            }
+        ));
+        r.platforms = Some("el8,el8".into());
+        assert!(matches!(
+            plan(&c, &r).unwrap_err(),
+            MatrixError::Duplicate {
+                input: Input::Platforms,
+                ..
+            }
+        ));
+        // Every platform of every kind at once stays under GitHub's limit or is refused.
+        let all = Request {
+            kind: Kind::Tarball,
+            compiler_versions: Some("all".into()),
+            slurm_versions: Some("all".into()),
+            architectures: Some("all".into()),
+            platforms: Some("all".into()),
+            gpu: true,
+        };
+        let n = 8 * 4 * 2 * 3;
+        assert_eq!(plan(&c, &all).unwrap().len(), n);
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn prints_every_ingredient_as_text_and_json() {
     assert!(ok, "{text}");
     let first = text.lines().next().unwrap();
     assert!(
-        first.starts_with("slurm-25.11-gcc13.4.0-cpu-amd64  sha256:"),
+        first.starts_with("slurm-25.11-gcc13.4.0-cpu-amd64-el8  sha256:"),
         "{text}"
     );
     let j = json(&["--slurm-version", "25.11", "--compiler-version", "13.4.0"]);
@@ -82,10 +82,20 @@ fn prints_every_ingredient_as_text_and_json() {
         "13.4.0",
     ]);
     let compiler = json(&["--kind", "compiler", "--compiler-version", "13.4.0"]);
-    let all =
-        [&j, &gpu, &tarball, &compiler].map(|v| v["fingerprint"].as_str().unwrap().to_owned());
+    let el9 = json(&[
+        "--slurm-version",
+        "25.11",
+        "--compiler-version",
+        "13.4.0",
+        "--platform",
+        "el9",
+    ]);
+    assert_eq!(el9["leg"], "slurm-25.11-gcc13.4.0-cpu-amd64-el9");
+    assert_ne!(el9["ingredients"]["docker"], j["ingredients"]["docker"]);
+    let all = [&j, &gpu, &tarball, &compiler, &el9]
+        .map(|v| v["fingerprint"].as_str().unwrap().to_owned());
     let unique: std::collections::BTreeSet<_> = all.iter().collect();
-    assert_eq!(unique.len(), 4, "{all:?}");
+    assert_eq!(unique.len(), 5, "{all:?}");
 }
 
 #[test]

@@ -83,6 +83,8 @@ const COMMON_FIELDS: &[&str] = &[
     "kind",
     "compiler_version",
     "arch",
+    "platform",
+    "glibc_floor",
     "gpu",
     "spack_target",
     "runs_on",
@@ -125,9 +127,12 @@ fn slurm_all_all_yields_32_jobs_without_gcc_15() {
         assert_ne!(e["compiler_version"], "15.2.0");
         assert_eq!(e["kind"], "slurm");
         assert_eq!(e["arch"], "amd64");
+        // The default platform: the lowest glibc floor.
+        assert_eq!(e["platform"], "el8");
+        assert_eq!(e["glibc_floor"], "2.28");
         assert_eq!(e["timeout_minutes"], 480);
         let prefix = format!(
-            "slurm/{}/{}/buildcache",
+            "slurm/el8/{}/{}/buildcache",
             e["slurm_version"].as_str().unwrap(),
             e["compiler_version"].as_str().unwrap()
         );
@@ -135,8 +140,8 @@ fn slurm_all_all_yields_32_jobs_without_gcc_15() {
         assert!(artifacts.insert(e["artifact_name"].as_str().unwrap().to_owned()));
     }
     // Catalog order: newest Slurm first, then compilers newest first.
-    assert_eq!(entries[0]["name"], "Slurm 26.05 · GCC 14.2.0 · amd64");
-    assert_eq!(entries[31]["name"], "Slurm 23.11 · GCC 7.5.0 · amd64");
+    assert_eq!(entries[0]["name"], "Slurm 26.05 · GCC 14.2.0 · amd64 · el8");
+    assert_eq!(entries[31]["name"], "Slurm 23.11 · GCC 7.5.0 · amd64 · el8");
     // The defaults are the same as `all`.
     let d = run(&["--kind", "slurm"], &[]);
     assert_eq!(d.outputs["matrix"], r.outputs["matrix"]);
@@ -157,14 +162,14 @@ fn compiler_all_yields_9_jobs() {
     for e in &entries {
         assert_eq!(keys(e).len(), COMMON_FIELDS.len(), "{e}");
         let v = e["compiler_version"].as_str().unwrap();
-        assert_eq!(e["artifact_name"], format!("gcc-{v}-amd64").as_str());
+        assert_eq!(e["artifact_name"], format!("gcc-{v}-amd64-el8").as_str());
         assert_eq!(
             e["buildcache_prefix"],
-            format!("compilers/{v}/buildcache").as_str()
+            format!("compilers/el8/{v}/buildcache").as_str()
         );
         assert_eq!(
             e["buildcache_url"],
-            format!("https://slurm-factory-spack-binary-cache.vantagecompute.ai/compilers/{v}/buildcache").as_str()
+            format!("https://slurm-factory-spack-binary-cache.vantagecompute.ai/compilers/el8/{v}/buildcache").as_str()
         );
         assert_eq!(e["timeout_minutes"], 360);
         assert_eq!(
@@ -318,6 +323,25 @@ fn hostile_values_are_rejected_without_injecting_commands() {
         &[("INPUT_KIND", "slurm\n::set-env name=A::b")],
         &["kind", "compiler, slurm, tarball"],
     );
+    // The platforms input: shell and workflow-command injection, and names the catalog lacks.
+    const PLATFORMS: &str = "el8, el9, ubuntu24.04, all";
+    for (value, expect) in [
+        ("el8\n::add-mask::x", "':'"),
+        ("el8;reboot", "';'"),
+        ("$(id)", "'$'"),
+        ("../el8", "'/'"),
+        ("EL8", "\"EL8\" is not in the catalog"),
+        ("el8 rhel8", "\"rhel8\" is not in the catalog"),
+        ("el8,all", "`all` cannot be combined"),
+        ("el9 el9", "el9 is listed more than once"),
+        (" , ", "platforms is empty"),
+    ] {
+        assert_rejected(
+            &["--kind", "tarball"],
+            &[("INPUT_PLATFORMS", value)],
+            &["platforms", expect, PLATFORMS],
+        );
+    }
 }
 
 #[test]
@@ -506,12 +530,12 @@ fn outside_actions_it_prints_key_value() {
     let m: Value = serde_json::from_str(json).unwrap();
     assert_eq!(
         m["include"][0]["artifact_name"],
-        "slurm-25.11-gcc13.4.0-amd64"
+        "slurm-25.11-gcc13.4.0-amd64-el8"
     );
     assert_eq!(lines[1], "count=1");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("| Slurm 25.11 · GCC 13.4.0 · amd64 |"),
+        stderr.contains("| Slurm 25.11 · GCC 13.4.0 · amd64 · el8 |"),
         "{stderr}"
     );
     assert!(!stderr.contains("::"), "{stderr}");
@@ -530,10 +554,11 @@ fn outside_actions_it_prints_key_value() {
 }
 
 /// Variant isolation over the whole matrix: `prepare-matrix` for every kind, all compilers,
-/// all Slurm releases and all architectures, with and without GPU (through the action input,
-/// as the pipelines pass it). Every distinct leg writes its own buildcache prefix (compiler and
-/// Slurm legs) or tarball key (tarball legs), no buildcache prefix lies inside another, and a
-/// CPU build of the default architecture keeps the seed's paths.
+/// all Slurm releases, all architectures and all platforms, with and without GPU (through the
+/// action inputs, as the pipelines pass them). Every distinct leg writes its own buildcache
+/// prefix (compiler and Slurm legs) or tarball key (tarball legs), no buildcache prefix lies
+/// inside another, every path names the leg's platform, and a CPU build of the default
+/// architecture keeps the seed's layout under its platform.
 #[test]
 fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
     // leg identity (what changes the bits) -> what the leg writes
@@ -553,7 +578,7 @@ fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
                     "--architectures",
                     "all",
                 ],
-                &[("INPUT_GPU", gpu)],
+                &[("INPUT_GPU", gpu), ("INPUT_PLATFORMS", "all")],
             );
             assert_success(&r);
             for e in r.entries() {
@@ -561,12 +586,26 @@ fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
                 let s = |f: &str| e[f].as_str().unwrap_or("").to_owned();
                 let leg_gpu = e["gpu"].as_bool().expect("every entry has a boolean gpu");
                 assert_eq!(leg_gpu, kind != "compiler" && gpu == "true", "{e}");
+                let platform = s("platform");
                 let id = format!(
-                    "{kind} slurm={} gcc={} arch={} gpu={leg_gpu}",
+                    "{kind} slurm={} gcc={} arch={} gpu={leg_gpu} platform={platform}",
                     s("slurm_version"),
                     s("compiler_version"),
                     s("arch")
                 );
+                // Every path and name says which platform (and so which glibc) it is for.
+                assert!(
+                    s("buildcache_prefix").contains(&format!("/{platform}/")),
+                    "{e}"
+                );
+                assert!(s("artifact_name").contains(&format!("-{platform}")), "{e}");
+                if kind == "tarball" {
+                    assert!(
+                        s("tarball_key").contains(&format!("/{platform}/"))
+                            && s("tarball_key").ends_with(&format!("-{platform}-software.tar.gz")),
+                        "{e}"
+                    );
+                }
                 let written = match kind {
                     "tarball" => format!("tarball:{}", s("tarball_key")),
                     _ => format!("buildcache:{}", s("buildcache_prefix")),
@@ -596,24 +635,24 @@ fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
                     assert_eq!(prev, &written, "{id}");
                 }
                 writes.insert(id, written);
-                // CPU amd64 keeps the seed's paths.
+                // CPU amd64 keeps the seed's layout, under the platform.
                 if s("arch") == "amd64" && !leg_gpu {
                     let (slurm, gcc) = (s("slurm_version"), s("compiler_version"));
                     match kind {
                         "compiler" => {
                             assert_eq!(
                                 s("buildcache_prefix"),
-                                format!("compilers/{gcc}/buildcache")
+                                format!("compilers/{platform}/{gcc}/buildcache")
                             )
                         }
                         "slurm" => assert_eq!(
                             s("buildcache_prefix"),
-                            format!("slurm/{slurm}/{gcc}/buildcache")
+                            format!("slurm/{platform}/{slurm}/{gcc}/buildcache")
                         ),
                         _ => assert_eq!(
                             s("tarball_key"),
                             format!(
-                                "slurm-factory/{slurm}/{gcc}/slurm-{slurm}-gcc{gcc}-software.tar.gz"
+                                "slurm-factory/{platform}/{slurm}/{gcc}/slurm-{slurm}-gcc{gcc}-{platform}-software.tar.gz"
                             )
                         ),
                     }
@@ -621,9 +660,10 @@ fn no_two_legs_of_any_dispatch_share_a_prefix_or_a_tarball_key() {
             }
         }
     }
-    // 9 compilers × 2 archs (× 2 GPU settings), 4 × 8 × 2 (× 2) Slurm and tarball legs each.
-    assert_eq!(legs, 2 * (9 * 2 + 2 * 4 * 8 * 2));
-    assert_eq!(writes.len(), 9 * 2 + 2 * (4 * 8 * 2 * 2));
+    // 9 compilers × 2 archs (× 2 GPU settings), 4 × 8 × 2 (× 2) Slurm and tarball legs each,
+    // on each of the 3 platforms.
+    assert_eq!(legs, 3 * 2 * (9 * 2 + 2 * 4 * 8 * 2));
+    assert_eq!(writes.len(), 3 * (9 * 2 + 2 * (4 * 8 * 2 * 2)));
     let mut owner: BTreeMap<&String, &String> = BTreeMap::new();
     for (id, w) in &writes {
         if let Some(other) = owner.insert(w, id) {

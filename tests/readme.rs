@@ -84,9 +84,12 @@ fn published_tarball_snippet(b: &support::Build, root: &Path, url: &str, opt: &P
         .unwrap_or_else(|| panic!("the README's base URL is not under {TARBALL_HOST}: {base}"));
     let dest = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(&dest).unwrap();
+    // The full key, as the pipelines publish it (the catalog's tarball_key: its file name names
+    // the platform).
+    let tarball = assigned(&block, "tarball");
     let out = support::publish_cmd(b, &root.join("out"))
         .arg("--destination")
-        .arg(format!("file://{}/", dest.display()))
+        .arg(format!("file://{}/{tarball}", dest.display()))
         .env(
             "GPG_PRIVATE_KEY",
             std::fs::read_to_string(keys().join("demo-signer.sec.asc")).unwrap(),
@@ -99,7 +102,6 @@ fn published_tarball_snippet(b: &support::Build, root: &Path, url: &str, opt: &P
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let tarball = assigned(&block, "tarball");
     assert!(
         dest.join(tarball).is_file(),
         "the README names {tarball}, which tarball-publish did not write to {}",

@@ -104,13 +104,23 @@ fn slurm_all<'a>(slurm: &'a str, publish: &'a str) -> [(&'static str, &'a str); 
 /// Runs the compiler pipeline for GCC 13.4.0 and checks it is green: the first pipeline of a
 /// fresh bucket, whose cache the Slurm pipelines take their toolchain from.
 fn publish_the_compiler(r: &Rehearsal) -> Outcome {
+    publish_the_compiler_on(r, "el8")
+}
+
+/// The same on `platform`: a Slurm leg of a platform reads that platform's compiler cache.
+fn publish_the_compiler_on(r: &Rehearsal, platform: &str) -> Outcome {
     let o = r.act(
         "build-and-publish-compiler-buildcache.yml",
-        &[("compiler_versions", "13.4.0")],
+        &[("compiler_versions", "13.4.0"), ("platforms", platform)],
         None,
         |_| {},
     );
-    assert_green(&o, &["GCC 13.4.0"]);
+    assert_green(&o, &[&format!("GCC 13.4.0 · amd64 · {platform}")]);
+    let legs = o.legs();
+    assert_eq!(
+        legs[0]["buildcache_prefix"],
+        format!("compilers/{platform}/13.4.0/buildcache").as_str()
+    );
     o
 }
 
@@ -221,8 +231,73 @@ async fn the_slurm_all_pipeline_runs_end_to_end() {
     report_lists(&o, 1, &["13.4.0"]);
 }
 
+/// The tarball pipeline on ubuntu24.04: the stand-in image's "built" Slurm is this host's
+/// (Debian 12, glibc 2.36), which only a platform with a floor of 2.36 or more can promise; the
+/// default el8 refuses it (next test).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tarball_pipeline_runs_end_to_end() {
+    let Some(r) = Rehearsal::start().await else {
+        return;
+    };
+    publish_the_compiler_on(&r, "ubuntu24.04");
+    let o = r.act(
+        "build-and-publish-slurm-tarball.yml",
+        &[
+            ("slurm_version", "25.11"),
+            ("gpu_support", "false"),
+            ("platforms", "ubuntu24.04"),
+        ],
+        None,
+        // The pipeline builds every GCC of the catalog; the rehearsal runs one leg of them
+        // (act's matrix filter), which is enough to exercise the wiring.
+        |c| {
+            c.args(["--matrix", "compiler_version:13.4.0"]);
+        },
+    );
+    assert_green(
+        &o,
+        &["Slurm 25.11 tarball · GCC 13.4.0 · amd64 · ubuntu24.04"],
+    );
+    assert!(
+        o.log
+            .contains("Success - Main Install the published tarball"),
+        "{}",
+        tail(&o.log)
+    );
+    // tarball-publish checked the floor against the leg's platform and published under it.
+    assert!(
+        o.log.contains("glibc floor 2.") && !o.log.contains("no --platform"),
+        "{}",
+        tail(&o.log)
+    );
+    let leg = o
+        .legs()
+        .into_iter()
+        .find(|l| l["compiler_version"] == "13.4.0")
+        .unwrap();
+    assert_eq!(
+        leg["tarball_key"],
+        "slurm-factory/ubuntu24.04/25.11/13.4.0/slurm-25.11-gcc13.4.0-ubuntu24.04-software.tar.gz"
+    );
+    assert!(
+        o.log.contains(&format!(
+            "Download: <{}>",
+            leg["tarball_url"].as_str().unwrap()
+        )) || o
+            .log
+            .contains("slurm-25.11-gcc13.4.0-ubuntu24.04-software.tar.gz"),
+        "{}",
+        tail(&o.log)
+    );
+    report_lists(&o, 1, &["13.4.0"]);
+}
+
+/// The floor is enforced on every leg by default: dispatched with its defaults, the tarball
+/// pipeline builds on el8 (glibc 2.28) and its tarball-publish step refuses the stand-in's
+/// Slurm (this host's Debian 12 programs, which need a newer glibc), naming the file and the
+/// symbol version, before anything is signed or uploaded; test-install never runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_platform_refuses_a_tarball_above_its_glibc_floor() {
     let Some(r) = Rehearsal::start().await else {
         return;
     };
@@ -231,20 +306,42 @@ async fn the_tarball_pipeline_runs_end_to_end() {
         "build-and-publish-slurm-tarball.yml",
         &[("slurm_version", "25.11"), ("gpu_support", "false")],
         None,
-        // The pipeline builds every GCC of the catalog; the rehearsal runs one leg of them
-        // (act's matrix filter), which is enough to exercise the wiring.
         |c| {
             c.args(["--matrix", "compiler_version:13.4.0"]);
         },
     );
-    assert_green(&o, &["Slurm 25.11 tarball · GCC 13.4.0"]);
+    assert!(!o.success, "{}", tail(&o.log));
+    assert_eq!(o.legs()[0]["platform"], "el8");
     assert!(
         o.log
-            .contains("Success - Main Install the published tarball"),
-        "{}",
+            .contains("Failure - Main Package and publish the tarball"),
+        "tarball-publish did not fail:\n{}",
         tail(&o.log)
     );
-    report_lists(&o, 1, &["13.4.0"]);
+    let refusal = o
+        .log
+        .lines()
+        .find(|l| l.contains("::error::nothing was signed or uploaded"))
+        .unwrap_or_else(|| panic!("no refusal in:\n{}", tail(&o.log)));
+    assert!(
+        refusal.contains(
+            "but the catalog promises platform el8 (Rocky Linux 8) runs it with glibc 2.28"
+        ) && refusal.contains("view/bin/")
+            && refusal.contains("needs GLIBC_2."),
+        "{refusal}"
+    );
+    assert!(
+        !o.log.contains("Run Main Install the published tarball"),
+        "test-install ran after a refused tarball:\n{}",
+        tail(&o.log)
+    );
+    assert!(
+        o.jobs
+            .iter()
+            .any(|(n, c)| n.ends_with("· el8") && c == "failure"),
+        "{}",
+        o.job_conclusions()
+    );
 }
 
 /// Dropping one wiring of the generated compiler pipeline turns the rehearsal red, in the step

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -403,6 +403,8 @@ const MATRIX_SCHEMA: &[&str] = &[
     "slurm_version",
     "slurm_spack_version",
     "arch",
+    "platform",
+    "glibc_floor",
     "gpu",
     "spack_target",
     "runs_on",
@@ -484,7 +486,14 @@ fn matrix_jobs_read_only_fields_of_the_prepare_matrix_schema() {
                 path.display()
             );
         }
-        for needed in ["runs_on", "timeout_minutes", "name", "artifact_name"] {
+        // Every pipeline hands the leg's platform to its build (and tarball-publish) steps.
+        for needed in [
+            "runs_on",
+            "timeout_minutes",
+            "name",
+            "artifact_name",
+            "platform",
+        ] {
             assert!(
                 fields.iter().any(|f| f == needed),
                 "{}: no matrix.{needed}",
@@ -626,6 +635,216 @@ fn act_replays_the_compiler_plan_job_with_custom_inputs() {
         .map(|e| e["compiler_version"].as_str().unwrap())
         .collect();
     assert_eq!(got, BTreeSet::from(["13.4.0", "14.2.0"]), "{m}");
+}
+
+/// The platform axis reaches every step that depends on it: every build and tarball-publish
+/// step of the generated pipelines gets its leg's platform, and every plan job passes the
+/// dispatch's `platforms` to prepare-matrix, whose default is the catalog's default platform.
+/// Without it tarball-publish would check no floor, and a build would run in another image
+/// than its prefix names.
+#[test]
+fn every_build_and_tarball_step_gets_the_legs_platform() {
+    let mut seen = BTreeMap::new();
+    for f in rendered() {
+        if !f.path.starts_with(".github/workflows") {
+            continue;
+        }
+        let doc: yaml_serde::Value = yaml_serde::from_str(&f.contents).unwrap();
+        let Some(jobs) = doc.get("jobs").and_then(|j| j.as_mapping()) else {
+            continue;
+        };
+        for (_, job) in jobs {
+            for st in job
+                .get("steps")
+                .and_then(|s| s.as_sequence())
+                .into_iter()
+                .flatten()
+            {
+                let Some(uses) = st.get("uses").and_then(|u| u.as_str()) else {
+                    continue;
+                };
+                let with = |k: &str| {
+                    st.get("with")
+                        .and_then(|w| w.get(k))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                };
+                let action = uses.trim_start_matches("./actions/");
+                match action {
+                    "build-compiler" | "build-slurm" | "tarball-publish" => {
+                        assert_eq!(
+                            with("platform").as_deref(),
+                            Some("${{ matrix.platform }}"),
+                            "{}: a {action} step without the leg's platform",
+                            f.path.display()
+                        );
+                        *seen.entry(action.to_owned()).or_insert(0) += 1;
+                    }
+                    "prepare-matrix" => {
+                        assert_eq!(
+                            with("platforms").as_deref(),
+                            Some("${{ inputs.platforms }}"),
+                            "{}",
+                            f.path.display()
+                        );
+                        let input = &doc["on"]["workflow_dispatch"]["inputs"]["platforms"];
+                        assert_eq!(
+                            input["default"].as_str(),
+                            Some("el8"),
+                            "{}",
+                            f.path.display()
+                        );
+                        *seen.entry(action.to_owned()).or_insert(0) += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        BTreeMap::from([
+            ("build-compiler".to_owned(), 1),
+            ("build-slurm".to_owned(), 2),
+            ("prepare-matrix".to_owned(), 3),
+            ("tarball-publish".to_owned(), 1),
+        ])
+    );
+}
+
+/// The plan job of slurm-all replayed with act as GitHub would run it: with the default inputs
+/// every leg builds on the catalog's default platform (el8, the lowest glibc floor); with
+/// `platforms` the matrix gains one leg per platform, each with its own prefix, and the job
+/// summary's table shows the platform and the glibc floor of every leg.
+#[test]
+fn act_replays_the_slurm_plan_job_with_the_platform_axis() {
+    let Some(act) = common::require_tool("act") else {
+        return;
+    };
+    let prepare = common::bin("prepare-matrix");
+    let bin_dir = prepare.parent().unwrap();
+    let replay = |inputs: &[&str]| {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = Command::new(&act);
+        c.current_dir(root()).env("HOME", home.path()).args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/build-and-publish-slurm-all.yml",
+            "-j",
+            "plan",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "-P",
+            "self-hosted=-self-hosted",
+        ]);
+        for i in inputs {
+            c.args(["--input", i]);
+        }
+        let out = c
+            .arg("--env")
+            .arg(format!("SLURM_FACTORY_BIN_DIR={}", bin_dir.display()))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "act failed:\n{t}");
+        let json = t
+            .lines()
+            .find_map(|l| {
+                l.split_once("::set-output:: matrix=")
+                    .map(|(_, j)| j.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no matrix output in act's log:\n{t}"));
+        let m: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (m["include"].as_array().unwrap().clone(), t)
+    };
+
+    // Defaults: 4 releases × 8 toolchains, all on el8.
+    let (legs, _) = replay(&["gpu=false"]);
+    assert_eq!(legs.len(), 32);
+    for e in &legs {
+        assert_eq!(e["platform"], "el8", "{e}");
+        assert_eq!(e["glibc_floor"], "2.28", "{e}");
+        assert!(
+            e["buildcache_prefix"]
+                .as_str()
+                .unwrap()
+                .starts_with("slurm/el8/"),
+            "{e}"
+        );
+    }
+
+    // Two platforms: one leg each, apart, and the summary says which glibc each needs.
+    let (legs, log) = replay(&[
+        "gpu=false",
+        "slurm_versions=25.11",
+        "compiler_versions=13.4.0",
+        "platforms=ubuntu24.04, el8",
+    ]);
+    let got: Vec<(&str, &str, &str)> = legs
+        .iter()
+        .map(|e| {
+            (
+                e["platform"].as_str().unwrap(),
+                e["glibc_floor"].as_str().unwrap(),
+                e["buildcache_prefix"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("el8", "2.28", "slurm/el8/25.11/13.4.0/buildcache"),
+            (
+                "ubuntu24.04",
+                "2.39",
+                "slurm/ubuntu24.04/25.11/13.4.0/buildcache"
+            ),
+        ]
+    );
+    let summary = log
+        .split("Summary - ### ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("act printed no job summary:\n{log}"));
+    assert!(
+        summary.contains("| Platform | glibc floor |"),
+        "the summary table has no platform column:\n{summary}"
+    );
+    for (name, floor) in [("el8", "2.28"), ("ubuntu24.04", "2.39")] {
+        assert!(
+            summary.contains(&format!("| `{name}` | `{floor}` |"))
+                && summary.contains(&format!("Slurm 25.11 · GCC 13.4.0 · amd64 · {name}")),
+            "the summary does not show {name}:\n{summary}"
+        );
+    }
+
+    // A platform the catalog lacks fails the plan job, before any leg starts.
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(&act)
+        .current_dir(root())
+        .env("HOME", home.path())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/build-and-publish-slurm-all.yml",
+            "-j",
+            "plan",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--input",
+            "platforms=el8,sles15",
+            "--env",
+        ])
+        .arg(format!("SLURM_FACTORY_BIN_DIR={}", bin_dir.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("platforms: \"sles15\" is not in the catalog; supported values: el8, el9, ubuntu24.04, all"),
+        "{t}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

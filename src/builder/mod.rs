@@ -104,7 +104,7 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     let started = Instant::now();
     let deadline = started + opts.timeout;
     let mut cancel = Cancel::install()?;
-    let ctx = BuildContext::load(opts.docker_context.as_deref())?;
+    let ctx = BuildContext::load(opts.docker_context.as_deref(), job.platform())?;
     let engine = Engine::connect().await?;
 
     let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
@@ -261,6 +261,15 @@ pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
         "Build plan for {job} (namespace {}); nothing was run.",
         layout.namespace()
     );
+    let p = job.platform();
+    let _ = writeln!(
+        out,
+        "Platform: {} ({}, glibc {}: the artifacts' floor), image {}.",
+        p.name,
+        p.os,
+        p.glibc,
+        p.image_ref()
+    );
     match job.toolchain() {
         Some(Toolchain::Buildcache) => {
             let _ = writeln!(
@@ -341,7 +350,7 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
     } = request;
     if dry_run {
         let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
-        let ctx = BuildContext::load(opts.docker_context.as_deref())?;
+        let ctx = BuildContext::load(opts.docker_context.as_deref(), job.platform())?;
         runner.info(&plan(&job, &layout, &ctx)?);
         return Ok(());
     }

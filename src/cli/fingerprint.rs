@@ -36,6 +36,9 @@ pub struct Args {
     /// A GPU build (Slurm and tarball legs)
     #[arg(long)]
     pub gpu: bool,
+    /// Build platform: el8, el9 or ubuntu24.04 (default from the catalog)
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Read spack-repo/ and docker/ from this checkout instead of the copies embedded in the binary
     #[arg(long, value_name = "DIR")]
     pub source_dir: Option<PathBuf>,
@@ -59,6 +62,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .arch
         .map(Arch)
         .unwrap_or_else(|| catalog.architectures.default.clone());
+    let platform = args.platform.map(crate::catalog::PlatformName);
     let (job, tarball) = match kind.as_str() {
         "compiler" => {
             if args.gpu || args.slurm_version.is_some() {
@@ -66,7 +70,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
                     "a compiler leg has no Slurm release and no GPU variant: drop --slurm-version/--gpu"
                 );
             }
-            (Job::compiler(&catalog, gcc, arch)?, false)
+            (
+                Job::compiler_on(&catalog, gcc, arch, platform.as_ref())?,
+                false,
+            )
         }
         "slurm" | "tarball" => {
             let slurm = match args.slurm_version {
@@ -78,6 +85,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
                 gcc,
                 gpu: args.gpu,
                 arch,
+                platform,
                 compiler_mirror: None,
                 slurm_mirror: None,
             }

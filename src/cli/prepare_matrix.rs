@@ -20,7 +20,7 @@ use super::{bool_flag_or_input, flag_or_input};
 #[command(
     name = "prepare-matrix",
     version,
-    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
+    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  prepare-matrix --kind tarball --platforms el8,ubuntu24.04\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
 )]
 pub struct Args {
     /// What the matrix builds: compiler, slurm or tarball [input: kind]
@@ -36,6 +36,10 @@ pub struct Args {
     /// Target architectures: `all` or a list (amd64, arm64); default amd64 [input: architectures]
     #[arg(long)]
     pub architectures: Option<String>,
+    /// Build platforms (OS images): `all` or a list (el8, el9, ubuntu24.04); default the
+    /// catalog's default, el8 (the lowest glibc floor) [input: platforms]
+    #[arg(long)]
+    pub platforms: Option<String>,
     /// Slurm and tarball legs build with GPU support; their buildcache prefixes and tarball keys
     /// carry `-gpu` (true/false; default false; ignored for compiler) [input: gpu]
     #[arg(long)]
@@ -60,6 +64,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         compiler_versions: flag_or_input(args.compiler_versions, &runner, "compiler_versions"),
         slurm_versions: flag_or_input(args.slurm_versions, &runner, "slurm_versions"),
         architectures: flag_or_input(args.architectures, &runner, "architectures"),
+        platforms: flag_or_input(args.platforms, &runner, "platforms"),
         gpu: bool_flag_or_input(args.gpu.then_some(true), &runner, "gpu", false)?,
     };
     let matrix = matrix::plan(&catalog, &request)?;

@@ -75,7 +75,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         .unwrap_or_else(|| "slurm-factory".to_owned());
     let run_url = crate::report::slack::run_url(&runner);
     let jobs = github::run_jobs(&run, &token).await?;
-    let report = Report::from_jobs(&pipeline, run_url, jobs, &[REPORT_JOB_NAME]);
+    let catalog =
+        crate::catalog::Catalog::load_or_embedded(super::catalog_path(None, &runner).as_deref())?;
+    let report =
+        Report::from_jobs(&pipeline, run_url, jobs, &[REPORT_JOB_NAME]).with_floors(&catalog);
     runner.append_summary(&report.markdown())?;
     let (passed, total) = report.passed();
     runner.info(&format!("{pipeline}: {passed} of {total} legs passed"));

@@ -66,7 +66,7 @@ pub struct Args {
     /// With --publish: the build's architecture (default: the catalog's; others carry -<arch>)
     #[arg(long, requires = "publish")]
     pub arch: Option<String>,
-    /// The catalog platform the build ran on (el8, el9, ubuntu24.04): refuse a tarball that needs a newer glibc than it has; without it the floor is only recorded [input: platform]
+    /// The catalog platform the build ran on (el8, el9, ubuntu24.04): refuse a tarball that needs a newer glibc than it has (the generated workflows always pass the leg's); without it the floor is only recorded, except with --publish, which keys the tarball under the catalog's default platform and checks it against that [input: platform]
     #[arg(long)]
     pub platform: Option<String>,
     #[command(flatten)]
@@ -123,10 +123,17 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     };
     let mut destination =
         flag_or_input(args.destination, &runner, "destination").filter(|d| !d.trim().is_empty());
+    let catalog =
+        crate::catalog::Catalog::load_or_embedded(super::catalog_path(None, &runner).as_deref())?;
+    let mut platform = flag_or_input(args.platform, &runner, "platform")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| catalog.platform_named(p.trim()).cloned())
+        .transpose()?;
+    if args.publish && platform.is_none() {
+        // The key names a platform, so the floor is checked against that platform.
+        platform = catalog.platform(&catalog.platforms.default).cloned();
+    }
     if args.publish {
-        let catalog = crate::catalog::Catalog::load_or_embedded(
-            super::catalog_path(None, &runner).as_deref(),
-        )?;
         let arch = args
             .arch
             .map(crate::catalog::Arch)
@@ -137,6 +144,9 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         let variant = crate::catalog::Variant {
             gpu: args.gpu,
             arch,
+            platform: platform
+                .as_ref()
+                .map_or_else(|| catalog.platforms.default.clone(), |p| p.name.clone()),
         };
         destination = Some(format!(
             "s3://{}/{}",
@@ -144,14 +154,6 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             catalog.tarball_key(&slurm, &gcc, &variant)
         ));
     }
-    let platform = flag_or_input(args.platform, &runner, "platform")
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            crate::catalog::Catalog::embedded()
-                .platform_named(p.trim())
-                .cloned()
-        })
-        .transpose()?;
     // The key and the S3 settings are checked before hours of packing could be wasted.
     if let Some(d) = &destination {
         publish::Destination::parse(d, "slurm.tar.gz")?;

@@ -7,8 +7,36 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-/// The build image definition embedded in the binary (`docker/Dockerfile`).
-pub const EMBEDDED_DOCKERFILE: &str = include_str!("../../docker/Dockerfile");
+use crate::catalog::{Platform, PlatformName};
+
+/// The build image definitions embedded in the binary, one per catalog platform:
+/// `docker/<platform>/Dockerfile`.
+pub const EMBEDDED_DOCKERFILES: &[(&str, &str)] = &[
+    ("el8", include_str!("../../docker/el8/Dockerfile")),
+    ("el9", include_str!("../../docker/el9/Dockerfile")),
+    (
+        "ubuntu24.04",
+        include_str!("../../docker/ubuntu24.04/Dockerfile"),
+    ),
+];
+
+/// The embedded Dockerfile of `platform`, if the binary has one.
+pub fn embedded_dockerfile(platform: &PlatformName) -> Option<&'static str> {
+    EMBEDDED_DOCKERFILES
+        .iter()
+        .find(|(p, _)| *p == platform.0)
+        .map(|(_, d)| *d)
+}
+
+/// The `image@sha256:…` digest of a Dockerfile's first `FROM` line, if it names one.
+pub fn from_digest(dockerfile: &str) -> Option<&str> {
+    let from = dockerfile
+        .lines()
+        .map(str::trim)
+        .find(|l| l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("FROM ")))?;
+    let image = from[5..].split_whitespace().next()?;
+    image.split_once('@').map(|(_, d)| d)
+}
 
 /// Repository of the images slurm-factory builds; the tag is the context digest.
 pub const IMAGE_REPOSITORY: &str = "slurm-factory-build";
@@ -33,14 +61,41 @@ impl std::fmt::Debug for BuildContext {
 }
 
 impl BuildContext {
-    /// The embedded `docker/` context.
-    pub fn embedded() -> Result<BuildContext> {
+    /// The embedded `docker/<platform>/` context. Refused when the catalog records no image
+    /// digest for the platform, when the binary has no Dockerfile for it, or when the
+    /// Dockerfile's `FROM` digest is not the catalog's (a `--catalog` that re-pins the image
+    /// needs a `--docker-context` that builds from it).
+    pub fn embedded(platform: &Platform) -> Result<BuildContext> {
+        let pinned = platform.pinned_image()?;
+        let Some(dockerfile) = embedded_dockerfile(&platform.name) else {
+            bail!(
+                "this binary has no build image for platform {} (it embeds {}): pass --docker-context <dir> with a Dockerfile that builds FROM {pinned}",
+                platform.name,
+                EMBEDDED_DOCKERFILES
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let want = platform.digest.as_deref().unwrap_or_default();
+        if from_digest(dockerfile) != Some(want) {
+            bail!(
+                "the embedded docker/{}/Dockerfile builds FROM {}, but the catalog pins {pinned} for platform {}: use the catalog this binary embeds, or pass --docker-context <dir> with a Dockerfile FROM {pinned}",
+                platform.name,
+                from_digest(dockerfile).unwrap_or("an image without a digest"),
+                platform.name
+            );
+        }
         let files = vec![(
             PathBuf::from("Dockerfile"),
-            EMBEDDED_DOCKERFILE.as_bytes().to_vec(),
+            dockerfile.as_bytes().to_vec(),
             0o644,
         )];
-        Self::pack(files, "the embedded docker/ directory".to_owned())
+        Self::pack(
+            files,
+            format!("the embedded docker/{}/ directory", platform.name),
+        )
     }
 
     /// The context at `dir` (which must hold a `Dockerfile`).
@@ -57,11 +112,22 @@ impl BuildContext {
         Self::pack(files, dir.display().to_string())
     }
 
-    /// `dir` when given, else the embedded context.
-    pub fn load(dir: Option<&Path>) -> Result<BuildContext> {
+    /// The context of `platform`: with `dir`, `dir/<platform>/` when it holds a Dockerfile (a
+    /// directory laid out like the project's docker/), else `dir` itself; without, the embedded
+    /// one ([`BuildContext::embedded`]). A platform without a recorded image digest is refused
+    /// either way.
+    pub fn load(dir: Option<&Path>, platform: &Platform) -> Result<BuildContext> {
+        platform.pinned_image()?;
         match dir {
-            Some(d) => Self::from_dir(d),
-            None => Self::embedded(),
+            Some(d) => {
+                let sub = d.join(&platform.name.0);
+                if sub.join("Dockerfile").is_file() {
+                    Self::from_dir(&sub)
+                } else {
+                    Self::from_dir(d)
+                }
+            }
+            None => Self::embedded(platform),
         }
     }
 
@@ -154,13 +220,27 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>, u32)>) -> R
 mod tests {
     use super::*;
 
+    fn platform(name: &str) -> Platform {
+        crate::catalog::Catalog::embedded()
+            .platform_named(name)
+            .unwrap()
+            .clone()
+    }
+
     #[test]
     fn contexts_are_deterministic_and_tagged_by_content() {
-        let a = BuildContext::embedded().unwrap();
-        let b = BuildContext::embedded().unwrap();
+        let a = BuildContext::embedded(&platform("el8")).unwrap();
+        let b = BuildContext::embedded(&platform("el8")).unwrap();
         assert_eq!(a.digest(), b.digest());
         assert!(a.image_tag().starts_with("slurm-factory-build:"));
-        assert!(a.dockerfile().contains("FROM ubuntu:24.04@sha256:"));
+        assert!(
+            a.dockerfile()
+                .contains("FROM docker.io/rockylinux/rockylinux:8@sha256:")
+        );
+        assert_eq!(a.origin(), "the embedded docker/el8/ directory");
+        let u = BuildContext::embedded(&platform("ubuntu24.04")).unwrap();
+        assert!(u.dockerfile().contains("FROM ubuntu:24.04@sha256:"));
+        assert_ne!(a.image_tag(), u.image_tag());
 
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
@@ -176,6 +256,108 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["Dockerfile", "sub/x"]);
+    }
+
+    /// Every catalog platform has an embedded Dockerfile whose `FROM` digest is the catalog's,
+    /// and every one pins the same Spack and spack-packages commits: a bump of one without the
+    /// other fails here.
+    #[test]
+    fn every_platform_builds_from_the_catalogs_digest_with_the_same_spack() {
+        let c = crate::catalog::Catalog::embedded();
+        let mut pins = std::collections::BTreeSet::new();
+        for p in &c.platforms.images {
+            let d = embedded_dockerfile(&p.name)
+                .unwrap_or_else(|| panic!("no docker/{}/Dockerfile embedded", p.name));
+            assert_eq!(
+                from_digest(d),
+                p.digest.as_deref(),
+                "docker/{}/Dockerfile's FROM digest is not catalog.yaml's",
+                p.name
+            );
+            let args: Vec<&str> = d.lines().filter(|l| l.starts_with("ARG SPACK_")).collect();
+            assert_eq!(args.len(), 2, "{}: {args:?}", p.name);
+            pins.insert(args.join("\n"));
+            // The image the build runs is the platform's: its label says so.
+            assert!(
+                d.contains(&format!("io.slurm-factory.platform=\"{}\"", p.name)),
+                "{}",
+                p.name
+            );
+        }
+        assert_eq!(
+            pins.len(),
+            1,
+            "the Dockerfiles pin different Spack commits: {pins:?}"
+        );
+        assert_eq!(
+            EMBEDDED_DOCKERFILES.len(),
+            c.platforms.images.len(),
+            "a Dockerfile for a platform the catalog lacks"
+        );
+    }
+
+    #[test]
+    fn a_platform_without_a_digest_or_with_another_one_is_refused() {
+        let mut p = platform("el9");
+        p.digest = None;
+        let err = BuildContext::load(None, &p).unwrap_err().to_string();
+        assert!(
+            err.contains("platform el9 (Rocky Linux 9) has no image digest"),
+            "{err}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let err = BuildContext::load(Some(d.path()), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no image digest"), "{err}");
+
+        let mut p = platform("el8");
+        p.digest = Some(format!("sha256:{}", "0".repeat(64)));
+        let err = BuildContext::embedded(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("the embedded docker/el8/Dockerfile builds FROM sha256:e8a49c54")
+                && err.contains("--docker-context"),
+            "{err}"
+        );
+        let mut p = platform("el8");
+        p.name = PlatformName("sles15".into());
+        let err = BuildContext::embedded(&p).unwrap_err().to_string();
+        assert!(err.contains("no build image for platform sles15"), "{err}");
+    }
+
+    #[test]
+    fn a_context_directory_laid_out_like_docker_gives_each_platform_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir(d.path().join("el8")).unwrap();
+        std::fs::write(
+            d.path().join("el8/Dockerfile"),
+            "FROM scratch\nLABEL p=el8\n",
+        )
+        .unwrap();
+        let el8 = BuildContext::load(Some(d.path()), &platform("el8")).unwrap();
+        assert!(el8.dockerfile().contains("p=el8"));
+        assert!(el8.origin().ends_with("/el8"), "{}", el8.origin());
+        let el9 = BuildContext::load(Some(d.path()), &platform("el9")).unwrap();
+        assert_eq!(el9.dockerfile(), "FROM scratch\n");
+        // The checkout's docker/ directory is such a directory.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker");
+        for p in ["el8", "el9", "ubuntu24.04"] {
+            let from_dir = BuildContext::load(Some(&root), &platform(p)).unwrap();
+            let embedded = BuildContext::embedded(&platform(p)).unwrap();
+            assert_eq!(from_dir.digest(), embedded.digest(), "{p}");
+        }
+    }
+
+    #[test]
+    fn from_digests_are_read_off_the_first_from_line() {
+        assert_eq!(
+            from_digest("# x\nfrom a:1@sha256:ab AS b\nFROM c@sha256:cd\n"),
+            Some("sha256:ab")
+        );
+        assert_eq!(from_digest("FROM a:1\n"), None);
+        assert_eq!(from_digest("RUN x\n"), None);
     }
 
     #[test]

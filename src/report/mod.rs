@@ -4,7 +4,8 @@
 //! [`github::run_jobs`] reads the run's jobs through the GitHub REST API with octocrab
 //! (`GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs`, every page); [`Report::from_jobs`]
 //! sorts them into legs by the names prepare-matrix gives them (`Slurm 25.11 · GCC 13.4.0 ·
-//! amd64`, `Slurm 25.11 tarball · GCC 13.4.0 · amd64`, `GCC 13.4.0 · amd64`) and renders the
+//! amd64 · el8`, `Slurm 25.11 tarball · GCC 13.4.0 · amd64 · el8`, `GCC 13.4.0 · amd64 · el8`;
+//! names without the platform, from before it was part of them, are read too) and renders the
 //! table ([`Report::markdown`]) and the message ([`Report::slack_text`]).
 
 pub(crate) mod github;
@@ -72,19 +73,41 @@ pub struct Leg {
     pub gcc: String,
     /// The architecture.
     pub arch: String,
+    /// The build platform (`el8`); empty in a name without one.
+    pub platform: String,
 }
 
 impl Leg {
     /// Parses a leg's job name; `None` for other jobs (plan, binaries, report).
     pub fn parse(name: &str) -> Option<Leg> {
         let parts: Vec<&str> = name.split(" · ").collect();
+        // A platform name as the catalog allows it (`el8`, `ubuntu24.04`).
+        let platform_ok = |p: &str| {
+            p.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.len() <= 24
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.')
+        };
+        // With the platform last (today's names), else without (older runs' names).
+        if let [rest @ .., last] = parts.as_slice()
+            && rest.len() >= 2
+            && platform_ok(last)
+            && let Some(leg) = Self::parse_parts(rest, last)
+        {
+            return Some(leg);
+        }
+        Self::parse_parts(&parts, "")
+    }
+
+    fn parse_parts(parts: &[&str], platform: &str) -> Option<Leg> {
         let version_ok = |v: &str| {
             !v.is_empty()
                 && v.bytes()
                     .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         };
         let arch_ok = |a: &str| !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric());
-        match parts.as_slice() {
+        let platform = platform.to_owned();
+        match parts {
             [slurm, gcc, arch] => {
                 let gcc = gcc.strip_prefix("GCC ")?;
                 let rest = slurm.strip_prefix("Slurm ")?;
@@ -96,6 +119,7 @@ impl Leg {
                     row: format!("Slurm {version}{}", if tarball { " tarball" } else { "" }),
                     gcc: gcc.to_owned(),
                     arch: (*arch).to_owned(),
+                    platform,
                 })
             }
             [gcc, arch] => {
@@ -104,6 +128,7 @@ impl Leg {
                     row: "GCC toolchain".to_owned(),
                     gcc: gcc.to_owned(),
                     arch: (*arch).to_owned(),
+                    platform,
                 })
             }
             _ => None,
@@ -134,6 +159,8 @@ pub struct Report {
     pub legs: BTreeMap<Leg, RunJob>,
     /// Every other job (plan, binaries, …), in API order.
     pub others: Vec<RunJob>,
+    /// The glibc floor of each build platform (from the catalog), for the table's note.
+    pub floors: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -164,7 +191,19 @@ impl Report {
             run_url,
             legs,
             others,
+            floors: BTreeMap::new(),
         }
+    }
+
+    /// Names the glibc floor of every catalog platform in the table's note.
+    pub fn with_floors(mut self, catalog: &crate::catalog::Catalog) -> Report {
+        self.floors = catalog
+            .platforms
+            .images
+            .iter()
+            .map(|p| (p.name.0.clone(), p.glibc.clone()))
+            .collect();
+        self
     }
 
     /// Legs that passed, and all legs.
@@ -202,11 +241,14 @@ impl Report {
             a.len() > 1
         };
         let row_of = |l: &Leg| {
+            let mut r = l.row.clone();
             if many_arch {
-                format!("{} · {}", l.row, l.arch)
-            } else {
-                l.row.clone()
+                r = format!("{r} · {}", l.arch);
             }
+            if !l.platform.is_empty() {
+                r = format!("{r} · {}", l.platform);
+            }
+            r
         };
         let mut rows: Vec<String> = self.legs.keys().map(row_of).collect();
         rows.sort_by(|a, b| newest_first(a, b));
@@ -233,6 +275,29 @@ impl Report {
                     let _ = write!(md, " {cell} |");
                 }
                 let _ = writeln!(md);
+            }
+            let mut platforms: Vec<&str> = self
+                .legs
+                .keys()
+                .map(|l| l.platform.as_str())
+                .filter(|p| !p.is_empty())
+                .collect();
+            platforms.sort_unstable();
+            platforms.dedup();
+            if !platforms.is_empty() {
+                let built: Vec<String> = platforms
+                    .iter()
+                    .map(|p| match self.floors.get(*p) {
+                        Some(g) => format!(
+                            "`{}` (glibc floor {}: runs on hosts with glibc {} or newer)",
+                            md_escape(p),
+                            md_escape(g),
+                            md_escape(g)
+                        ),
+                        None => format!("`{}`", md_escape(p)),
+                    })
+                    .collect();
+                let _ = writeln!(md, "\nBuilt on: {}", built.join(", "));
             }
         } else {
             let _ = writeln!(md, "No build legs ran.");
@@ -322,8 +387,23 @@ mod tests {
             Some(Leg {
                 row: "Slurm 25.11".into(),
                 gcc: "13.4.0".into(),
-                arch: "amd64".into()
+                arch: "amd64".into(),
+                platform: String::new(),
             })
+        );
+        assert_eq!(
+            Leg::parse("Slurm 25.11 · GCC 13.4.0 · amd64 · el8"),
+            Some(Leg {
+                row: "Slurm 25.11".into(),
+                gcc: "13.4.0".into(),
+                arch: "amd64".into(),
+                platform: "el8".into(),
+            })
+        );
+        let g = Leg::parse("GCC 15.2.0 · arm64 · ubuntu24.04").unwrap();
+        assert_eq!(
+            (g.row.as_str(), g.arch.as_str(), g.platform.as_str()),
+            ("GCC toolchain", "arm64", "ubuntu24.04")
         );
         assert_eq!(
             Leg::parse("Slurm 24.11 tarball · GCC 7.5.0 · arm64")
@@ -339,11 +419,41 @@ mod tests {
             "Plan the compiler matrix",
             "Build the slurm-factory binaries (amd64)",
             "Run report",
-            "Slurm 25.11 · GCC 13.4.0 · amd64 · extra",
+            "Slurm 25.11 · GCC 13.4.0 · amd64 · el8 · extra",
+            "Slurm 25.11 · GCC 13.4.0 · amd64 · EL8",
             "Slurm x|y · GCC 13.4.0 · amd64",
+            "GCC 13.4.0 · amd64 · el8 · el9",
         ] {
             assert_eq!(Leg::parse(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn the_table_shows_each_legs_platform_and_its_glibc_floor() {
+        let job = |name: &str| RunJob {
+            name: name.into(),
+            state: State::Passed,
+            html_url: "https://example.com/j".into(),
+        };
+        let r = Report::from_jobs(
+            "Slurm",
+            None,
+            vec![
+                job("Slurm 25.11 · GCC 13.4.0 · amd64 · el8"),
+                job("Slurm 25.11 · GCC 13.4.0 · amd64 · ubuntu24.04"),
+                job("Plan the Slurm × compiler matrix"),
+            ],
+            &[],
+        )
+        .with_floors(&crate::catalog::Catalog::embedded());
+        let md = r.markdown();
+        assert!(md.contains("### Slurm: 2 of 2 legs passed"), "{md}");
+        assert!(md.contains("| Slurm 25.11 · el8 | [✅]"), "{md}");
+        assert!(md.contains("| Slurm 25.11 · ubuntu24.04 | [✅]"), "{md}");
+        assert!(
+            md.contains("Built on: `el8` (glibc floor 2.28: runs on hosts with glibc 2.28 or newer), `ubuntu24.04` (glibc floor 2.39"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Arch, Catalog, GccVersion, SlurmRelease};
+use crate::catalog::{Arch, Catalog, GccVersion, Platform, PlatformName, SlurmRelease};
 use crate::gha::Runner;
 
 pub(crate) mod env;
@@ -79,6 +79,9 @@ pub struct CompilerJob {
     pub gcc: GccVersion,
     /// The architecture name.
     pub arch: Arch,
+    /// The build platform: the OS image the toolchain is built in (its system GCC bootstraps
+    /// it, its glibc is the artifacts' floor).
+    pub platform: Platform,
     /// Spack's `target=` for portable binaries.
     pub spack_target: String,
 }
@@ -94,6 +97,8 @@ pub struct SlurmJob {
     pub gpu: bool,
     /// The architecture name.
     pub arch: Arch,
+    /// The build platform (the OS image; its glibc is the artifacts' floor).
+    pub platform: Platform,
     /// Spack's `target=` for portable binaries.
     pub spack_target: String,
     /// URL of the signed compiler buildcache the toolchain is installed from.
@@ -127,8 +132,20 @@ impl fmt::Display for Toolchain {
 }
 
 impl Job {
-    /// A compiler job for `gcc` on `arch`, checked against the catalog.
+    /// A compiler job for `gcc` on `arch` on the catalog's default platform, checked against
+    /// the catalog.
     pub fn compiler(catalog: &Catalog, gcc: GccVersion, arch: Arch) -> Result<Job> {
+        Job::compiler_on(catalog, gcc, arch, None)
+    }
+
+    /// A compiler job for `gcc` on `arch` on `platform` (default: the catalog's), checked
+    /// against the catalog.
+    pub fn compiler_on(
+        catalog: &Catalog,
+        gcc: GccVersion,
+        arch: Arch,
+        platform: Option<&PlatformName>,
+    ) -> Result<Job> {
         if catalog.compiler(&gcc).is_none() {
             bail!(
                 "GCC {gcc} is not in the catalog; known toolchains: {}",
@@ -136,9 +153,11 @@ impl Job {
             );
         }
         let spack_target = target_of(catalog, &arch)?;
+        let platform = platform_of(catalog, platform)?;
         Ok(Job::Compiler(CompilerJob {
             gcc,
             arch,
+            platform,
             spack_target,
         }))
     }
@@ -167,16 +186,26 @@ impl Job {
         }
     }
 
-    /// A short human-readable name: `gcc-13.4.0-amd64`, `slurm-25.11-gcc13.4.0-gpu-amd64`.
+    /// The build platform.
+    pub fn platform(&self) -> &Platform {
+        match self {
+            Job::Compiler(c) => &c.platform,
+            Job::Slurm(s) => &s.platform,
+        }
+    }
+
+    /// A short human-readable name: `gcc-13.4.0-amd64-el8`,
+    /// `slurm-25.11-gcc13.4.0-gpu-amd64-el8`.
     pub fn label(&self) -> String {
         match self {
-            Job::Compiler(c) => format!("gcc-{}-{}", c.gcc, c.arch),
+            Job::Compiler(c) => format!("gcc-{}-{}-{}", c.gcc, c.arch, c.platform.name),
             Job::Slurm(s) => format!(
-                "slurm-{}-gcc{}-{}-{}",
+                "slurm-{}-gcc{}-{}-{}-{}",
                 s.slurm.version,
                 s.gcc,
                 if s.gpu { "gpu" } else { "cpu" },
-                s.arch
+                s.arch,
+                s.platform.name
             ),
         }
     }
@@ -184,10 +213,13 @@ impl Job {
     /// A stable hash of what this job builds (not of where it runs).
     pub fn fingerprint(&self) -> String {
         let text = match self {
-            Job::Compiler(c) => format!("compiler\0{}\0{}\0{}", c.gcc, c.arch, c.spack_target),
+            Job::Compiler(c) => format!(
+                "compiler\0{}\0{}\0{}\0{}",
+                c.gcc, c.arch, c.spack_target, c.platform.name
+            ),
             Job::Slurm(s) => format!(
-                "slurm\0{}\0{}\0{}\0{}\0{}",
-                s.slurm.spack, s.gcc, s.gpu, s.arch, s.spack_target
+                "slurm\0{}\0{}\0{}\0{}\0{}\0{}",
+                s.slurm.spack, s.gcc, s.gpu, s.arch, s.spack_target, s.platform.name
             ),
         };
         hex::encode(&Sha256::digest(text.as_bytes())[..6])
@@ -528,6 +560,8 @@ pub struct SlurmJobRequest {
     pub gpu: bool,
     /// The architecture.
     pub arch: Arch,
+    /// The build platform; default: the catalog's default platform.
+    pub platform: Option<PlatformName>,
     /// Compiler buildcache URL; default: the catalog's CDN URL for `gcc`.
     pub compiler_mirror: Option<String>,
     /// Slurm buildcache URL to reuse from; default: the catalog's CDN URL for (slurm, gcc).
@@ -552,12 +586,14 @@ impl SlurmJobRequest {
             );
         }
         let spack_target = target_of(catalog, &self.arch)?;
-        let compiler_mirror = self
-            .compiler_mirror
-            .unwrap_or_else(|| catalog.cdn_url(&catalog.compiler_prefix(&self.gcc, &self.arch)));
+        let platform = platform_of(catalog, self.platform.as_ref())?;
+        let compiler_mirror = self.compiler_mirror.unwrap_or_else(|| {
+            catalog.cdn_url(&catalog.compiler_prefix(&self.gcc, &self.arch, &platform.name))
+        });
         let variant = crate::catalog::Variant {
             gpu: self.gpu,
             arch: self.arch.clone(),
+            platform: platform.name.clone(),
         };
         let slurm_mirror = Some(self.slurm_mirror.unwrap_or_else(|| {
             catalog.cdn_url(&catalog.slurm_prefix(&self.slurm, &self.gcc, &variant))
@@ -567,6 +603,7 @@ impl SlurmJobRequest {
             gcc: self.gcc,
             gpu: self.gpu,
             arch: self.arch,
+            platform,
             spack_target,
             compiler_mirror,
             slurm_mirror,
@@ -605,6 +642,12 @@ fn reuse_all() -> Concretizer {
                 .collect(),
         },
     }
+}
+
+/// The catalog platform named `name` (default: the catalog's default platform).
+fn platform_of(catalog: &Catalog, name: Option<&PlatformName>) -> Result<Platform> {
+    let name = name.unwrap_or(&catalog.platforms.default);
+    Ok(catalog.platform_named(&name.0)?.clone())
 }
 
 fn target_of(catalog: &Catalog, arch: &Arch) -> Result<String> {
@@ -994,19 +1037,32 @@ mod tests {
     #[test]
     fn namespaces_differ_per_job_and_run() {
         let cat = Catalog::embedded();
-        let req = |gpu| SlurmJobRequest {
+        let req = |gpu, platform: &str| SlurmJobRequest {
             slurm: "25.11".parse().unwrap(),
             gcc: "13.4.0".parse().unwrap(),
             gpu,
             arch: Arch("amd64".into()),
+            platform: Some(PlatformName(platform.into())),
             compiler_mirror: None,
             slurm_mirror: None,
         };
-        let a = req(false).resolve(&cat).unwrap();
-        let b = req(true).resolve(&cat).unwrap();
+        let a = req(false, "el8").resolve(&cat).unwrap();
+        let b = req(true, "el8").resolve(&cat).unwrap();
+        let c = req(false, "el9").resolve(&cat).unwrap();
         let r1 = RunId::new("1-1").unwrap();
         let r2 = RunId::new("2-1").unwrap();
         assert_ne!(a.namespace(&r1), b.namespace(&r1));
+        assert_ne!(a.namespace(&r1), c.namespace(&r1));
+        assert!(
+            a.namespace(&r1)
+                .as_str()
+                .starts_with("slurm-25.11-gcc13.4.0-cpu-amd64-el8-")
+        );
+        let err = req(false, "sles15").resolve(&cat).unwrap_err().to_string();
+        assert!(
+            err.contains("\"sles15\" is not a platform of the catalog"),
+            "{err}"
+        );
         assert_ne!(a.namespace(&r1), a.namespace(&r2));
         assert_eq!(a.namespace(&r1), a.namespace(&r1));
     }

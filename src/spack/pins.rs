@@ -1,8 +1,8 @@
 //! The version lists of the pinned builtin packages (`spack-repo/pins/`), and the check that
 //! every version the catalog names exists at the pin or is added by `spack-repo`.
 //!
-//! The lists are data extracted from the spack-packages commit that `docker/Dockerfile` pins,
-//! by `scripts/check-matrix --pins` (real Spack loading the real recipes). CI cannot run Spack,
+//! The lists are data extracted from the spack-packages commit that every
+//! `docker/<platform>/Dockerfile` pins, by `scripts/check-matrix --pins` (real Spack loading the real recipes). CI cannot run Spack,
 //! so the data is committed and this check runs on it: a catalog that names a GCC the pin lacks
 //! fails here instead of after hours on a runner.
 
@@ -79,7 +79,7 @@ pub fn dockerfile_pin(dockerfile: &str) -> Result<String> {
             Ok((*one).to_owned())
         }
         _ => bail!(
-            "docker/Dockerfile must have exactly one `ARG SPACK_PACKAGES_COMMIT=<40 hex>` line; found {pins:?}"
+            "a docker/<platform>/Dockerfile must have exactly one `ARG SPACK_PACKAGES_COMMIT=<40 hex>` line; found {pins:?}"
         ),
     }
 }
@@ -134,7 +134,7 @@ pub fn check_catalog(catalog: &Catalog, pins: &Pins) -> Vec<String> {
                 pins.name()
             )),
             None => problems.push(format!(
-                "catalog.yaml names GCC {v}, which {} (pinned in docker/Dockerfile) lacks and \
+                "catalog.yaml names GCC {v}, which {} (pinned in docker/<platform>/Dockerfile) lacks and \
                  spack-repo does not add: add `version(\"{v}\", sha256=...)` with its published \
                  checksum to spack-repo/spack_repo/slurm_factory/packages/gcc/package.py, or move \
                  the pin (then re-run scripts/check-matrix --pins)",

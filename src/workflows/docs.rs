@@ -42,6 +42,15 @@ pub fn platforms_page(catalog: &Catalog) -> String {
 `test-install` refuses, before writing anything, an artifact whose floor is above the host's glibc, \
 naming the file and the symbol version that needs more.\n\n",
     );
+    s.push_str(&format!(
+        "Every build runs on one platform: the build workflows take `platforms` (default `{d}`; \
+`all` or a comma-separated list), every leg of the matrix carries its platform and builds in that \
+platform's image (`docker/<platform>/Dockerfile`, FROM the digest below), and the generated \
+workflows pass the leg's platform to `tarball-publish`, so every published tarball's floor is \
+checked. The platform is part of every published path, so artifacts of different platforms never \
+share a buildcache prefix or a tarball key.\n\n",
+        d = catalog.platforms.default
+    ));
     s.push_str("## Build platforms\n\n");
     s.push_str(
         "| Platform | OS | Build image | glibc floor | System gcc |\n|---|---|---|---|---|\n",
@@ -59,6 +68,33 @@ naming the file and the symbol version that needs more.\n\n",
         s.push_str(&format!(
             "| `{}`{default} | {} | {image} | {} | {} |\n",
             p.name, p.os, p.glibc, p.system_gcc
+        ));
+    }
+    s.push_str("\n## Where each platform's artifacts are published\n\n");
+    s.push_str(&format!(
+        "Paths for the catalog's default compiler (GCC {gcc}) and Slurm release ({slurm}), CPU, {arch}; \
+GPU and other architectures add `-gpu`, `-<arch>` after the GCC version. Buildcaches are under \
+{cdn}, tarballs under {tar}.\n\n| Platform | Compiler buildcache | Slurm buildcache | Tarball |\n|---|---|---|---|\n",
+        gcc = catalog.compilers.default,
+        slurm = catalog.slurm.default,
+        arch = catalog.architectures.default,
+        cdn = catalog.publish.cdn_url,
+        tar = catalog.publish.tarball_url,
+    ));
+    for p in &catalog.platforms.images {
+        let v = crate::catalog::Variant {
+            gpu: false,
+            arch: catalog.architectures.default.clone(),
+            platform: p.name.clone(),
+        };
+        let gcc = &catalog.compilers.default;
+        let slurm = &catalog.slurm.default;
+        s.push_str(&format!(
+            "| `{}` | `{}` | `{}` | `{}` |\n",
+            p.name,
+            catalog.compiler_prefix(gcc, &v.arch, &p.name),
+            catalog.slurm_prefix(slurm, gcc, &v),
+            catalog.tarball_key(slurm, gcc, &v)
         ));
     }
     s.push_str("\n## Runs where\n\n");
@@ -113,6 +149,16 @@ mod tests {
             page.contains("| Ubuntu 24.04 | 2.39 | ✅ | ✅ | ✅ |"),
             "{page}"
         );
-        assert!(page.contains("| `el8` (default) | Rocky Linux 8 | `docker.io/rockylinux/rockylinux:8` (digest to be recorded) | 2.28 | 8.5.0 |"), "{page}");
+        assert!(page.contains("| `el8` (default) | Rocky Linux 8 | `docker.io/rockylinux/rockylinux:8@sha256:e8a49c5403b687db05d4d67333fa45808fbe74f36e683cec7abb1f7d0f2338c6` | 2.28 | 8.5.0 |"), "{page}");
+        // The published paths name the platform, so a cluster admin can tell them apart.
+        assert!(
+            page.contains("| `el8` | `compilers/el8/13.4.0/buildcache` | `slurm/el8/25.11/13.4.0/buildcache` | `slurm-factory/el8/25.11/13.4.0/slurm-25.11-gcc13.4.0-el8-software.tar.gz` |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("| `ubuntu24.04` | `compilers/ubuntu24.04/13.4.0/buildcache` |"),
+            "{page}"
+        );
+        assert!(page.contains("default `el8`"), "{page}");
     }
 }

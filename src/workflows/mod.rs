@@ -247,6 +247,13 @@ impl Sources {
             rust_version => rust_version.clone(),
             compiler_list => join(catalog.compiler_versions()),
             slurm_list => join(catalog.slurm_versions()),
+            platform_list => catalog
+                .platforms
+                .images
+                .iter()
+                .map(|p| p.name.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             slurm_compiler_list => join(slurm_compilers.clone()),
             slurm_compiler_count => slurm_compilers.len(),
             slurm_legs => slurm_compilers.len() * catalog.slurm_versions().len(),

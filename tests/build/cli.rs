@@ -46,14 +46,26 @@ fn build_slurm_dry_run_for_every_catalog_entry() {
                     rel.spack
                 );
                 assert!(t.contains(&root), "missing {root:?} in:\n{t}");
-                assert!(t.contains(&format!("/compilers/{gcc}/buildcache")), "{t}");
+                // The default platform's compiler cache, built in its image.
+                assert!(
+                    t.contains(&format!("/compilers/el8/{gcc}/buildcache")),
+                    "{t}"
+                );
+                assert!(
+                    t.contains("Platform: el8 (Rocky Linux 8, glibc 2.28"),
+                    "{t}"
+                );
                 // The toolchain is installed apart and declared as an external compiler.
                 assert!(t.contains("==> toolchain spack.yaml"), "{t}");
                 assert!(
                     t.contains(&format!("- spec: gcc@{gcc} languages=c,c++,fortran")),
                     "{t}"
                 );
-                assert!(t.contains("==> Dockerfile") && t.contains("FROM ubuntu:24.04@sha256:"));
+                assert!(
+                    t.contains("==> Dockerfile (from the embedded docker/el8/ directory")
+                        && t.contains("FROM docker.io/rockylinux/rockylinux:8@sha256:e8a49c54"),
+                    "{t}"
+                );
                 assert!(t.contains("spack -e /slurm-factory/builds/"));
                 // The pinned keys the host placed, never what the mirror publishes.
                 assert!(t.contains("/env/trusted-keys.asc"), "{t}");
@@ -98,6 +110,119 @@ fn build_compiler_dry_run_for_every_catalog_compiler() {
         assert!(t.contains("buildcache push --unsigned --update-index --with-build-dependencies"));
         assert!(!t.contains(". view:"), "compiler jobs have no view");
     }
+}
+
+/// `--platform` (input `platform`) selects the build image and the prefixes of one platform;
+/// a platform the catalog lacks, or one whose image digest is not recorded, is refused before
+/// anything runs, with what to do.
+#[test]
+fn the_platform_selects_the_image_and_the_prefixes() {
+    for (platform, from, glibc) in [
+        (
+            "el8",
+            "FROM docker.io/rockylinux/rockylinux:8@sha256:e8a49c54",
+            "2.28",
+        ),
+        (
+            "el9",
+            "FROM docker.io/rockylinux/rockylinux:9@sha256:81019941",
+            "2.34",
+        ),
+        ("ubuntu24.04", "FROM ubuntu:24.04@sha256:cd1dba65", "2.39"),
+    ] {
+        let out = scrubbed("build-slurm")
+            .args([
+                "--dry-run",
+                "--slurm-version",
+                "25.11",
+                "--compiler-version",
+                "13.4.0",
+            ])
+            .args(["--trusted-fingerprint", FIXTURE_FPR, "--platform", platform])
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{platform}: {t}");
+        assert!(t.contains(from), "{platform}: {t}");
+        assert!(
+            t.contains(&format!("glibc {glibc}: the artifacts' floor")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("/compilers/{platform}/13.4.0/buildcache"))
+                && t.contains(&format!("/slurm/{platform}/25.11/13.4.0/buildcache")),
+            "{platform}: {t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "builds/slurm-25.11-gcc13.4.0-cpu-amd64-{platform}-"
+            )),
+            "the namespace names the platform: {t}"
+        );
+        // The same through the action input.
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::common::in_actions("build-compiler", dir.path())
+            .env("INPUT_DRY_RUN", "true")
+            .env("INPUT_PLATFORM", platform)
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success() && t.contains(from), "{platform}: {t}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = scrubbed("build-compiler")
+        .args(["--dry-run", "--platform", "sles15"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "\"sles15\" is not a platform of the catalog; choose one of el8, el9, ubuntu24.04"
+        ),
+        "{t}"
+    );
+
+    // A catalog whose el9 digest is still to be recorded: el9 is refused (dry run or not, and
+    // before Docker is reached), the others still build.
+    let catalog = dir.path().join("catalog.yaml");
+    let text_of = std::fs::read_to_string(crate::common::repo_root().join("catalog.yaml")).unwrap();
+    let edited = text_of.replacen(
+        "digest: \"sha256:8101994123cf3d0a8fee517bee7f39e555c7d92bd2d9eb3303cc988a0eeed00f\"",
+        "digest: null",
+        1,
+    );
+    assert_ne!(edited, text_of);
+    std::fs::write(&catalog, edited).unwrap();
+    for dry in [true, false] {
+        let mut c = scrubbed("build-compiler");
+        c.arg("--catalog")
+            .arg(&catalog)
+            .args(["--platform", "el9", "--output-dir"])
+            .arg(dir.path().join("out"))
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        if dry {
+            c.arg("--dry-run");
+        }
+        let out = c.output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("platform el9 (Rocky Linux 9) has no image digest in the catalog")
+                && t.contains("docker buildx imagetools inspect docker.io/rockylinux/rockylinux:9"),
+            "{t}"
+        );
+        assert!(!t.contains("Docker engine"), "refused before Docker: {t}");
+    }
+    assert!(!dir.path().join("out").exists());
+    let out = scrubbed("build-compiler")
+        .arg("--catalog")
+        .arg(&catalog)
+        .args(["--platform", "el8", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
@@ -369,4 +494,37 @@ fn publish_without_a_key_fails_before_building() {
     );
     assert!(!dir.path().join("out").exists());
     assert!(!dir.path().join("mirror").exists());
+}
+
+/// Every platform's build image passes hadolint (the images cannot be built here: no registry
+/// is reachable, so linting and the FROM-digest check in `docker::context` are what runs).
+#[test]
+fn every_platform_dockerfile_passes_hadolint() {
+    let Some(hadolint) = crate::common::require_tool("hadolint") else {
+        return;
+    };
+    let catalog = Catalog::embedded();
+    let files: Vec<std::path::PathBuf> = catalog
+        .platforms
+        .images
+        .iter()
+        .map(|p| crate::common::repo_root().join(format!("docker/{}/Dockerfile", p.name)))
+        .collect();
+    assert_eq!(files.len(), 3);
+    let out = std::process::Command::new(hadolint)
+        .arg("--no-color")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hadolint:\n{}", text(&out));
+    // A finding turns it red (the check can fail).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("Dockerfile");
+    std::fs::write(&bad, "FROM scratch\nRUN cd /tmp && echo x\n").unwrap();
+    let out = std::process::Command::new(crate::common::require_tool("hadolint").unwrap())
+        .arg("--no-color")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
 }

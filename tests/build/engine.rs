@@ -164,6 +164,7 @@ fn slurm_job() -> Job {
         gcc: "13.4.0".parse().unwrap(),
         gpu: false,
         arch: Arch("amd64".into()),
+        platform: None,
         compiler_mirror: Some("file:///mirror/compilers".into()),
         slurm_mirror: None,
     }

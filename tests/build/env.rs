@@ -21,6 +21,7 @@ fn slurm(cat: &Catalog, slurm: &str, gcc: &str, gpu: bool) -> Job {
         gcc: gcc.parse().unwrap(),
         gpu,
         arch: Arch("amd64".into()),
+        platform: None,
         compiler_mirror: None,
         slurm_mirror: None,
     }
@@ -72,6 +73,7 @@ fn slurm_environment_arm64_other_release() {
         gcc: "9.5.0".parse().unwrap(),
         gpu: false,
         arch: Arch("arm64".into()),
+        platform: None,
         compiler_mirror: Some("file:///mirror/compilers/9.5.0".into()),
         slurm_mirror: Some("file:///mirror/slurm/23.11/9.5.0".into()),
     }
@@ -188,6 +190,7 @@ fn unknown_versions_are_refused_with_the_known_ones() {
         gcc: "13.4.0".parse().unwrap(),
         gpu: false,
         arch: Arch("amd64".into()),
+        platform: None,
         compiler_mirror: None,
         slurm_mirror: None,
     }

@@ -16,7 +16,7 @@ use crate::spack::Job;
 #[command(
     name = "build-compiler",
     version,
-    after_help = "Examples:\n  build-compiler --compiler-version 13.4.0 --dry-run\n  build-compiler --compiler-version 14.2.0 --output-dir ./out\n  build-compiler --compiler-version 13.4.0 --publish s3://my-bucket/compilers/13.4.0/buildcache"
+    after_help = "Examples:\n  build-compiler --compiler-version 13.4.0 --dry-run\n  build-compiler --compiler-version 13.4.0 --platform ubuntu24.04 --dry-run\n  build-compiler --compiler-version 14.2.0 --output-dir ./out\n  build-compiler --compiler-version 13.4.0 --publish s3://my-bucket/compilers/13.4.0/buildcache"
 )]
 pub struct CompilerArgs {
     /// GCC version to build (default from the catalog) [input: compiler_version]
@@ -43,7 +43,7 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
         flag_or_input(args.publish, &runner, "publish_to").map(|dest| (PublishMode::All, dest)),
     )?;
     let request = Request {
-        job: Job::compiler(&c.catalog, gcc, c.arch.clone())?,
+        job: Job::compiler_on(&c.catalog, gcc, c.arch.clone(), Some(&c.platform))?,
         opts: c.opts,
         dry_run: c.dry_run,
         publish,

@@ -11,7 +11,7 @@ use super::{bool_flag_or_input, flag_or_input};
 use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::PublishTarget;
 use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR};
-use crate::catalog::{Arch, Catalog};
+use crate::catalog::{Arch, Catalog, PlatformName};
 use crate::gha::Runner;
 use crate::spack::RunId;
 
@@ -27,6 +27,11 @@ pub struct CommonBuildArgs {
     /// Target architecture: amd64 or arm64 [input: arch]
     #[arg(long)]
     pub arch: Option<String>,
+    /// Build platform, the OS image the build runs in: el8, el9 or ubuntu24.04 (default from
+    /// the catalog: el8, the lowest glibc floor). Refused when the catalog records no image
+    /// digest for it [input: platform]
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Directory that receives the build's outputs (buildcache, view, modules, logs) [input: output_dir]
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -59,6 +64,7 @@ pub struct CommonBuildArgs {
 struct Common {
     catalog: Catalog,
     arch: Arch,
+    platform: PlatformName,
     opts: BuildOptions,
     dry_run: bool,
     s3: crate::s3::S3Settings,
@@ -94,6 +100,15 @@ impl CommonBuildArgs {
         let arch = flag_or_input(self.arch.clone(), runner, "arch")
             .map(Arch)
             .unwrap_or_else(|| catalog.architectures.default.clone());
+        let platform = match flag_or_input(self.platform.clone(), runner, "platform") {
+            Some(p) => catalog.platform_named(p.trim())?,
+            None => catalog
+                .platform(&catalog.platforms.default)
+                .context("the catalog's default platform is validated when it is loaded")?,
+        };
+        // Refused before anything else: an image the catalog cannot pin is never built.
+        platform.pinned_image()?;
+        let platform = platform.name.clone();
         let output_dir = self
             .output_dir
             .clone()
@@ -131,6 +146,7 @@ impl CommonBuildArgs {
         Ok(Common {
             catalog,
             arch,
+            platform,
             opts,
             dry_run,
             s3: self.s3.resolve(runner)?,

@@ -72,6 +72,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
     let variant = Variant {
         gpu,
         arch: c.arch.clone(),
+        platform: c.platform.clone(),
     };
     let mode: ToolchainMode = flag_or_input(args.toolchain, &runner, "toolchain")
         .as_deref()
@@ -100,6 +101,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         gcc,
         gpu,
         arch: c.arch,
+        platform: Some(c.platform),
         compiler_mirror: flag_or_input(args.compiler_buildcache, &runner, "compiler_buildcache"),
         slurm_mirror: None,
     }
