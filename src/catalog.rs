@@ -385,6 +385,28 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Refuses an artifact whose glibc `floor` is above this platform's glibc, naming the file
+    /// and the symbol version that raised it. `what` names the artifact.
+    pub fn check_floor(&self, floor: &crate::glibc_floor::Floor, what: &str) -> Result<()> {
+        if let Some(need) = &floor.glibc
+            && need.version > self.glibc_version()
+        {
+            bail!(
+                "{what} needs glibc {} but the catalog promises platform {} ({}) runs it with glibc {}: {} needs {}. Build it on the {} image ({}), or publish it for a platform whose glibc is {} or newer",
+                need.version,
+                self.name,
+                self.os,
+                self.glibc,
+                need.file.display(),
+                need.name,
+                self.name,
+                self.image_ref(),
+                need.version
+            );
+        }
+        Ok(())
+    }
+
     /// The glibc floor as a comparable version.
     pub fn glibc_version(&self) -> crate::glibc_floor::Version {
         crate::glibc_floor::Version::parse(&self.glibc)

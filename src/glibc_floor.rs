@@ -435,32 +435,6 @@ impl Floor {
         }
         Ok(())
     }
-
-    /// Refuses a floor above `platform`'s glibc, naming the file and the symbol version that
-    /// raised it. `what` names the artifact.
-    pub fn check_platform(
-        &self,
-        platform: &crate::catalog::Platform,
-        what: &str,
-    ) -> anyhow::Result<()> {
-        if let Some(need) = &self.glibc
-            && need.version > platform.glibc_version()
-        {
-            anyhow::bail!(
-                "{what} needs glibc {} but the catalog promises platform {} ({}) runs it with glibc {}: {} needs {}. Build it on the {} image ({}), or publish it for a platform whose glibc is {} or newer",
-                need.version,
-                platform.name,
-                platform.os,
-                platform.glibc,
-                need.file.display(),
-                need.name,
-                platform.name,
-                platform.image_ref(),
-                need.version
-            );
-        }
-        Ok(())
-    }
 }
 
 /// The largest single ELF file [`scan_tar`] reads into memory.

@@ -363,7 +363,7 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
     ));
     match &req.platform {
         Some(p) => {
-            if let Err(e) = packed.floor.check_platform(p, &packed.file_name) {
+            if let Err(e) = p.check_floor(&packed.floor, &packed.file_name) {
                 let _ = std::fs::remove_file(&packed.path);
                 return Err(e.context("nothing was signed or uploaded"));
             }
