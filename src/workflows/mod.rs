@@ -722,84 +722,7 @@ fn render_step(s: &Sources, st: &Step) -> Result<Node> {
         _ => {}
     }
     if let Some(uses) = &st.uses {
-        if let Some(local) = uses.strip_prefix("./actions/") {
-            if local.is_empty() || local.contains(['/', '@']) {
-                bail!("local actions are written ./actions/<name>, got {uses:?}");
-            }
-            e.push(Entry::new("uses", Node::str(uses.clone())));
-        } else {
-            if uses.contains('@') {
-                bail!(
-                    "{uses:?}: write the action without @ref; its SHA comes from {SOURCE_DIR}/pins.yaml"
-                );
-            }
-            let pin = s.pins.actions.get(uses).with_context(|| {
-                format!(
-                    "{uses} is not in {SOURCE_DIR}/pins.yaml: pin it to a commit SHA there first"
-                )
-            })?;
-            e.push(
-                Entry::new("uses", Node::str(format!("{uses}@{}", pin.sha)))
-                    .comment(pin.version.clone()),
-            );
-        }
-        let mut with: Vec<Entry> = Vec::new();
-        for (k, v) in st.with.iter() {
-            with.push(Entry::new(k.clone(), Node::from_yaml(v)?));
-        }
-        if let Some(local) = uses.strip_prefix("./actions/") {
-            if st.with.get(BUILD_FROM_SOURCE_INPUT).is_some() {
-                bail!(
-                    "{BUILD_FROM_SOURCE_INPUT} is set by the generator for local actions; remove it"
-                );
-            }
-            let action = s
-                .actions
-                .iter()
-                .find(|(stem, _)| stem == local)
-                .map(|(_, a)| a)
-                .with_context(|| format!("{uses}: no {SOURCE_DIR}/actions/{local}.yaml"))?;
-            for (k, v) in st.with.iter() {
-                let declared = k == BINARIES_INPUT
-                    || action.inputs.get(k).is_some()
-                    || action.secrets.get(k).is_some();
-                if !declared {
-                    bail!("{uses} has no input {k:?}");
-                }
-                let holds_secret = matches!(v, yaml_serde::Value::String(x) if holds_secret(x));
-                if holds_secret && action.secrets.get(k).is_none() {
-                    bail!(
-                        "{uses}: input {k} receives a secret but is not one of the action's `secrets:` (only those stay in the step that runs the binary)"
-                    );
-                }
-            }
-            // Without prebuilt binaries (the plan job), this repository's own workflows build
-            // the actions from the checked-out source.
-            if st.with.get(BINARIES_INPUT).is_none() {
-                with.push(Entry::new(BUILD_FROM_SOURCE_INPUT, Node::bool(true)));
-            }
-        }
-        if !uses.starts_with("./actions/")
-            && st
-                .with
-                .iter()
-                .any(|(_, v)| matches!(v, yaml_serde::Value::String(x) if holds_secret(x)))
-        {
-            bail!("{uses} is third-party code: it must not receive a secret");
-        }
-        if uses == "actions/checkout" {
-            match st.with.get("persist-credentials") {
-                Some(yaml_serde::Value::Bool(false)) => {}
-                _ => bail!("actions/checkout must set persist-credentials: false"),
-            }
-        }
-        if st.with.iter().any(|(_, v)| matches!(v, yaml_serde::Value::String(x) if x.contains("secrets.") && !x.trim().starts_with("${{ secrets.")))
-        {
-            bail!("a `with:` value mixes a secret into a larger expression");
-        }
-        if !with.is_empty() {
-            e.push(Entry::new("with", Node::Map(with)));
-        }
+        render_uses(s, st, uses, &mut e)?;
     } else if !st.with.is_empty() {
         bail!("`with` only applies to `uses` steps");
     }
@@ -844,12 +767,129 @@ fn render_step(s: &Sources, st: &Step) -> Result<Node> {
     Ok(Node::Map(e))
 }
 
+/// The `uses:` and `with:` of a step: a local action (`./actions/<name>`, its inputs checked
+/// against the action's declaration, secrets only into its secret inputs) or a third-party
+/// action pinned to a commit SHA (never given a secret).
+fn render_uses(s: &Sources, st: &Step, uses: &str, e: &mut Vec<Entry>) -> Result<()> {
+    if let Some(local) = uses.strip_prefix("./actions/") {
+        if local.is_empty() || local.contains(['/', '@']) {
+            bail!("local actions are written ./actions/<name>, got {uses:?}");
+        }
+        e.push(Entry::new("uses", Node::str(uses.to_owned())));
+    } else {
+        if uses.contains('@') {
+            bail!(
+                "{uses:?}: write the action without @ref; its SHA comes from {SOURCE_DIR}/pins.yaml"
+            );
+        }
+        let pin = s.pins.actions.get(uses).with_context(|| {
+            format!("{uses} is not in {SOURCE_DIR}/pins.yaml: pin it to a commit SHA there first")
+        })?;
+        e.push(
+            Entry::new("uses", Node::str(format!("{uses}@{}", pin.sha)))
+                .comment(pin.version.clone()),
+        );
+    }
+    let mut with: Vec<Entry> = Vec::new();
+    for (k, v) in st.with.iter() {
+        with.push(Entry::new(k.clone(), Node::from_yaml(v)?));
+    }
+    if let Some(local) = uses.strip_prefix("./actions/") {
+        if st.with.get(BUILD_FROM_SOURCE_INPUT).is_some() {
+            bail!("{BUILD_FROM_SOURCE_INPUT} is set by the generator for local actions; remove it");
+        }
+        let action = s
+            .actions
+            .iter()
+            .find(|(stem, _)| stem == local)
+            .map(|(_, a)| a)
+            .with_context(|| format!("{uses}: no {SOURCE_DIR}/actions/{local}.yaml"))?;
+        for (k, v) in st.with.iter() {
+            let declared = k == BINARIES_INPUT
+                || action.inputs.get(k).is_some()
+                || action.secrets.get(k).is_some();
+            if !declared {
+                bail!("{uses} has no input {k:?}");
+            }
+            let holds_secret = matches!(v, yaml_serde::Value::String(x) if holds_secret(x));
+            if holds_secret && action.secrets.get(k).is_none() {
+                bail!(
+                    "{uses}: input {k} receives a secret but is not one of the action's `secrets:` (only those stay in the step that runs the binary)"
+                );
+            }
+        }
+        // Without prebuilt binaries (the plan job), this repository's own workflows build
+        // the actions from the checked-out source.
+        if st.with.get(BINARIES_INPUT).is_none() {
+            with.push(Entry::new(BUILD_FROM_SOURCE_INPUT, Node::bool(true)));
+        }
+    }
+    if !uses.starts_with("./actions/")
+        && st
+            .with
+            .iter()
+            .any(|(_, v)| matches!(v, yaml_serde::Value::String(x) if holds_secret(x)))
+    {
+        bail!("{uses} is third-party code: it must not receive a secret");
+    }
+    if uses == "actions/checkout" {
+        match st.with.get("persist-credentials") {
+            Some(yaml_serde::Value::Bool(false)) => {}
+            _ => bail!("actions/checkout must set persist-credentials: false"),
+        }
+    }
+    if st.with.iter().any(|(_, v)| matches!(v, yaml_serde::Value::String(x) if x.contains("secrets.") && !x.trim().starts_with("${{ secrets.")))
+    {
+        bail!("a `with:` value mixes a secret into a larger expression");
+    }
+    if !with.is_empty() {
+        e.push(Entry::new("with", Node::Map(with)));
+    }
+    Ok(())
+}
+
 /// The input of every action that makes the install script build from source.
 pub const BUILD_FROM_SOURCE_INPUT: &str = "build_from_source";
 /// The input of every action that names a directory of prebuilt, checksummed binaries.
 pub const BINARIES_INPUT: &str = "binaries";
 
 fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
+    check_action_source(a)?;
+    let head = action_header(stem, a);
+    let inputs = action_inputs(a);
+    let outputs = action_outputs(a);
+    let (install, run) = action_steps(a);
+    let mut top = vec![
+        Entry::new("name", Node::str(a.name.clone())),
+        Entry::new("description", Node::str(a.description.trim().to_owned())),
+        Entry::new("author", Node::str("Vantage Compute")),
+        Entry::new(
+            "branding",
+            Node::Map(vec![
+                Entry::new("icon", Node::str(a.branding.icon.clone())),
+                Entry::new("color", Node::str(a.branding.color.clone())),
+            ]),
+        ),
+        Entry::new("inputs", Node::Map(inputs)).spaced(),
+    ];
+    if !outputs.is_empty() {
+        top.push(Entry::new("outputs", Node::Map(outputs)).spaced());
+    }
+    top.push(
+        Entry::new(
+            "runs",
+            Node::Map(vec![
+                Entry::new("using", Node::str("composite")),
+                Entry::new("steps", Node::Seq(vec![install, run])),
+            ]),
+        )
+        .spaced(),
+    );
+    emit::document(&head, &Node::Map(top))
+}
+
+/// The generated file's header: where it comes from and what the action does.
+fn action_header(stem: &str, a: &ActionSource) -> Vec<String> {
     let mut head = Vec::new();
     let mut about = String::from(
         "Composite action: installs the slurm-factory release binaries for this action's ref\n\
@@ -877,6 +917,11 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         &[format!("{SOURCE_DIR}/actions/{stem}.yaml")],
         &about,
     );
+    head
+}
+
+/// Refuses an action source the generator cannot render safely.
+fn check_action_source(a: &ActionSource) -> Result<()> {
     for reserved in [BUILD_FROM_SOURCE_INPUT, BINARIES_INPUT] {
         if a.inputs.get(reserved).is_some() || a.secrets.get(reserved).is_some() {
             bail!("{reserved} is added to every action by the generator; remove it");
@@ -927,6 +972,11 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         }
     }
 
+    Ok(())
+}
+
+/// The action's inputs: its own, its secret inputs, and the two every action gets.
+fn action_inputs(a: &ActionSource) -> Vec<Entry> {
     let mut inputs = Vec::new();
     for (name, i) in a.inputs.iter() {
         let mut e = vec![
@@ -980,6 +1030,11 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
             Entry::new("default", Node::str("false")),
         ]),
     ));
+    inputs
+}
+
+/// The action's outputs, each the run step's output of the same name.
+fn action_outputs(a: &ActionSource) -> Vec<Entry> {
     let mut outputs = Vec::new();
     for (name, o) in a.outputs.iter() {
         outputs.push(Entry::new(
@@ -994,6 +1049,12 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         ));
     }
 
+    outputs
+}
+
+/// The two steps: install the checksum-verified binaries, then run the action's binary with
+/// every input (and only there, the secrets) in its environment.
+fn action_steps(a: &ActionSource) -> (Node, Node) {
     let install = Node::Map(vec![
         Entry::new("name", Node::str("Install slurm-factory")),
         Entry::new("id", Node::str("install")),
@@ -1051,33 +1112,7 @@ fn render_action(stem: &str, a: &ActionSource) -> Result<String> {
         Entry::new("run", Node::str(cmd)),
     ]);
 
-    let mut top = vec![
-        Entry::new("name", Node::str(a.name.clone())),
-        Entry::new("description", Node::str(a.description.trim().to_owned())),
-        Entry::new("author", Node::str("Vantage Compute")),
-        Entry::new(
-            "branding",
-            Node::Map(vec![
-                Entry::new("icon", Node::str(a.branding.icon.clone())),
-                Entry::new("color", Node::str(a.branding.color.clone())),
-            ]),
-        ),
-        Entry::new("inputs", Node::Map(inputs)).spaced(),
-    ];
-    if !outputs.is_empty() {
-        top.push(Entry::new("outputs", Node::Map(outputs)).spaced());
-    }
-    top.push(
-        Entry::new(
-            "runs",
-            Node::Map(vec![
-                Entry::new("using", Node::str("composite")),
-                Entry::new("steps", Node::Seq(vec![install, run])),
-            ]),
-        )
-        .spaced(),
-    );
-    emit::document(&head, &Node::Map(top))
+    (install, run)
 }
 
 /// Every `matrix.<field>` the jobs of a generated workflow read whose matrix is the plan job's
