@@ -118,81 +118,15 @@ pub struct Packed {
 /// Packs the view into a reproducible, relocatable tarball in `opts.output` (see the module
 /// documentation). Checks every input before writing anything.
 pub fn pack(opts: &PackOptions) -> Result<Packed> {
-    // Spack 1.0 writes the view root as a symlink to `._view/<hash>`: walk what it points at,
-    // and treat both names as the view for relocation.
-    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
-    let view_dir = if is_link(&opts.view) {
-        std::fs::canonicalize(&opts.view).with_context(|| {
-            format!(
-                "the view {} is a symlink that does not resolve; pass the view of a finished build",
-                opts.view.display()
-            )
-        })?
-    } else {
-        opts.view.clone()
-    };
-    let mut view_roots: Vec<String> = opts.view_root.iter().cloned().collect();
-    // The view as given is a view root too: without env/spack.yaml nothing else names it, and
-    // an RPATH or a text file pointing into it must become `$ORIGIN`-relative (or the
-    // placeholder), not be dropped. Too short a path to be told from ordinary text is left out.
-    if let Ok(abs) = std::path::absolute(&opts.view)
-        && let Some(a) = abs.to_str()
-    {
-        let a = a.trim_end_matches('/');
-        if a.len() >= 8 && !a.contains(['\n', '\0', ':']) && !view_roots.iter().any(|v| v == a) {
-            view_roots.push(a.to_owned());
-        }
-    }
-    for p in std::iter::once(opts.view.as_path()).chain(opts.view_root.as_deref().map(Path::new)) {
-        if is_link(p)
-            && let Ok(r) = std::fs::canonicalize(p)
-            && let Some(r) = r.to_str()
-            && !view_roots.iter().any(|v| v == r)
-        {
-            view_roots.push(r.to_owned());
-        }
-    }
+    let (view_dir, view_roots) = view_dir_and_roots(opts)?;
     let paths = relocate::BuildPaths::new(&opts.install_root, &view_roots)?;
     let absolute_link = |t: &str| paths.map(t).map(|(_, rel)| rel);
     let selection = view::select(&view_dir, &absolute_link)?;
-    let has_slurm = SLURM_COMMANDS.iter().any(|c| {
-        selection
-            .entries
-            .iter()
-            .any(|e| e.path() == format!("bin/{c}") && !matches!(e, view::Entry::Dir(_)))
-    });
-    if !has_slurm {
-        bail!(
-            "the view {} has no Slurm commands (none of bin/{}); pass the view of a Slurm build (build-slurm's view_path)",
-            opts.view.display(),
-            SLURM_COMMANDS.join(", bin/")
-        );
-    }
     let lock = match &opts.spack_lock {
         Some(p) => Some(spack_build::Lock::read(p)?),
         None => None,
     };
-    let mut modulefiles = vec![modulefile::slurm(&opts.slurm, &opts.gcc)];
-    let has_mpi = selection
-        .entries
-        .iter()
-        .any(|e| e.path() == "bin/mpirun" || e.path() == "bin/mpiexec");
-    if has_mpi {
-        let version = lock
-            .as_ref()
-            .and_then(|l| l.version_of("openmpi"))
-            .or_else(|| {
-                opts.modules
-                    .as_deref()
-                    .and_then(|m| spack_build::module_version(m, "openmpi"))
-            });
-        match version {
-            Some(v) => modulefiles.push(modulefile::openmpi(&v, &opts.gcc)),
-            None => bail!(
-                "the view has Open MPI (bin/mpirun) but its version is unknown: pass --spack-lock or --modules (Spack's generated modules) so the openmpi module can be named"
-            ),
-        }
-    }
+    let modulefiles = modulefiles_for(opts, &selection, lock.as_ref())?;
     let lock_bytes = match &opts.spack_lock {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
         None => None,
@@ -241,57 +175,21 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
         modulefiles: modulefiles.iter().map(|m| m.path.clone()).collect(),
         floor: crate::glibc_floor::Floor::default(),
     };
-    let mut manifest = Manifest::default();
-    let mut relocate_list: Vec<String> = Vec::new();
-    let mut found = prefixes::Found::default();
-    let needles = paths.needles();
-    let finders: Vec<memchr::memmem::Finder<'_>> = needles
-        .iter()
-        .map(|n| memchr::memmem::Finder::new(n.as_bytes()))
-        .collect();
+    let mut collected = Collected::default();
 
-    tar.dir("view")?;
-    for entry in &selection.entries {
-        let arc = format!("view/{}", entry.path());
-        match entry {
-            view::Entry::Dir(_) => tar.dir(&arc)?,
-            view::Entry::Symlink { target, .. } => {
-                manifest.link(&arc, target);
-                tar.symlink(&arc, target)?;
-            }
-            view::Entry::File { path, executable } => {
-                let disk = view_dir.join(path);
-                let mut bytes = std::fs::read(&disk)
-                    .with_context(|| format!("cannot read {}", disk.display()))?;
-                packed.view_files += 1;
-                if relocate::is_elf(&bytes) {
-                    packed.floor.add(&disk, Path::new(&arc), &bytes)?;
-                    if relocate::relocate_elf(&mut bytes, path, &paths)
-                        .with_context(|| format!("cannot make {} relocatable", disk.display()))?
-                    {
-                        packed.elf_relocated += 1;
-                    }
-                    if finders.iter().any(|f| f.find(&bytes).is_some()) {
-                        found.scan(&arc, &bytes, &paths);
-                    }
-                } else if finders.iter().any(|f| f.find(&bytes).is_some()) {
-                    if memchr::memchr(0, &bytes).is_some() {
-                        found.scan(&arc, &bytes, &paths);
-                    } else {
-                        let (new, unmapped) = paths.rewrite_text(&bytes);
-                        packed.text_unmapped += unmapped;
-                        if let Some(new) = new {
-                            bytes = new;
-                            packed.text_relocated += 1;
-                            relocate_list.push(arc.clone());
-                        }
-                    }
-                }
-                manifest.file(&arc, *executable, &bytes);
-                tar.file(&arc, *executable, &bytes)?;
-            }
-        }
-    }
+    pack_view(
+        &mut tar,
+        &selection,
+        &view_dir,
+        &paths,
+        &mut packed,
+        &mut collected,
+    )?;
+    let Collected {
+        mut manifest,
+        mut relocate_list,
+        mut found,
+    } = collected;
 
     tar.dir("modules")?;
     let mut dirs_done = Vec::new();
@@ -307,69 +205,13 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
     }
 
     tar.dir("data")?;
-    let slurm_conf = install_script::slurm_conf(&opts.slurm);
-    let cgroup_conf = install_script::cgroup_conf(&opts.slurm);
     relocate_list.push("data/slurm.conf".to_owned());
     packed.binary_relocated = found.binaries.len();
     packed.binary_with_build_path = std::mem::take(&mut found.unmapped);
-    let mut data: Vec<(&str, bool, Vec<u8>)> = Vec::new();
     if !found.binaries.is_empty() {
-        let Some(relocator) = &opts.relocator else {
-            bail!(
-                "{} binaries of the view name the build tree (e.g. {}) and must be rewritten where the tarball is unpacked, but no relocator was given to carry in the tarball",
-                found.binaries.len(),
-                found.binaries[0]
-            );
-        };
-        let exe = std::fs::read(relocator)
-            .with_context(|| format!("cannot read the relocator {}", relocator.display()))?;
         tar.dir("data/bin")?;
-        data.push((prefixes::RELOCATOR, true, exe));
-        data.push((
-            prefixes::PREFIX_LIST,
-            false,
-            found
-                .prefixes
-                .iter()
-                .map(|p| format!("{p}\n"))
-                .collect::<String>()
-                .into_bytes(),
-        ));
     }
-    data.extend([
-        ("data/cgroup.conf", false, cgroup_conf.into_bytes()),
-        (
-            "data/glibc-floor.txt",
-            false,
-            packed.floor.to_text().into_bytes(),
-        ),
-        (
-            "data/install.sh",
-            true,
-            install_script::INSTALL_SH.as_bytes().to_vec(),
-        ),
-        (
-            "data/relocate-text.txt",
-            false,
-            lines(&relocate_list).into_bytes(),
-        ),
-        ("data/slurm.conf", false, slurm_conf.into_bytes()),
-    ]);
-    if !found.binaries.is_empty() {
-        // Before relocate-text.txt: the archive's entries stay sorted.
-        let at = data.len() - 2;
-        data.insert(
-            at,
-            (
-                prefixes::BINARY_LIST,
-                false,
-                lines(&found.binaries).into_bytes(),
-            ),
-        );
-    }
-    if let Some(b) = lock_bytes {
-        data.push(("data/spack.lock", false, b));
-    }
+    let data = data_files(opts, &packed.floor, &found, &relocate_list, lock_bytes)?;
     for (arc, exec, bytes) in &data {
         manifest.file(arc, *exec, bytes);
         tar.file(arc, *exec, bytes)?;
@@ -391,6 +233,225 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
         .with_context(|| format!("cannot move the tarball to {}", packed.path.display()))?;
     output.keep();
     Ok(packed)
+}
+
+/// What packing the view collects for the data files: the manifest's entries, the text files
+/// that got the placeholder, and the binaries with compiled-in build prefixes.
+#[derive(Default)]
+struct Collected {
+    manifest: Manifest,
+    relocate_list: Vec<String>,
+    found: prefixes::Found,
+}
+
+/// The directory to walk (Spack 1.0 writes the view root as a symlink to `._view/<hash>`: what
+/// it points at) and every name of the view that relocation must map (`view_root`, the view as
+/// given, and what their links resolve to).
+fn view_dir_and_roots(opts: &PackOptions) -> Result<(PathBuf, Vec<String>)> {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    let view_dir = if is_link(&opts.view) {
+        std::fs::canonicalize(&opts.view).with_context(|| {
+            format!(
+                "the view {} is a symlink that does not resolve; pass the view of a finished build",
+                opts.view.display()
+            )
+        })?
+    } else {
+        opts.view.clone()
+    };
+    let mut view_roots: Vec<String> = opts.view_root.iter().cloned().collect();
+    // The view as given is a view root too: without env/spack.yaml nothing else names it, and
+    // an RPATH or a text file pointing into it must become `$ORIGIN`-relative (or the
+    // placeholder), not be dropped. Too short a path to be told from ordinary text is left out.
+    if let Ok(abs) = std::path::absolute(&opts.view)
+        && let Some(a) = abs.to_str()
+    {
+        let a = a.trim_end_matches('/');
+        if a.len() >= 8 && !a.contains(['\n', '\0', ':']) && !view_roots.iter().any(|v| v == a) {
+            view_roots.push(a.to_owned());
+        }
+    }
+    for p in std::iter::once(opts.view.as_path()).chain(opts.view_root.as_deref().map(Path::new)) {
+        if is_link(p)
+            && let Ok(r) = std::fs::canonicalize(p)
+            && let Some(r) = r.to_str()
+            && !view_roots.iter().any(|v| v == r)
+        {
+            view_roots.push(r.to_owned());
+        }
+    }
+    Ok((view_dir, view_roots))
+}
+
+/// The modulefiles the view needs: Slurm's (the view must have Slurm commands) and, with Open
+/// MPI in the view, one for it (its version from the lock or Spack's modules).
+fn modulefiles_for(
+    opts: &PackOptions,
+    selection: &view::Selection,
+    lock: Option<&spack_build::Lock>,
+) -> Result<Vec<modulefile::Modulefile>> {
+    let has_slurm = SLURM_COMMANDS.iter().any(|c| {
+        selection
+            .entries
+            .iter()
+            .any(|e| e.path() == format!("bin/{c}") && !matches!(e, view::Entry::Dir(_)))
+    });
+    if !has_slurm {
+        bail!(
+            "the view {} has no Slurm commands (none of bin/{}); pass the view of a Slurm build (build-slurm's view_path)",
+            opts.view.display(),
+            SLURM_COMMANDS.join(", bin/")
+        );
+    }
+    let mut modulefiles = vec![modulefile::slurm(&opts.slurm, &opts.gcc)];
+    let has_mpi = selection
+        .entries
+        .iter()
+        .any(|e| e.path() == "bin/mpirun" || e.path() == "bin/mpiexec");
+    if has_mpi {
+        let version = lock.and_then(|l| l.version_of("openmpi")).or_else(|| {
+            opts.modules
+                .as_deref()
+                .and_then(|m| spack_build::module_version(m, "openmpi"))
+        });
+        match version {
+            Some(v) => modulefiles.push(modulefile::openmpi(&v, &opts.gcc)),
+            None => bail!(
+                "the view has Open MPI (bin/mpirun) but its version is unknown: pass --spack-lock or --modules (Spack's generated modules) so the openmpi module can be named"
+            ),
+        }
+    }
+    Ok(modulefiles)
+}
+
+/// Writes the view's entries under `view/`: ELF files with relocatable RPATHs, text files with
+/// build paths replaced by the placeholder, binaries with compiled-in build prefixes listed for
+/// `data/install.sh`; each file's floor is added to `packed`.
+fn pack_view<W: Write>(
+    tar: &mut archive::TarWriter<W>,
+    selection: &view::Selection,
+    view_dir: &Path,
+    paths: &relocate::BuildPaths,
+    packed: &mut Packed,
+    collected: &mut Collected,
+) -> Result<()> {
+    let finders: Vec<memchr::memmem::Finder<'_>> = paths
+        .needles()
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+        .collect();
+    tar.dir("view")?;
+    for entry in &selection.entries {
+        let arc = format!("view/{}", entry.path());
+        match entry {
+            view::Entry::Dir(_) => tar.dir(&arc)?,
+            view::Entry::Symlink { target, .. } => {
+                collected.manifest.link(&arc, target);
+                tar.symlink(&arc, target)?;
+            }
+            view::Entry::File { path, executable } => {
+                let disk = view_dir.join(path);
+                let mut bytes = std::fs::read(&disk)
+                    .with_context(|| format!("cannot read {}", disk.display()))?;
+                packed.view_files += 1;
+                if relocate::is_elf(&bytes) {
+                    packed.floor.add(&disk, Path::new(&arc), &bytes)?;
+                    if relocate::relocate_elf(&mut bytes, path, paths)
+                        .with_context(|| format!("cannot make {} relocatable", disk.display()))?
+                    {
+                        packed.elf_relocated += 1;
+                    }
+                    if finders.iter().any(|f| f.find(&bytes).is_some()) {
+                        collected.found.scan(&arc, &bytes, paths);
+                    }
+                } else if finders.iter().any(|f| f.find(&bytes).is_some()) {
+                    if memchr::memchr(0, &bytes).is_some() {
+                        collected.found.scan(&arc, &bytes, paths);
+                    } else {
+                        let (new, unmapped) = paths.rewrite_text(&bytes);
+                        packed.text_unmapped += unmapped;
+                        if let Some(new) = new {
+                            bytes = new;
+                            packed.text_relocated += 1;
+                            collected.relocate_list.push(arc.clone());
+                        }
+                    }
+                }
+                collected.manifest.file(&arc, *executable, &bytes);
+                tar.file(&arc, *executable, &bytes)?;
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// The files under `data/`, in archive order: the relocator and its lists when binaries name
+/// the build tree, the cluster configuration, the glibc floor, the install script, the text
+/// relocation list and the build's `spack.lock`.
+fn data_files(
+    opts: &PackOptions,
+    floor: &crate::glibc_floor::Floor,
+    found: &prefixes::Found,
+    relocate_list: &[String],
+    lock_bytes: Option<Vec<u8>>,
+) -> Result<Vec<(&'static str, bool, Vec<u8>)>> {
+    let slurm_conf = install_script::slurm_conf(&opts.slurm);
+    let cgroup_conf = install_script::cgroup_conf(&opts.slurm);
+    let mut data: Vec<(&'static str, bool, Vec<u8>)> = Vec::new();
+    if !found.binaries.is_empty() {
+        let Some(relocator) = &opts.relocator else {
+            bail!(
+                "{} binaries of the view name the build tree (e.g. {}) and must be rewritten where the tarball is unpacked, but no relocator was given to carry in the tarball",
+                found.binaries.len(),
+                found.binaries[0]
+            );
+        };
+        let exe = std::fs::read(relocator)
+            .with_context(|| format!("cannot read the relocator {}", relocator.display()))?;
+        data.push((prefixes::RELOCATOR, true, exe));
+        data.push((
+            prefixes::PREFIX_LIST,
+            false,
+            found
+                .prefixes
+                .iter()
+                .map(|p| format!("{p}\n"))
+                .collect::<String>()
+                .into_bytes(),
+        ));
+    }
+    data.extend([
+        ("data/cgroup.conf", false, cgroup_conf.into_bytes()),
+        ("data/glibc-floor.txt", false, floor.to_text().into_bytes()),
+        (
+            "data/install.sh",
+            true,
+            install_script::INSTALL_SH.as_bytes().to_vec(),
+        ),
+        (
+            "data/relocate-text.txt",
+            false,
+            lines(relocate_list).into_bytes(),
+        ),
+        ("data/slurm.conf", false, slurm_conf.into_bytes()),
+    ]);
+    if !found.binaries.is_empty() {
+        // Before relocate-text.txt: the archive's entries stay sorted.
+        let at = data.len() - 2;
+        data.insert(
+            at,
+            (
+                prefixes::BINARY_LIST,
+                false,
+                lines(&found.binaries).into_bytes(),
+            ),
+        );
+    }
+    if let Some(b) = lock_bytes {
+        data.push(("data/spack.lock", false, b));
+    }
+    Ok(data)
 }
 
 fn lines(items: &[String]) -> String {
