@@ -340,41 +340,7 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
         let opts = opts.clone();
         tokio::task::spawn_blocking(move || super::pack(&opts)).await??
     };
-    runner.info(&format!(
-        "{}: {} bytes ({} uncompressed), sha256 {}; {} view files, {} ELF RPATHs and {} text files relocated, {} binaries with compiled-in build prefixes (data/install.sh rewrites them where the tarball is unpacked)",
-        packed.path.display(), packed.size, packed.uncompressed, packed.sha256,
-        packed.view_files, packed.elf_relocated, packed.text_relocated, packed.binary_relocated
-    ));
-    for f in &packed.binary_with_build_path {
-        runner.warning(&format!(
-            "{f} is a binary that names a build-tree path outside every package prefix and the view; install.sh cannot map it, so it keeps naming the build tree"
-        ));
-    }
-    if packed.text_unmapped > 0 {
-        runner.warning(&format!(
-            "{} build-tree path(s) in text files name no package and were left as they were",
-            packed.text_unmapped
-        ));
-    }
-    runner.info(&format!(
-        "{}: {}",
-        packed.file_name,
-        packed.floor.describe()
-    ));
-    match &req.platform {
-        Some(p) => {
-            if let Err(e) = p.check_floor(&packed.floor, &packed.file_name) {
-                let _ = std::fs::remove_file(&packed.path);
-                return Err(e.context("nothing was signed or uploaded"));
-            }
-        }
-        // Builds still run in one image (no per-platform images yet), so an unchecked floor is
-        // the normal case, not a warning: it is recorded and shown.
-        None => runner.notice(&format!(
-            "no --platform: the glibc floor of {} is recorded in data/glibc-floor.txt but not checked against a catalog platform",
-            packed.file_name
-        )),
-    }
+    check_packed(runner, &packed, req.platform.as_ref())?;
     let dest_name = dest.as_ref().map_or(name.as_str(), |d| d.name.as_str());
     let sig = write_local(&packed.path, dest_name, &packed.sha256, key)?;
     let url = match (&dest, &store, &sig) {
@@ -410,6 +376,51 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
         req.dry_run,
         req.platform.as_ref(),
     ))?;
+    Ok(())
+}
+
+/// Reports what was packed (warnings for build paths nothing could map) and refuses, removing
+/// the tarball, a floor above `platform`'s glibc.
+fn check_packed(
+    runner: &crate::gha::Runner,
+    packed: &super::Packed,
+    platform: Option<&crate::catalog::Platform>,
+) -> Result<()> {
+    runner.info(&format!(
+        "{}: {} bytes ({} uncompressed), sha256 {}; {} view files, {} ELF RPATHs and {} text files relocated, {} binaries with compiled-in build prefixes (data/install.sh rewrites them where the tarball is unpacked)",
+        packed.path.display(), packed.size, packed.uncompressed, packed.sha256,
+        packed.view_files, packed.elf_relocated, packed.text_relocated, packed.binary_relocated
+    ));
+    for f in &packed.binary_with_build_path {
+        runner.warning(&format!(
+            "{f} is a binary that names a build-tree path outside every package prefix and the view; install.sh cannot map it, so it keeps naming the build tree"
+        ));
+    }
+    if packed.text_unmapped > 0 {
+        runner.warning(&format!(
+            "{} build-tree path(s) in text files name no package and were left as they were",
+            packed.text_unmapped
+        ));
+    }
+    runner.info(&format!(
+        "{}: {}",
+        packed.file_name,
+        packed.floor.describe()
+    ));
+    match platform {
+        Some(p) => {
+            if let Err(e) = p.check_floor(&packed.floor, &packed.file_name) {
+                let _ = std::fs::remove_file(&packed.path);
+                return Err(e.context("nothing was signed or uploaded"));
+            }
+        }
+        // The generated workflows always pass the leg's platform; a hand-run pack without one
+        // records the floor and shows it.
+        None => runner.notice(&format!(
+            "no --platform: the glibc floor of {} is recorded in data/glibc-floor.txt but not checked against a catalog platform",
+            packed.file_name
+        )),
+    }
     Ok(())
 }
 
