@@ -48,6 +48,13 @@ struct Loopback {
     seen: Arc<Mutex<Seen>>,
 }
 
+/// A run id no other replay of this machine uses at the same time.
+fn unique_run_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{n:04}", std::process::id())
+}
+
 fn job_json(
     template: &serde_json::Value,
     id: u64,
@@ -495,6 +502,9 @@ impl Rehearsal {
             ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
             ("GITHUB_API_URL", api),
             ("GITHUB_REPOSITORY", "vantagecompute/slurm-factory".into()),
+            // A run id of its own, as GitHub gives every run: act's default is the same for
+            // every replay, so two rehearsals running at once named the same build containers.
+            ("GITHUB_RUN_ID", unique_run_id()),
         ];
         for (k, v) in envs {
             cmd.arg("--env").arg(format!("{k}={v}"));
