@@ -209,6 +209,7 @@ fn main() {
                         slurm: "25.11".parse().unwrap(),
                         gcc: "13.4.0".parse().unwrap(),
                         output: out.join("ours"),
+                        name: None,
                         source_date_epoch: 0,
                         level: 6,
                         threads: None,

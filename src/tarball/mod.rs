@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{GccVersion, SlurmVersion};
+use crate::catalog::{GccVersion, PlatformName, SlurmVersion};
 
 pub(crate) mod archive;
 pub(crate) mod install_script;
@@ -43,9 +43,19 @@ pub use relocate::PLACEHOLDER;
 /// The Slurm commands of which the view must have at least one in `bin/`.
 const SLURM_COMMANDS: &[&str] = &["sinfo", "srun", "scontrol", "sbatch", "squeue"];
 
-/// The file name of the tarball of `slurm` built with `gcc` (the contract with `test-install`).
-pub fn file_name(slurm: &SlurmVersion, gcc: &GccVersion) -> String {
-    format!("slurm-{slurm}-gcc{gcc}-software.tar.gz")
+/// The file name of the tarball of `slurm` built with `gcc`, on `platform` when it is known
+/// (`slurm-25.11-gcc13.4.0-el8-software.tar.gz`, as the catalog's keys name it; without a
+/// platform `slurm-25.11-gcc13.4.0-software.tar.gz`). A tarball published to a full key takes
+/// that key's name instead ([`PackOptions::name`]).
+pub fn file_name(
+    slurm: &SlurmVersion,
+    gcc: &GccVersion,
+    platform: Option<&PlatformName>,
+) -> String {
+    match platform {
+        Some(p) => format!("slurm-{slurm}-gcc{gcc}-{p}-software.tar.gz"),
+        None => format!("slurm-{slurm}-gcc{gcc}-software.tar.gz"),
+    }
 }
 
 /// What to pack.
@@ -72,6 +82,9 @@ pub struct PackOptions {
     pub gcc: GccVersion,
     /// The directory the tarball is written to.
     pub output: PathBuf,
+    /// The tarball's file name there (default: [`file_name`] without a platform). It is the
+    /// name `SHA256SUMS` and the signature give it, so it is the name it is published under.
+    pub name: Option<String>,
     /// Every timestamp in the archive.
     pub source_date_epoch: u64,
     /// gzip level (6, as gzip and pigz default to).
@@ -133,7 +146,13 @@ pub fn pack(opts: &PackOptions) -> Result<Packed> {
     };
 
     let output = Output::prepare(&opts.output)?;
-    let name = file_name(&opts.slurm, &opts.gcc);
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| file_name(&opts.slurm, &opts.gcc, None));
+    if name.contains(['/', '\\']) || name.starts_with('.') || !name.ends_with(".tar.gz") {
+        bail!("{name:?} is not a tarball file name (no path, no leading dot, ending in .tar.gz)");
+    }
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .tempfile_in(&opts.output)

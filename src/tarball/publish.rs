@@ -296,7 +296,7 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
         (None, Source::BuildDir(d)) => d.join("tarball"),
         (None, Source::View { .. }) => bail!("no output directory: pass --output <dir>"),
     };
-    let name = super::file_name(&req.slurm, &req.gcc);
+    let name = super::file_name(&req.slurm, &req.gcc, req.platform.as_ref().map(|p| &p.name));
     let dest = req
         .publish
         .as_ref()
@@ -331,6 +331,8 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
         slurm: req.slurm.clone(),
         gcc: req.gcc.clone(),
         output,
+        // The local file is named as it is published: SHA256SUMS and the .asc name it so.
+        name: Some(dest.as_ref().map_or(name.clone(), |d| d.name.clone())),
         source_date_epoch: source_date_epoch(runner)?,
         level: 6,
         threads: None,

@@ -141,3 +141,120 @@ async fn publishes_tarball_signature_and_sums_to_s3() {
     assert!(!out.status.success());
     assert!(!out_dir.exists());
 }
+
+/// `--publish` keys the tarball as the catalog does for the leg's platform and variant, names the
+/// local file the same way, and checks the floor against that platform: with no `--platform` it
+/// is the catalog's default (el8, glibc 2.28), which refuses what this host's gcc built and
+/// uploads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_keys_the_tarball_under_the_catalog_platform_and_checks_its_floor() {
+    let Some(b) = build(false) else { return };
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = client(&moto.endpoint).await;
+    // The embedded catalog's tarball bucket, as the pipelines publish to it.
+    let bucket = slurm_factory::catalog::Catalog::embedded()
+        .publish
+        .tarball_bucket;
+    c.create_bucket().bucket(&bucket).send().await.unwrap();
+    let listed = |prefix: &'static str| {
+        let c = c.clone();
+        let bucket = bucket.clone();
+        async move {
+            let o = c
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .unwrap();
+            o.contents()
+                .iter()
+                .map(|o| o.key().unwrap().to_owned())
+                .collect::<std::collections::BTreeSet<_>>()
+        }
+    };
+    let run = |platform: Option<&str>, out: &std::path::Path| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = publish_to(&moto, &b, dir.path(), "");
+        cmd.env_remove("INPUT_DESTINATION")
+            .args(["--publish", "--gpu", "--arch", "arm64", "--output"])
+            .arg(out);
+        if let Some(p) = platform {
+            cmd.args(["--platform", p]);
+        }
+        let o = cmd.output().unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            dir,
+        )
+    };
+
+    // ubuntu24.04 (glibc 2.39) takes what this host built: the key names the platform and the
+    // variant, and so do the local file, SHA256SUMS and the signature.
+    let out = b.tmp.path().join("ubuntu");
+    let (ok, log, dir) = run(Some("ubuntu24.04"), &out);
+    assert!(ok, "{log}");
+    let prefix = "slurm-factory/ubuntu24.04/25.11/13.4.0-gpu-arm64";
+    let name = "slurm-25.11-gcc13.4.0-gpu-arm64-ubuntu24.04-software.tar.gz";
+    assert_eq!(
+        listed("slurm-factory/").await,
+        [
+            format!("{prefix}/{FPR}.pub.asc"),
+            format!("{prefix}/SHA256SUMS"),
+            format!("{prefix}/{name}"),
+            format!("{prefix}/{name}.asc"),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let local = std::fs::read(out.join(name)).expect("the local tarball has the published name");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&local));
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums, format!("{sha}  {name}\n"));
+    assert!(out.join(format!("{name}.asc")).is_file());
+    let outputs = common::runner_file_map(&dir.path().join("output"));
+    assert_eq!(
+        outputs.get("url"),
+        Some(&format!("{}/{bucket}/{prefix}/{name}", moto.endpoint))
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("ubuntu24.04 (Ubuntu 24.04, glibc 2.39)"),
+        "{summary}"
+    );
+
+    // Without --platform the key is the catalog default's (el8), and so is the floor checked:
+    // a host whose glibc is newer than 2.28 built something el8 cannot run. Refused, nothing
+    // uploaded, the file and the version named.
+    let host_glibc = String::from_utf8(
+        Command::new("getconf")
+            .arg("GNU_LIBC_VERSION")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    if !host_glibc.trim().ends_with(" 2.28") {
+        for platform in [None, Some("el8")] {
+            let out = b.tmp.path().join(format!("el8-{}", platform.is_some()));
+            let (ok, log, _dir) = run(platform, &out);
+            assert!(!ok, "{log}");
+            assert!(
+                log.lines().any(|l| l.starts_with("::error::")
+                    && l.contains(
+                        "the catalog promises platform el8 (Rocky Linux 8) runs it with glibc 2.28"
+                    )
+                    && l.contains("view/bin/")),
+                "{log}"
+            );
+            assert!(listed("slurm-factory/el8/").await.is_empty());
+        }
+    }
+}
