@@ -437,6 +437,14 @@ impl Floor {
     }
 }
 
+/// Whether the installer unpacks a tar entry of type `t` as a regular file: `Regular` and
+/// `Continuous` ('7', "contiguous file") alike, as `src/install/extract.rs` does and as Python's
+/// `tarfile` (Spack's reader) does. The one test of "is this entry a file" for every reader of
+/// an archive, so the floor scan sees every file the installer writes.
+pub(crate) fn unpacked_as_file(t: tar::EntryType) -> bool {
+    matches!(t, tar::EntryType::Regular | tar::EntryType::Continuous)
+}
+
 /// The largest single ELF file [`scan_tar`] reads into memory.
 pub const MAX_ELF_FILE_BYTES: u64 = 4 << 30;
 
@@ -479,7 +487,7 @@ pub fn scan_tar(reader: impl Read, max_bytes: u64) -> Result<Floor, FloorError> 
         .map_err(|e| FloorError::Archive(e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| FloorError::Archive(e.to_string()))?;
-        if !entry.header().entry_type().is_file() {
+        if !unpacked_as_file(entry.header().entry_type()) {
             continue;
         }
         let path = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).into_owned());

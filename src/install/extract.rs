@@ -274,7 +274,7 @@ pub fn extract(reader: impl Read, root: &Path, opts: &Options) -> Result<Extract
                 ensure_dirs(root, &rel).with_context(|| format!("archive entry {name:?}"))?;
                 dir_modes.push((target, (mode & 0o777) | 0o700));
             }
-            EntryType::Regular | EntryType::Continuous => {
+            t if crate::glibc_floor::unpacked_as_file(t) => {
                 ensure_dirs(root, parents).with_context(|| format!("archive entry {name:?}"))?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -498,7 +498,8 @@ pub fn inspect_spack_tarball(reader: impl Read, limits: Limits) -> Result<SpackT
         }
         let t = entry.header().entry_type();
         let name = entry.path_bytes().into_owned();
-        if t.is_file() && name.ends_with(b".spack/binary_distribution") {
+        let file = crate::glibc_floor::unpacked_as_file(t);
+        if file && name.ends_with(b".spack/binary_distribution") {
             if entry.size() > MAX_BUILDINFO {
                 bail!("{:?} is larger than 16 MiB", String::from_utf8_lossy(&name));
             }
@@ -506,7 +507,7 @@ pub fn inspect_spack_tarball(reader: impl Read, limits: Limits) -> Result<SpackT
             entry.read_to_end(&mut b)?;
             infos.push((name.clone(), b));
         }
-        names.push((name, t.is_file(), t.is_dir()));
+        names.push((name, file, t.is_dir()));
     }
     let (bd, buildinfo) = infos
         .into_iter()

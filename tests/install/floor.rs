@@ -230,6 +230,98 @@ fn a_copy_patched_to_need_glibc_2_99_raises_the_floor_and_the_loader_agrees() {
     assert_eq!(from_tar.elf_files, 3);
 }
 
+/// One tar entry of `kind` at `path` holding `bytes`.
+fn append(tar: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, bytes: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o755);
+    tar.append_data(&mut h, path, bytes).unwrap();
+}
+
+/// The floor scan is a second reader of the archive the installer unpacks: every entry the
+/// installer writes as a file must be scanned, whatever tar calls it, and a damaged or oversized
+/// stream is an error, never a lower floor.
+#[test]
+fn the_tar_scan_sees_every_entry_the_installer_writes_and_refuses_damaged_streams() {
+    let t = tempfile::tempdir().unwrap();
+    let root = build_tree_needing_2_99(t.path());
+    let new = std::fs::read(root.join("bin/app")).unwrap();
+    let ok_root = build_tree(&t.path().join("ok"));
+    let old = std::fs::read(ok_root.join("bin/app")).unwrap();
+    let host = glibc_floor::scan_dir(&ok_root).unwrap().glibc.unwrap();
+    assert!(host.version < Version::parse("2.99").unwrap());
+
+    // A "contiguous file" entry (type '7') is unpacked as a regular file (src/install/extract.rs),
+    // so its ELF needs count.
+    let mut tar = tar::Builder::new(Vec::new());
+    append(&mut tar, "pkg/bin/ok", tar::EntryType::Regular, &old);
+    append(&mut tar, "pkg/bin/app", tar::EntryType::Continuous, &new);
+    let contiguous = tar.into_inner().unwrap();
+    let floor = glibc_floor::scan_tar(contiguous.as_slice(), 1 << 30).unwrap();
+    let g = floor.glibc.unwrap();
+    assert_eq!(
+        (g.name.as_str(), g.file.as_path()),
+        ("GLIBC_2.99", Path::new("pkg/bin/app"))
+    );
+    assert_eq!(floor.elf_files, 2);
+
+    // Two entries at one path: whichever one a reader keeps, the higher need counts.
+    let mut tar = tar::Builder::new(Vec::new());
+    append(&mut tar, "pkg/bin/app", tar::EntryType::Regular, &new);
+    append(&mut tar, "pkg/bin/app", tar::EntryType::Regular, &old);
+    let twice = tar.into_inner().unwrap();
+    let g = glibc_floor::scan_tar(twice.as_slice(), 1 << 30)
+        .unwrap()
+        .glibc
+        .unwrap();
+    assert_eq!(g.name, "GLIBC_2.99");
+
+    // Cut short inside the file that needs 2.99: an error, not the floor of what came before.
+    let mut tar = tar::Builder::new(Vec::new());
+    append(&mut tar, "pkg/bin/ok", tar::EntryType::Regular, &old);
+    append(&mut tar, "pkg/bin/app", tar::EntryType::Regular, &new);
+    let whole = tar.into_inner().unwrap();
+    let cut = &whole[..512 + old.len().div_ceil(512) * 512 + 512 + new.len() / 2];
+    let err = glibc_floor::scan_tar(cut, 1 << 30).unwrap_err().to_string();
+    assert!(
+        err.contains("pkg/bin/app") || err.contains("archive"),
+        "{err}"
+    );
+
+    // More bytes than allowed (an archive bomb once inflated): refused, naming the cap. Each
+    // file fits under the cap; the stream does not.
+    let cap = (old.len().max(new.len()) + 1024) as u64;
+    assert!((whole.len() as u64) > cap);
+    let err = glibc_floor::scan_tar(whole.as_slice(), cap)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("more than {cap} decompressed bytes")),
+        "{err}"
+    );
+    // One file over the cap is named.
+    let err = glibc_floor::scan_tar(whole.as_slice(), 4096)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pkg/bin/ok is") && err.contains("more than the 4096 allowed"),
+        "{err}"
+    );
+
+    // Entries that are not files are not read as ELF: a symlink, a FIFO and a directory.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    tar.append_link(&mut h, "pkg/bin/link", "app").unwrap();
+    append(&mut tar, "pkg/fifo", tar::EntryType::Fifo, &[]);
+    append(&mut tar, "pkg/dir", tar::EntryType::Directory, &[]);
+    let floor = glibc_floor::scan_tar(tar.into_inner().unwrap().as_slice(), 1 << 30).unwrap();
+    assert_eq!(floor.elf_files, 0);
+    assert!(floor.glibc.is_none());
+}
+
 #[test]
 fn inconsistent_truncated_and_non_elf_files_are_reported_not_skipped() {
     let t = tempfile::tempdir().unwrap();
