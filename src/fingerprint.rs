@@ -19,13 +19,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::spack::{Job, Layout, RunId};
 
 /// One ingredient: what it is, briefly, and its SHA-256 (hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ingredient {
     /// A short human description (a version, a file count, a commit).
     pub value: String,
