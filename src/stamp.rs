@@ -321,6 +321,76 @@ impl<'de> Visitor<'de> for Walk {
     }
 }
 
+/// Writes the stamp of a buildcache leg whose publication `done` finished: every spec
+/// manifest it published, its destination and mode, at [`BUILDCACHE_STAMP`] (last: call it
+/// after the index is written).
+pub async fn stamp_buildcache(
+    runner: &crate::gha::Runner,
+    done: &crate::buildcache::publish::Done,
+    fingerprint: &Fingerprint,
+) -> Result<()> {
+    let mut specs: Vec<StampedSpec> = done
+        .report
+        .specs
+        .iter()
+        .map(|o| StampedSpec {
+            name: o.id.name.clone(),
+            version: o.id.version.clone(),
+            hash: o.id.hash.clone(),
+            manifest: o.id.manifest_key(),
+        })
+        .collect();
+    specs.sort_by(|a, b| a.manifest.cmp(&b.manifest));
+    let stamp = Stamp::new(
+        fingerprint,
+        Published::Buildcache {
+            destination: done.dest.url(),
+            mode: done.mode.to_string(),
+            specs,
+        },
+        runner.run_url(),
+    );
+    let n = write(done.dest.as_ref(), BUILDCACHE_STAMP, &stamp, &done.key).await?;
+    stamped(runner, &format!("{}/{BUILDCACHE_STAMP}", done.dest.url()), &stamp, n)
+}
+
+/// Writes the stamp of a tarball leg beside the tarball `name` in `storage` (the tarball's
+/// directory), after the tarball, its signature and `SHA256SUMS` are uploaded.
+pub async fn stamp_tarball(
+    runner: &crate::gha::Runner,
+    storage: &dyn Storage,
+    name: &str,
+    size: u64,
+    sha256: &str,
+    key: &SigningKey,
+    fingerprint: &Fingerprint,
+) -> Result<()> {
+    let stamp = Stamp::new(
+        fingerprint,
+        Published::Tarball {
+            destination: storage.url(),
+            name: name.to_owned(),
+            size,
+            sha256: sha256.to_owned(),
+        },
+        runner.run_url(),
+    );
+    let at = tarball_stamp_name(name);
+    let n = write(storage, &at, &stamp, key).await?;
+    stamped(runner, &format!("{}/{at}", storage.url()), &stamp, n)
+}
+
+fn stamped(runner: &crate::gha::Runner, url: &str, stamp: &Stamp, n: u64) -> Result<()> {
+    runner.notice(&format!(
+        "build stamp {url} ({n} bytes): leg {} at {}",
+        stamp.leg, stamp.fingerprint.fingerprint
+    ));
+    runner.append_summary(&format!(
+        "\nBuild stamp: `{url}` (leg `{}`, fingerprint `{}`); a later plan skips this leg while its inputs stay the same.\n",
+        stamp.leg, stamp.fingerprint.fingerprint
+    ))
+}
+
 /// Signs `stamp` and writes it at `key` of `storage` (no-cache: a plan must see the newest).
 pub async fn write(
     storage: &dyn Storage,
