@@ -452,7 +452,9 @@ impl Runner {
     /// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
     /// GITHUB_RUN_ID; `None` outside Actions.
     pub fn run_url(&self) -> Option<String> {
-        let server = self.var("GITHUB_SERVER_URL").unwrap_or("https://github.com");
+        let server = self
+            .var("GITHUB_SERVER_URL")
+            .unwrap_or("https://github.com");
         let repo = self.var("GITHUB_REPOSITORY")?;
         let id = self.var("GITHUB_RUN_ID")?;
         let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));

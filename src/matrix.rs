@@ -346,7 +346,11 @@ impl MatrixEntry {
             anyhow::bail!(
                 "the `leg` input is a {} leg; this step stamps {} legs",
                 e.kind,
-                kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" or ")
+                kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             );
         }
         let own = e.compute_fingerprint(catalog, &crate::fingerprint::Sources::Embedded)?;

@@ -351,7 +351,12 @@ pub async fn stamp_buildcache(
         runner.run_url(),
     );
     let n = write(done.dest.as_ref(), BUILDCACHE_STAMP, &stamp, &done.key).await?;
-    stamped(runner, &format!("{}/{BUILDCACHE_STAMP}", done.dest.url()), &stamp, n)
+    stamped(
+        runner,
+        &format!("{}/{BUILDCACHE_STAMP}", done.dest.url()),
+        &stamp,
+        n,
+    )
 }
 
 /// Writes the stamp of a tarball leg beside the tarball `name` in `storage` (the tarball's

@@ -466,9 +466,7 @@ fn planned() -> Vec<Planned> {
                     d => d.as_str().unwrap().to_owned(),
                 },
                 // The plan job's checkout, and a repository variable that is not set.
-                None if v == "${{ github.workspace }}" => {
-                    common::repo_root().display().to_string()
-                }
+                None if v == "${{ github.workspace }}" => common::repo_root().display().to_string(),
                 None if v.starts_with("${{ vars.") => String::new(),
                 None => v.to_owned(),
             };
@@ -1522,7 +1520,11 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
         // after it: GitHub fails a matrix whose include is empty, and the report job downloads
         // the binaries artifact, which an empty plan never builds.
         let planned = "${{ needs.plan.outputs.count != '0' }}";
-        assert_eq!(doc["jobs"]["binaries"]["if"].as_str(), Some(planned), "{wf}");
+        assert_eq!(
+            doc["jobs"]["binaries"]["if"].as_str(),
+            Some(planned),
+            "{wf}"
+        );
         assert_eq!(doc["jobs"]["build"]["if"].as_str(), Some(planned), "{wf}");
         // The report job runs last, always (even after a failed plan), but not after an empty
         // one, with actions: read.

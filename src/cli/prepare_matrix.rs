@@ -124,10 +124,13 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let has_credentials = matches!(
         s3.credentials,
         crate::s3::CredentialSource::GithubOidc { .. }
-    )
-        || ["AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"]
-            .iter()
-            .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
+    ) || [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
     let source = match flag_or_input(args.stamps_from, &runner, "stamps_from")
         .as_deref()
         .map(str::trim)

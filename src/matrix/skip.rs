@@ -258,8 +258,14 @@ async fn place(
             None,
         ),
         Kind::Tarball => {
-            let key = e.tarball_key.as_deref().context("a tarball leg has no key")?;
-            let url = e.tarball_url.as_deref().context("a tarball leg has no URL")?;
+            let key = e
+                .tarball_key
+                .as_deref()
+                .context("a tarball leg has no key")?;
+            let url = e
+                .tarball_url
+                .as_deref()
+                .context("a tarball leg has no URL")?;
             let (dir, name) = key
                 .rsplit_once('/')
                 .with_context(|| format!("tarball key {key} has no directory"))?;
@@ -376,9 +382,9 @@ async fn leg(
                     "the stamp names no spec".into(),
                 )));
             }
-            let heads = specs.iter().map(|sp| async move {
-                (sp.manifest.as_str(), store.head(&sp.manifest).await)
-            });
+            let heads = specs
+                .iter()
+                .map(|sp| async move { (sp.manifest.as_str(), store.head(&sp.manifest).await) });
             for (k, h) in futures::future::join_all(heads).await {
                 if h?.is_none() {
                     return Ok(Decision::Build(Why::Missing(k.to_owned())));
