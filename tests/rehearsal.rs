@@ -345,6 +345,46 @@ async fn the_tarball_pipeline_runs_end_to_end() {
         tail(&o.log)
     );
     report_lists(&o, 1, &["13.4.0"]);
+    assert!(
+        o.log.contains(".tar.gz.stamp.json.sig"),
+        "the tarball leg wrote no build stamp:\n{}",
+        tail(&o.log)
+    );
+
+    // Planned again (the plan job alone): the published leg's stamp, read from the tarball
+    // bucket's public URL, verifies against the pinned key and the leg is skipped; the other
+    // GCC legs of the pipeline have no stamp and build.
+    let again = r.act(
+        "build-and-publish-slurm-tarball.yml",
+        &[
+            ("slurm_version", "25.11"),
+            ("gpu_support", "false"),
+            ("platforms", "ubuntu24.04"),
+        ],
+        None,
+        |c| {
+            c.args(["-j", "plan"]);
+        },
+    );
+    assert!(again.success, "{}", tail(&again.log));
+    assert!(
+        again.log.contains(
+            "Slurm 25.11 tarball · GCC 13.4.0 · amd64 · ubuntu24.04: skip (unchanged since"
+        ),
+        "{}",
+        tail(&again.log)
+    );
+    let legs = again.legs();
+    assert!(!legs.is_empty(), "{}", tail(&again.log));
+    assert!(
+        legs.iter().all(|l| l["compiler_version"] != "13.4.0"),
+        "the published leg was scheduled again: {legs:?}"
+    );
+    assert!(
+        again.log.contains("build (no stamp)"),
+        "{}",
+        tail(&again.log)
+    );
 }
 
 /// The floor is enforced on every leg by default: dispatched with its defaults, the tarball

@@ -108,12 +108,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         Some(d) => Sources::Checkout(d.into()),
         None => Sources::Embedded,
     };
-    let mut legs = Vec::with_capacity(matrix.len());
-    for mut e in matrix.include {
-        let f = e.compute_fingerprint(&catalog, &sources)?;
-        e.set_fingerprint(&f);
-        legs.push((e, f));
-    }
+    let legs = skip::fingerprinted(matrix, &catalog, &sources)?;
     let mut pins = args.trust.resolve(&runner)?;
     for f in catalog.signing_fingerprints() {
         if !pins.fingerprints.contains(&f) {
@@ -131,16 +126,13 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     ]
     .iter()
     .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
-    let source = match flag_or_input(args.stamps_from, &runner, "stamps_from")
-        .as_deref()
-        .map(str::trim)
-        .unwrap_or("auto")
-    {
-        "s3" => StampSource::S3(s3),
-        "auto" if has_credentials => StampSource::S3(s3),
-        "public" | "auto" => StampSource::Public,
-        other => anyhow::bail!("stamps_from {other:?} is not one of auto, s3, public"),
-    };
+    let source = StampSource::choose(
+        flag_or_input(args.stamps_from, &runner, "stamps_from")
+            .as_deref()
+            .unwrap_or("auto"),
+        s3,
+        has_credentials,
+    )?;
     let req = SkipRequest {
         lookup: bool_flag_or_input(args.skip_built, &runner, "skip_built", true)?,
         force: bool_flag_or_input(args.force.then_some(true), &runner, "force", false)?,

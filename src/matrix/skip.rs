@@ -38,6 +38,19 @@ pub enum StampSource {
     Public,
 }
 
+impl StampSource {
+    /// From the `stamps_from` setting: `auto` (S3 when `has_credentials`, else public), `s3`
+    /// or `public`.
+    pub fn choose(setting: &str, s3: crate::s3::S3Settings, has_credentials: bool) -> Result<Self> {
+        Ok(match setting.trim() {
+            "s3" => StampSource::S3(s3),
+            "auto" if has_credentials => StampSource::S3(s3),
+            "public" | "auto" => StampSource::Public,
+            other => anyhow::bail!("stamps_from {other:?} is not one of auto, s3, public"),
+        })
+    }
+}
+
 /// How a plan decides what to skip.
 #[derive(Debug, Clone)]
 pub struct SkipRequest {
@@ -172,6 +185,24 @@ impl SkipPlan {
         }
         md
     }
+}
+
+/// Every leg of `matrix` with its input fingerprint computed from `sources` (and recorded in
+/// the entry, where the publish steps check it).
+pub fn fingerprinted(
+    matrix: Matrix,
+    catalog: &Catalog,
+    sources: &crate::fingerprint::Sources,
+) -> Result<Vec<(MatrixEntry, Fingerprint)>> {
+    matrix
+        .include
+        .into_iter()
+        .map(|mut e| {
+            let f = e.compute_fingerprint(catalog, sources)?;
+            e.set_fingerprint(&f);
+            Ok((e, f))
+        })
+        .collect()
 }
 
 /// Decides, for every leg of `matrix` (whose entries carry their fingerprints, computed as
@@ -437,5 +468,142 @@ fn changed(s: &stamp::Stamp, f: &Fingerprint) -> Vec<String> {
         vec!["fingerprint".into()]
     } else {
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legs(kind: Kind) -> (Catalog, Vec<(MatrixEntry, Fingerprint)>) {
+        let c = Catalog::embedded();
+        let mut r = super::super::Request::new(kind);
+        r.compiler_versions = Some("13.4.0".into());
+        r.slurm_versions = Some("25.11".into());
+        let m = super::super::plan(&c, &r).unwrap();
+        let l = fingerprinted(m, &c, &crate::fingerprint::Sources::Embedded).unwrap();
+        (c, l)
+    }
+
+    fn request(pins: Pins) -> SkipRequest {
+        SkipRequest {
+            lookup: true,
+            force: false,
+            publish: PublishMode::All,
+            pins,
+            source: StampSource::Public,
+        }
+    }
+
+    /// The decisions made before any lookup: each builds every leg, with its reason, and the
+    /// matrix keeps every leg.
+    #[tokio::test]
+    async fn force_lookup_off_publish_none_and_no_pin_build_everything_with_the_reason() {
+        let runner =
+            Runner::from_vars(Vec::<(String, String)>::new()).with_sink(Box::new(std::io::sink()));
+        let pin = Pins {
+            key_files: vec![],
+            fingerprints: vec!["1A00B8893F4FAE1A76DB389DE145321FBC9F04BD".parse().unwrap()],
+        };
+        let (c, l) = legs(Kind::Slurm);
+        assert!(
+            l[0].0
+                .fingerprint
+                .as_deref()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        let cases = [
+            (
+                SkipRequest {
+                    force: true,
+                    ..request(pin.clone())
+                },
+                "build (forced)",
+            ),
+            (
+                SkipRequest {
+                    lookup: false,
+                    ..request(pin.clone())
+                },
+                "build (stamp lookup off)",
+            ),
+            (
+                SkipRequest {
+                    publish: PublishMode::None,
+                    ..request(pin.clone())
+                },
+                "build (publish none: nothing is published, so no stamp can stand in for it)",
+            ),
+            (request(Pins::default()), "build (no pinned key)"),
+        ];
+        for (req, want) in cases {
+            let p = decide(&c, Kind::Slurm, l.clone(), &req, &runner).await;
+            assert_eq!(p.matrix().len(), l.len());
+            for leg in &p.legs {
+                assert_eq!(leg.decision.to_string(), want);
+            }
+            let md = p.summary_markdown();
+            assert!(md.contains(&format!("| {want} |")), "{md}");
+            assert_eq!(
+                md.contains("SLURM_FACTORY_SIGNING_FINGERPRINTS"),
+                want == "build (no pinned key)",
+                "{md}"
+            );
+        }
+        assert_eq!(
+            Decision::Build(Why::Changed(vec!["spack-repo".into(), "leg".into()])).to_string(),
+            "build (changed: spack-repo, leg)"
+        );
+        assert_eq!(
+            Decision::Build(Why::OtherMode("slurm-only".into())).to_string(),
+            "build (published slurm-only; this run publishes all)"
+        );
+        assert_eq!(
+            Decision::Skip {
+                since: "https://github.com/o/r/actions/runs/1".into()
+            }
+            .to_string(),
+            "skip (unchanged since https://github.com/o/r/actions/runs/1)"
+        );
+        assert!(StampSource::choose("public", Default::default(), true).is_ok());
+        assert!(matches!(
+            StampSource::choose("auto", Default::default(), false),
+            Ok(StampSource::Public)
+        ));
+        assert!(matches!(
+            StampSource::choose("auto", Default::default(), true),
+            Ok(StampSource::S3(_))
+        ));
+        let e = StampSource::choose("ftp", Default::default(), true).unwrap_err();
+        assert!(e.to_string().contains("auto, s3, public"), "{e}");
+    }
+
+    /// An empty plan is a valid, empty matrix.
+    #[test]
+    fn an_all_skipped_plan_is_an_empty_matrix() {
+        let (_, l) = legs(Kind::Compiler);
+        let p = SkipPlan {
+            kind: Kind::Compiler,
+            legs: l
+                .into_iter()
+                .map(|(entry, _)| LegDecision {
+                    entry,
+                    decision: Decision::Skip {
+                        since: "2026-12-07T21:41:03Z".into(),
+                    },
+                })
+                .collect(),
+            note: None,
+        };
+        let m = p.matrix();
+        assert!(m.is_empty());
+        assert_eq!(m.to_json(), r#"{"include":[]}"#);
+        assert!(
+            p.summary_markdown()
+                .contains("0 of 1 compiler leg to build, 1 skipped"),
+            "{}",
+            p.summary_markdown()
+        );
     }
 }
