@@ -33,7 +33,7 @@ use crate::stamp::{self, BUILDCACHE_STAMP, MAX_STAMP_BYTES, Published};
 #[derive(Debug, Clone)]
 pub enum StampSource {
     /// The buckets themselves (`s3://`), with these settings (credentials available).
-    S3(crate::s3::S3Settings),
+    S3(Box<crate::s3::S3Settings>),
     /// The public URLs of the catalog (`publish.cdn_url`, `publish.tarball_url`).
     Public,
 }
@@ -43,8 +43,8 @@ impl StampSource {
     /// or `public`.
     pub fn choose(setting: &str, s3: crate::s3::S3Settings, has_credentials: bool) -> Result<Self> {
         Ok(match setting.trim() {
-            "s3" => StampSource::S3(s3),
-            "auto" if has_credentials => StampSource::S3(s3),
+            "s3" => StampSource::S3(Box::new(s3)),
+            "auto" if has_credentials => StampSource::S3(Box::new(s3)),
             "public" | "auto" => StampSource::Public,
             other => anyhow::bail!("stamps_from {other:?} is not one of auto, s3, public"),
         })
@@ -313,7 +313,7 @@ async fn place(
         }
     };
     let (url, s3) = match &req.source {
-        StampSource::S3(s) => (s3_url.clone(), s.clone()),
+        StampSource::S3(s) => (s3_url.clone(), (**s).clone()),
         StampSource::Public => (public_url, crate::s3::S3Settings::default()),
     };
     let opts = OpenOptions {
