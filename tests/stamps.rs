@@ -101,6 +101,13 @@ fn pinned(endpoint: &str, kind: &str, checkout: &Path, extra: &[&str]) -> Plan {
 
 /// sign-and-upload of the fixture cache as `leg`, stamped.
 fn publish(moto: &Moto, leg: &serde_json::Value, bucket: &str) {
+    let (ok, log) = run_publish(moto, leg, bucket);
+    assert!(ok, "{log}");
+    assert!(log.contains("build stamp s3://"), "{log}");
+}
+
+/// Runs sign-and-upload of the fixture cache as `leg`: (success, its output).
+fn run_publish(moto: &Moto, leg: &serde_json::Value, bucket: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = common::in_actions("sign-and-upload", dir.path());
     c.arg("--source")
@@ -121,8 +128,7 @@ fn publish(moto: &Moto, leg: &serde_json::Value, bucket: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{log}");
-    assert!(log.contains("build stamp s3://"), "{log}");
+    (out.status.success(), log)
 }
 
 /// A checkout of this repository's recipes and image contexts, to edit.
@@ -161,6 +167,27 @@ async fn published_legs_are_skipped_until_their_inputs_change_and_bad_stamps_nev
     let gcc = first_gcc.legs()[0].clone();
     let slurm = first_slurm.legs()[0].clone();
     assert!(gcc["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+
+    // A leg whose fingerprint is not what this binary computes is refused before anything is
+    // written, naming the ingredient that differs.
+    let mut forged = gcc.clone();
+    forged["fingerprint"] = format!("sha256:{}", "0".repeat(64)).into();
+    forged["ingredients"]["spack-repo"] = "0".repeat(64).into();
+    let (ok, log) = run_publish(&moto, &forged, &bucket);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("::error::") && log.contains("(differing ingredients: spack-repo)"),
+        "{log}"
+    );
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap()
+        .key_count()
+        .unwrap_or(0);
+    assert_eq!(listed, 0, "a refused leg wrote to the bucket");
 
     // Publish both legs: each writes its stamp last.
     publish(&moto, &gcc, &bucket);
@@ -282,6 +309,17 @@ async fn published_legs_are_skipped_until_their_inputs_change_and_bad_stamps_nev
     assert!(
         p.decision()
             .starts_with("build (stamp not verified: signed by an untrusted or unknown key"),
+        "{}",
+        p.summary
+    );
+
+    // A huge object under the stamp's name: refused by its size, built.
+    put(vec![b' '; 300_000]).await;
+    let p = pinned(&moto.endpoint, "compiler", co.path(), &[]);
+    assert_eq!(p.outputs["count"], "1");
+    assert!(
+        p.decision()
+            .starts_with("build (stamp not verified: the stamp is 300000 bytes, over the limit"),
         "{}",
         p.summary
     );
