@@ -25,7 +25,7 @@ use crate::matrix::{self, Kind, Request};
 #[command(
     name = "prepare-matrix",
     version,
-    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  prepare-matrix --kind tarball --platforms el8,ubuntu24.04\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
+    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  prepare-matrix --kind tarball --platforms el8,ubuntu24.04\n  prepare-matrix --kind slurm --trusted-fingerprint <FPR> --source-dir .   # skip legs a signed stamp shows are built\n  prepare-matrix --kind slurm --trusted-fingerprint <FPR> --force          # build every leg\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
 )]
 pub struct Args {
     /// What the matrix builds: compiler, slurm or tarball [input: kind]
