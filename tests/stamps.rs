@@ -352,6 +352,58 @@ async fn published_legs_are_skipped_until_their_inputs_change_and_bad_stamps_nev
         format!("build (objects missing: {})", specs[0].manifest)
     );
 
+    // A stamp of a slurm-only publication (as sign-and-upload --publish slurm-only writes it,
+    // signed by the pinned key) does not satisfy a run that publishes all; it does satisfy a
+    // slurm-only run. (Against the recipes as published: a fresh checkout.)
+    let fresh = checkout();
+    let slurm_key = format!(
+        "{}/{BUILDCACHE_STAMP}",
+        slurm["buildcache_prefix"].as_str().unwrap()
+    );
+    let stored_slurm = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&slurm_key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec();
+    let mut narrow: Stamp = serde_json::from_slice(&stamp_text(&stored_slurm)).unwrap();
+    if let Published::Buildcache { mode, .. } = &mut narrow.published {
+        *mode = "slurm-only".into();
+    }
+    let demo = SigningKey::load(
+        &std::fs::read(fixture("keys/demo-signer.sec.asc")).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&slurm_key)
+        .body(narrow.sign(&demo).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let p = pinned(&moto.endpoint, "slurm", fresh.path(), &[]);
+    assert_eq!(p.outputs["count"], "1");
+    assert_eq!(
+        p.decision(),
+        "build (published slurm-only; this run publishes all)"
+    );
+    let p = pinned(
+        &moto.endpoint,
+        "slurm",
+        fresh.path(),
+        &["--publish", "slurm-only"],
+    );
+    assert_eq!(p.outputs["count"], "0", "{}", p.summary);
+
     // A lookup that fails for another reason than "not found" builds, with the error.
     let dead = format!("http://127.0.0.1:{}", harness::free_port());
     let p = pinned(&dead, "slurm", co.path(), &[]);
