@@ -8,7 +8,10 @@
 //!   catalog's text;
 //! - `environment`: the Spack environment the leg runs (the generated `spack.yaml`, parsed and
 //!   re-serialized as canonical JSON, with a fixed namespace in place of the run's);
-//! - `spack-repo`: every file of the `slurm_factory` package repository (path and bytes);
+//! - `spack-repo`: every file of the `slurm_factory` package repository (path and bytes) that
+//!   can change the leg's DAG: a compiler leg leaves out the recipes only Slurm's DAG holds
+//!   ([`SLURM_ONLY_PACKAGES`]), so a Slurm recipe edit rebuilds the Slurm and tarball legs and
+//!   no toolchain;
 //! - `docker`: every file of the build image's context (the Dockerfile pins the base image by
 //!   digest and Spack and spack-packages by commit, shown as their own ingredients too).
 //!
@@ -19,13 +22,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::spack::{Job, Layout, RunId};
 
 /// One ingredient: what it is, briefly, and its SHA-256 (hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ingredient {
     /// A short human description (a version, a file count, a commit).
     pub value: String,
@@ -92,6 +96,24 @@ impl Sources {
             }
             Sources::Checkout(root) => files_under(&root.join("docker").join(&platform.0)),
         }
+    }
+}
+
+/// Packages of the repository that only a Slurm DAG holds (Slurm and its own dependencies):
+/// not part of a compiler leg's `spack-repo` ingredient.
+pub const SLURM_ONLY_PACKAGES: &[&str] = &["slurm", "s2n_tls"];
+
+/// Whether the repository file `path` (relative to the repository root's parent,
+/// `spack_repo/slurm_factory/...`) can change a leg of `job`.
+fn in_dag(job: &Job, path: &str) -> bool {
+    match job {
+        Job::Slurm(_) => true,
+        Job::Compiler(_) => !SLURM_ONLY_PACKAGES.iter().any(|p| {
+            path.starts_with(&format!(
+                "{}/packages/{p}/",
+                crate::spack::repo::REPO_SUBDIR
+            ))
+        }),
     }
 }
 
@@ -225,7 +247,11 @@ pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
             sha256: sha256_hex(canonical.as_bytes()),
         },
     );
-    let repo = sources.spack_repo()?;
+    let repo: Files = sources
+        .spack_repo()?
+        .into_iter()
+        .filter(|(p, _)| in_dag(job, p))
+        .collect();
     ingredients.insert(
         "spack-repo",
         Ingredient {
@@ -445,5 +471,65 @@ mod tests {
         std::fs::write(&recipe, text).unwrap();
         let changed = of(&job, false, &checkout).unwrap();
         assert_eq!(changed.changed_from(&same), ["spack-repo"]);
+        // A Slurm recipe is not in a toolchain's DAG: the compiler leg keeps its fingerprint;
+        // the gcc recipe is in both.
+        let gcc = Job::compiler_on(
+            &c,
+            "13.4.0".parse().unwrap(),
+            c.architectures.default.clone(),
+            None,
+        )
+        .unwrap();
+        let toolchain = of(&gcc, false, &Sources::Embedded).unwrap();
+        assert_eq!(of(&gcc, false, &checkout).unwrap(), toolchain);
+        let recipe = repo.join("packages/gcc/package.py");
+        let mut text = std::fs::read_to_string(&recipe).unwrap();
+        text.push_str("\n# a changed recipe\n");
+        std::fs::write(&recipe, text).unwrap();
+        assert_eq!(
+            of(&gcc, false, &checkout).unwrap().changed_from(&toolchain),
+            ["spack-repo"]
+        );
+        assert_eq!(
+            of(&job, false, &checkout).unwrap().changed_from(&changed),
+            ["spack-repo"]
+        );
+    }
+
+    #[test]
+    fn workflows_src_is_no_ingredient_so_reformatting_it_changes_nothing() {
+        // A checkout with spack-repo/, docker/ and workflows-src/, as the plan job sees it.
+        let root = tempfile::tempdir().unwrap();
+        crate::spack::repo::write_to(&root.path().join("spack-repo")).unwrap();
+        std::fs::create_dir_all(root.path().join("docker/el8")).unwrap();
+        std::fs::write(
+            root.path().join("docker/el8/Dockerfile"),
+            crate::docker::context::embedded_dockerfile(&c_default()).unwrap(),
+        )
+        .unwrap();
+        let wf = root.path().join("workflows-src/workflows");
+        std::fs::create_dir_all(&wf).unwrap();
+        let src = include_str!("../workflows-src/workflows/build-and-publish-slurm-all.yaml");
+        std::fs::write(wf.join("build-and-publish-slurm-all.yaml"), src).unwrap();
+        let c = Catalog::embedded();
+        let checkout = Sources::Checkout(root.path().to_owned());
+        let base = of(&slurm_job(&c, false), false, &checkout).unwrap();
+        // Whitespace only: trailing spaces, blank lines, a reindented comment.
+        let reformatted = format!(
+            "\n# comment\n{}\n\n",
+            src.replace("\njobs:\n", "\njobs:   \n\n")
+        );
+        assert_ne!(reformatted, src);
+        std::fs::write(wf.join("build-and-publish-slurm-all.yaml"), reformatted).unwrap();
+        assert_eq!(of(&slurm_job(&c, false), false, &checkout).unwrap(), base);
+        // The workflows say where and how a leg runs, not what it builds: the build of a
+        // leg is pinned by the catalog (a version change there changes the `leg` ingredient,
+        // tested above), the recipes and the image.
+        std::fs::write(
+            wf.join("build-and-publish-slurm-all.yaml"),
+            src.replace("timeout_minutes: 30", "timeout_minutes: 45"),
+        )
+        .unwrap();
+        assert_eq!(of(&slurm_job(&c, false), false, &checkout).unwrap(), base);
     }
 }

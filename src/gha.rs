@@ -449,6 +449,21 @@ impl Runner {
         self.vars.get(name).map(String::as_str)
     }
 
+    /// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
+    /// GITHUB_RUN_ID; `None` outside Actions.
+    pub fn run_url(&self) -> Option<String> {
+        let server = self
+            .var("GITHUB_SERVER_URL")
+            .unwrap_or("https://github.com");
+        let repo = self.var("GITHUB_REPOSITORY")?;
+        let id = self.var("GITHUB_RUN_ID")?;
+        let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));
+        if let Some(attempt) = self.var("GITHUB_RUN_ATTEMPT").filter(|a| *a != "1") {
+            url.push_str(&format!("/attempts/{attempt}"));
+        }
+        Some(url)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Io> {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -35,6 +35,8 @@
 //!   signed publication.
 //! - [`cluster`]: the cluster smoke test of an installed Slurm (a throwaway single-host
 //!   cluster: controller, node daemon, `srun` and `sbatch`).
+//! - [`stamp`]: signed build stamps: what a leg published, from which input fingerprint,
+//!   written last beside it; what lets a plan skip a leg that is already built.
 //! - [`cli`]: the argument surfaces and entry points shared by the binaries.
 
 // What `pub` marks is the API; anything else is `pub(crate)`.
@@ -60,5 +62,6 @@ pub mod relocate;
 pub mod report;
 pub mod s3;
 pub mod spack;
+pub mod stamp;
 pub mod tarball;
 pub mod workflows;

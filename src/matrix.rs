@@ -9,12 +9,14 @@
 //! against a strict character set, the version syntax and the catalog before anything is built,
 //! and each error names the bad value and lists the supported ones.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub mod skip;
 
 use crate::catalog::{
     Arch, Catalog, GccVersion, PlatformName, SlurmVersion, SpackSlurmVersion, Variant,
@@ -317,6 +319,133 @@ pub struct MatrixEntry {
     pub artifact_name: String,
     /// The job's timeout.
     pub timeout_minutes: u32,
+    /// The leg's input fingerprint, `sha256:<hex>` ([`crate::fingerprint`]), set by
+    /// prepare-matrix; the publish step recomputes it and refuses to stamp a leg whose own
+    /// computation differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The fingerprint's ingredients: name → SHA-256, so a mismatch names what differs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ingredients: BTreeMap<String, String>,
+}
+
+impl MatrixEntry {
+    /// The leg `json` (a matrix entry, as a workflow passes `${{ toJSON(matrix) }}`) of `kind`
+    /// and its fingerprint as this binary computes it (from the sources embedded in it, which
+    /// the build container cannot touch), checked against the one the plan recorded.
+    pub fn leg_fingerprint(
+        json: &str,
+        kinds: &[Kind],
+        catalog: &Catalog,
+    ) -> anyhow::Result<(MatrixEntry, crate::fingerprint::Fingerprint)> {
+        use anyhow::Context;
+        let e: MatrixEntry = serde_json::from_str(json).context(
+            "the `leg` input is not a matrix entry of prepare-matrix (pass `${{ toJSON(matrix) }}`)",
+        )?;
+        if !kinds.contains(&e.kind) {
+            anyhow::bail!(
+                "the `leg` input is a {} leg; this step stamps {} legs",
+                e.kind,
+                kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+        }
+        let own = e.compute_fingerprint(catalog, &crate::fingerprint::Sources::Embedded)?;
+        e.check_fingerprint(&own)?;
+        Ok((e, own))
+    }
+
+    /// The job this leg runs, and whether it is a tarball leg.
+    pub fn job(&self, catalog: &Catalog) -> anyhow::Result<(crate::spack::Job, bool)> {
+        use anyhow::Context;
+        Ok(match self.kind {
+            Kind::Compiler => (
+                crate::spack::Job::compiler_on(
+                    catalog,
+                    self.compiler_version.clone(),
+                    self.arch.clone(),
+                    Some(&self.platform),
+                )?,
+                false,
+            ),
+            Kind::Slurm | Kind::Tarball => {
+                let slurm = self
+                    .slurm_version
+                    .clone()
+                    .with_context(|| format!("leg {} has no slurm_version", self.name))?;
+                let job = crate::spack::SlurmJobRequest {
+                    slurm,
+                    gcc: self.compiler_version.clone(),
+                    gpu: self.gpu,
+                    arch: self.arch.clone(),
+                    platform: Some(self.platform.clone()),
+                    compiler_mirror: None,
+                    slurm_mirror: None,
+                }
+                .resolve(catalog)?;
+                (job, self.kind == Kind::Tarball)
+            }
+        })
+    }
+
+    /// Computes this leg's input fingerprint from `sources`.
+    pub fn compute_fingerprint(
+        &self,
+        catalog: &Catalog,
+        sources: &crate::fingerprint::Sources,
+    ) -> anyhow::Result<crate::fingerprint::Fingerprint> {
+        let (job, tarball) = self.job(catalog)?;
+        crate::fingerprint::of(&job, tarball, sources)
+    }
+
+    /// Records `f` as this leg's fingerprint.
+    pub fn set_fingerprint(&mut self, f: &crate::fingerprint::Fingerprint) {
+        self.fingerprint = Some(f.fingerprint.clone());
+        self.ingredients = f
+            .ingredients
+            .iter()
+            .map(|(k, i)| ((*k).to_owned(), i.sha256.clone()))
+            .collect();
+    }
+
+    /// Checks that `own` (the publishing binary's computation) is the fingerprint the plan
+    /// recorded for this leg; the error names the ingredients that differ.
+    pub fn check_fingerprint(&self, own: &crate::fingerprint::Fingerprint) -> anyhow::Result<()> {
+        let Some(planned) = &self.fingerprint else {
+            anyhow::bail!(
+                "leg {} carries no fingerprint: the plan job's prepare-matrix is older than this binary; run the pipeline again",
+                self.name
+            );
+        };
+        if *planned == own.fingerprint {
+            return Ok(());
+        }
+        let mut differ: Vec<&str> = own
+            .ingredients
+            .iter()
+            .filter(|(n, i)| self.ingredients.get(**n) != Some(&i.sha256))
+            .map(|(n, _)| *n)
+            .collect();
+        differ.extend(
+            self.ingredients
+                .keys()
+                .filter(|n| !own.ingredients.contains_key(n.as_str()))
+                .map(String::as_str),
+        );
+        anyhow::bail!(
+            "leg {}: the plan fingerprinted it as {planned}, but this binary computes {} (differing ingredients: {}). The plan and the legs must run binaries of the same commit with the same catalog; nothing was stamped",
+            self.name,
+            own.fingerprint,
+            if differ.is_empty() {
+                "none named".to_owned()
+            } else {
+                differ.join(", ")
+            }
+        )
+    }
 }
 
 /// A validated build matrix: serializes to GitHub's `{"include":[...]}` form.
@@ -332,7 +461,9 @@ impl Matrix {
         self.include.len()
     }
 
-    /// Whether there are no jobs (never true for a matrix from [`plan`]).
+    /// Whether there are no jobs: never for a matrix from [`plan`], but a plan whose every leg
+    /// is already built ([`skip`]) is empty, and `{"include":[]}` is its valid JSON (the
+    /// generated workflows skip the jobs after the plan when `count` is 0).
     pub fn is_empty(&self) -> bool {
         self.include.is_empty()
     }
@@ -695,6 +826,8 @@ fn entry(
         tarball_url,
         artifact_name: artifact,
         timeout_minutes: kind.timeout(catalog),
+        fingerprint: None,
+        ingredients: BTreeMap::new(),
     }
 }
 

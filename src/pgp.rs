@@ -256,6 +256,21 @@ fn format_time(t: SystemTime) -> String {
     }
 }
 
+/// `t` as RFC 3339 UTC to the second (`2026-12-07T21:41:03Z`).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let s = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((s / 86_400) as i64);
+    let r = s % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        r / 3600,
+        r / 60 % 60,
+        r % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -18,3 +18,5 @@ mod crosscheck;
 mod keys;
 #[path = "hostile/pinning.rs"]
 mod pinning;
+#[path = "hostile/stamps.rs"]
+mod stamps;

@@ -146,6 +146,61 @@ async fn the_compiler_pipeline_runs_end_to_end() {
     assert!(text.contains("gcc@13.4.0"), "{text}");
     assert!(text.contains(FPR) || text.contains("verified"), "{text}");
     report_lists(&o, 1, &["13.4.0"]);
+    assert!(
+        o.log.contains("build (no stamp)") && o.log.contains("build stamp s3://"),
+        "the first run found no stamp and its leg wrote one:\n{}",
+        tail(&o.log)
+    );
+
+    // Dispatched again with nothing changed: the plan verifies the leg's stamp (read from the
+    // public URL: the plan job has no AWS credentials) against the pinned key, skips the leg,
+    // and outputs an empty matrix; binaries, build and report are skipped, not failed.
+    let again = r.act(
+        "build-and-publish-compiler-buildcache.yml",
+        &[("compiler_versions", "13.4.0"), ("platforms", "el8")],
+        None,
+        |_| {},
+    );
+    assert!(again.success, "{}", tail(&again.log));
+    assert!(again.legs().is_empty(), "{}", tail(&again.log));
+    assert!(
+        again.log.contains("::set-output:: count=0")
+            && again.log.contains("skip (unchanged since https://github.com/vantagecompute/slurm-factory/actions/runs/"),
+        "{}",
+        tail(&again.log)
+    );
+    assert_eq!(
+        again.job_conclusions(),
+        "Plan the compiler matrix: success",
+        "only the plan ran"
+    );
+    assert!(
+        !again.log.contains("Run Main Build GCC") && again.slack.is_empty(),
+        "{}",
+        tail(&again.log)
+    );
+
+    // With force the plan schedules the leg again (the plan job alone: the build it would run
+    // is the one above).
+    let forced = r.act(
+        "build-and-publish-compiler-buildcache.yml",
+        &[
+            ("compiler_versions", "13.4.0"),
+            ("platforms", "el8"),
+            ("force", "true"),
+        ],
+        None,
+        |c| {
+            c.args(["-j", "plan"]);
+        },
+    );
+    assert!(forced.success, "{}", tail(&forced.log));
+    assert_eq!(forced.legs().len(), 1, "{}", tail(&forced.log));
+    assert!(
+        forced.log.contains("build (forced)"),
+        "{}",
+        tail(&forced.log)
+    );
 }
 
 /// An unsigned buildcache of the real Slurm 24.11.5 that `scripts/real-slurm` built with the
@@ -290,6 +345,46 @@ async fn the_tarball_pipeline_runs_end_to_end() {
         tail(&o.log)
     );
     report_lists(&o, 1, &["13.4.0"]);
+    assert!(
+        o.log.contains(".tar.gz.stamp.json.sig"),
+        "the tarball leg wrote no build stamp:\n{}",
+        tail(&o.log)
+    );
+
+    // Planned again (the plan job alone): the published leg's stamp, read from the tarball
+    // bucket's public URL, verifies against the pinned key and the leg is skipped; the other
+    // GCC legs of the pipeline have no stamp and build.
+    let again = r.act(
+        "build-and-publish-slurm-tarball.yml",
+        &[
+            ("slurm_version", "25.11"),
+            ("gpu_support", "false"),
+            ("platforms", "ubuntu24.04"),
+        ],
+        None,
+        |c| {
+            c.args(["-j", "plan"]);
+        },
+    );
+    assert!(again.success, "{}", tail(&again.log));
+    assert!(
+        again.log.contains(
+            "Slurm 25.11 tarball · GCC 13.4.0 · amd64 · ubuntu24.04: skip (unchanged since"
+        ),
+        "{}",
+        tail(&again.log)
+    );
+    let legs = again.legs();
+    assert!(!legs.is_empty(), "{}", tail(&again.log));
+    assert!(
+        legs.iter().all(|l| l["compiler_version"] != "13.4.0"),
+        "the published leg was scheduled again: {legs:?}"
+    );
+    assert!(
+        again.log.contains("build (no stamp)"),
+        "{}",
+        tail(&again.log)
+    );
 }
 
 /// The floor is enforced on every leg by default: dispatched with its defaults, the tarball

@@ -465,6 +465,9 @@ fn planned() -> Vec<Planned> {
                     yaml_serde::Value::Bool(b) => b.to_string(),
                     d => d.as_str().unwrap().to_owned(),
                 },
+                // The plan job's checkout, and a repository variable that is not set.
+                None if v == "${{ github.workspace }}" => common::repo_root().display().to_string(),
+                None if v.starts_with("${{ vars.") => String::new(),
                 None => v.to_owned(),
             };
             args.push((k.to_owned(), value));
@@ -1513,9 +1516,41 @@ fn build_pipelines_build_binaries_once_check_first_and_report_last() {
             b.contains("--target") && b.contains("SHA256SUMS") && b.contains("musl-tools"),
             "{b}"
         );
-        // The report job runs last, always, with actions: read.
+        // An empty plan (every leg already built: count 0, `{"include":[]}`) skips every job
+        // after it: GitHub fails a matrix whose include is empty, and the report job downloads
+        // the binaries artifact, which an empty plan never builds.
+        let planned = "${{ needs.plan.outputs.count != '0' }}";
+        assert_eq!(
+            doc["jobs"]["binaries"]["if"].as_str(),
+            Some(planned),
+            "{wf}"
+        );
+        assert_eq!(doc["jobs"]["build"]["if"].as_str(), Some(planned), "{wf}");
+        // The report job runs last, always (even after a failed plan), but not after an empty
+        // one, with actions: read.
         let r = &doc["jobs"]["report"];
-        assert_eq!(r["if"].as_str(), Some("${{ always() }}"), "{wf}");
+        assert_eq!(
+            r["if"].as_str(),
+            Some("${{ always() && needs.plan.outputs.count != '0' }}"),
+            "{wf}"
+        );
+        // The plan gets `force` from the dispatch form and the pins from a repository
+        // variable, never a secret (the plan job has no signing key).
+        let plan = format!("{:?}", doc["jobs"]["plan"]);
+        assert!(
+            plan.contains("${{ inputs.force }}")
+                && plan.contains("${{ vars.SLURM_FACTORY_SIGNING_FINGERPRINTS }}")
+                && !plan.contains("secrets."),
+            "{wf}: {plan}"
+        );
+        assert_eq!(
+            doc["on"]["workflow_dispatch"]["inputs"]["force"]["default"].as_bool(),
+            Some(false),
+            "{wf}"
+        );
+        // The step that publishes hands the leg to its binary, which stamps it.
+        let build = format!("{:?}", doc["jobs"]["build"]);
+        assert!(build.contains("${{ toJSON(matrix) }}"), "{wf}");
         assert_eq!(r["permissions"]["actions"].as_str(), Some("read"), "{wf}");
         assert_eq!(
             r["needs"],

@@ -3,24 +3,29 @@
 //! Outputs `matrix` (`{"include":[...]}`, see [`crate::matrix::MatrixEntry`]) and `count`, and
 //! a Markdown table in the job summary. Every input is validated before anything is written:
 //! on bad input the command fails with an `::error::` and `$GITHUB_OUTPUT` is left untouched.
+//! Each leg carries its input fingerprint; legs a verified build stamp vouches for are dropped
+//! ([`crate::matrix::skip`]), so the matrix may be empty (`count` 0).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
 
-use crate::catalog::Catalog;
-use crate::gha::Runner;
-use crate::matrix::{self, Kind, Request};
-
+use super::args::{S3Args, TrustArgs};
 use super::{bool_flag_or_input, flag_or_input};
+use crate::buildcache::publish::PublishMode;
+use crate::catalog::Catalog;
+use crate::fingerprint::Sources;
+use crate::gha::Runner;
+use crate::matrix::skip::{self, SkipRequest, StampSource};
+use crate::matrix::{self, Kind, Request};
 
 /// Expand requested versions into a validated GitHub Actions build matrix.
 #[derive(Debug, Parser)]
 #[command(
     name = "prepare-matrix",
     version,
-    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  prepare-matrix --kind tarball --platforms el8,ubuntu24.04\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
+    after_help = "Outputs: matrix (JSON {\"include\":[...]}) and count, to $GITHUB_OUTPUT inside Actions, else to stdout as key=value.\n\nExamples:\n  prepare-matrix --kind compiler --compiler-versions all\n  prepare-matrix --kind slurm --slurm-versions '25.11 24.11' --compiler-versions 13.4.0\n  prepare-matrix --kind slurm --architectures all --gpu\n  prepare-matrix --kind tarball --platforms el8,ubuntu24.04\n  prepare-matrix --kind slurm --trusted-fingerprint <FPR> --source-dir .   # skip legs a signed stamp shows are built\n  prepare-matrix --kind slurm --trusted-fingerprint <FPR> --force          # build every leg\n  INPUT_KIND=tarball INPUT_SLURM_VERSIONS=25.11 prepare-matrix"
 )]
 pub struct Args {
     /// What the matrix builds: compiler, slurm or tarball [input: kind]
@@ -47,6 +52,31 @@ pub struct Args {
     /// Use this catalog file instead of the embedded one [input: catalog] [env: SLURM_FACTORY_CATALOG]
     #[arg(long)]
     pub catalog: Option<PathBuf>,
+    /// Look up each leg's signed build stamp and drop the legs it shows are built from the same
+    /// inputs (true/false; default true) [input: skip_built]
+    #[arg(long, value_name = "BOOL")]
+    pub skip_built: Option<bool>,
+    /// Build every leg, whatever the stamps say [input: force]
+    #[arg(long)]
+    pub force: bool,
+    /// What the run publishes: all, slurm-only or none (none never skips; a slurm-only stamp
+    /// does not satisfy all) [input: publish]
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Where stamps are read: auto (S3 when AWS credentials are set, else the catalog's public
+    /// URLs), s3 or public [input: stamps_from]
+    #[arg(long)]
+    pub stamps_from: Option<String>,
+    /// Read spack-repo/ and docker/ from this checkout for the fingerprints (default: the copies
+    /// embedded in this binary) [input: source_dir]
+    #[arg(long, value_name = "DIR")]
+    pub source_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub s3: S3Args,
 }
 
 /// Runs `prepare-matrix`.
@@ -68,13 +98,68 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         gpu: bool_flag_or_input(args.gpu.then_some(true), &runner, "gpu", false)?,
     };
     let matrix = matrix::plan(&catalog, &request)?;
+    let sources = match flag_or_input(
+        args.source_dir.map(|p| p.display().to_string()),
+        &runner,
+        "source_dir",
+    )
+    .filter(|d| !d.trim().is_empty())
+    {
+        Some(d) => Sources::Checkout(d.into()),
+        None => Sources::Embedded,
+    };
+    let legs = skip::fingerprinted(matrix, &catalog, &sources)?;
+    let mut pins = args.trust.resolve(&runner)?;
+    for f in catalog.signing_fingerprints() {
+        if !pins.fingerprints.contains(&f) {
+            pins.fingerprints.push(f);
+        }
+    }
+    let s3 = args.s3.resolve(&runner)?;
+    let has_credentials = matches!(
+        s3.credentials,
+        crate::s3::CredentialSource::GithubOidc { .. }
+    ) || [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
+    let source = StampSource::choose(
+        flag_or_input(args.stamps_from, &runner, "stamps_from")
+            .as_deref()
+            .unwrap_or("auto"),
+        s3,
+        has_credentials,
+    )?;
+    let req = SkipRequest {
+        lookup: bool_flag_or_input(args.skip_built, &runner, "skip_built", true)?,
+        force: bool_flag_or_input(args.force.then_some(true), &runner, "force", false)?,
+        publish: flag_or_input(args.publish, &runner, "publish")
+            .filter(|p| !p.trim().is_empty())
+            .as_deref()
+            .unwrap_or("all")
+            .parse::<PublishMode>()?,
+        pins,
+        source,
+    };
+    let plan = skip::decide(&catalog, kind, legs, &req, &runner).await;
+    let matrix = plan.matrix();
     let json = matrix.to_json();
     let count = matrix.len().to_string();
     runner.set_outputs(&[("matrix", &json), ("count", &count)])?;
-    runner.append_summary(&matrix.summary_markdown())?;
-    if runner.in_actions() {
-        let jobs = if matrix.len() == 1 { "job" } else { "jobs" };
-        runner.info(&format!("{kind} matrix: {count} {jobs}"));
+    runner.append_summary(&plan.summary_markdown())?;
+    if !matrix.is_empty() {
+        runner.append_summary(&matrix.summary_markdown())?;
     }
+    for l in &plan.legs {
+        runner.info(&format!("{}: {}", l.entry.name, l.decision));
+    }
+    let jobs = if matrix.len() == 1 { "job" } else { "jobs" };
+    runner.info(&format!(
+        "{kind} matrix: {count} {jobs} ({} skipped as built)",
+        plan.legs.len() - matrix.len()
+    ));
     Ok(())
 }

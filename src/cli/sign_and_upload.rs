@@ -44,6 +44,11 @@ pub struct Args {
     /// Fingerprint of another key to publish from the source and to accept in the destination's key index (repeatable) [input: publish_key_fingerprints, one per line]
     #[arg(long = "publish-key-fingerprint")]
     pub publish_key_fingerprints: Vec<String>,
+    /// The leg being published, as the workflow passes `${{ toJSON(matrix) }}`: after the
+    /// index, a signed build stamp with the leg's fingerprint (recomputed here and checked
+    /// against the plan's) is written beside the buildcache; without it, no stamp [input: leg]
+    #[arg(long, value_name = "JSON")]
+    pub leg: Option<String>,
     /// Keep a destination key index that names keys this run does not know [input: accept_unknown_keys]
     #[arg(long)]
     pub accept_unknown_keys: bool,
@@ -87,6 +92,17 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         &paths_or_input(&args.trusted_keys, &runner, "trusted_keys"),
         &runner,
     )?;
+    // The leg's fingerprint is checked before anything is written.
+    let stamp = match flag_or_input(args.leg, &runner, "leg").filter(|l| !l.trim().is_empty()) {
+        Some(json) if publish != PublishMode::None => {
+            let catalog = crate::catalog::Catalog::load_or_embedded(
+                super::catalog_path(None, &runner).as_deref(),
+            )?;
+            let kinds = [crate::matrix::Kind::Compiler, crate::matrix::Kind::Slurm];
+            Some(crate::matrix::MatrixEntry::leg_fingerprint(&json, &kinds, &catalog)?.1)
+        }
+        _ => None,
+    };
     let publisher = if publish == PublishMode::None {
         Publisher::none()
     } else {
@@ -94,8 +110,12 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         let target = publish_target(destination, &args.key, &args.s3, &runner)?;
         Publisher::prepare(&runner, target, publish, dry_run).await?
     };
-    publisher
+    let done = publisher
         .with_policy(trusted, fingerprints, accept_unknown_keys)
-        .publish(&runner, &source)
-        .await
+        .publish_done(&runner, &source)
+        .await?;
+    match (done, stamp) {
+        (Some(done), Some(f)) => crate::stamp::stamp_buildcache(&runner, &done, &f).await,
+        _ => Ok(()),
+    }
 }

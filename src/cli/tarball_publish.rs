@@ -72,6 +72,11 @@ pub struct Args {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub key: SigningKeyArgs,
+    /// The leg being published, as the workflow passes `${{ toJSON(matrix) }}`: after the
+    /// upload, a signed build stamp with the leg's fingerprint (recomputed here and checked
+    /// against the plan's) is written beside the tarball; without it, no stamp [input: leg]
+    #[arg(long, value_name = "JSON")]
+    pub leg: Option<String>,
     /// Build and sign, but upload nothing [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
@@ -154,7 +159,15 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
             catalog.tarball_key(&slurm, &gcc, &variant)
         ));
     }
-    // The key and the S3 settings are checked before hours of packing could be wasted.
+    // The leg's fingerprint, the key and the S3 settings are checked before hours of packing
+    // could be wasted.
+    let stamp = match flag_or_input(args.leg, &runner, "leg").filter(|l| !l.trim().is_empty()) {
+        Some(json) if destination.is_some() => {
+            let kinds = [crate::matrix::Kind::Tarball];
+            Some(crate::matrix::MatrixEntry::leg_fingerprint(&json, &kinds, &catalog)?.1)
+        }
+        _ => None,
+    };
     if let Some(d) = &destination {
         publish::Destination::parse(d, "slurm.tar.gz")?;
     }
@@ -177,6 +190,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         publish,
         local_key,
         dry_run: bool_flag_or_input(args.dry_run.then_some(true), &runner, "dry_run", false)?,
+        stamp,
     };
     publish::run(&runner, request).await
 }

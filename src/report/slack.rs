@@ -29,16 +29,7 @@ pub(crate) struct Message {
 /// The link to this run (and attempt), from GITHUB_SERVER_URL, GITHUB_REPOSITORY and
 /// GITHUB_RUN_ID; `None` outside Actions.
 pub(crate) fn run_url(runner: &Runner) -> Option<String> {
-    let server = runner
-        .var("GITHUB_SERVER_URL")
-        .unwrap_or("https://github.com");
-    let repo = runner.var("GITHUB_REPOSITORY")?;
-    let id = runner.var("GITHUB_RUN_ID")?;
-    let mut url = format!("{}/{repo}/actions/runs/{id}", server.trim_end_matches('/'));
-    if let Some(attempt) = runner.var("GITHUB_RUN_ATTEMPT").filter(|a| *a != "1") {
-        url.push_str(&format!("/attempts/{attempt}"));
-    }
-    Some(url)
+    runner.run_url()
 }
 
 /// The webhook from SLACK_WEBHOOK_URL, masked and validated; `None` when it is unset or empty.

@@ -264,6 +264,9 @@ pub(crate) struct Request {
     pub local_key: Option<SigningKey>,
     /// Build, sign and report, but upload nothing.
     pub dry_run: bool,
+    /// The leg's fingerprint (checked against the plan's by the caller): a signed build stamp
+    /// is written beside the tarball, last, after an upload. `None`: no stamp.
+    pub stamp: Option<crate::fingerprint::Fingerprint>,
     /// The catalog platform the build ran on: its glibc caps the tarball's floor. `None`:
     /// the floor is recorded but not checked (with a warning).
     pub platform: Option<crate::catalog::Platform>,
@@ -363,6 +366,18 @@ pub(crate) async fn run(runner: &crate::gha::Runner, req: Request) -> Result<()>
                 )
                 .await?;
                 runner.notice(&format!("published {url} ({n} bytes uploaded)"));
+                if let (Some(f), Some(t)) = (&req.stamp, &req.publish) {
+                    crate::stamp::stamp_tarball(
+                        runner,
+                        store.as_ref(),
+                        &d.name,
+                        packed.size,
+                        &packed.sha256,
+                        &t.key,
+                        f,
+                    )
+                    .await?;
+                }
             }
             url
         }

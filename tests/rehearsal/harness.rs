@@ -485,6 +485,10 @@ impl Rehearsal {
         for (k, v) in secrets.into_iter().chain(extra) {
             cmd.arg("--secret").arg(format!("{k}={v}"));
         }
+        // The repository variable a production repository sets: the plan job trusts build
+        // stamps signed by this key (it never gets the key itself).
+        cmd.arg("--var")
+            .arg(format!("SLURM_FACTORY_SIGNING_FINGERPRINTS={FPR}"));
         let oidc = format!("{}/oidc/token", self.loopback.url);
         let api = format!("{}/api", self.loopback.url);
         let envs = [

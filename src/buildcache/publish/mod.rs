@@ -57,7 +57,7 @@ mod source;
 mod write;
 
 pub use options::{PublishMode, PublishOptions};
-pub use publisher::{PublishTarget, Publisher};
+pub use publisher::{Done, PublishTarget, Publisher};
 pub use report::{Change, ObjectChange, PublishReport, SpecOutcome, write_outputs};
 
 /// Source files read at a time (local reads: a few per core keep the blocking pool busy).

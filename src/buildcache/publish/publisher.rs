@@ -148,6 +148,16 @@ impl Publisher {
     /// Signs the buildcache at `source`, publishes it, and writes the step outputs
     /// (`buildcache-url`, `specs-published`, `bytes-uploaded`) and the job summary.
     pub async fn publish(self, runner: &Runner, source: &std::path::Path) -> Result<()> {
+        self.publish_done(runner, source).await.map(drop)
+    }
+
+    /// [`Publisher::publish`], returning what was published, where and with which key
+    /// (`None` for `publish none` and a dry run): what a build stamp vouches for.
+    pub async fn publish_done(
+        self,
+        runner: &Runner,
+        source: &std::path::Path,
+    ) -> Result<Option<Done>> {
         let Some((key, dest)) = self.target else {
             runner.notice("publish: none — nothing was signed or published");
             runner.set_outputs(&[
@@ -155,9 +165,10 @@ impl Publisher {
                 ("specs-published", "0"),
                 ("bytes-uploaded", "0"),
             ])?;
-            return runner.append_summary(
+            runner.append_summary(
                 "### Sign and upload\n\nPublish mode `none`: nothing was signed or published.\n",
-            );
+            )?;
+            return Ok(None);
         };
         let dry_run = self.opts.dry_run;
         let source = LocalDir::new(source);
@@ -185,6 +196,25 @@ impl Publisher {
             report.index_records,
             report.public_url
         ));
-        write_outputs(runner, &report)
+        write_outputs(runner, &report)?;
+        Ok((!dry_run).then_some(Done {
+            mode: self.opts.mode,
+            report,
+            key,
+            dest,
+        }))
     }
+}
+
+/// A finished publication: the report, the destination and the key that signed it.
+#[derive(Debug)]
+pub struct Done {
+    /// The publish mode.
+    pub mode: PublishMode,
+    /// What was published.
+    pub report: super::PublishReport,
+    /// The signing key.
+    pub key: SigningKey,
+    /// The destination.
+    pub dest: Box<dyn Storage>,
 }
