@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use slurm_factory::builder::caches::CacheSettings;
 use slurm_factory::builder::{BuildOptions, execute};
 use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::docker::{
@@ -396,6 +397,7 @@ async fn outputs_are_owned_by_the_build_user() {
         timeout: Duration::from_secs(300),
         user: Some(user),
         run_id: RunId::new(&run).unwrap(),
+        caches: CacheSettings::off(),
     };
     let (runner, cap) = actions_runner();
     let job = slurm_job();
@@ -518,6 +520,7 @@ async fn timeout_stops_the_build_and_removes_its_container() {
         timeout: Duration::from_secs(12),
         user: None,
         run_id: RunId::new(&run).unwrap(),
+        caches: CacheSettings::off(),
     };
     let started = Instant::now();
     let outcome = execute(&slurm_job(), &opts, &runner).await.unwrap();

@@ -10,6 +10,7 @@ use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::{bool_flag_or_input, flag_or_input};
 use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::PublishTarget;
+use crate::builder::caches::{CACHE_DIR_ENV, CacheSettings};
 use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR};
 use crate::catalog::{Arch, Catalog, PlatformName};
 use crate::gha::Runner;
@@ -35,9 +36,14 @@ pub struct CommonBuildArgs {
     /// Directory that receives the build's outputs (buildcache, view, modules, logs) [input: output_dir]
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
-    /// Rebuild the container image without Docker's layer cache [input: no_cache]
+    /// Rebuild the container image without Docker's layer cache or the image cache [input: no_cache]
     #[arg(long)]
     pub no_cache: bool,
+    /// Root of the caches kept between runs (Spack sources, build images), or `off`; default:
+    /// the catalog's caches.dir, else $RUNNER_TOOL_CACHE/slurm-factory, else
+    /// ~/.cache/slurm-factory [input: cache_dir] [env: SLURM_FACTORY_CACHE_DIR]
+    #[arg(long, value_name = "DIR|off")]
+    pub cache_dir: Option<PathBuf>,
     /// Print the generated spack.yaml, Dockerfile and steps without touching Docker [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
@@ -142,6 +148,17 @@ impl CommonBuildArgs {
             timeout: Duration::from_secs(u64::from(minutes) * 60),
             user: None,
             run_id: RunId::from_runner(runner),
+            caches: CacheSettings::resolve(
+                super::flag_input_or_env(
+                    self.cache_dir.clone(),
+                    runner,
+                    "cache_dir",
+                    CACHE_DIR_ENV,
+                )
+                .as_deref(),
+                &catalog.caches,
+                runner,
+            )?,
         };
         Ok(Common {
             catalog,
