@@ -562,7 +562,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (unit, scale) = BYTE_UNITS
             .iter()
-            .find(|(_, scale)| self.0 % scale == 0)
+            .find(|(_, scale)| self.0.is_multiple_of(*scale))
             .copied()
             .unwrap_or(("B", 1));
         write!(f, "{}{unit}", self.0 / scale)

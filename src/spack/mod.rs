@@ -1023,11 +1023,9 @@ impl Layout {
             std::fs::create_dir_all(&p)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
         }
-        for area in [CacheArea::Misc] {
-            let p = self.host_cache(area);
-            std::fs::create_dir_all(&p)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
-        }
+        let p = self.host_cache(CacheArea::Misc);
+        std::fs::create_dir_all(&p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
         Ok(())
     }
 }

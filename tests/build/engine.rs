@@ -25,7 +25,7 @@ use slurm_factory::spack::{Area, Job, RunId, SlurmJobRequest};
 use crate::common::{in_actions, repo_root, under_ci};
 
 /// Whether a Docker engine answers; otherwise skip (or fail under CI) with the reason.
-fn docker_or_skip() -> bool {
+pub(crate) fn docker_or_skip() -> bool {
     let out = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
@@ -42,7 +42,7 @@ fn docker_or_skip() -> bool {
 }
 
 /// Builds a stand-in context for `mode` (ok, fail or sleep) in a temporary directory.
-fn stub_context(mode: &str) -> tempfile::TempDir {
+pub(crate) fn stub_context(mode: &str) -> tempfile::TempDir {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -95,7 +95,7 @@ fn files_under(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Containers carrying this run id, running or not (via the docker CLI, independent of us).
-fn containers_of(run: &str) -> Vec<String> {
+pub(crate) fn containers_of(run: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL_RUN}={run}")])
         .output()
@@ -107,7 +107,7 @@ fn containers_of(run: &str) -> Vec<String> {
 }
 
 /// Removes this run's containers even when a test panics.
-struct Cleanup(String);
+pub(crate) struct Cleanup(pub(crate) String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -124,7 +124,7 @@ impl Drop for Cleanup {
 
 /// A run id unique to this test process and test. Binaries get it as `GITHUB_RUN_ID` with
 /// `GITHUB_RUN_ATTEMPT=1`, so their containers are labelled `<id>-1`: use [`attempt_label`].
-fn run_id(test: &str) -> String {
+pub(crate) fn run_id(test: &str) -> String {
     format!("t{}-{test}", std::process::id())
 }
 
@@ -135,7 +135,7 @@ fn attempt_label(run: &str) -> String {
 
 /// A runner that believes it is in Actions and records everything it prints.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -148,18 +148,18 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
-fn actions_runner() -> (Runner, Captured) {
+pub(crate) fn actions_runner() -> (Runner, Captured) {
     let cap = Captured::default();
     let runner = Runner::from_vars([("GITHUB_ACTIONS", "true")]).with_sink(Box::new(cap.clone()));
     (runner, cap)
 }
 
-fn slurm_job() -> Job {
+pub(crate) fn slurm_job() -> Job {
     let mut job = SlurmJobRequest {
         slurm: "25.11".parse().unwrap(),
         gcc: "13.4.0".parse().unwrap(),
