@@ -494,6 +494,11 @@ impl Rehearsal {
                 self.work.path().join("catalog.yaml").display().to_string(),
             ),
             ("SLURM_FACTORY_DOCKER_CONTEXT", ctx.display().to_string()),
+            // The runner's caches (sources, images) live with this replay, not in act's.
+            (
+                "SLURM_FACTORY_CACHE_DIR",
+                self.work.path().join("runner-cache").display().to_string(),
+            ),
             ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
             ("AWS_ENDPOINT_URL_STS", self.moto.endpoint.clone()),
             ("AWS_REGION", "us-east-1".into()),
