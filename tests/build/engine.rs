@@ -874,10 +874,13 @@ fn readme_first_command_without_a_key_builds_the_toolchain_from_source() {
     assert!(!stdout.contains("--cache-only"), "{stdout}");
     let toolchain_env = std::fs::read_to_string(ns.join("toolchain-env/spack.yaml")).unwrap();
     let env = std::fs::read_to_string(ns.join("env/spack.yaml")).unwrap();
+    // Their one mirror is the runner's source cache (sources, which Spack checks against the
+    // recipes' checksums), never a buildcache.
+    let source_mirror = "  mirrors:\n    slurm-factory-sources:\n      url: file:///slurm-factory/source-mirror\n      binary: false\n      source: true\n      signed: false\n";
     for (name, text) in [("toolchain", &toolchain_env), ("slurm", &env)] {
         assert!(
-            !text.contains("\n  mirrors:") && !text.contains(" url: "),
-            "the {name} environment of a build that trusts nothing reads a mirror:\n{text}"
+            text.contains(source_mirror) && text.matches(" url: ").count() == 1,
+            "the {name} environment of a build that trusts nothing reads a buildcache:\n{text}"
         );
     }
     assert!(

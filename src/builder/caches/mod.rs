@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, UTIME_NOW};
 
+use crate::buildcache::storage::file_kind as kind;
 use crate::catalog::Caches;
 use crate::gha::Runner;
 
@@ -149,19 +150,6 @@ const FILE_FLAGS: OFlags = OFlags::RDONLY
 
 /// Temporary files of writers that died are removed by [`CacheDir::prune`] after this long.
 const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
-
-fn kind(ft: FileType) -> &'static str {
-    match ft {
-        FileType::RegularFile => "a regular file",
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO (named pipe)",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::Unknown => "a file of unknown type",
-    }
-}
 
 fn io(e: rustix::io::Errno) -> std::io::Error {
     std::io::Error::from(e)
