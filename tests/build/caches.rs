@@ -299,14 +299,19 @@ async fn two_legs_share_the_source_cache_and_a_rerun_downloads_nothing() {
     assert_eq!(files(&shared), held);
 }
 
-/// The vendored real Spack, or `None` after saying why the test is skipped (under CI a
-/// missing Spack fails).
+/// The vendored builtin package repository (listed so Spack never tries to clone one).
+fn builtin_repo() -> PathBuf {
+    repo_root().join(".spack/spack-packages-v2025.07.0/repos/spack_repo/builtin")
+}
+
+/// The vendored real Spack and its Python, or `None` after saying why the test is skipped
+/// (under CI a missing Spack fails).
 fn real_spack() -> Option<(PathBuf, PathBuf)> {
     let spack = repo_root().join(".spack/spack-1.0.0/bin/spack");
     let python = std::env::var_os("SLURM_FACTORY_VENV")
         .map(|v| PathBuf::from(v).join("bin/python"))
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    if spack.is_file() && python.is_file() {
+    if spack.is_file() && python.is_file() && builtin_repo().is_dir() {
         return Some((spack, python));
     }
     assert!(
@@ -353,7 +358,8 @@ fn spack_fetch(work: &Path, leg: &Path, shared: &Path, url: &str, sha: &str) -> 
     std::fs::write(
         env.join("spack.yaml"),
         format!(
-            "spack:\n  specs: []\n  config:\n    source_cache: {}\n    misc_cache: {}\n    build_stage: [{}]\n    url_fetch_method: urllib\n  mirrors:\n    slurm-factory-sources:\n      url: file://{}\n      binary: false\n      source: true\n      signed: false\n  view: false\n",
+            "spack:\n  specs: []\n  repos:\n    builtin: {}\n  config:\n    source_cache: {}\n    misc_cache: {}\n    build_stage: [{}]\n    url_fetch_method: urllib\n  mirrors:\n    slurm-factory-sources:\n      url: file://{}\n      binary: false\n      source: true\n      signed: false\n  view: false\n",
+            builtin_repo().display(),
             leg.display(),
             work.join("misc").display(),
             work.join("stage").display(),
@@ -364,7 +370,19 @@ fn spack_fetch(work: &Path, leg: &Path, shared: &Path, url: &str, sha: &str) -> 
     let script = work.join("fetch.py");
     std::fs::write(&script, FETCH).unwrap();
     let home = work.join("home");
-    let out = Command::new(&spack)
+    // Offline when this machine can make a network namespace (as scripts/real-slurm does).
+    let offline = Command::new("unshare")
+        .args(["--net", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = if offline {
+        let mut c = Command::new("unshare");
+        c.arg("--net").arg(&spack);
+        c
+    } else {
+        Command::new(&spack)
+    };
+    let out = cmd
         .arg("-e")
         .arg(&env)
         .arg("python")
@@ -384,6 +402,10 @@ fn spack_fetch(work: &Path, leg: &Path, shared: &Path, url: &str, sha: &str) -> 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "spack python failed:\n{text}");
+    assert!(
+        !text.contains("Warning") && !text.contains("Error"),
+        "{text}"
+    );
     text
 }
 
@@ -432,6 +454,12 @@ fn real_spack_reads_the_promoted_source_cache_and_downloads_nothing() {
     let sha = sha256(&bytes);
     let url = format!("file://{}", tarball.display());
     let shared = CacheDir::open(&work.path().join("runner-cache"), SOURCES_DIR, 1 << 30).unwrap();
+
+    // A runner without caches: the mirror directory does not exist, which is only a miss.
+    let leg0 = work.path().join("leg0");
+    let missing = work.path().join("no-runner-cache");
+    let off = spack_fetch(work.path(), &leg0, &missing, &url, &sha);
+    assert!(off.contains(&format!("FETCHED-FROM {url}")), "{off}");
 
     let leg1 = work.path().join("leg1");
     let first = spack_fetch(work.path(), &leg1, shared.path(), &url, &sha);

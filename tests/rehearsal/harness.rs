@@ -279,6 +279,11 @@ fn docker_ok() -> bool {
 }
 
 impl Rehearsal {
+    /// The runner's cache directory the replayed builds are given (`SLURM_FACTORY_CACHE_DIR`).
+    pub fn runner_cache(&self) -> PathBuf {
+        self.work.path().join("runner-cache")
+    }
+
     /// Starts the stand-ins, or `None` when a required tool is missing outside CI.
     pub async fn start() -> Option<Rehearsal> {
         common::require_tool("act")?;
@@ -497,7 +502,7 @@ impl Rehearsal {
             // The runner's caches (sources, images) live with this replay, not in act's.
             (
                 "SLURM_FACTORY_CACHE_DIR",
-                self.work.path().join("runner-cache").display().to_string(),
+                self.runner_cache().display().to_string(),
             ),
             ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
             ("AWS_ENDPOINT_URL_STS", self.moto.endpoint.clone()),

@@ -223,7 +223,7 @@ pub(crate) fn walk(root: OwnedFd, shown: &Path) -> Result<Walk> {
             };
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
-                    if name.starts_with('.') || raw.contains(&b'/') {
+                    if name.starts_with('.') {
                         out.refused.push((key, "a hidden directory"));
                         continue;
                     }
