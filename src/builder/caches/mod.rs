@@ -600,7 +600,7 @@ impl CacheDir {
                 }
                 let evicted: u64 = r.evicted.iter().map(|(_, b)| b).sum();
                 runner.info(&format!(
-                    "{what} cache {}: {} entries, {} of {} cap{}",
+                    "The {what} cache {} holds {} file(s), {} of its {} cap{}",
                     self.path.display(),
                     r.kept.0,
                     human_bytes(r.kept.1),
