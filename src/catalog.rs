@@ -499,6 +499,123 @@ pub struct Publish {
     pub signing_fingerprints: Vec<String>,
 }
 
+/// A size in bytes, written `<whole number><unit>` with unit `B`, `KiB`, `MiB`, `GiB` or `TiB`
+/// (`50GiB`); at least 1 MiB and at most 1 PiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ByteSize(u64);
+
+const BYTE_UNITS: [(&str, u64); 5] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<ByteSize> {
+        let why = || {
+            anyhow::anyhow!(
+                "{s:?} is not a size: write a whole number and a unit (B, KiB, MiB, GiB or TiB), e.g. 50GiB, between 1MiB and 1024TiB"
+            )
+        };
+        let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        if digits.is_empty() || digits.len() > 16 {
+            return Err(why());
+        }
+        let (_, scale) = BYTE_UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .ok_or_else(why)?;
+        let n: u64 = digits.parse().map_err(|_| why())?;
+        let bytes = n.checked_mul(*scale).ok_or_else(why)?;
+        if !((1 << 20)..=(1 << 50)).contains(&bytes) {
+            return Err(why());
+        }
+        Ok(ByteSize(bytes))
+    }
+}
+
+impl TryFrom<String> for ByteSize {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<ByteSize> {
+        s.parse()
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        b.to_string()
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (unit, scale) = BYTE_UNITS
+            .iter()
+            .find(|(_, scale)| self.0.is_multiple_of(*scale))
+            .copied()
+            .unwrap_or(("B", 1));
+        write!(f, "{}{unit}", self.0 / scale)
+    }
+}
+
+/// The caches a self-hosted runner keeps between runs (Spack's downloaded sources and the
+/// build images), shared by the legs that run on it (see `crate::builder::caches`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caches {
+    /// Whether builds keep caches at all (`--cache-dir` overrides it either way).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// The root directory (absolute); none: `$RUNNER_TOOL_CACHE/slurm-factory` on a runner,
+    /// else `$XDG_CACHE_HOME/slurm-factory` or `~/.cache/slurm-factory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// The size cap of the Spack source cache (least recently used files go first).
+    pub source_cache_max: ByteSize,
+    /// The size cap of the saved build images (least recently used go first).
+    pub image_cache_max: ByteSize,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for Caches {
+    fn default() -> Caches {
+        Caches {
+            enabled: true,
+            dir: None,
+            source_cache_max: ByteSize(50 << 30),
+            image_cache_max: ByteSize(20 << 30),
+        }
+    }
+}
+
+/// A cache root in the catalog: an absolute path of plain components (no `.`, `..`, `~`,
+/// control characters or `${{`), at most 1024 bytes.
+fn is_cache_dir(s: &str) -> Result<(), &'static str> {
+    let ok = s.len() <= 1024
+        && s.starts_with('/')
+        && !s.contains("${{")
+        && !s.chars().any(char::is_control)
+        && s.split('/').skip(1).all(|c| !matches!(c, "." | ".."))
+        && !s.contains("//");
+    ok.then_some(()).ok_or(
+        "a cache directory is an absolute path without '.', '..', '//', control characters or '${{' (leave it out for the runner's default)",
+    )
+}
+
 /// The whole catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -515,6 +632,9 @@ pub struct Catalog {
     pub timeouts: Timeouts,
     /// Publishing locations.
     pub publish: Publish,
+    /// The caches a self-hosted runner keeps between runs (defaults when left out).
+    #[serde(default)]
+    pub caches: Caches,
 }
 
 impl Catalog {
@@ -710,6 +830,9 @@ impl Catalog {
         )?;
         for f in &p.signing_fingerprints {
             check_field("publish.signing_fingerprints[]", f, is_fingerprint)?;
+        }
+        if let Some(d) = &self.caches.dir {
+            check_field("caches.dir", d, is_cache_dir)?;
         }
         Ok(())
     }
@@ -951,6 +1074,32 @@ mod tests {
     }
 
     #[test]
+    fn cache_sizes_parse_and_print_back() {
+        for (text, bytes) in [
+            ("50GiB", 50u64 << 30),
+            ("1MiB", 1 << 20),
+            ("1536MiB", 1536 << 20),
+        ] {
+            let b: ByteSize = text.parse().unwrap();
+            assert_eq!((b.bytes(), b.to_string().as_str()), (bytes, text));
+        }
+        for bad in [
+            "", "GiB", "5", "5gb", "5 GiB", "+5GiB", "1KiB", "2048TiB", "5GiB5",
+        ] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?} accepted");
+        }
+        let c = Catalog::embedded().caches;
+        assert!(c.enabled && c.dir.is_none());
+        assert_eq!(c.source_cache_max.bytes(), 50 << 30);
+        // Left out of a catalog, the section takes its defaults.
+        let text = EMBEDDED.split("\ncaches:").next().unwrap();
+        assert_eq!(
+            Catalog::parse(text, "old").unwrap().caches,
+            Caches::default()
+        );
+    }
+
+    #[test]
     fn versions_reject_non_versions() {
         for bad in ["", "13.4", "13.4.0; rm -rf /", "$(id)", "13..0", "1.2.3.4"] {
             assert!(bad.parse::<GccVersion>().is_err(), "{bad:?} accepted");
@@ -1066,6 +1215,56 @@ mod tests {
                 "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/buildcache\"",
                 "slurm_prefix: \"slurm/{platform}/{slurm}/{gcc}{variant}/build cache\"",
                 "publish.slurm_prefix",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 50GiB\n  dir: \"/var/cache/../../etc\"",
+                "caches.dir",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 50GiB\n  dir: \"runner-cache\"",
+                "caches.dir",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 50GiB\n  dir: \"/cache\\n::add-mask::x\"",
+                "caches.dir",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 50GiB\n  dir: \"/cache/${{ secrets.X }}\"",
+                "caches.dir",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: \"-5GiB\"",
+                "not a size",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 99999999999999999TiB",
+                "not a size",
+            ),
+            (
+                "source_cache_max: 50GiB",
+                "source_cache_max: 18446744073709551615GiB",
+                "not a size",
+            ),
+            (
+                "image_cache_max: 20GiB",
+                "image_cache_max: 20 GB",
+                "not a size",
+            ),
+            (
+                "image_cache_max: 20GiB",
+                "image_cache_max: 0B",
+                "not a size",
+            ),
+            (
+                "image_cache_max: 20GiB",
+                "image_cache_max: 20GiB\n  evict: everything",
+                "unknown field",
             ),
         ];
         for (from, to, needle) in cases {

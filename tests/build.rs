@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "build/caches.rs"]
+mod caches;
 #[path = "build/cli.rs"]
 mod cli;
 #[path = "build/engine.rs"]

@@ -146,6 +146,16 @@ async fn the_compiler_pipeline_runs_end_to_end() {
     assert!(text.contains("gcc@13.4.0"), "{text}");
     assert!(text.contains(FPR) || text.contains("verified"), "{text}");
     report_lists(&o, 1, &["13.4.0"]);
+    // The leg kept its build image in the runner's cache (the workflow's `cache_dir` is empty
+    // without the repository variable, so the binary took SLURM_FACTORY_CACHE_DIR).
+    assert!(o.log.contains("Saved the build image"), "{}", o.log);
+    let images: Vec<_> = std::fs::read_dir(r.runner_cache().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar"))
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+
     assert!(
         o.log.contains("build (no stamp)") && o.log.contains("build stamp s3://"),
         "the first run found no stamp and its leg wrote one:\n{}",

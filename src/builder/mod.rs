@@ -20,8 +20,10 @@ use crate::docker::{
 use crate::gha::Runner;
 use crate::spack::keys;
 use crate::spack::stats::{self, BuildStats};
-use crate::spack::{Area, Job, Layout, RunId, Toolchain, repo};
+use crate::spack::{Area, CONTAINER_SOURCE_MIRROR, Job, Layout, RunId, Toolchain, repo};
+use caches::CacheSettings;
 
+pub mod caches;
 pub(crate) mod resources;
 pub(crate) mod summary;
 
@@ -51,11 +53,11 @@ pub struct Request {
 /// How to execute a job (the library-level form of the common flags).
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// Output directory (namespaces go under `builds/`, shared caches under `cache/`).
+    /// Output directory (namespaces go under `builds/`, Spack's misc cache under `cache/`).
     pub output_dir: PathBuf,
     /// Build context directory; `None`: the embedded `docker/`.
     pub docker_context: Option<PathBuf>,
-    /// Ignore Docker's layer cache.
+    /// Ignore Docker's layer cache and the image cache.
     pub no_cache: bool,
     /// Job timeout (image build included).
     pub timeout: Duration,
@@ -63,6 +65,8 @@ pub struct BuildOptions {
     pub user: Option<UserSpec>,
     /// The run id (part of the namespace, and a container label).
     pub run_id: RunId,
+    /// Where the runner keeps caches between runs (sources, images), if anywhere.
+    pub caches: CacheSettings,
 }
 
 /// What [`execute`] produced.
@@ -130,19 +134,32 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
         failure: None,
         debug_bundle: None,
     };
-    let image = engine
-        .build_image(
-            &ctx,
-            &ImageBuild {
-                no_cache: opts.no_cache,
-                log: layout.host(Area::Logs).join("image-build.log"),
-                deadline,
-                timeout: opts.timeout,
-            },
-            runner,
-            &mut cancel,
-        )
-        .await?;
+    // `no_cache` bypasses the image cache as it bypasses Docker's layer cache.
+    let image_cache = match opts.no_cache {
+        true => None,
+        false => usable(opts.caches.images(), "image", runner),
+    };
+    let loaded = match &image_cache {
+        Some(c) => caches::images::load_if_cached(&engine, &ctx, c, runner).await,
+        None => false,
+    };
+    let image = if loaded {
+        Ok(ctx.image_tag())
+    } else {
+        engine
+            .build_image(
+                &ctx,
+                &ImageBuild {
+                    no_cache: opts.no_cache,
+                    log: layout.host(Area::Logs).join("image-build.log"),
+                    deadline,
+                    timeout: opts.timeout,
+                },
+                runner,
+                &mut cancel,
+            )
+            .await?
+    };
     let image = match image {
         Ok(tag) => tag,
         Err(failure) => {
@@ -151,22 +168,37 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
             return Ok(outcome);
         }
     };
+    if let (Some(c), false) = (&image_cache, loaded) {
+        caches::images::save(&engine, &ctx, c, runner).await;
+    }
     outcome.image = Some(image.clone());
+
+    let mut mounts = vec![
+        BindMount {
+            host: layout.build_dir(),
+            container: layout.container_build_dir(),
+            read_only: false,
+        },
+        BindMount {
+            host: layout.cache_dir(),
+            container: layout.container_cache_dir(),
+            read_only: false,
+        },
+    ];
+    // The shared source cache, read-only: Spack reads it as a source mirror and fetches what
+    // it lacks into the build's own source cache, which is offered to it after the build.
+    let source_cache = usable(opts.caches.sources(), "source", runner);
+    if let Some(c) = &source_cache {
+        mounts.push(BindMount {
+            host: c.path().to_path_buf(),
+            container: CONTAINER_SOURCE_MIRROR.to_owned(),
+            read_only: true,
+        });
+    }
 
     let spec = RunSpec {
         image,
-        mounts: vec![
-            BindMount {
-                host: layout.build_dir(),
-                container: layout.container_build_dir(),
-                read_only: false,
-            },
-            BindMount {
-                host: layout.cache_dir(),
-                container: layout.container_cache_dir(),
-                read_only: false,
-            },
-        ],
+        mounts,
         env: layout.container_env(),
         workdir: layout.container(Area::Home),
         user,
@@ -189,6 +221,14 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     outcome.stats.steps = report.steps;
     outcome.stats.census = stats::census(&layout.host(Area::Install))?;
     outcome.failure = report.failure;
+    if let Some(c) = &source_cache {
+        caches::sources::promote_reported(
+            &layout.host(Area::Sources),
+            c,
+            outcome.failure.is_none(),
+            runner,
+        );
+    }
     if outcome.failure.is_some() {
         let lock = layout.host(Area::Env).join("spack.lock");
         let log = outcome.log();
@@ -206,6 +246,21 @@ pub async fn execute(job: &Job, opts: &BuildOptions, runner: &Runner) -> Result<
     }
     outcome.stats.total = started.elapsed();
     Ok(outcome)
+}
+
+/// The cache `opened` names, or `None` with a warning when it cannot be used (a build never
+/// fails for its cache).
+fn usable(
+    opened: Result<Option<caches::CacheDir>>,
+    what: &str,
+    runner: &Runner,
+) -> Option<caches::CacheDir> {
+    opened.unwrap_or_else(|e| {
+        runner.warning(&format!(
+            "the {what} cache cannot be used, so this build runs without it: {e:#}"
+        ));
+        None
+    })
 }
 
 /// Writes what the steps read into the namespace: the environment(s), the Spack repository
@@ -253,8 +308,13 @@ pub fn render_toolchain_environment(job: &Job, layout: &Layout) -> Result<Option
         .transpose()
 }
 
-/// The `--dry-run` report: environment, Dockerfile, mounts and steps.
-pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
+/// The `--dry-run` report: environment, Dockerfile, mounts, caches and steps.
+pub fn plan(
+    job: &Job,
+    layout: &Layout,
+    ctx: &BuildContext,
+    caches: &CacheSettings,
+) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -322,6 +382,30 @@ pub fn plan(job: &Job, layout: &Layout, ctx: &BuildContext) -> Result<String> {
         layout.cache_dir().display(),
         layout.container_cache_dir()
     );
+    match &caches.root {
+        Some(root) => {
+            let _ = writeln!(
+                out,
+                "{} -> {CONTAINER_SOURCE_MIRROR} (read-only: the shared source cache, capped at {})",
+                root.join(caches::SOURCES_DIR).display(),
+                caches::human_bytes(caches.source_max)
+            );
+            let _ = writeln!(
+                out,
+                "Image cache: {} (capped at {})",
+                root.join(caches::IMAGES_DIR)
+                    .join(caches::images::entry_name(ctx))
+                    .display(),
+                caches::human_bytes(caches.image_max)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "No runner caches (--cache-dir off or caches.enabled: false)."
+            );
+        }
+    }
     let _ = writeln!(out, "\n==> Steps");
     for (i, step) in job.steps(layout).iter().enumerate() {
         let _ = writeln!(
@@ -351,7 +435,7 @@ pub async fn run(request: Request, runner: Runner) -> Result<()> {
     if dry_run {
         let layout = Layout::new(&opts.output_dir, job.namespace(&opts.run_id))?;
         let ctx = BuildContext::load(opts.docker_context.as_deref(), job.platform())?;
-        runner.info(&plan(&job, &layout, &ctx)?);
+        runner.info(&plan(&job, &layout, &ctx, &opts.caches)?);
         return Ok(());
     }
     if job.arch().0 != host_arch() {

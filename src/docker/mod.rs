@@ -528,6 +528,64 @@ impl Engine {
             .await;
     }
 
+    /// Whether the engine has the image `tag`.
+    pub async fn has_image(&self, tag: &str) -> Result<bool> {
+        match self.docker.inspect_image(tag).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(anyhow!("cannot inspect the image {tag}: {e}")),
+        }
+    }
+
+    /// Writes the image `tag` as a `docker save` archive into `out`; returns its size.
+    pub async fn save_image(&self, tag: &str, out: &mut std::fs::File) -> Result<u64> {
+        let mut stream = self.docker.export_image(tag);
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("cannot export the image {tag}"))?;
+            out.write_all(&chunk)?;
+            bytes += chunk.len() as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// Loads a `docker save` archive (read from `file`) into the engine.
+    pub async fn load_image(&self, file: std::fs::File) -> Result<()> {
+        let file = tokio::fs::File::from_std(file);
+        let chunks = futures::stream::unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf.into()), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let mut progress = self.docker.import_image_stream(
+            bollard::query_parameters::ImportImageOptions {
+                quiet: true,
+                ..Default::default()
+            },
+            chunks,
+            None,
+        );
+        while let Some(item) = progress.next().await {
+            let info = item.context("the engine refused the image archive")?;
+            if let Some(detail) = info.error_detail {
+                bail!(
+                    "the engine refused the image archive: {}",
+                    detail.message.unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Ids of the containers (running or not) carrying label `key=value`.
     pub async fn containers_labelled(&self, key: &str, value: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])]);

@@ -3,8 +3,9 @@
 //! the embedded package repository ([`repo`]) and what a finished build reports ([`stats`]).
 //!
 //! Every path a job writes (install tree, view, modules, stage, buildcache, logs) lives under
-//! a per-build namespace directory, so concurrent builds on one runner never collide. Only the
-//! source cache and Spack's misc cache are shared between builds.
+//! a per-build namespace directory, so concurrent builds on one runner never collide. Only
+//! Spack's misc cache is shared between builds under one output directory; downloaded sources
+//! are shared between legs and runs through the runner's cache ([`crate::builder::caches`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +37,25 @@ pub const TRUSTED_KEYS_FILE: &str = "trusted-keys.asc";
 
 /// Where the build directory tree is mounted inside the build container.
 pub const CONTAINER_ROOT: &str = "/slurm-factory";
+
+/// Where the shared source cache is mounted (read-only) inside the build container, when the
+/// runner keeps one (see [`crate::builder::caches::sources`]); absent otherwise.
+pub const CONTAINER_SOURCE_MIRROR: &str = "/slurm-factory/source-mirror";
+
+/// The name of the shared source cache among the environment's mirrors.
+pub const SOURCE_MIRROR_NAME: &str = "slurm-factory-sources";
+
+/// The shared source cache as a source-only mirror. Every environment lists it, whether or
+/// not the runner keeps caches (a missing mirror directory is a miss, and the environment, so
+/// the leg's fingerprint, does not depend on where it runs).
+fn source_mirror() -> Mirror {
+    Mirror {
+        url: format!("file://{CONTAINER_SOURCE_MIRROR}"),
+        binary: false,
+        source: true,
+        signed: false,
+    }
+}
 
 /// The packages built next to Slurm, as Spack specs (before the compiler is added).
 pub const SLURM_COMPANIONS: &[&str] = &[
@@ -305,6 +325,8 @@ impl Job {
             )]),
             Toolchain::Source => BTreeMap::new(),
         };
+        let mut mirrors = mirrors;
+        mirrors.insert(SOURCE_MIRROR_NAME.to_owned(), source_mirror());
         Some(SpackYaml {
             spack: Environment {
                 specs: vec![toolchain_spec(&s.gcc)],
@@ -322,7 +344,7 @@ impl Job {
                         ]),
                     },
                     build_stage: vec![c(Area::Stage)],
-                    source_cache: layout.container_cache(CacheArea::Source),
+                    source_cache: c(Area::Sources),
                     misc_cache: layout.container_cache(CacheArea::Misc),
                 },
                 packages: BTreeMap::from([(
@@ -350,7 +372,7 @@ impl Job {
                 ..PackageSettings::default()
             },
         );
-        let mut mirrors = BTreeMap::new();
+        let mut mirrors = BTreeMap::from([(SOURCE_MIRROR_NAME.to_owned(), source_mirror())]);
         let mut view = View::Disabled(false);
         let mut modules = None;
         if let Job::Slurm(s) = self {
@@ -447,7 +469,7 @@ impl Job {
                         projections: BTreeMap::new(),
                     },
                     build_stage: vec![c(Area::Stage)],
-                    source_cache: layout.container_cache(CacheArea::Source),
+                    source_cache: c(Area::Sources),
                     misc_cache: layout.container_cache(CacheArea::Misc),
                 },
                 packages,
@@ -814,6 +836,9 @@ pub enum Area {
     ToolchainEnv,
     /// The toolchain's install tree (`gcc-<version>` and its dependencies).
     Toolchain,
+    /// Spack's source cache of this build: every source it fetched (from the shared cache's
+    /// mirror or the network), offered to the shared cache afterwards.
+    Sources,
 }
 
 /// The directory under an output directory that holds one namespace per build.
@@ -825,7 +850,7 @@ impl Area {
     pub const ARTIFACTS: [Area; 2] = [Area::Logs, Area::Debug];
 
     /// Every area, in creation order.
-    pub const ALL: [Area; 13] = [
+    pub const ALL: [Area; 14] = [
         Area::Env,
         Area::Install,
         Area::View,
@@ -839,6 +864,7 @@ impl Area {
         Area::SpackRepo,
         Area::ToolchainEnv,
         Area::Toolchain,
+        Area::Sources,
     ];
 
     /// The directory name.
@@ -857,6 +883,7 @@ impl Area {
             Area::SpackRepo => "spack-repo",
             Area::ToolchainEnv => "toolchain-env",
             Area::Toolchain => "toolchain",
+            Area::Sources => "sources",
         }
     }
 }
@@ -864,8 +891,6 @@ impl Area {
 /// A directory shared by every build under one output directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheArea {
-    /// Downloaded sources.
-    Source,
     /// Spack's misc cache.
     Misc,
 }
@@ -874,7 +899,6 @@ impl CacheArea {
     /// The directory name.
     pub fn dir(self) -> &'static str {
         match self {
-            CacheArea::Source => "source",
             CacheArea::Misc => "misc",
         }
     }
@@ -882,7 +906,7 @@ impl CacheArea {
 
 /// Where a build's files live, on the host and in the container.
 ///
-/// Host: `<output>/builds/<namespace>/<area>` and `<output>/cache/{source,misc}`.
+/// Host: `<output>/builds/<namespace>/<area>` and `<output>/cache/misc`.
 /// Container: the same tree under [`CONTAINER_ROOT`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -999,11 +1023,9 @@ impl Layout {
             std::fs::create_dir_all(&p)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
         }
-        for area in [CacheArea::Source, CacheArea::Misc] {
-            let p = self.host_cache(area);
-            std::fs::create_dir_all(&p)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
-        }
+        let p = self.host_cache(CacheArea::Misc);
+        std::fs::create_dir_all(&p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
         Ok(())
     }
 }

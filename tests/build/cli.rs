@@ -246,6 +246,67 @@ fn dry_run_reads_inputs_like_an_action() {
     assert!(t.contains("url: file:///srv/compilers/11.5.0"), "{t}");
 }
 
+/// The cache root: the flag, else the input `cache_dir`, else `SLURM_FACTORY_CACHE_DIR`, else
+/// the runner's tool cache; `off` turns the caches off; a relative path is refused.
+#[test]
+fn the_cache_dir_comes_from_the_flag_the_input_the_env_or_the_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |tweak: &dyn Fn(&mut std::process::Command)| {
+        let mut c = crate::common::in_actions("build-slurm", dir.path());
+        c.env("INPUT_DRY_RUN", "true")
+            .env("INPUT_TRUSTED_FINGERPRINTS", FIXTURE_FPR)
+            .env("RUNNER_TOOL_CACHE", "/opt/hostedtoolcache");
+        tweak(&mut c);
+        let out = c.output().unwrap();
+        (out.status.code(), text(&out))
+    };
+    let mirror = |root: &str| {
+        format!(
+            "{root}/spack-sources -> /slurm-factory/source-mirror (read-only: the shared source cache, capped at 50.0 GiB)"
+        )
+    };
+    let (code, t) = plan(&|_| {});
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains(&mirror("/opt/hostedtoolcache/slurm-factory")),
+        "{t}"
+    );
+    assert!(
+        t.contains("Image cache: /opt/hostedtoolcache/slurm-factory/images/"),
+        "{t}"
+    );
+    let (_, t) = plan(&|c| {
+        c.env("SLURM_FACTORY_CACHE_DIR", "/srv/env-cache");
+    });
+    assert!(t.contains(&mirror("/srv/env-cache")), "{t}");
+    let (_, t) = plan(&|c| {
+        c.env("SLURM_FACTORY_CACHE_DIR", "/srv/env-cache")
+            .env("INPUT_CACHE_DIR", "/srv/input-cache");
+    });
+    assert!(t.contains(&mirror("/srv/input-cache")), "{t}");
+    let (_, t) = plan(&|c| {
+        c.env("INPUT_CACHE_DIR", "/srv/input-cache")
+            .args(["--cache-dir", "/srv/flag-cache"]);
+    });
+    assert!(t.contains(&mirror("/srv/flag-cache")), "{t}");
+    let (_, t) = plan(&|c| {
+        c.env("INPUT_CACHE_DIR", "off");
+    });
+    assert!(t.contains("No runner caches"), "{t}");
+    assert!(
+        !t.contains("/slurm-factory/source-mirror (read-only"),
+        "{t}"
+    );
+    let (code, t) = plan(&|c| {
+        c.env("INPUT_CACHE_DIR", "relative/cache");
+    });
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("::error::") && t.contains("give an absolute path"),
+        "{t}"
+    );
+}
+
 #[test]
 fn without_docker_it_fails_fast_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,10 +369,13 @@ fn the_toolchain_comes_from_the_buildcache_only_with_a_pinned_key() {
         !t.contains("--cache-only") && !t.contains("gpg trust"),
         "{t}"
     );
+    // Its only mirror is the runner's source cache (sources, checked against the recipes'
+    // checksums by Spack), never a buildcache.
     assert!(
-        !t.contains("mirrors:"),
-        "a build that trusts nothing reads a mirror: {t}"
+        !t.contains("binary: true") && !t.contains("slurm-factory-compiler"),
+        "a build that trusts nothing reads a buildcache: {t}"
     );
+    assert!(t.contains("slurm-factory-sources:"), "{t}");
 
     let out = scrubbed("build-slurm")
         .args(["--dry-run", "--toolchain", "buildcache"])
@@ -351,7 +415,7 @@ fn the_toolchain_comes_from_the_buildcache_only_with_a_pinned_key() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("built from source first"), "{t}");
     assert!(
-        !t.contains("--cache-only") && !t.contains("mirrors:"),
+        !t.contains("--cache-only") && !t.contains("binary: true"),
         "{t}"
     );
 

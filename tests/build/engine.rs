@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use slurm_factory::builder::caches::CacheSettings;
 use slurm_factory::builder::{BuildOptions, execute};
 use slurm_factory::catalog::{Arch, Catalog};
 use slurm_factory::docker::{
@@ -24,7 +25,7 @@ use slurm_factory::spack::{Area, Job, RunId, SlurmJobRequest};
 use crate::common::{in_actions, repo_root, under_ci};
 
 /// Whether a Docker engine answers; otherwise skip (or fail under CI) with the reason.
-fn docker_or_skip() -> bool {
+pub(crate) fn docker_or_skip() -> bool {
     let out = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
@@ -41,7 +42,7 @@ fn docker_or_skip() -> bool {
 }
 
 /// Builds a stand-in context for `mode` (ok, fail or sleep) in a temporary directory.
-fn stub_context(mode: &str) -> tempfile::TempDir {
+pub(crate) fn stub_context(mode: &str) -> tempfile::TempDir {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -94,7 +95,7 @@ fn files_under(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Containers carrying this run id, running or not (via the docker CLI, independent of us).
-fn containers_of(run: &str) -> Vec<String> {
+pub(crate) fn containers_of(run: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL_RUN}={run}")])
         .output()
@@ -106,7 +107,7 @@ fn containers_of(run: &str) -> Vec<String> {
 }
 
 /// Removes this run's containers even when a test panics.
-struct Cleanup(String);
+pub(crate) struct Cleanup(pub(crate) String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -123,7 +124,7 @@ impl Drop for Cleanup {
 
 /// A run id unique to this test process and test. Binaries get it as `GITHUB_RUN_ID` with
 /// `GITHUB_RUN_ATTEMPT=1`, so their containers are labelled `<id>-1`: use [`attempt_label`].
-fn run_id(test: &str) -> String {
+pub(crate) fn run_id(test: &str) -> String {
     format!("t{}-{test}", std::process::id())
 }
 
@@ -134,7 +135,7 @@ fn attempt_label(run: &str) -> String {
 
 /// A runner that believes it is in Actions and records everything it prints.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -147,18 +148,18 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
-fn actions_runner() -> (Runner, Captured) {
+pub(crate) fn actions_runner() -> (Runner, Captured) {
     let cap = Captured::default();
     let runner = Runner::from_vars([("GITHUB_ACTIONS", "true")]).with_sink(Box::new(cap.clone()));
     (runner, cap)
 }
 
-fn slurm_job() -> Job {
+pub(crate) fn slurm_job() -> Job {
     let mut job = SlurmJobRequest {
         slurm: "25.11".parse().unwrap(),
         gcc: "13.4.0".parse().unwrap(),
@@ -396,6 +397,7 @@ async fn outputs_are_owned_by_the_build_user() {
         timeout: Duration::from_secs(300),
         user: Some(user),
         run_id: RunId::new(&run).unwrap(),
+        caches: CacheSettings::off(),
     };
     let (runner, cap) = actions_runner();
     let job = slurm_job();
@@ -518,6 +520,7 @@ async fn timeout_stops_the_build_and_removes_its_container() {
         timeout: Duration::from_secs(12),
         user: None,
         run_id: RunId::new(&run).unwrap(),
+        caches: CacheSettings::off(),
     };
     let started = Instant::now();
     let outcome = execute(&slurm_job(), &opts, &runner).await.unwrap();
@@ -871,10 +874,13 @@ fn readme_first_command_without_a_key_builds_the_toolchain_from_source() {
     assert!(!stdout.contains("--cache-only"), "{stdout}");
     let toolchain_env = std::fs::read_to_string(ns.join("toolchain-env/spack.yaml")).unwrap();
     let env = std::fs::read_to_string(ns.join("env/spack.yaml")).unwrap();
+    // Their one mirror is the runner's source cache (sources, which Spack checks against the
+    // recipes' checksums), never a buildcache.
+    let source_mirror = "  mirrors:\n    slurm-factory-sources:\n      url: file:///slurm-factory/source-mirror\n      binary: false\n      source: true\n      signed: false\n";
     for (name, text) in [("toolchain", &toolchain_env), ("slurm", &env)] {
         assert!(
-            !text.contains("\n  mirrors:") && !text.contains(" url: "),
-            "the {name} environment of a build that trusts nothing reads a mirror:\n{text}"
+            text.contains(source_mirror) && text.matches(" url: ").count() == 1,
+            "the {name} environment of a build that trusts nothing reads a buildcache:\n{text}"
         );
     }
     assert!(

@@ -77,10 +77,13 @@ pub fn scrubbed(name: &str) -> Command {
 }
 
 /// A scrubbed command that believes it runs inside GitHub Actions, with fresh, empty
-/// `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_STEP_SUMMARY` files in `dir`.
+/// `$GITHUB_OUTPUT`, `$GITHUB_ENV` and `$GITHUB_STEP_SUMMARY` files in `dir`, and its
+/// `$RUNNER_TOOL_CACHE` at `dir/tool-cache`.
 pub fn in_actions(name: &str, dir: &Path) -> Command {
     let mut c = scrubbed(name);
     c.env("GITHUB_ACTIONS", "true");
+    // Every runner has a tool cache; a build keeps its caches there (never in $HOME here).
+    c.env("RUNNER_TOOL_CACHE", dir.join("tool-cache"));
     for (var, file) in [
         ("GITHUB_OUTPUT", "output"),
         ("GITHUB_ENV", "env"),

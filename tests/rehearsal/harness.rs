@@ -279,6 +279,11 @@ fn docker_ok() -> bool {
 }
 
 impl Rehearsal {
+    /// The runner's cache directory the replayed builds are given (`SLURM_FACTORY_CACHE_DIR`).
+    pub fn runner_cache(&self) -> PathBuf {
+        self.work.path().join("runner-cache")
+    }
+
     /// Starts the stand-ins, or `None` when a required tool is missing outside CI.
     pub async fn start() -> Option<Rehearsal> {
         common::require_tool("act")?;
@@ -498,6 +503,11 @@ impl Rehearsal {
                 self.work.path().join("catalog.yaml").display().to_string(),
             ),
             ("SLURM_FACTORY_DOCKER_CONTEXT", ctx.display().to_string()),
+            // The runner's caches (sources, images) live with this replay, not in act's.
+            (
+                "SLURM_FACTORY_CACHE_DIR",
+                self.runner_cache().display().to_string(),
+            ),
             ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
             ("AWS_ENDPOINT_URL_STS", self.moto.endpoint.clone()),
             ("AWS_REGION", "us-east-1".into()),

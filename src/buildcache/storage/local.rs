@@ -50,7 +50,8 @@ const FILE_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NONBLOCK)
     .union(OFlags::CLOEXEC);
 
-fn kind(ft: FileType) -> &'static str {
+/// What an entry of type `ft` is, for messages (`a symbolic link`, `a FIFO (named pipe)`).
+pub(crate) fn kind(ft: FileType) -> &'static str {
     match ft {
         FileType::RegularFile => "a regular file",
         FileType::Directory => "a directory",

@@ -27,6 +27,7 @@ pub(crate) mod s3;
 
 pub use http::HttpStore;
 pub use local::LocalDir;
+pub(crate) use local::kind as file_kind;
 pub use s3::{S3Store, WriteMode};
 
 /// Metadata of a stored object.

@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::args::{S3Args, SigningKeyArgs, publish_target};
-use super::{bool_flag_or_input, flag_or_input};
+use super::{bool_flag_or_input, flag_input_or_env, flag_or_input};
 use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::PublishTarget;
+use crate::builder::caches::{CACHE_DIR_ENV, CacheSettings};
 use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR};
 use crate::catalog::{Arch, Catalog, PlatformName};
 use crate::gha::Runner;
@@ -35,9 +36,13 @@ pub struct CommonBuildArgs {
     /// Directory that receives the build's outputs (buildcache, view, modules, logs) [input: output_dir]
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
-    /// Rebuild the container image without Docker's layer cache [input: no_cache]
+    /// Rebuild the container image without Docker's layer cache or the image cache [input: no_cache]
     #[arg(long)]
     pub no_cache: bool,
+    /// Root of the caches kept between runs, or `off` (default: $RUNNER_TOOL_CACHE/slurm-factory,
+    /// see the README) [input: cache_dir] [env: SLURM_FACTORY_CACHE_DIR]
+    #[arg(long, value_name = "DIR|off")]
+    pub cache_dir: Option<PathBuf>,
     /// Print the generated spack.yaml, Dockerfile and steps without touching Docker [input: dry_run]
     #[arg(long)]
     pub dry_run: bool,
@@ -114,12 +119,14 @@ impl CommonBuildArgs {
             .clone()
             .or_else(|| runner.input("output_dir").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
-        let docker_context = super::flag_input_or_env(
+        let docker_context = flag_input_or_env(
             self.docker_context.clone(),
             runner,
             "docker_context",
             "SLURM_FACTORY_DOCKER_CONTEXT",
         );
+        let cache_dir =
+            flag_input_or_env(self.cache_dir.clone(), runner, "cache_dir", CACHE_DIR_ENV);
         let no_cache =
             bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
         let dry_run = bool_flag_or_input(self.dry_run.then_some(true), runner, "dry_run", false)?;
@@ -142,6 +149,7 @@ impl CommonBuildArgs {
             timeout: Duration::from_secs(u64::from(minutes) * 60),
             user: None,
             run_id: RunId::from_runner(runner),
+            caches: CacheSettings::resolve(cache_dir.as_deref(), &catalog.caches, runner)?,
         };
         Ok(Common {
             catalog,
