@@ -41,11 +41,13 @@ pub struct LocalDir {
     root: PathBuf,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+/// How a directory is opened: read-only, never through a symlink.
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
-const FILE_FLAGS: OFlags = OFlags::RDONLY
+/// How a file is opened: read-only, never through a symlink, never blocking on a FIFO.
+pub(crate) const FILE_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::NONBLOCK)
     .union(OFlags::CLOEXEC);

@@ -28,6 +28,7 @@ pub(crate) mod s3;
 pub use http::HttpStore;
 pub use local::LocalDir;
 pub(crate) use local::kind as file_kind;
+pub(crate) use local::{DIR_FLAGS, FILE_FLAGS};
 pub use s3::{S3Store, WriteMode};
 
 /// Metadata of a stored object.

@@ -139,14 +139,9 @@ impl CacheSettings {
     }
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
-const FILE_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::NONBLOCK)
-    .union(OFlags::CLOEXEC);
+// Directories and files are opened as the buildcache's local store opens them: never through
+// a link, never blocking on a FIFO.
+use crate::buildcache::storage::{DIR_FLAGS, FILE_FLAGS};
 
 /// Temporary files of writers that died are removed by [`CacheDir::prune`] after this long.
 const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
@@ -636,21 +631,8 @@ impl NoFollow for std::fs::OpenOptions {
     }
 }
 
-/// `1.5 GiB`, `12 MiB`, `300 B`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
+/// `1.5 GiB`, `12 MiB`, `300 B`: the crate's one size formatter.
+pub(crate) use crate::s3::progress::human_bytes;
 
 #[cfg(test)]
 mod tests;
