@@ -13,7 +13,10 @@
 //!   ([`SLURM_ONLY_PACKAGES`]), so a Slurm recipe edit rebuilds the Slurm and tarball legs and
 //!   no toolchain;
 //! - `docker`: every file of the build image's context (the Dockerfile pins the base image by
-//!   digest and Spack and spack-packages by commit, shown as their own ingredients too).
+//!   digest and Spack and spack-packages by commit, shown as their own ingredients too);
+//! - `toolchain` (Slurm and tarball legs): the fingerprint of the compiler leg whose buildcache
+//!   the leg installs its GCC from (same GCC, architecture and platform, computed from the same
+//!   sources), so a toolchain rebuilt from other inputs rebuilds the legs built with it.
 //!
 //! The workflows and the rest of the catalog (buckets, timeouts, runner labels) are not
 //! ingredients: they change where and how a leg runs, not what it builds.
@@ -25,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::spack::{Job, Layout, RunId};
+use crate::spack::{CompilerJob, Job, Layout, RunId};
 
 /// One ingredient: what it is, briefly, and its SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +289,31 @@ pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
             },
         );
     }
+    if let Job::Slurm(s) = job {
+        let toolchain = of(
+            &Job::Compiler(CompilerJob {
+                gcc: s.gcc.clone(),
+                arch: s.arch.clone(),
+                platform: s.platform.clone(),
+                spack_target: s.spack_target.clone(),
+            }),
+            false,
+            sources,
+        )
+        .context("cannot fingerprint the leg's toolchain (its compiler leg)")?;
+        let sha256 = toolchain
+            .fingerprint
+            .strip_prefix("sha256:")
+            .unwrap_or(&toolchain.fingerprint)
+            .to_owned();
+        ingredients.insert(
+            "toolchain",
+            Ingredient {
+                value: format!("{} {}", toolchain.leg, toolchain.fingerprint),
+                sha256,
+            },
+        );
+    }
     let mut h = Sha256::new();
     for (name, i) in &ingredients {
         h.update(name.as_bytes());
@@ -386,7 +414,10 @@ mod tests {
             &Sources::Embedded,
         )
         .unwrap();
-        assert_eq!(el9.changed_from(&a), ["docker", "environment", "leg"]);
+        assert_eq!(
+            el9.changed_from(&a),
+            ["docker", "environment", "leg", "toolchain"]
+        );
         assert!(
             a.ingredients["leg"].value.contains("\"platform\":\"el8\""),
             "{}",
@@ -400,9 +431,32 @@ mod tests {
             "docker",
             "spack",
             "spack-packages",
+            "toolchain",
         ] {
             assert!(a.ingredients.contains_key(name), "{name}");
         }
+        // The toolchain is the compiler leg the Slurm leg installs its GCC from: its whole
+        // fingerprint, so any change to that leg (its environment too) changes this one.
+        let gcc = Job::compiler_on(
+            &c,
+            "13.4.0".parse().unwrap(),
+            c.architectures.default.clone(),
+            None,
+        )
+        .unwrap();
+        let toolchain = of(&gcc, false, &Sources::Embedded).unwrap();
+        assert_eq!(
+            format!("sha256:{}", a.ingredients["toolchain"].sha256),
+            toolchain.fingerprint
+        );
+        assert!(
+            a.ingredients["toolchain"]
+                .value
+                .starts_with("gcc-13.4.0-amd64-el8 sha256:"),
+            "{}",
+            a.text()
+        );
+        assert!(!toolchain.ingredients.contains_key("toolchain"));
         assert!(a.text().contains("spack-repo"), "{}", a.text());
     }
 
@@ -440,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recipe_change_in_a_checkout_changes_the_spack_repo_ingredient_only() {
+    fn a_recipe_change_in_a_checkout_changes_the_legs_whose_dag_holds_it() {
         let root = tempfile::tempdir().unwrap();
         let repo = root
             .path()
@@ -490,9 +544,16 @@ mod tests {
             of(&gcc, false, &checkout).unwrap().changed_from(&toolchain),
             ["spack-repo"]
         );
+        // The Slurm leg sees the recipe in its own DAG and in its toolchain's.
         assert_eq!(
             of(&job, false, &checkout).unwrap().changed_from(&changed),
-            ["spack-repo"]
+            ["spack-repo", "toolchain"]
+        );
+        let tarball = of(&job, true, &checkout).unwrap();
+        assert!(
+            tarball
+                .changed_from(&of(&job, true, &Sources::Embedded).unwrap())
+                .contains(&"toolchain")
         );
     }
 
