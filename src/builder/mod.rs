@@ -24,6 +24,7 @@ use crate::spack::{Area, CONTAINER_SOURCE_MIRROR, Job, Layout, RunId, Toolchain,
 use caches::CacheSettings;
 
 pub mod caches;
+pub mod leg;
 pub(crate) mod resources;
 pub(crate) mod summary;
 

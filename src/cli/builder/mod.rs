@@ -57,6 +57,10 @@ pub struct CommonBuildArgs {
     /// `spack` on PATH [input: docker_context] [env: SLURM_FACTORY_DOCKER_CONTEXT]
     #[arg(long, value_name = "DIR")]
     pub docker_context: Option<PathBuf>,
+    /// The leg as the plan recorded it (a prepare-matrix matrix entry, JSON): its fingerprint is
+    /// recomputed and a leg that differs from the plan's is refused before anything is built [input: leg]
+    #[arg(long, value_name = "JSON")]
+    pub leg: Option<String>,
     #[command(flatten, next_help_heading = "Publishing")]
     #[allow(missing_docs)]
     pub key: SigningKeyArgs,
@@ -73,9 +77,25 @@ struct Common {
     opts: BuildOptions,
     dry_run: bool,
     s3: crate::s3::S3Settings,
+    leg: Option<String>,
 }
 
 impl Common {
+    /// With a `leg`, refuses a job that is not the leg or whose fingerprint differs from the
+    /// plan's ([`crate::builder::leg::check`]), before any Docker or Spack work.
+    fn check_leg(&self, job: &crate::spack::Job) -> Result<()> {
+        match &self.leg {
+            Some(json) => crate::builder::leg::check(
+                json,
+                job,
+                &self.catalog,
+                &crate::fingerprint::Sources::Embedded,
+            )
+            .map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// The publish target of `publish` (mode and destination): the signing key is loaded (and
     /// masked) now, before anything is built. A dry run publishes nothing and loads no key.
     fn publish_target(
@@ -158,6 +178,7 @@ impl CommonBuildArgs {
             opts,
             dry_run,
             s3: self.s3.resolve(runner)?,
+            leg: flag_or_input(self.leg.clone(), runner, "leg").filter(|l| !l.trim().is_empty()),
         })
     }
 }
