@@ -44,7 +44,7 @@ mod tests {
         r.compiler_versions = Some("13.4.0".into());
         r.slurm_versions = Some("25.11".into());
         let m = plan(c, &r).unwrap();
-        let mut legs = fingerprinted(m, c, &Sources::Embedded).unwrap();
+        let mut legs = fingerprinted(m, c, &Sources::embedded()).unwrap();
         legs.remove(0).0
     }
 
@@ -82,7 +82,7 @@ mod tests {
         ] {
             let l = leg(kind, &c);
             let json = serde_json::to_string(&l).unwrap();
-            let f = check(&json, &job, &c, &Sources::Embedded).unwrap();
+            let f = check(&json, &job, &c, &Sources::embedded()).unwrap();
             assert_eq!(Some(f.fingerprint), l.fingerprint, "{kind}");
         }
     }
@@ -96,14 +96,14 @@ mod tests {
         let json = serde_json::to_string(&l).unwrap();
         let e = format!(
             "{:#}",
-            check(&json, &slurm(&c, "25.11"), &c, &Sources::Embedded).unwrap_err()
+            check(&json, &slurm(&c, "25.11"), &c, &Sources::embedded()).unwrap_err()
         );
         assert!(e.contains("(differing ingredients: toolchain)"), "{e}");
         assert!(e.ends_with("nothing was built"), "{e}");
         // A plan of an older prepare-matrix carries no fingerprint.
         l.fingerprint = None;
         let json = serde_json::to_string(&l).unwrap();
-        let e = check(&json, &slurm(&c, "25.11"), &c, &Sources::Embedded).unwrap_err();
+        let e = check(&json, &slurm(&c, "25.11"), &c, &Sources::embedded()).unwrap_err();
         assert!(e.to_string().contains("carries no fingerprint"), "{e}");
     }
 
@@ -111,12 +111,12 @@ mod tests {
     fn a_leg_of_another_job_or_kind_is_refused() {
         let c = Catalog::embedded();
         let json = serde_json::to_string(&leg(Kind::Slurm, &c)).unwrap();
-        let e = check(&json, &slurm(&c, "24.11"), &c, &Sources::Embedded).unwrap_err();
+        let e = check(&json, &slurm(&c, "24.11"), &c, &Sources::embedded()).unwrap_err();
         assert!(
             e.to_string().contains("the `leg` input is slurm-25.11-gcc13.4.0-cpu-amd64-el8, but this step builds slurm-24.11-"),
             "{e}"
         );
-        let e = check(&json, &compiler(&c, "13.4.0"), &c, &Sources::Embedded).unwrap_err();
+        let e = check(&json, &compiler(&c, "13.4.0"), &c, &Sources::embedded()).unwrap_err();
         assert!(
             e.to_string()
                 .contains("is a slurm leg; this step takes compiler legs"),
@@ -126,7 +126,7 @@ mod tests {
             "{\"not\":\"a leg\"}",
             &compiler(&c, "13.4.0"),
             &c,
-            &Sources::Embedded,
+            &Sources::embedded(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("toJSON(matrix)"), "{e}");

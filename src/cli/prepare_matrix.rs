@@ -71,6 +71,10 @@ pub struct Args {
     /// embedded in this binary) [input: source_dir]
     #[arg(long, value_name = "DIR")]
     pub source_dir: Option<PathBuf>,
+    /// Fingerprint the image context the legs build from (their `--docker-context`) instead of
+    /// docker/<platform>/ [env: SLURM_FACTORY_DOCKER_CONTEXT]
+    #[arg(long, value_name = "DIR")]
+    pub docker_context: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub trust: TrustArgs,
@@ -105,9 +109,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     )
     .filter(|d| !d.trim().is_empty())
     {
-        Some(d) => Sources::Checkout(d.into()),
-        None => Sources::Embedded,
-    };
+        Some(d) => Sources::checkout(d),
+        None => Sources::embedded(),
+    }
+    .with_docker_context(super::docker_context(args.docker_context, &runner));
     let legs = skip::fingerprinted(matrix, &catalog, &sources)?;
     let mut pins = args.trust.resolve(&runner)?;
     for f in catalog.signing_fingerprints() {

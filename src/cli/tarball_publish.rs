@@ -169,7 +169,8 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
                     &json,
                     &kinds,
                     &catalog,
-                    &crate::fingerprint::Sources::Embedded,
+                    &crate::fingerprint::Sources::embedded()
+                        .with_docker_context(super::docker_context(None, &runner)),
                     "nothing was stamped",
                 )?
                 .1,

@@ -486,7 +486,7 @@ mod tests {
         r.compiler_versions = Some("13.4.0".into());
         r.slurm_versions = Some("25.11".into());
         let m = super::super::plan(&c, &r).unwrap();
-        let l = fingerprinted(m, &c, &crate::fingerprint::Sources::Embedded).unwrap();
+        let l = fingerprinted(m, &c, &crate::fingerprint::Sources::embedded()).unwrap();
         (c, l)
     }
 

@@ -596,8 +596,18 @@ fn every_platform_dockerfile_passes_hadolint() {
 /// The leg prepare-matrix (the real binary) plans for `kind` from the checkout `source_dir`, as
 /// the pipelines hand it to the build steps (`leg: ${{ toJSON(matrix) }}`).
 fn planned_leg(kind: &str, source_dir: &std::path::Path) -> String {
+    planned_leg_with(kind, source_dir, &|_| {})
+}
+
+fn planned_leg_with(
+    kind: &str,
+    source_dir: &std::path::Path,
+    tweak: &dyn Fn(&mut std::process::Command),
+) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let out = crate::common::in_actions("prepare-matrix", dir.path())
+    let mut cmd = crate::common::in_actions("prepare-matrix", dir.path());
+    tweak(&mut cmd);
+    let out = cmd
         .env("INPUT_KIND", kind)
         .env("INPUT_SLURM_VERSIONS", "24.11")
         .env("INPUT_COMPILER_VERSIONS", "13.4.0")
@@ -709,4 +719,52 @@ fn a_leg_whose_fingerprint_differs_from_the_plan_is_refused_before_anything_is_b
         t.contains("::error::") && t.contains("but this step builds slurm-25.11-gcc13.4.0"),
         "{t}"
     );
+}
+
+#[test]
+fn a_custom_image_context_the_plan_did_not_see_is_refused_as_changed_docker() {
+    let co = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(crate::common::repo_root().join("spack-repo"))
+        .arg(crate::common::repo_root().join("docker"))
+        .arg(co.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A site's context: the project's el8 Dockerfile plus a CA certificate.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::repo_root().join("docker/el8/Dockerfile"),
+        ctx.path().join("Dockerfile"),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("site-ca.pem"), "a site CA\n").unwrap();
+    let build = |leg: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::common::in_actions("build-compiler", dir.path())
+            .env("INPUT_DRY_RUN", "true")
+            .env("INPUT_COMPILER_VERSION", "13.4.0")
+            .env("INPUT_LEG", leg)
+            .env("SLURM_FACTORY_DOCKER_CONTEXT", ctx.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    // The plan fingerprinted docker/el8/ of its checkout; the build would use another image.
+    let (code, t) = build(&planned_leg("compiler", co.path()));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("::error::")
+            && t.contains("(differing ingredients: docker)")
+            && t.contains("nothing was built"),
+        "{t}"
+    );
+    // A plan that sees the same context (the runners' SLURM_FACTORY_DOCKER_CONTEXT) agrees.
+    let leg = planned_leg_with("compiler", co.path(), &|c| {
+        c.env("SLURM_FACTORY_DOCKER_CONTEXT", ctx.path());
+    });
+    let (code, t) = build(&leg);
+    assert_eq!(code, Some(0), "{t}");
 }

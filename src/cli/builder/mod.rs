@@ -89,7 +89,8 @@ impl Common {
                 json,
                 job,
                 &self.catalog,
-                &crate::fingerprint::Sources::Embedded,
+                &crate::fingerprint::Sources::embedded()
+                    .with_docker_context(self.opts.docker_context.clone()),
             )
             .map(drop),
             None => Ok(()),
@@ -139,12 +140,7 @@ impl CommonBuildArgs {
             .clone()
             .or_else(|| runner.input("output_dir").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
-        let docker_context = flag_input_or_env(
-            self.docker_context.clone(),
-            runner,
-            "docker_context",
-            "SLURM_FACTORY_DOCKER_CONTEXT",
-        );
+        let docker_context = super::docker_context(self.docker_context.clone(), runner);
         let cache_dir =
             flag_input_or_env(self.cache_dir.clone(), runner, "cache_dir", CACHE_DIR_ENV);
         let no_cache =
