@@ -15,6 +15,23 @@ use crate::spack::Job;
 /// What a refused build step did not do.
 const REFUSED: &str = "nothing was built";
 
+/// [`check`] of the `leg` input when one is given (a build step without it checks nothing), with
+/// the image context the build uses (`--docker-context`, else the embedded one).
+pub fn check_given(
+    json: Option<&str>,
+    job: &Job,
+    catalog: &Catalog,
+    docker_context: Option<std::path::PathBuf>,
+) -> Result<()> {
+    match json {
+        Some(json) => {
+            let sources = Sources::embedded().with_docker_context(docker_context);
+            check(json, job, catalog, &sources).map(drop)
+        }
+        None => Ok(()),
+    }
+}
+
 /// Checks the leg `json` against `job` (what this step builds) and the fingerprint this binary
 /// computes from `sources`; returns that fingerprint.
 pub fn check(json: &str, job: &Job, catalog: &Catalog, sources: &Sources) -> Result<Fingerprint> {
