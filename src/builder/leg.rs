@@ -16,20 +16,24 @@ use crate::spack::Job;
 const REFUSED: &str = "nothing was built";
 
 /// [`check`] of the `leg` input when one is given (a build step without it checks nothing), with
-/// the image context the build uses (`--docker-context`, else the embedded one).
+/// the image context the build uses (`--docker-context`, else the embedded one); says so in the
+/// log when the leg is the plan's.
 pub fn check_given(
     json: Option<&str>,
     job: &Job,
     catalog: &Catalog,
     docker_context: Option<std::path::PathBuf>,
+    runner: &crate::gha::Runner,
 ) -> Result<()> {
-    match json {
-        Some(json) => {
-            let sources = Sources::embedded().with_docker_context(docker_context);
-            check(json, job, catalog, &sources).map(drop)
-        }
-        None => Ok(()),
+    if let Some(json) = json {
+        let sources = Sources::embedded().with_docker_context(docker_context);
+        let f = check(json, job, catalog, &sources)?;
+        runner.info(&format!(
+            "leg {}: fingerprint {} is the plan's",
+            f.leg, f.fingerprint
+        ));
     }
+    Ok(())
 }
 
 /// Checks the leg `json` against `job` (what this step builds) and the fingerprint this binary

@@ -645,6 +645,11 @@ fn a_leg_whose_fingerprint_differs_from_the_plan_is_refused_before_anything_is_b
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("leg slurm-24.11-gcc13.4.0-cpu-amd64-el8: fingerprint sha256:"),
+        "{}",
+        text(&out)
+    );
 
     // The plan saw a gcc recipe this binary does not build with: both builders refuse their leg
     // in seconds, naming what differs, and reach neither Docker nor the output directory.

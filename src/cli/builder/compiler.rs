@@ -38,7 +38,7 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
         None => c.catalog.compilers.default.clone(),
     };
     let job = Job::compiler_on(&c.catalog, gcc, c.arch.clone(), Some(&c.platform))?;
-    c.check_leg(&job)?;
+    c.check_leg(&job, &runner)?;
     let publish = c.publish_target(
         &args.common,
         &runner,

@@ -82,9 +82,9 @@ struct Common {
 impl Common {
     /// With a `leg`, refuses a job that is not the leg or whose fingerprint differs from the
     /// plan's ([`crate::builder::leg::check`]), before any Docker or Spack work.
-    fn check_leg(&self, job: &crate::spack::Job) -> Result<()> {
-        let context = self.opts.docker_context.clone();
-        crate::builder::leg::check_given(self.leg.as_deref(), job, &self.catalog, context)
+    fn check_leg(&self, job: &crate::spack::Job, runner: &Runner) -> Result<()> {
+        let (leg, context) = (self.leg.as_deref(), self.opts.docker_context.clone());
+        crate::builder::leg::check_given(leg, job, &self.catalog, context, runner)
     }
 
     /// The publish target of `publish` (mode and destination): the signing key is loaded (and

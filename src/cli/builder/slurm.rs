@@ -105,7 +105,7 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
         slurm_mirror: None,
     }
     .resolve(catalog)?;
-    c.check_leg(&job)?;
+    c.check_leg(&job, &runner)?;
     let publish = c.publish_target(&args.common, &runner, publish)?;
     let pins = keys::with_catalog_pins(args.trust.resolve(&runner)?, catalog);
     let (toolchain, trust) = keys::choose_toolchain(mode, pins)?;
