@@ -857,6 +857,16 @@ impl Catalog {
         self.platforms.images.iter().find(|x| &x.name == p)
     }
 
+    /// The platform named `name` (trimmed), else the catalog's default one.
+    pub fn platform_or_default(&self, name: Option<&str>) -> Result<&Platform> {
+        match name {
+            Some(p) => self.platform_named(p.trim()),
+            None => self
+                .platform(&self.platforms.default)
+                .context("the catalog's default platform is validated when it is loaded"),
+        }
+    }
+
     /// The platform named `name`, or an error listing the catalog's platforms.
     pub fn platform_named(&self, name: &str) -> Result<&Platform> {
         self.platform(&PlatformName(name.to_owned()))

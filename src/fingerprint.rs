@@ -13,19 +13,22 @@
 //!   ([`SLURM_ONLY_PACKAGES`]), so a Slurm recipe edit rebuilds the Slurm and tarball legs and
 //!   no toolchain;
 //! - `docker`: every file of the build image's context (the Dockerfile pins the base image by
-//!   digest and Spack and spack-packages by commit, shown as their own ingredients too).
+//!   digest and Spack and spack-packages by commit, shown as their own ingredients too);
+//! - `toolchain` (Slurm and tarball legs): the fingerprint of the compiler leg whose buildcache
+//!   the leg installs its GCC from (same GCC, architecture and platform, computed from the same
+//!   sources), so a toolchain rebuilt from other inputs rebuilds the legs built with it.
 //!
 //! The workflows and the rest of the catalog (buckets, timeouts, runner labels) are not
 //! ingredients: they change where and how a leg runs, not what it builds.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::spack::{Job, Layout, RunId};
+use crate::spack::{CompilerJob, Job, Layout, RunId};
 
 /// One ingredient: what it is, briefly, and its SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,18 +55,43 @@ pub struct Fingerprint {
 pub type Files = Vec<(String, Vec<u8>)>;
 
 /// Where the package repository and the image context come from.
-#[derive(Debug, Clone)]
-pub enum Sources {
-    /// The copies embedded in this binary (what its builds use).
-    Embedded,
-    /// A checkout: `<root>/spack-repo` and `<root>/docker` (what a plan job sees).
-    Checkout(std::path::PathBuf),
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A checkout: `<root>/spack-repo` and `<root>/docker` (what a plan job sees); `None`: the
+    /// copies embedded in this binary (what its builds use).
+    checkout: Option<PathBuf>,
+    /// The image context a build uses instead of `docker/<platform>/` (`--docker-context`,
+    /// `SLURM_FACTORY_DOCKER_CONTEXT`): the `docker` ingredient is then what that build packs
+    /// ([`crate::docker::context::context_files`]), so a stamp vouches for the image used.
+    docker_context: Option<PathBuf>,
 }
 
 impl Sources {
+    /// The copies embedded in this binary.
+    pub fn embedded() -> Sources {
+        Sources::default()
+    }
+
+    /// A checkout at `root`: `<root>/spack-repo` and `<root>/docker`.
+    pub fn checkout(root: impl Into<PathBuf>) -> Sources {
+        Sources {
+            checkout: Some(root.into()),
+            docker_context: None,
+        }
+    }
+
+    /// These sources with the image context `dir` in place of `docker/<platform>/` (`None`
+    /// leaves them as they are).
+    pub fn with_docker_context(mut self, dir: Option<PathBuf>) -> Sources {
+        if dir.is_some() {
+            self.docker_context = dir;
+        }
+        self
+    }
+
     fn spack_repo(&self) -> Result<Files> {
-        match self {
-            Sources::Embedded => {
+        match &self.checkout {
+            None => {
                 let mut files: Files = crate::spack::repo::FILES
                     .iter()
                     .map(|(p, t)| ((*p).to_owned(), t.as_bytes().to_vec()))
@@ -71,7 +99,7 @@ impl Sources {
                 files.sort();
                 Ok(files)
             }
-            Sources::Checkout(root) => files_under(
+            Some(root) => files_under(
                 &root
                     .join("spack-repo")
                     .join(crate::spack::repo::REPO_SUBDIR),
@@ -84,17 +112,23 @@ impl Sources {
         }
     }
 
-    /// The image context of `platform`: `docker/<platform>/`.
+    /// The image context of `platform`: the custom context, else `docker/<platform>/`.
     fn docker(&self, platform: &crate::catalog::PlatformName) -> Result<Files> {
-        match self {
-            Sources::Embedded => {
+        if let Some(dir) = &self.docker_context {
+            return Ok(crate::docker::context::context_files(dir, platform)?
+                .into_iter()
+                .map(|(p, b, _)| (p.to_string_lossy().into_owned(), b))
+                .collect());
+        }
+        match &self.checkout {
+            None => {
                 let d =
                     crate::docker::context::embedded_dockerfile(platform).with_context(|| {
                         format!("this binary has no Dockerfile for platform {platform}")
                     })?;
                 Ok(vec![("Dockerfile".to_owned(), d.as_bytes().to_vec())])
             }
-            Sources::Checkout(root) => files_under(&root.join("docker").join(&platform.0)),
+            Some(root) => files_under(&root.join("docker").join(&platform.0)),
         }
     }
 }
@@ -268,7 +302,10 @@ pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
     ingredients.insert(
         "docker",
         Ingredient {
-            value: format!("{} files", docker.len()),
+            value: match &sources.docker_context {
+                Some(d) => format!("{} files of --docker-context {}", docker.len(), d.display()),
+                None => format!("{} files", docker.len()),
+            },
             sha256: hash_files(&docker),
         },
     );
@@ -276,13 +313,43 @@ pub fn of(job: &Job, tarball: bool, sources: &Sources) -> Result<Fingerprint> {
         ("spack", "SPACK_COMMIT"),
         ("spack-packages", "SPACK_PACKAGES_COMMIT"),
     ] {
-        let v = dockerfile_arg(&dockerfile, arg)
-            .with_context(|| format!("the Dockerfile has no `ARG {arg}=<commit>`"))?;
+        // A custom context may install Spack its own way: its files are the `docker`
+        // ingredient either way.
+        let v = match dockerfile_arg(&dockerfile, arg) {
+            Some(v) => v,
+            None if sources.docker_context.is_some() => format!("(no ARG {arg} in the context)"),
+            None => bail!("the Dockerfile has no `ARG {arg}=<commit>`"),
+        };
         ingredients.insert(
             name,
             Ingredient {
                 sha256: sha256_hex(v.as_bytes()),
                 value: v,
+            },
+        );
+    }
+    if let Job::Slurm(s) = job {
+        let toolchain = of(
+            &Job::Compiler(CompilerJob {
+                gcc: s.gcc.clone(),
+                arch: s.arch.clone(),
+                platform: s.platform.clone(),
+                spack_target: s.spack_target.clone(),
+            }),
+            false,
+            sources,
+        )
+        .context("cannot fingerprint the leg's toolchain (its compiler leg)")?;
+        let sha256 = toolchain
+            .fingerprint
+            .strip_prefix("sha256:")
+            .unwrap_or(&toolchain.fingerprint)
+            .to_owned();
+        ingredients.insert(
+            "toolchain",
+            Ingredient {
+                value: format!("{} {}", toolchain.leg, toolchain.fingerprint),
+                sha256,
             },
         );
     }
@@ -370,23 +437,26 @@ mod tests {
     #[test]
     fn stable_and_sensitive_to_what_changes_the_bits() {
         let c = Catalog::embedded();
-        let a = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
-        let b = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
+        let a = of(&slurm_job(&c, false), false, &Sources::embedded()).unwrap();
+        let b = of(&slurm_job(&c, false), false, &Sources::embedded()).unwrap();
         assert_eq!(a, b, "the same leg has the same fingerprint");
         assert!(a.fingerprint.starts_with("sha256:") && a.fingerprint.len() == 71);
-        let gpu = of(&slurm_job(&c, true), false, &Sources::Embedded).unwrap();
+        let gpu = of(&slurm_job(&c, true), false, &Sources::embedded()).unwrap();
         assert_ne!(a.fingerprint, gpu.fingerprint);
         assert_eq!(gpu.changed_from(&a), ["environment", "leg"]);
-        let tarball = of(&slurm_job(&c, false), true, &Sources::Embedded).unwrap();
+        let tarball = of(&slurm_job(&c, false), true, &Sources::embedded()).unwrap();
         assert_eq!(tarball.changed_from(&a), ["leg"]);
         // Another platform: another image (docker), leg and namespace.
         let el9 = of(
             &slurm_job_on(&c, false, Some("el9")),
             false,
-            &Sources::Embedded,
+            &Sources::embedded(),
         )
         .unwrap();
-        assert_eq!(el9.changed_from(&a), ["docker", "environment", "leg"]);
+        assert_eq!(
+            el9.changed_from(&a),
+            ["docker", "environment", "leg", "toolchain"]
+        );
         assert!(
             a.ingredients["leg"].value.contains("\"platform\":\"el8\""),
             "{}",
@@ -400,9 +470,32 @@ mod tests {
             "docker",
             "spack",
             "spack-packages",
+            "toolchain",
         ] {
             assert!(a.ingredients.contains_key(name), "{name}");
         }
+        // The toolchain is the compiler leg the Slurm leg installs its GCC from: its whole
+        // fingerprint, so any change to that leg (its environment too) changes this one.
+        let gcc = Job::compiler_on(
+            &c,
+            "13.4.0".parse().unwrap(),
+            c.architectures.default.clone(),
+            None,
+        )
+        .unwrap();
+        let toolchain = of(&gcc, false, &Sources::embedded()).unwrap();
+        assert_eq!(
+            format!("sha256:{}", a.ingredients["toolchain"].sha256),
+            toolchain.fingerprint
+        );
+        assert!(
+            a.ingredients["toolchain"]
+                .value
+                .starts_with("gcc-13.4.0-amd64-el8 sha256:"),
+            "{}",
+            a.text()
+        );
+        assert!(!toolchain.ingredients.contains_key("toolchain"));
         assert!(a.text().contains("spack-repo"), "{}", a.text());
     }
 
@@ -412,7 +505,7 @@ mod tests {
         let base = of(
             &slurm_job(&Catalog::parse(text, "catalog").unwrap(), false),
             false,
-            &Sources::Embedded,
+            &Sources::embedded(),
         )
         .unwrap();
         // Whitespace, comments and flow style: the same typed values.
@@ -427,20 +520,20 @@ mod tests {
         let same = of(
             &slurm_job(&Catalog::parse(&reformatted, "catalog").unwrap(), false),
             false,
-            &Sources::Embedded,
+            &Sources::embedded(),
         )
         .unwrap();
         assert_eq!(base.fingerprint, same.fingerprint);
         // A new patch release of 25.11 changes the leg and its environment.
         let bumped = text.replace("spack: \"25-11-6-1\"", "spack: \"25-11-7-1\"");
         let c = Catalog::parse(&bumped, "catalog").unwrap();
-        let changed = of(&slurm_job(&c, false), false, &Sources::Embedded).unwrap();
+        let changed = of(&slurm_job(&c, false), false, &Sources::embedded()).unwrap();
         assert_ne!(base.fingerprint, changed.fingerprint);
         assert!(changed.changed_from(&base).contains(&"leg"));
     }
 
     #[test]
-    fn a_recipe_change_in_a_checkout_changes_the_spack_repo_ingredient_only() {
+    fn a_recipe_change_in_a_checkout_changes_the_legs_whose_dag_holds_it() {
         let root = tempfile::tempdir().unwrap();
         let repo = root
             .path()
@@ -455,8 +548,8 @@ mod tests {
         .unwrap();
         let c = Catalog::embedded();
         let job = slurm_job(&c, false);
-        let embedded = of(&job, false, &Sources::Embedded).unwrap();
-        let checkout = Sources::Checkout(root.path().to_owned());
+        let embedded = of(&job, false, &Sources::embedded()).unwrap();
+        let checkout = Sources::checkout(root.path().to_owned());
         let same = of(&job, false, &checkout).unwrap();
         assert_eq!(
             embedded.fingerprint,
@@ -480,7 +573,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let toolchain = of(&gcc, false, &Sources::Embedded).unwrap();
+        let toolchain = of(&gcc, false, &Sources::embedded()).unwrap();
         assert_eq!(of(&gcc, false, &checkout).unwrap(), toolchain);
         let recipe = repo.join("packages/gcc/package.py");
         let mut text = std::fs::read_to_string(&recipe).unwrap();
@@ -490,10 +583,83 @@ mod tests {
             of(&gcc, false, &checkout).unwrap().changed_from(&toolchain),
             ["spack-repo"]
         );
+        // The Slurm leg sees the recipe in its own DAG and in its toolchain's.
         assert_eq!(
             of(&job, false, &checkout).unwrap().changed_from(&changed),
-            ["spack-repo"]
+            ["spack-repo", "toolchain"]
         );
+        let tarball = of(&job, true, &checkout).unwrap();
+        assert!(
+            tarball
+                .changed_from(&of(&job, true, &Sources::embedded()).unwrap())
+                .contains(&"toolchain")
+        );
+    }
+
+    #[test]
+    fn a_custom_image_context_is_the_docker_ingredient_as_it_is() {
+        let c = Catalog::embedded();
+        let gcc = Job::compiler_on(
+            &c,
+            "13.4.0".parse().unwrap(),
+            c.architectures.default.clone(),
+            None,
+        )
+        .unwrap();
+        let embedded = of(&gcc, false, &Sources::embedded()).unwrap();
+        // A context holding just the embedded Dockerfile is the embedded context.
+        let ctx = tempfile::tempdir().unwrap();
+        let dockerfile = crate::docker::context::embedded_dockerfile(&c_default()).unwrap();
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let custom = Sources::embedded().with_docker_context(Some(ctx.path().to_owned()));
+        assert_eq!(
+            of(&gcc, false, &custom).unwrap().fingerprint,
+            embedded.fingerprint
+        );
+        // One more file (a site CA) is another image: `docker` changes, for the Slurm legs
+        // their toolchain's too, since it builds from the same context.
+        std::fs::write(ctx.path().join("site-ca.pem"), "a site CA\n").unwrap();
+        let with_ca = of(&gcc, false, &custom).unwrap();
+        assert_eq!(with_ca.changed_from(&embedded), ["docker"]);
+        assert!(
+            with_ca.ingredients["docker"]
+                .value
+                .starts_with("2 files of --docker-context "),
+            "{}",
+            with_ca.text()
+        );
+        let slurm = slurm_job(&c, false);
+        assert_eq!(
+            of(&slurm, false, &custom)
+                .unwrap()
+                .changed_from(&of(&slurm, false, &Sources::embedded()).unwrap()),
+            ["docker", "toolchain"]
+        );
+        // Laid out like docker/: the platform's directory is the context, as the build picks.
+        let laid_out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(laid_out.path().join("el8")).unwrap();
+        std::fs::write(laid_out.path().join("el8/Dockerfile"), dockerfile).unwrap();
+        std::fs::write(laid_out.path().join("README"), "not in the el8 context").unwrap();
+        let laid_out = Sources::embedded().with_docker_context(Some(laid_out.path().to_owned()));
+        assert_eq!(
+            of(&gcc, false, &laid_out).unwrap().fingerprint,
+            embedded.fingerprint
+        );
+        // A context that installs Spack its own way (no pinned commits) is still fingerprinted.
+        std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let own = of(&gcc, false, &custom).unwrap();
+        assert_eq!(
+            own.changed_from(&embedded),
+            ["docker", "spack", "spack-packages"]
+        );
+        assert_eq!(
+            own.ingredients["spack"].value,
+            "(no ARG SPACK_COMMIT in the context)"
+        );
+        // A context without a Dockerfile is refused, as the build refuses it.
+        std::fs::remove_file(ctx.path().join("Dockerfile")).unwrap();
+        let e = of(&gcc, false, &custom).unwrap_err();
+        assert!(format!("{e:#}").contains("there is no Dockerfile"), "{e:#}");
     }
 
     #[test]
@@ -512,7 +678,7 @@ mod tests {
         let src = include_str!("../workflows-src/workflows/build-and-publish-slurm-all.yaml");
         std::fs::write(wf.join("build-and-publish-slurm-all.yaml"), src).unwrap();
         let c = Catalog::embedded();
-        let checkout = Sources::Checkout(root.path().to_owned());
+        let checkout = Sources::checkout(root.path().to_owned());
         let base = of(&slurm_job(&c, false), false, &checkout).unwrap();
         // Whitespace only: trailing spaces, blank lines, a reindented comment.
         let reformatted = format!(

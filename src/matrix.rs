@@ -331,12 +331,16 @@ pub struct MatrixEntry {
 
 impl MatrixEntry {
     /// The leg `json` (a matrix entry, as a workflow passes `${{ toJSON(matrix) }}`) of `kind`
-    /// and its fingerprint as this binary computes it (from the sources embedded in it, which
-    /// the build container cannot touch), checked against the one the plan recorded.
+    /// and its fingerprint as this binary computes it from `sources` (the sources embedded in
+    /// it, which the build container cannot touch), checked against the one the plan recorded.
+    /// The one check of the build steps (before anything is built) and the publish steps
+    /// (before anything is stamped); `refused` says what did not happen (`nothing was built`).
     pub fn leg_fingerprint(
         json: &str,
         kinds: &[Kind],
         catalog: &Catalog,
+        sources: &crate::fingerprint::Sources,
+        refused: &str,
     ) -> anyhow::Result<(MatrixEntry, crate::fingerprint::Fingerprint)> {
         use anyhow::Context;
         let e: MatrixEntry = serde_json::from_str(json).context(
@@ -344,7 +348,7 @@ impl MatrixEntry {
         )?;
         if !kinds.contains(&e.kind) {
             anyhow::bail!(
-                "the `leg` input is a {} leg; this step stamps {} legs",
+                "the `leg` input is a {} leg; this step takes {} legs; {refused}",
                 e.kind,
                 kinds
                     .iter()
@@ -353,8 +357,8 @@ impl MatrixEntry {
                     .join(" or ")
             );
         }
-        let own = e.compute_fingerprint(catalog, &crate::fingerprint::Sources::Embedded)?;
-        e.check_fingerprint(&own)?;
+        let own = e.compute_fingerprint(catalog, sources)?;
+        e.check_fingerprint(&own, refused)?;
         Ok((e, own))
     }
 
@@ -412,11 +416,15 @@ impl MatrixEntry {
     }
 
     /// Checks that `own` (the publishing binary's computation) is the fingerprint the plan
-    /// recorded for this leg; the error names the ingredients that differ.
-    pub fn check_fingerprint(&self, own: &crate::fingerprint::Fingerprint) -> anyhow::Result<()> {
+    /// recorded for this leg; the error names the ingredients that differ, then `refused`.
+    pub fn check_fingerprint(
+        &self,
+        own: &crate::fingerprint::Fingerprint,
+        refused: &str,
+    ) -> anyhow::Result<()> {
         let Some(planned) = &self.fingerprint else {
             anyhow::bail!(
-                "leg {} carries no fingerprint: the plan job's prepare-matrix is older than this binary; run the pipeline again",
+                "leg {} carries no fingerprint: the plan job's prepare-matrix is older than this binary; run the pipeline again; {refused}",
                 self.name
             );
         };
@@ -436,7 +444,7 @@ impl MatrixEntry {
                 .map(String::as_str),
         );
         anyhow::bail!(
-            "leg {}: the plan fingerprinted it as {planned}, but this binary computes {} (differing ingredients: {}). The plan and the legs must run binaries of the same commit with the same catalog; nothing was stamped",
+            "leg {}: the plan fingerprinted it as {planned}, but this binary computes {} (differing ingredients: {}). The plan and the legs must run binaries of the same commit with the same catalog and image context; {refused}",
             self.name,
             own.fingerprint,
             if differ.is_empty() {

@@ -430,7 +430,7 @@ mod tests {
             None,
         )
         .unwrap();
-        crate::fingerprint::of(&job, false, &crate::fingerprint::Sources::Embedded).unwrap()
+        crate::fingerprint::of(&job, false, &crate::fingerprint::Sources::embedded()).unwrap()
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `slurm-factory fingerprint` (issue 25, item 1): the real binary prints a leg's input
-//! fingerprint with every ingredient, as text and JSON; a recipe edited in a checkout changes
-//! only the `spack-repo` ingredient; bad input is refused with a clear error.
+//! fingerprint with every ingredient, as text and JSON; a Slurm recipe edited in a checkout
+//! changes only the Slurm legs' `spack-repo` ingredient, and a change to the toolchain's leg
+//! changes the Slurm legs' `toolchain`; bad input is refused with a clear error.
 
 mod common;
 
@@ -53,6 +54,7 @@ fn prints_every_ingredient_as_text_and_json() {
         "docker",
         "spack",
         "spack-packages",
+        "toolchain",
     ] {
         let i = &j["ingredients"][name];
         assert_eq!(i["sha256"].as_str().unwrap().len(), 64, "{name}: {j}");
@@ -82,6 +84,15 @@ fn prints_every_ingredient_as_text_and_json() {
         "13.4.0",
     ]);
     let compiler = json(&["--kind", "compiler", "--compiler-version", "13.4.0"]);
+    // A Slurm leg's toolchain is the compiler leg it installs GCC from; a toolchain has none.
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            j["ingredients"]["toolchain"]["sha256"].as_str().unwrap()
+        ),
+        compiler["fingerprint"].as_str().unwrap()
+    );
+    assert!(compiler["ingredients"]["toolchain"].is_null(), "{compiler}");
     let el9 = json(&[
         "--slurm-version",
         "25.11",
@@ -99,7 +110,7 @@ fn prints_every_ingredient_as_text_and_json() {
 }
 
 #[test]
-fn a_recipe_edited_in_a_checkout_changes_only_the_spack_repo_ingredient() {
+fn a_recipe_edited_in_a_checkout_changes_the_legs_whose_dag_or_toolchain_holds_it() {
     let t = tempfile::tempdir().unwrap();
     let st = Command::new("cp")
         .arg("-R")
@@ -130,21 +141,48 @@ fn a_recipe_edited_in_a_checkout_changes_only_the_spack_repo_ingredient() {
     let mut text = std::fs::read_to_string(&recipe).unwrap();
     text.push_str("\n# one more line\n");
     std::fs::write(&recipe, text).unwrap();
+    let compiler_args = [
+        "--kind",
+        "compiler",
+        "--compiler-version",
+        "12.5.0",
+        "--source-dir",
+        dir,
+    ];
+    let compiler_before = json(&compiler_args);
     let after = json(&args);
     assert_ne!(before["fingerprint"], after["fingerprint"]);
-    let changed: Vec<&str> = [
-        "tool",
-        "leg",
-        "environment",
-        "spack-repo",
-        "docker",
-        "spack",
-        "spack-packages",
-    ]
-    .into_iter()
-    .filter(|n| before["ingredients"][n] != after["ingredients"][n])
-    .collect();
-    assert_eq!(changed, ["spack-repo"]);
+    let changed = |before: &serde_json::Value, after: &serde_json::Value| -> Vec<String> {
+        let names = before["ingredients"].as_object().unwrap().keys();
+        names
+            .filter(|n| before["ingredients"][n] != after["ingredients"][n])
+            .cloned()
+            .collect()
+    };
+    // A Slurm-only recipe: the Slurm leg's own DAG, not its toolchain, and no compiler leg.
+    assert_eq!(changed(&before, &after), ["spack-repo"]);
+    assert_eq!(json(&compiler_args), compiler_before);
+    // The gcc recipe changes the compiler leg, and so the toolchain of every Slurm leg built
+    // with it (besides the Slurm leg's own DAG, which holds gcc too).
+    let recipe = t
+        .path()
+        .join("spack-repo/spack_repo/slurm_factory/packages/gcc/package.py");
+    let mut text = std::fs::read_to_string(&recipe).unwrap();
+    text.push_str("\n# one more line\n");
+    std::fs::write(&recipe, text).unwrap();
+    let compiler_after = json(&compiler_args);
+    assert_eq!(changed(&compiler_before, &compiler_after), ["spack-repo"]);
+    let toolchain_changed = json(&args);
+    assert_eq!(
+        changed(&after, &toolchain_changed),
+        ["spack-repo", "toolchain"]
+    );
+    assert_eq!(
+        toolchain_changed["ingredients"]["toolchain"]["sha256"]
+            .as_str()
+            .map(|h| format!("sha256:{h}")),
+        compiler_after["fingerprint"].as_str().map(str::to_owned)
+    );
 }
 
 #[test]

@@ -146,6 +146,15 @@ async fn the_compiler_pipeline_runs_end_to_end() {
     assert!(text.contains("gcc@13.4.0"), "{text}");
     assert!(text.contains(FPR) || text.contains("verified"), "{text}");
     report_lists(&o, 1, &["13.4.0"]);
+    // The build step checked its leg against the plan before building, with the stand-in
+    // image's context the plan fingerprinted too (SLURM_FACTORY_DOCKER_CONTEXT).
+    assert!(
+        o.log
+            .contains("leg gcc-13.4.0-amd64-el8: fingerprint sha256:")
+            && o.log.contains("is the plan's"),
+        "{}",
+        tail(&o.log)
+    );
     // The leg kept its build image in the runner's cache (the workflow's `cache_dir` is empty
     // without the repository variable, so the binary took SLURM_FACTORY_CACHE_DIR).
     assert!(o.log.contains("Saved the build image"), "{}", o.log);

@@ -238,6 +238,23 @@ async fn published_legs_are_skipped_until_their_inputs_change_and_bad_stamps_nev
     let p = pinned(&moto.endpoint, "compiler", co.path(), &[]);
     assert_eq!(p.outputs["count"], "0", "{}", p.summary);
 
+    // The gcc recipe changes: the compiler leg rebuilds, and so does the Slurm leg, whose
+    // toolchain (the compiler leg's fingerprint) changed with it; then it is put back.
+    let gcc_recipe = co
+        .path()
+        .join("spack-repo/spack_repo/slurm_factory/packages/gcc/package.py");
+    let original_gcc = std::fs::read_to_string(&gcc_recipe).unwrap();
+    std::fs::write(
+        &gcc_recipe,
+        format!("{original_gcc}\n# a patched toolchain\n"),
+    )
+    .unwrap();
+    let p = pinned(&moto.endpoint, "compiler", co.path(), &[]);
+    assert_eq!(p.decision(), "build (changed: spack-repo)");
+    let p = pinned(&moto.endpoint, "slurm", co.path(), &[]);
+    assert_eq!(p.decision(), "build (changed: spack-repo, toolchain)");
+    std::fs::write(&gcc_recipe, original_gcc).unwrap();
+
     // force: every leg builds, whatever the stamps say.
     for kind in ["compiler", "slurm"] {
         let p = pinned(&moto.endpoint, kind, co.path(), &["--force"]);

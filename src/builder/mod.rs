@@ -24,6 +24,7 @@ use crate::spack::{Area, CONTAINER_SOURCE_MIRROR, Job, Layout, RunId, Toolchain,
 use caches::CacheSettings;
 
 pub mod caches;
+pub mod leg;
 pub(crate) mod resources;
 pub(crate) mod summary;
 
@@ -32,6 +33,22 @@ pub use summary::report;
 
 /// Default `--output-dir`.
 pub const DEFAULT_OUTPUT_DIR: &str = "slurm-factory-build";
+
+/// The build's timeout: `flag` minutes, else the input `timeout_minutes` (text), else
+/// `default`; a timeout of 0 minutes or an input that is not a whole number is refused.
+pub fn build_timeout(flag: Option<u32>, input: Option<String>, default: u32) -> Result<Duration> {
+    let minutes = match (flag, input) {
+        (Some(m), _) => m,
+        (None, Some(t)) => t.parse().map_err(|_| {
+            anyhow!("input timeout_minutes is {t:?}, not a whole number of minutes")
+        })?,
+        (None, None) => default,
+    };
+    if minutes == 0 {
+        bail!("--timeout-minutes must be at least 1");
+    }
+    Ok(Duration::from_secs(u64::from(minutes) * 60))
+}
 
 /// A build as its command line resolved it.
 #[derive(Debug)]

@@ -42,6 +42,10 @@ pub struct Args {
     /// Read spack-repo/ and docker/ from this checkout instead of the copies embedded in the binary
     #[arg(long, value_name = "DIR")]
     pub source_dir: Option<PathBuf>,
+    /// Hash this image context as the `docker` ingredient, as a build from it does
+    /// [env: SLURM_FACTORY_DOCKER_CONTEXT]
+    #[arg(long, value_name = "DIR")]
+    pub docker_context: Option<PathBuf>,
     /// Print JSON: {"leg", "fingerprint", "ingredients": {name: {"value", "sha256"}}}
     #[arg(long)]
     pub json: bool,
@@ -95,9 +99,10 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         other => bail!("--kind {other:?} is not one of compiler, slurm, tarball"),
     };
     let sources = match args.source_dir {
-        Some(d) => Sources::Checkout(d),
-        None => Sources::Embedded,
-    };
+        Some(d) => Sources::checkout(d),
+        None => Sources::embedded(),
+    }
+    .with_docker_context(super::docker_context(args.docker_context, &runner));
     let f = fingerprint::of(&job, tarball, &sources)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&f)?);

@@ -74,6 +74,19 @@ pub fn flag_input_or_env(
         .or_else(|| runner.var(env).filter(|v| !v.is_empty()).map(PathBuf::from))
 }
 
+/// The image context a build uses instead of the embedded docker/: `--docker-context`, else
+/// input `docker_context`, else `SLURM_FACTORY_DOCKER_CONTEXT`. The build steps build from it,
+/// and every step that fingerprints a leg (plan, build, publish) hashes it as the `docker`
+/// ingredient ([`crate::fingerprint::Sources::with_docker_context`]).
+pub fn docker_context(flag: Option<PathBuf>, runner: &Runner) -> Option<PathBuf> {
+    flag_input_or_env(
+        flag,
+        runner,
+        "docker_context",
+        crate::docker::context::DOCKER_CONTEXT_ENV,
+    )
+}
+
 /// The catalog file to use instead of the embedded one: `--catalog`, else input `catalog`,
 /// else `SLURM_FACTORY_CATALOG`.
 pub fn catalog_path(flag: Option<PathBuf>, runner: &Runner) -> Option<PathBuf> {

@@ -71,6 +71,10 @@ pub struct Args {
     /// embedded in this binary) [input: source_dir]
     #[arg(long, value_name = "DIR")]
     pub source_dir: Option<PathBuf>,
+    /// Fingerprint the image context the legs build from (their `--docker-context`) instead of
+    /// docker/<platform>/ [env: SLURM_FACTORY_DOCKER_CONTEXT]
+    #[arg(long, value_name = "DIR")]
+    pub docker_context: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub trust: TrustArgs,
@@ -105,34 +109,15 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     )
     .filter(|d| !d.trim().is_empty())
     {
-        Some(d) => Sources::Checkout(d.into()),
-        None => Sources::Embedded,
-    };
-    let legs = skip::fingerprinted(matrix, &catalog, &sources)?;
-    let mut pins = args.trust.resolve(&runner)?;
-    for f in catalog.signing_fingerprints() {
-        if !pins.fingerprints.contains(&f) {
-            pins.fingerprints.push(f);
-        }
+        Some(d) => Sources::checkout(d),
+        None => Sources::embedded(),
     }
-    let s3 = args.s3.resolve(&runner)?;
-    let has_credentials = matches!(
-        s3.credentials,
-        crate::s3::CredentialSource::GithubOidc { .. }
-    ) || [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_PROFILE",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ]
-    .iter()
-    .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
-    let source = StampSource::choose(
-        flag_or_input(args.stamps_from, &runner, "stamps_from")
-            .as_deref()
-            .unwrap_or("auto"),
-        s3,
-        has_credentials,
-    )?;
+    .with_docker_context(super::docker_context(args.docker_context, &runner));
+    let legs = skip::fingerprinted(matrix, &catalog, &sources)?;
+    let pins = crate::spack::keys::with_catalog_pins(args.trust.resolve(&runner)?, &catalog);
+    let stamps_from = flag_or_input(args.stamps_from, &runner, "stamps_from");
+    let source =
+        StampSource::from_setting(stamps_from.as_deref(), args.s3.resolve(&runner)?, &runner)?;
     let req = SkipRequest {
         lookup: bool_flag_or_input(args.skip_built, &runner, "skip_built", true)?,
         force: bool_flag_or_input(args.force.then_some(true), &runner, "force", false)?,
@@ -144,22 +129,7 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         pins,
         source,
     };
-    let plan = skip::decide(&catalog, kind, legs, &req, &runner).await;
-    let matrix = plan.matrix();
-    let json = matrix.to_json();
-    let count = matrix.len().to_string();
-    runner.set_outputs(&[("matrix", &json), ("count", &count)])?;
-    runner.append_summary(&plan.summary_markdown())?;
-    if !matrix.is_empty() {
-        runner.append_summary(&matrix.summary_markdown())?;
-    }
-    for l in &plan.legs {
-        runner.info(&format!("{}: {}", l.entry.name, l.decision));
-    }
-    let jobs = if matrix.len() == 1 { "job" } else { "jobs" };
-    runner.info(&format!(
-        "{kind} matrix: {count} {jobs} ({} skipped as built)",
-        plan.legs.len() - matrix.len()
-    ));
-    Ok(())
+    skip::decide(&catalog, kind, legs, &req, &runner)
+        .await
+        .report(&runner)
 }

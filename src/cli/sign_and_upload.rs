@@ -99,7 +99,17 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
                 super::catalog_path(None, &runner).as_deref(),
             )?;
             let kinds = [crate::matrix::Kind::Compiler, crate::matrix::Kind::Slurm];
-            Some(crate::matrix::MatrixEntry::leg_fingerprint(&json, &kinds, &catalog)?.1)
+            Some(
+                crate::matrix::MatrixEntry::leg_fingerprint(
+                    &json,
+                    &kinds,
+                    &catalog,
+                    &crate::fingerprint::Sources::embedded()
+                        .with_docker_context(super::docker_context(None, &runner)),
+                    "nothing was stamped",
+                )?
+                .1,
+            )
         }
         _ => None,
     };

@@ -164,7 +164,17 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
     let stamp = match flag_or_input(args.leg, &runner, "leg").filter(|l| !l.trim().is_empty()) {
         Some(json) if destination.is_some() => {
             let kinds = [crate::matrix::Kind::Tarball];
-            Some(crate::matrix::MatrixEntry::leg_fingerprint(&json, &kinds, &catalog)?.1)
+            Some(
+                crate::matrix::MatrixEntry::leg_fingerprint(
+                    &json,
+                    &kinds,
+                    &catalog,
+                    &crate::fingerprint::Sources::embedded()
+                        .with_docker_context(super::docker_context(None, &runner)),
+                    "nothing was stamped",
+                )?
+                .1,
+            )
         }
         _ => None,
     };

@@ -38,6 +38,10 @@ pub fn from_digest(dockerfile: &str) -> Option<&str> {
     image.split_once('@').map(|(_, d)| d)
 }
 
+/// The variable that names a custom image context for every step of a runner (as
+/// `--docker-context` does for one command).
+pub const DOCKER_CONTEXT_ENV: &str = "SLURM_FACTORY_DOCKER_CONTEXT";
+
 /// Repository of the images slurm-factory builds; the tag is the context digest.
 pub const IMAGE_REPOSITORY: &str = "slurm-factory-build";
 
@@ -100,33 +104,16 @@ impl BuildContext {
 
     /// The context at `dir` (which must hold a `Dockerfile`).
     pub fn from_dir(dir: &Path) -> Result<BuildContext> {
-        let dockerfile = dir.join("Dockerfile");
-        if !dockerfile.is_file() {
-            bail!(
-                "--docker-context {}: there is no Dockerfile in that directory; point it at a directory laid out like the project's docker/",
-                dir.display()
-            );
-        }
-        let mut files = Vec::new();
-        collect(dir, dir, &mut files)?;
-        Self::pack(files, dir.display().to_string())
+        Self::pack(dir_files(dir)?, dir.display().to_string())
     }
 
-    /// The context of `platform`: with `dir`, `dir/<platform>/` when it holds a Dockerfile (a
-    /// directory laid out like the project's docker/), else `dir` itself; without, the embedded
-    /// one ([`BuildContext::embedded`]). A platform without a recorded image digest is refused
-    /// either way.
+    /// The context of `platform`: with `dir`, the directory [`context_dir`] picks; without,
+    /// the embedded one ([`BuildContext::embedded`]). A platform without a recorded image
+    /// digest is refused either way.
     pub fn load(dir: Option<&Path>, platform: &Platform) -> Result<BuildContext> {
         platform.pinned_image()?;
         match dir {
-            Some(d) => {
-                let sub = d.join(&platform.name.0);
-                if sub.join("Dockerfile").is_file() {
-                    Self::from_dir(&sub)
-                } else {
-                    Self::from_dir(d)
-                }
-            }
+            Some(d) => Self::from_dir(&context_dir(d, &platform.name)),
             None => Self::embedded(platform),
         }
     }
@@ -188,6 +175,37 @@ impl BuildContext {
     pub fn origin(&self) -> &str {
         &self.origin
     }
+}
+
+/// The directory a `--docker-context <dir>` builds `platform` from: `dir/<platform>/` when it
+/// holds a Dockerfile (a directory laid out like the project's docker/), else `dir` itself.
+pub fn context_dir(dir: &Path, platform: &PlatformName) -> PathBuf {
+    let sub = dir.join(&platform.0);
+    if sub.join("Dockerfile").is_file() {
+        sub
+    } else {
+        dir.to_owned()
+    }
+}
+
+/// The files a build of `platform` packs from `--docker-context <dir>` (relative path, bytes
+/// and mode, sorted by path): what the leg's fingerprint hashes as its `docker` ingredient.
+pub fn context_files(dir: &Path, platform: &PlatformName) -> Result<Vec<(PathBuf, Vec<u8>, u32)>> {
+    dir_files(&context_dir(dir, platform))
+}
+
+/// Every file of the context directory `dir` (which must hold a `Dockerfile`), sorted.
+fn dir_files(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>, u32)>> {
+    if !dir.join("Dockerfile").is_file() {
+        bail!(
+            "--docker-context {}: there is no Dockerfile in that directory; point it at a directory laid out like the project's docker/",
+            dir.display()
+        );
+    }
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>, u32)>) -> Result<()> {

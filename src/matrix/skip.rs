@@ -39,6 +39,26 @@ pub enum StampSource {
 }
 
 impl StampSource {
+    /// From the `stamps_from` setting (default `auto`), with `auto` choosing S3 when the runner
+    /// has AWS credentials ([`StampSource::choose`]).
+    pub fn from_setting(
+        setting: Option<&str>,
+        s3: crate::s3::S3Settings,
+        runner: &crate::gha::Runner,
+    ) -> Result<Self> {
+        let has_credentials = matches!(
+            s3.credentials,
+            crate::s3::CredentialSource::GithubOidc { .. }
+        ) || [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ]
+        .iter()
+        .any(|v| runner.var(v).is_some_and(|x| !x.trim().is_empty()));
+        Self::choose(setting.unwrap_or("auto"), s3, has_credentials)
+    }
+
     /// From the `stamps_from` setting: `auto` (S3 when `has_credentials`, else public), `s3`
     /// or `public`.
     pub fn choose(setting: &str, s3: crate::s3::S3Settings, has_credentials: bool) -> Result<Self> {
@@ -148,6 +168,28 @@ pub struct SkipPlan {
 }
 
 impl SkipPlan {
+    /// Writes the plan where a workflow reads it: the outputs `matrix` and `count`, the job
+    /// summary (every leg's decision, then the matrix's table) and one log line per leg.
+    pub fn report(&self, runner: &crate::gha::Runner) -> Result<()> {
+        let matrix = self.matrix();
+        let count = matrix.len().to_string();
+        runner.set_outputs(&[("matrix", &matrix.to_json()), ("count", &count)])?;
+        runner.append_summary(&self.summary_markdown())?;
+        if !matrix.is_empty() {
+            runner.append_summary(&matrix.summary_markdown())?;
+        }
+        for l in &self.legs {
+            runner.info(&format!("{}: {}", l.entry.name, l.decision));
+        }
+        let jobs = if matrix.len() == 1 { "job" } else { "jobs" };
+        runner.info(&format!(
+            "{} matrix: {count} {jobs} ({} skipped as built)",
+            self.kind,
+            self.legs.len() - matrix.len()
+        ));
+        Ok(())
+    }
+
     /// The legs to build, as a matrix (empty when every leg is skipped).
     pub fn matrix(&self) -> Matrix {
         Matrix {
@@ -486,7 +528,7 @@ mod tests {
         r.compiler_versions = Some("13.4.0".into());
         r.slurm_versions = Some("25.11".into());
         let m = super::super::plan(&c, &r).unwrap();
-        let l = fingerprinted(m, &c, &crate::fingerprint::Sources::Embedded).unwrap();
+        let l = fingerprinted(m, &c, &crate::fingerprint::Sources::embedded()).unwrap();
         (c, l)
     }
 

@@ -592,3 +592,184 @@ fn every_platform_dockerfile_passes_hadolint() {
         .unwrap();
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// The leg prepare-matrix (the real binary) plans for `kind` from the checkout `source_dir`, as
+/// the pipelines hand it to the build steps (`leg: ${{ toJSON(matrix) }}`).
+fn planned_leg(kind: &str, source_dir: &std::path::Path) -> String {
+    planned_leg_with(kind, source_dir, &|_| {})
+}
+
+fn planned_leg_with(
+    kind: &str,
+    source_dir: &std::path::Path,
+    tweak: &dyn Fn(&mut std::process::Command),
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = crate::common::in_actions("prepare-matrix", dir.path());
+    tweak(&mut cmd);
+    let out = cmd
+        .env("INPUT_KIND", kind)
+        .env("INPUT_SLURM_VERSIONS", "24.11")
+        .env("INPUT_COMPILER_VERSIONS", "13.4.0")
+        .env("INPUT_SKIP_BUILT", "false")
+        .env("INPUT_SOURCE_DIR", source_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outputs = crate::common::runner_file_map(&dir.path().join("output"));
+    let m: serde_json::Value = serde_json::from_str(&outputs["matrix"]).unwrap();
+    assert_eq!(m["include"].as_array().unwrap().len(), 1, "{m}");
+    m["include"][0].to_string()
+}
+
+#[test]
+fn a_leg_whose_fingerprint_differs_from_the_plan_is_refused_before_anything_is_built() {
+    // A checkout like the one this binary embeds: the plan and the build agree.
+    let co = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(crate::common::repo_root().join("spack-repo"))
+        .arg(crate::common::repo_root().join("docker"))
+        .arg(co.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let same_slurm = planned_leg("slurm", co.path());
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::in_actions("build-slurm", dir.path())
+        .env("INPUT_DRY_RUN", "true")
+        .env("INPUT_SLURM_VERSION", "24.11")
+        .env("INPUT_COMPILER_VERSION", "13.4.0")
+        .env("INPUT_LEG", &same_slurm)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("leg slurm-24.11-gcc13.4.0-cpu-amd64-el8: fingerprint sha256:"),
+        "{}",
+        text(&out)
+    );
+
+    // The plan saw a gcc recipe this binary does not build with: both builders refuse their leg
+    // in seconds, naming what differs, and reach neither Docker nor the output directory.
+    let gcc = co
+        .path()
+        .join("spack-repo/spack_repo/slurm_factory/packages/gcc/package.py");
+    let mut recipe = std::fs::read_to_string(&gcc).unwrap();
+    recipe.push_str("\n# a toolchain this binary does not build\n");
+    std::fs::write(&gcc, recipe).unwrap();
+    for (bin, kind, differ, versions) in [
+        (
+            "build-slurm",
+            "slurm",
+            "(differing ingredients: spack-repo, toolchain)",
+            &[
+                ("INPUT_SLURM_VERSION", "24.11"),
+                ("INPUT_COMPILER_VERSION", "13.4.0"),
+            ][..],
+        ),
+        (
+            "build-slurm",
+            "tarball",
+            "(differing ingredients: spack-repo, toolchain)",
+            &[
+                ("INPUT_SLURM_VERSION", "24.11"),
+                ("INPUT_COMPILER_VERSION", "13.4.0"),
+            ][..],
+        ),
+        (
+            "build-compiler",
+            "compiler",
+            "(differing ingredients: spack-repo)",
+            &[("INPUT_COMPILER_VERSION", "13.4.0")][..],
+        ),
+    ] {
+        let leg = planned_leg(kind, co.path());
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("out");
+        let started = Instant::now();
+        let mut cmd = crate::common::in_actions(bin, dir.path());
+        cmd.envs(versions.iter().copied())
+            .env("INPUT_LEG", &leg)
+            .env("INPUT_OUTPUT_DIR", &out_dir)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        let out = cmd.output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{bin} {kind}: {t}");
+        assert!(
+            t.contains("::error::") && t.contains(differ) && t.contains("nothing was built"),
+            "{bin} {kind}: {t}"
+        );
+        assert!(!t.contains("Docker engine"), "refused before Docker: {t}");
+        assert!(
+            !out_dir.exists(),
+            "{bin} {kind} created {}",
+            out_dir.display()
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    // A leg of another job than the one asked for is refused too.
+    let out = crate::common::in_actions("build-slurm", dir.path())
+        .env("INPUT_DRY_RUN", "true")
+        .env("INPUT_SLURM_VERSION", "25.11")
+        .env("INPUT_COMPILER_VERSION", "13.4.0")
+        .env("INPUT_LEG", &same_slurm)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("::error::") && t.contains("but this step builds slurm-25.11-gcc13.4.0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_custom_image_context_the_plan_did_not_see_is_refused_as_changed_docker() {
+    let co = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(crate::common::repo_root().join("spack-repo"))
+        .arg(crate::common::repo_root().join("docker"))
+        .arg(co.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A site's context: the project's el8 Dockerfile plus a CA certificate.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::repo_root().join("docker/el8/Dockerfile"),
+        ctx.path().join("Dockerfile"),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("site-ca.pem"), "a site CA\n").unwrap();
+    let build = |leg: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::common::in_actions("build-compiler", dir.path())
+            .env("INPUT_DRY_RUN", "true")
+            .env("INPUT_COMPILER_VERSION", "13.4.0")
+            .env("INPUT_LEG", leg)
+            .env("SLURM_FACTORY_DOCKER_CONTEXT", ctx.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    };
+    // The plan fingerprinted docker/el8/ of its checkout; the build would use another image.
+    let (code, t) = build(&planned_leg("compiler", co.path()));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("::error::")
+            && t.contains("(differing ingredients: docker)")
+            && t.contains("nothing was built"),
+        "{t}"
+    );
+    // A plan that sees the same context (the runners' SLURM_FACTORY_DOCKER_CONTEXT) agrees.
+    let leg = planned_leg_with("compiler", co.path(), &|c| {
+        c.env("SLURM_FACTORY_DOCKER_CONTEXT", ctx.path());
+    });
+    let (code, t) = build(&leg);
+    assert_eq!(code, Some(0), "{t}");
+}

@@ -33,7 +33,7 @@ fn a_stamp() -> Stamp {
         None,
     )
     .unwrap();
-    let f = fingerprint::of(&job, false, &Sources::Embedded).unwrap();
+    let f = fingerprint::of(&job, false, &Sources::embedded()).unwrap();
     Stamp::new(
         &f,
         Published::Buildcache {

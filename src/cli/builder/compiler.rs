@@ -37,13 +37,15 @@ pub async fn run_compiler(args: CompilerArgs, runner: Runner) -> Result<()> {
         Some(v) => v.parse()?,
         None => c.catalog.compilers.default.clone(),
     };
+    let job = Job::compiler_on(&c.catalog, gcc, c.arch.clone(), Some(&c.platform))?;
+    c.check_leg(&job, &runner)?;
     let publish = c.publish_target(
         &args.common,
         &runner,
         flag_or_input(args.publish, &runner, "publish_to").map(|dest| (PublishMode::All, dest)),
     )?;
     let request = Request {
-        job: Job::compiler_on(&c.catalog, gcc, c.arch.clone(), Some(&c.platform))?,
+        job,
         opts: c.opts,
         dry_run: c.dry_run,
         publish,

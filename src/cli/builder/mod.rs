@@ -2,16 +2,15 @@
 //! ([`crate::builder`]). Both turn flags and action inputs into a [`crate::builder::Request`].
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 
 use super::args::{S3Args, SigningKeyArgs, publish_target};
 use super::{bool_flag_or_input, flag_input_or_env, flag_or_input};
 use crate::buildcache::publish::PublishMode;
 use crate::buildcache::publish::PublishTarget;
 use crate::builder::caches::{CACHE_DIR_ENV, CacheSettings};
-use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR};
+use crate::builder::{BuildOptions, DEFAULT_OUTPUT_DIR, build_timeout};
 use crate::catalog::{Arch, Catalog, PlatformName};
 use crate::gha::Runner;
 use crate::spack::RunId;
@@ -57,6 +56,10 @@ pub struct CommonBuildArgs {
     /// `spack` on PATH [input: docker_context] [env: SLURM_FACTORY_DOCKER_CONTEXT]
     #[arg(long, value_name = "DIR")]
     pub docker_context: Option<PathBuf>,
+    /// The leg as the plan recorded it (a prepare-matrix matrix entry, JSON): its fingerprint is
+    /// recomputed and a leg that differs from the plan's is refused before anything is built [input: leg]
+    #[arg(long, value_name = "JSON")]
+    pub leg: Option<String>,
     #[command(flatten, next_help_heading = "Publishing")]
     #[allow(missing_docs)]
     pub key: SigningKeyArgs,
@@ -73,9 +76,17 @@ struct Common {
     opts: BuildOptions,
     dry_run: bool,
     s3: crate::s3::S3Settings,
+    leg: Option<String>,
 }
 
 impl Common {
+    /// With a `leg`, refuses a job that is not the leg or whose fingerprint differs from the
+    /// plan's ([`crate::builder::leg::check`]), before any Docker or Spack work.
+    fn check_leg(&self, job: &crate::spack::Job, runner: &Runner) -> Result<()> {
+        let (leg, context) = (self.leg.as_deref(), self.opts.docker_context.clone());
+        crate::builder::leg::check_given(leg, job, &self.catalog, context, runner)
+    }
+
     /// The publish target of `publish` (mode and destination): the signing key is loaded (and
     /// masked) now, before anything is built. A dry run publishes nothing and loads no key.
     fn publish_target(
@@ -105,12 +116,8 @@ impl CommonBuildArgs {
         let arch = flag_or_input(self.arch.clone(), runner, "arch")
             .map(Arch)
             .unwrap_or_else(|| catalog.architectures.default.clone());
-        let platform = match flag_or_input(self.platform.clone(), runner, "platform") {
-            Some(p) => catalog.platform_named(p.trim())?,
-            None => catalog
-                .platform(&catalog.platforms.default)
-                .context("the catalog's default platform is validated when it is loaded")?,
-        };
+        let platform = flag_or_input(self.platform.clone(), runner, "platform");
+        let platform = catalog.platform_or_default(platform.as_deref())?;
         // Refused before anything else: an image the catalog cannot pin is never built.
         platform.pinned_image()?;
         let platform = platform.name.clone();
@@ -119,34 +126,19 @@ impl CommonBuildArgs {
             .clone()
             .or_else(|| runner.input("output_dir").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR));
-        let docker_context = flag_input_or_env(
-            self.docker_context.clone(),
-            runner,
-            "docker_context",
-            "SLURM_FACTORY_DOCKER_CONTEXT",
-        );
+        let docker_context = super::docker_context(self.docker_context.clone(), runner);
         let cache_dir =
             flag_input_or_env(self.cache_dir.clone(), runner, "cache_dir", CACHE_DIR_ENV);
         let no_cache =
             bool_flag_or_input(self.no_cache.then_some(true), runner, "no_cache", false)?;
         let dry_run = bool_flag_or_input(self.dry_run.then_some(true), runner, "dry_run", false)?;
-        let minutes = match self.timeout_minutes {
-            Some(m) => m,
-            None => match runner.input("timeout_minutes") {
-                Some(t) => t.parse().map_err(|_| {
-                    anyhow!("input timeout_minutes is {t:?}, not a whole number of minutes")
-                })?,
-                None => timeout(&catalog),
-            },
-        };
-        if minutes == 0 {
-            bail!("--timeout-minutes must be at least 1");
-        }
+        let input = runner.input("timeout_minutes");
+        let timeout = build_timeout(self.timeout_minutes, input, timeout(&catalog))?;
         let opts = BuildOptions {
             output_dir,
             docker_context,
             no_cache,
-            timeout: Duration::from_secs(u64::from(minutes) * 60),
+            timeout,
             user: None,
             run_id: RunId::from_runner(runner),
             caches: CacheSettings::resolve(cache_dir.as_deref(), &catalog.caches, runner)?,
@@ -158,6 +150,7 @@ impl CommonBuildArgs {
             opts,
             dry_run,
             s3: self.s3.resolve(runner)?,
+            leg: flag_or_input(self.leg.clone(), runner, "leg").filter(|l| !l.trim().is_empty()),
         })
     }
 }

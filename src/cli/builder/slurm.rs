@@ -95,17 +95,18 @@ pub async fn run_slurm(args: SlurmArgs, runner: Runner) -> Result<()> {
             }),
         )),
     };
-    let publish = c.publish_target(&args.common, &runner, publish)?;
     let job = SlurmJobRequest {
         slurm,
         gcc,
         gpu,
-        arch: c.arch,
-        platform: Some(c.platform),
+        arch: c.arch.clone(),
+        platform: Some(c.platform.clone()),
         compiler_mirror: flag_or_input(args.compiler_buildcache, &runner, "compiler_buildcache"),
         slurm_mirror: None,
     }
     .resolve(catalog)?;
+    c.check_leg(&job, &runner)?;
+    let publish = c.publish_target(&args.common, &runner, publish)?;
     let pins = keys::with_catalog_pins(args.trust.resolve(&runner)?, catalog);
     let (toolchain, trust) = keys::choose_toolchain(mode, pins)?;
     match toolchain {
