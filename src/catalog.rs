@@ -852,6 +852,34 @@ impl Catalog {
         self.architectures.targets.iter().find(|t| &t.name == a)
     }
 
+    /// Where `tarball-publish --publish` uploads the tarball of `slurm` built with `gcc` on
+    /// `platform` for `arch` (the default architecture when `None`), with or without GPU
+    /// support: `s3://<publish.tarball_bucket>/<publish.tarball_key>`. An architecture the
+    /// catalog does not have is an error.
+    pub fn tarball_destination(
+        &self,
+        slurm: &SlurmVersion,
+        gcc: &GccVersion,
+        gpu: bool,
+        arch: Option<Arch>,
+        platform: &Platform,
+    ) -> Result<String> {
+        let arch = arch.unwrap_or_else(|| self.architectures.default.clone());
+        if self.target(&arch).is_none() {
+            anyhow::bail!("--arch {arch} is not an architecture of the catalog");
+        }
+        let variant = Variant {
+            gpu,
+            arch,
+            platform: platform.name.clone(),
+        };
+        Ok(format!(
+            "s3://{}/{}",
+            self.publish.tarball_bucket,
+            self.tarball_key(slurm, gcc, &variant)
+        ))
+    }
+
     /// The platform named `p`.
     pub fn platform(&self, p: &PlatformName) -> Option<&Platform> {
         self.platforms.images.iter().find(|x| &x.name == p)

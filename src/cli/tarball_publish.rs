@@ -130,52 +130,27 @@ pub async fn run(args: Args, runner: Runner) -> Result<()> {
         flag_or_input(args.destination, &runner, "destination").filter(|d| !d.trim().is_empty());
     let catalog =
         crate::catalog::Catalog::load_or_embedded(super::catalog_path(None, &runner).as_deref())?;
-    let mut platform = flag_or_input(args.platform, &runner, "platform")
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| catalog.platform_named(p.trim()).cloned())
-        .transpose()?;
-    if args.publish && platform.is_none() {
-        // The key names a platform, so the floor is checked against that platform.
-        platform = catalog.platform(&catalog.platforms.default).cloned();
-    }
-    if args.publish {
-        let arch = args
-            .arch
-            .map(crate::catalog::Arch)
-            .unwrap_or_else(|| catalog.architectures.default.clone());
-        if catalog.target(&arch).is_none() {
-            anyhow::bail!("--arch {arch} is not an architecture of the catalog");
-        }
-        let variant = crate::catalog::Variant {
-            gpu: args.gpu,
-            arch,
-            platform: platform
-                .as_ref()
-                .map_or_else(|| catalog.platforms.default.clone(), |p| p.name.clone()),
-        };
-        destination = Some(format!(
-            "s3://{}/{}",
-            catalog.publish.tarball_bucket,
-            catalog.tarball_key(&slurm, &gcc, &variant)
-        ));
+    let platform =
+        flag_or_input(args.platform, &runner, "platform").filter(|p| !p.trim().is_empty());
+    // With --publish the key names a platform (the default one unless given), so the floor is
+    // checked against that platform.
+    let platform = match (platform, args.publish) {
+        (None, false) => None,
+        (p, _) => Some(catalog.platform_or_default(p.as_deref())?.clone()),
+    };
+    if let (true, Some(p)) = (args.publish, &platform) {
+        let arch = args.arch.map(crate::catalog::Arch);
+        destination = Some(catalog.tarball_destination(&slurm, &gcc, args.gpu, arch, p)?);
     }
     // The leg's fingerprint, the key and the S3 settings are checked before hours of packing
     // could be wasted.
-    let stamp = match flag_or_input(args.leg, &runner, "leg").filter(|l| !l.trim().is_empty()) {
-        Some(json) if destination.is_some() => {
-            let kinds = [crate::matrix::Kind::Tarball];
-            Some(
-                crate::matrix::MatrixEntry::leg_fingerprint(
-                    &json,
-                    &kinds,
-                    &catalog,
-                    &crate::fingerprint::Sources::embedded()
-                        .with_docker_context(super::docker_context(None, &runner)),
-                    "nothing was stamped",
-                )?
-                .1,
-            )
-        }
+    let leg = flag_or_input(args.leg, &runner, "leg").filter(|l| !l.trim().is_empty());
+    let stamp = match (leg, &destination) {
+        (Some(json), Some(_)) => Some(publish::leg_fingerprint(
+            &json,
+            &catalog,
+            super::docker_context(None, &runner),
+        )?),
         _ => None,
     };
     if let Some(d) = &destination {

@@ -56,6 +56,26 @@ impl Destination {
     }
 }
 
+/// The fingerprint of the tarball leg `json` (`${{ toJSON(matrix) }}`), recomputed by this binary
+/// (with the image context the build used, if not the embedded one) and refused, naming the
+/// differing ingredients, when it is not the plan's: what the leg's stamp will record.
+pub(crate) fn leg_fingerprint(
+    json: &str,
+    catalog: &crate::catalog::Catalog,
+    docker_context: Option<PathBuf>,
+) -> Result<crate::fingerprint::Fingerprint> {
+    let sources = crate::fingerprint::Sources::embedded().with_docker_context(docker_context);
+    let kinds = [crate::matrix::Kind::Tarball];
+    let (_, own) = crate::matrix::MatrixEntry::leg_fingerprint(
+        json,
+        &kinds,
+        catalog,
+        &sources,
+        "nothing was stamped",
+    )?;
+    Ok(own)
+}
+
 /// The name of the signer's public key beside the tarball: `<FPR>.pub.asc`, the primary
 /// key's fingerprint in upper-case hex (what `--trusted-fingerprint` pins).
 pub(crate) fn public_key_name(fpr: &KeyFingerprint) -> String {
