@@ -54,6 +54,12 @@ impl KeyFingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `<FPR>.pub.asc`: the name the signer's public key is published under beside a tarball,
+    /// so a consumer holding only the fingerprint (what `--trusted-fingerprint` pins) finds it.
+    pub fn public_key_file(&self) -> String {
+        format!("{}.pub.asc", self.0)
+    }
 }
 
 impl std::str::FromStr for KeyFingerprint {

@@ -174,7 +174,7 @@ pub async fn published_key(
     allow_http: bool,
 ) -> Result<Vec<u8>> {
     let (origin, _) = Origin::of(source, allow_http)?;
-    let name = crate::tarball::publish::public_key_name(fpr);
+    let name = fpr.public_key_file();
     let max = crate::buildcache::trust::MAX_KEY_BLOB_BYTES;
     let bytes = origin.read(&name, max).await?.with_context(|| {
         format!(

@@ -378,7 +378,7 @@ async fn trusted(pins: &Pins, place: &Place) -> Result<TrustedKeys> {
         None => pins.resolve(store).await,
         Some(_) => {
             pins.trusted_keys(|fpr| async move {
-                let name = crate::tarball::publish::public_key_name(&fpr);
+                let name = fpr.public_key_file();
                 let obj = store
                     .get(&name)
                     .await?

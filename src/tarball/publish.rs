@@ -3,7 +3,7 @@
 //! buildcache [`Storage`] trait: the tarball first, its signature next, the sums last (merged
 //! with the lines other legs published under the same prefix, with a conditional write), so a
 //! reader that finds a sums line always finds the file and its signature. The signer's public
-//! key goes beside them as `<FPR>.pub.asc` ([`public_key_name`]), so a consumer holding only
+//! key goes beside them as `<FPR>.pub.asc` ([`crate::pgp::KeyFingerprint::public_key_file`]), so a consumer holding only
 //! the pinned fingerprint (`test-install --tarball … --trusted-fingerprint <FPR>`) can find the
 //! key; it trusts the file only because its fingerprint is the pinned one.
 //!
@@ -18,7 +18,7 @@ use crate::buildcache::publish::PublishTarget;
 use crate::buildcache::storage::{
     self, Location, Precondition, PreconditionFailed, PutOptions, Storage,
 };
-use crate::pgp::{KeyFingerprint, SigningKey};
+use crate::pgp::SigningKey;
 
 /// The name of the checksum file beside the tarball.
 pub(crate) const SUMS: &str = "SHA256SUMS";
@@ -76,12 +76,6 @@ pub(crate) fn leg_fingerprint(
     Ok(own)
 }
 
-/// The name of the signer's public key beside the tarball: `<FPR>.pub.asc`, the primary
-/// key's fingerprint in upper-case hex (what `--trusted-fingerprint` pins).
-pub(crate) fn public_key_name(fpr: &KeyFingerprint) -> String {
-    format!("{fpr}.pub.asc")
-}
-
 /// The line of `SHA256SUMS` for `name`.
 pub(crate) fn sums_line(sha256: &str, name: &str) -> String {
     format!("{sha256}  {name}\n")
@@ -126,7 +120,7 @@ pub(crate) fn merge_sums(existing: &str, name: &str, sha256: &str) -> Result<Str
 pub(crate) struct Signed {
     /// `<name>.asc`, the detached armored signature.
     pub signature: PathBuf,
-    /// `<FPR>.pub.asc`, the signer's public key ([`public_key_name`]).
+    /// `<FPR>.pub.asc`, the signer's public key ([`crate::pgp::KeyFingerprint::public_key_file`]).
     pub public_key: PathBuf,
 }
 
@@ -148,7 +142,7 @@ pub(crate) fn write_local(
     let sig = key.detached_sign(std::io::BufReader::new(f))?;
     let signature = dir.join(format!("{name}.asc"));
     write_atomic(&signature, &sig)?;
-    let public_key = dir.join(public_key_name(&key.fingerprint()));
+    let public_key = dir.join(key.fingerprint().public_key_file());
     write_atomic(&public_key, &key.public_key_armored()?)?;
     Ok(Some(Signed {
         signature,
